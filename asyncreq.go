@@ -1,0 +1,322 @@
+package asyncreq
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// State is the lifecycle state of a request.
+type State string
+
+// The states of a request. StatePending and StateRunning are not finished;
+// the other three are final.
+const (
+	StatePending   State = "pending"
+	StateRunning   State = "running"
+	StateSucceeded State = "succeeded"
+	StateFailed    State = "failed"
+	StateCanceled  State = "canceled"
+)
+
+// Final reports whether s is one of the final states (succeeded, failed,
+// canceled).
+func (s State) Final() bool {
+	return s == StateSucceeded || s == StateFailed || s == StateCanceled
+}
+
+// Valid reports whether s is one of the five known states.
+func (s State) Valid() bool {
+	switch s {
+	case StatePending, StateRunning, StateSucceeded, StateFailed, StateCanceled:
+		return true
+	}
+	return false
+}
+
+// Progress is what a processor reported about a running request. It appears
+// on the status document while the request runs.
+type Progress struct {
+	// Percent is the completion in percent, 0 to 100.
+	Percent int `json:"percent"`
+	// Message is a short human-readable description of the current step.
+	Message string `json:"message,omitempty"`
+}
+
+// Problem is an RFC 9457 problem document. It is also an error, so a
+// validator or processor can return one to choose the exact answer.
+type Problem struct {
+	// Type is a URI reference that identifies the problem type.
+	// The default is "about:blank".
+	Type string `json:"type,omitempty"`
+	// Title is a short summary of the problem type.
+	Title string `json:"title,omitempty"`
+	// Status is the HTTP status code of the answer.
+	Status int `json:"status,omitempty"`
+	// Detail explains this occurrence of the problem to the client.
+	Detail string `json:"detail,omitempty"`
+	// Instance is a URI reference that identifies this occurrence.
+	Instance string `json:"instance,omitempty"`
+}
+
+// Error implements error.
+func (p *Problem) Error() string {
+	if p.Detail != "" {
+		return fmt.Sprintf("asyncreq: %d %s: %s", p.Status, p.Title, p.Detail)
+	}
+	return fmt.Sprintf("asyncreq: %d %s", p.Status, p.Title)
+}
+
+// Request is what a Processor receives: the recorded HTTP request, and
+// where it stands.
+//
+// A processor must not modify Body or Header; they may be shared with the
+// Store's copy.
+type Request struct {
+	// ID is the request's identifier.
+	ID string
+	// Method is the HTTP method the request was submitted with (usually POST).
+	Method string
+	// URL is the path and query the request was submitted to, as received.
+	URL string
+	// Header holds the request headers the handler was configured to keep.
+	Header http.Header
+	// ContentType is the submitted Content-Type.
+	ContentType string
+	// Body is the submitted body, exactly as sent.
+	Body []byte
+	// Owner is the owner the handler's Owner function assigned, or "".
+	Owner string
+	// Attempt is the 1-based number of this attempt.
+	Attempt int
+	// CreatedAt is when the request was accepted.
+	CreatedAt time.Time
+}
+
+// Result is the outcome of a successful request: what the result URL
+// serves.
+type Result struct {
+	// StatusCode is the HTTP status code the result is served with.
+	// Zero means 200 OK.
+	StatusCode int `json:"status_code,omitempty"`
+	// ContentType is the Content-Type of Body.
+	ContentType string `json:"content_type,omitempty"`
+	// Header holds further response headers to serve with the result.
+	// Hop-by-hop headers and headers the handler sets itself (Content-Length,
+	// ETag, Date) are not replayed.
+	Header http.Header `json:"header,omitempty"`
+	// Body is the result's bytes.
+	Body []byte `json:"body,omitempty"`
+}
+
+// Processor runs accepted requests. It looks like http.Handler: one method,
+// and ProcessorFunc adapts an ordinary function.
+//
+// Process is called by a Worker, possibly on many goroutines at once. What
+// it returns decides what happens next:
+//
+//   - a non-nil *Result and a nil error: the request succeeded, and the
+//     result is stored and served at the result URL;
+//   - an error made with Permanent (or a *Problem): the request failed for
+//     good; it is not retried and the status document shows the problem;
+//   - an error made with RetryAfter: the attempt failed; the request is
+//     retried after the given delay while attempts remain;
+//   - any other error, or a panic: the attempt failed; the request is retried
+//     with exponential backoff and jitter while attempts remain, and fails
+//     with 500 after the last one;
+//   - ctx.Err() after ctx ends: the worker decides by the cancellation
+//     cause (context.Cause): a client's cancel records the request as
+//     canceled, a worker shutdown hands it back without spending an attempt,
+//     and a timeout counts as a failed attempt.
+//
+// Because a worker can crash after the work is done but before the outcome
+// is recorded, a request can be processed more than once; its outcome is
+// recorded exactly once. Processors with side effects should be idempotent
+// on Request.ID.
+type Processor interface {
+	Process(ctx context.Context, req *Request) (*Result, error)
+}
+
+// ProcessorFunc adapts an ordinary function to a Processor.
+type ProcessorFunc func(ctx context.Context, req *Request) (*Result, error)
+
+// Process calls f(ctx, req).
+func (f ProcessorFunc) Process(ctx context.Context, req *Request) (*Result, error) {
+	return f(ctx, req)
+}
+
+// Sentinel errors. Backends map their native errors onto these, and callers
+// test for them with errors.Is.
+var (
+	// ErrNotFound means no record (or queue entry) with that id exists.
+	ErrNotFound = errors.New("asyncreq: not found")
+	// ErrGone means the record existed but was purged or deleted; its
+	// tombstone still lasts.
+	ErrGone = errors.New("asyncreq: gone")
+	// ErrDuplicate is returned by Store.Create and Accepter.Accept when a
+	// record with the same owner and idempotency key already exists.
+	ErrDuplicate = errors.New("asyncreq: duplicate idempotency key")
+	// ErrLeaseLost means a lease or lease token is no longer valid: it
+	// expired and the request was redelivered, or it was already settled.
+	ErrLeaseLost = errors.New("asyncreq: lease lost")
+	// ErrFinished means the request is already in a final state.
+	ErrFinished = errors.New("asyncreq: request already finished")
+	// ErrCanceled is the cancellation cause of a processor's context when the
+	// client canceled the request.
+	ErrCanceled = errors.New("asyncreq: request canceled")
+	// ErrShutdown is the cancellation cause of a processor's context when
+	// the worker is stopping; the request is handed back and runs again
+	// later without spending an attempt.
+	ErrShutdown = errors.New("asyncreq: worker shutting down")
+	// ErrTimeout is the cancellation cause of a processor's context when the
+	// worker's per-request timeout passed.
+	ErrTimeout = errors.New("asyncreq: processing timed out")
+	// ErrClosed means the Store or Queue was closed.
+	ErrClosed = errors.New("asyncreq: closed")
+)
+
+// PermanentError is a failure that must not be retried. Status is the HTTP
+// status the failed request's problem document shows (and the result URL
+// answers with); zero means 500.
+type PermanentError struct {
+	Err    error
+	Status int
+}
+
+// Error implements error.
+func (e *PermanentError) Error() string {
+	if e.Err == nil {
+		return "asyncreq: permanent failure"
+	}
+	return e.Err.Error()
+}
+
+// Unwrap returns the underlying error.
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent marks err as a permanent failure shown with the given HTTP status
+// (for example 422 for input that can never be processed; 0 means 500).
+// The message of err becomes the problem's detail, so it must be fit for the
+// client to read. Permanent(nil, status) returns nil.
+func Permanent(err error, status int) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err, Status: status}
+}
+
+// RetryAfterError asks for another attempt after Delay.
+type RetryAfterError struct {
+	Err   error
+	Delay time.Duration
+}
+
+// Error implements error.
+func (e *RetryAfterError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("asyncreq: retry after %s", e.Delay)
+	}
+	return e.Err.Error()
+}
+
+// Unwrap returns the underlying error.
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// RetryAfter marks err as a failed attempt to be retried after delay (while
+// attempts remain). RetryAfter(nil, d) returns nil.
+func RetryAfter(err error, delay time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return &RetryAfterError{Err: err, Delay: delay}
+}
+
+// progressKey is the context key under which a Worker installs the function
+// that records progress.
+type progressKey struct{}
+
+// ProgressFunc records progress for the request being processed.
+type ProgressFunc func(ctx context.Context, p Progress) error
+
+// WithProgress returns a context carrying f as the progress reporter for
+// ReportProgress. Workers call it; tests of processors may too.
+func WithProgress(ctx context.Context, f ProgressFunc) context.Context {
+	return context.WithValue(ctx, progressKey{}, f)
+}
+
+// ReportProgress records the progress of the request being processed under
+// ctx, so that it shows on the status document. percent is clamped to
+// 0..100. Outside a Worker it does nothing and returns nil.
+// It returns ErrLeaseLost when this attempt no longer owns the request.
+func ReportProgress(ctx context.Context, percent int, message string) error {
+	f, _ := ctx.Value(progressKey{}).(ProgressFunc)
+	if f == nil {
+		return nil
+	}
+	percent = min(max(percent, 0), 100)
+	return f(ctx, Progress{Percent: percent, Message: message})
+}
+
+// idAlphabet is Crockford's base32 alphabet: URL-safe, no ambiguous letters.
+const idAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+// IDLen is the length of an id made by NewID.
+const IDLen = 26
+
+// NewID returns a new request id: 128 bits from crypto/rand, written as 26
+// characters of Crockford base32 (the top two bits of the first character
+// are always zero, so 128 bits are carried in 130).
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	var out [IDLen]byte
+	// Treat b as a 128-bit big-endian number and emit 5 bits at a time,
+	// most significant first, with two zero bits of padding in front.
+	hi := uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+	lo := uint64(b[8])<<56 | uint64(b[9])<<48 | uint64(b[10])<<40 | uint64(b[11])<<32 |
+		uint64(b[12])<<24 | uint64(b[13])<<16 | uint64(b[14])<<8 | uint64(b[15])
+	for i := IDLen - 1; i >= 0; i-- {
+		out[i] = idAlphabet[lo&31]
+		lo = lo>>5 | hi<<59
+		hi >>= 5
+	}
+	return string(out[:])
+}
+
+// ValidID reports whether id has the form NewID makes. Handlers answer 404
+// for a malformed id without asking the Store.
+func ValidID(id string) bool {
+	if len(id) != IDLen || id[0] > '7' {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z' && c != 'I' && c != 'L' && c != 'O' && c != 'U') {
+			return false
+		}
+	}
+	return true
+}
+
+// newToken returns a random lease token.
+func newToken() string { return NewID() }
+
+// StatusDocument is the JSON document the status URL serves (see the HTTP
+// contract in the package documentation). Clients decode it; the handler
+// builds it from a Record.
+type StatusDocument struct {
+	ID        string    `json:"id"`
+	Status    State     `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Attempts  int       `json:"attempts"`
+	Progress  *Progress `json:"progress,omitempty"`
+	StatusURL string    `json:"status_url"`
+	ResultURL string    `json:"result_url,omitempty"`
+	Error     *Problem  `json:"error,omitempty"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}

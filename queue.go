@@ -1,0 +1,62 @@
+package asyncreq
+
+import (
+	"context"
+	"time"
+)
+
+// Lease is one delivery of a request id by a Queue. While the lease is held
+// no other Dequeue returns that id; when it runs out without Ack or Nack the
+// id is delivered again.
+type Lease struct {
+	// ID is the request id.
+	ID string
+	// Delivery counts the deliveries of this queue entry, starting at 1.
+	// It is informational: the Store's Attempts is what limits retries.
+	Delivery int
+	// Handle is the backend's own reference to the delivery (a message, a
+	// stream entry id, a delivery tag). Callers must not touch it.
+	Handle any
+}
+
+// Queue says what to work on next. It carries only request ids; the Store
+// holds the requests.
+//
+// All methods may be called concurrently. Methods return ctx.Err()
+// unwrapped when ctx ends first. Delivery is at least once: an id may be
+// delivered again after a lease runs out, and workers cope with that
+// through the Store's lease token.
+type Queue interface {
+	// Enqueue adds id, to be delivered after delay (0 for now). When Enqueue
+	// returns nil the entry is durable to the degree the backend promises.
+	Enqueue(ctx context.Context, id string, delay time.Duration) error
+
+	// Dequeue waits until an id is due and returns a lease on it held for
+	// ttl, or returns ctx.Err() when ctx ends first. A backend whose lease
+	// length is fixed by its engine (a consumer's ack wait) documents that
+	// and may ignore ttl.
+	Dequeue(ctx context.Context, ttl time.Duration) (*Lease, error)
+
+	// Extend renews the lease for ttl from now. It returns ErrLeaseLost if
+	// the lease already ran out and the id may have been delivered again,
+	// or if it was settled.
+	Extend(ctx context.Context, l *Lease, ttl time.Duration) error
+
+	// Ack settles the lease: the entry is removed for good. It returns
+	// ErrLeaseLost if the lease ran out or was already settled.
+	Ack(ctx context.Context, l *Lease) error
+
+	// Nack settles the lease and returns the entry, to be delivered again
+	// after delay. It returns ErrLeaseLost if the lease ran out or was
+	// already settled.
+	Nack(ctx context.Context, l *Lease, delay time.Duration) error
+}
+
+// BatchDequeuer is implemented by a Queue that can hand out several leases
+// in one call. A Worker with free capacity for more than one request uses
+// it; the fallback is one Dequeue per request.
+type BatchDequeuer interface {
+	// DequeueBatch waits like Dequeue until at least one id is due, then
+	// returns leases on up to max of the ids that are due.
+	DequeueBatch(ctx context.Context, max int, ttl time.Duration) ([]*Lease, error)
+}
