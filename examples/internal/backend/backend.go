@@ -1,0 +1,112 @@
+// Package backend opens the Store and Queue that the example programs run
+// on, chosen by name: memory, sqlite, postgres, redis or nats, with an
+// optional RabbitMQ queue in front of any of them.
+package backend
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/memory"
+)
+
+// Config says which engine to open and where it is.
+type Config struct {
+	// Name is the engine: one of Names().
+	Name string
+	// SQLitePath is the database file of the sqlite engine.
+	SQLitePath string
+	// Postgres, Redis and NATS are the URLs of those engines.
+	Postgres string
+	Redis    string
+	NATS     string
+	// AMQP, if set, is a RabbitMQ URL: the queues are RabbitMQ queues and
+	// the engine named by Name keeps the records.
+	AMQP string
+	// Logger receives the engines' logs.
+	Logger *slog.Logger
+}
+
+// Backend hands out a Store and Queue per endpoint on one engine.
+type Backend struct {
+	pair   func(ctx context.Context, name string) (asyncreq.Store, asyncreq.Queue, error)
+	closes []func()
+}
+
+// Pair returns the Store and Queue for the endpoint with the given name.
+// Endpoints have queues of their own, so that a worker only gets the
+// requests of its endpoint.
+func (b *Backend) Pair(ctx context.Context, name string) (asyncreq.Store, asyncreq.Queue, error) {
+	return b.pair(ctx, name)
+}
+
+// Close releases every connection the Backend opened, newest first.
+func (b *Backend) Close() {
+	for i := len(b.closes) - 1; i >= 0; i-- {
+		b.closes[i]()
+	}
+}
+
+func (b *Backend) onClose(f func()) { b.closes = append(b.closes, f) }
+
+type opener func(ctx context.Context, cfg Config) (*Backend, error)
+
+var openers = map[string]opener{
+	"memory": openMemory,
+}
+
+// Names lists the engines Open knows, comma-separated.
+func Names() string {
+	names := make([]string, 0, len(openers))
+	for n := range openers {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}
+
+// Open opens the engine cfg names.
+func Open(ctx context.Context, cfg Config) (*Backend, error) {
+	open, ok := openers[cfg.Name]
+	if !ok {
+		return nil, fmt.Errorf("unknown backend %q (want one of %s)", cfg.Name, Names())
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	b, err := open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.AMQP != "" {
+		if err := withRabbitMQ(ctx, b, cfg); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// openMemory keeps everything in this process: nothing survives a restart.
+func openMemory(context.Context, Config) (*Backend, error) {
+	b := &Backend{}
+	byName := map[string]*memory.Backend{}
+	b.pair = func(_ context.Context, name string) (asyncreq.Store, asyncreq.Queue, error) {
+		m, ok := byName[name]
+		if !ok {
+			m = memory.New(nil)
+			byName[name] = m
+			b.onClose(func() { _ = m.Close() })
+		}
+		return m, m, nil
+	}
+	return b, nil
+}
+
+func withRabbitMQ(context.Context, *Backend, Config) error {
+	return fmt.Errorf("the RabbitMQ queue is not available in this build")
+}

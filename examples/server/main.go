@@ -1,0 +1,236 @@
+// Command server is the bundled asyncreq example: a text-report service
+// served three ways.
+//
+//	/jobs     a Processor that turns a text document into a JSON report,
+//	          reporting progress while it works (asynchronous)
+//	/report   the same report as an ordinary synchronous http.Handler
+//	/reports  that synchronous handler made asynchronous by asyncreq.NewAsync
+//
+// Run it with `go run ./examples/server` from the repository root. By default
+// it keeps its requests in an SQLite file, so a restart loses nothing; see
+// -backend for the other engines.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/examples/internal/backend"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "server:", err)
+		os.Exit(1)
+	}
+}
+
+// config is what the flags set.
+type config struct {
+	addr       string
+	workTime   time.Duration
+	backend    string
+	sqlitePath string
+	postgres   string
+	redis      string
+	nats       string
+	amqp       string
+	verbose    bool
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.StringVar(&c.addr, "addr", ":8080", "address to listen on")
+	fs.DurationVar(&c.workTime, "work-time", 3*time.Second, "simulated processing time of one report")
+	fs.StringVar(&c.backend, "backend", "sqlite", "where requests are kept: "+backend.Names())
+	fs.StringVar(&c.sqlitePath, "sqlite-path", "asyncreq.db", "SQLite database file (-backend sqlite)")
+	fs.StringVar(&c.postgres, "postgres", envOr("ASYNCREQ_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL URL (-backend postgres)")
+	fs.StringVar(&c.redis, "redis", envOr("ASYNCREQ_REDIS", "redis://127.0.0.1:6379/0"), "Redis URL (-backend redis)")
+	fs.StringVar(&c.nats, "nats", envOr("ASYNCREQ_NATS", "nats://127.0.0.1:4222"), "NATS URL (-backend nats)")
+	fs.StringVar(&c.amqp, "amqp", "", "RabbitMQ URL: if set, the queue is RabbitMQ and -backend keeps the records")
+	fs.BoolVar(&c.verbose, "v", false, "log every step of the workers")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return c, nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(args []string) error {
+	cfg, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	level := slog.LevelInfo
+	if cfg.verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	app, err := newApp(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer app.close()
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           app.mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Long enough for the longest Prefer: wait the handlers allow.
+		WriteTimeout: 2*maxWait + 10*time.Second,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	// The workers outlive the signal context: Stop ends them gracefully.
+	if err := app.start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	logger.Info("listening", "addr", ln.Addr().String(), "backend", cfg.backend, "work_time", cfg.workTime)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		return err
+	case <-ctx.Done():
+	}
+	stop() // a second signal now ends the process at once
+	logger.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	errHTTP := srv.Shutdown(shutdownCtx)
+	errWork := app.stop(shutdownCtx)
+	return errors.Join(errHTTP, errWork)
+}
+
+// maxWait caps Prefer: wait on every endpoint of the example.
+const maxWait = 30 * time.Second
+
+// app is the example's handlers and the workers behind them.
+type app struct {
+	mux    *http.ServeMux
+	jobs   *asyncreq.Worker
+	async  *asyncreq.Async
+	closer func()
+}
+
+func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) {
+	bk, err := backend.Open(ctx, backend.Config{
+		Name:       cfg.backend,
+		SQLitePath: cfg.sqlitePath,
+		Postgres:   cfg.postgres,
+		Redis:      cfg.redis,
+		NATS:       cfg.nats,
+		AMQP:       cfg.amqp,
+		Logger:     logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a := &app{mux: http.NewServeMux(), closer: bk.Close}
+	fail := func(err error) (*app, error) {
+		bk.Close()
+		return nil, err
+	}
+	const maxBody = 1 << 20
+
+	jobsStore, jobsQueue, err := bk.Pair(ctx, "jobs")
+	if err != nil {
+		return fail(err)
+	}
+	jobs, err := asyncreq.NewHandler(jobsStore, jobsQueue, &asyncreq.HandlerOptions{
+		MaxBodyBytes: maxBody,
+		MaxWait:      maxWait,
+		Validate:     validateReport,
+		Logger:       logger,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	a.jobs, err = asyncreq.NewWorker(jobsStore, jobsQueue, reportProcessor(cfg.workTime), &asyncreq.WorkerOptions{
+		Concurrency: 8,
+		Logger:      logger,
+	})
+	if err != nil {
+		return fail(err)
+	}
+
+	sync := reportHandler(cfg.workTime, maxBody)
+	reportsStore, reportsQueue, err := bk.Pair(ctx, "reports")
+	if err != nil {
+		return fail(err)
+	}
+	a.async, err = asyncreq.NewAsync(sync, reportsStore, reportsQueue, &asyncreq.AsyncOptions{
+		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger},
+		Worker:  asyncreq.WorkerOptions{Concurrency: 8, Logger: logger},
+	})
+	if err != nil {
+		return fail(err)
+	}
+
+	a.mux.Handle("/jobs", http.StripPrefix("/jobs", jobs))
+	a.mux.Handle("/jobs/", http.StripPrefix("/jobs", jobs))
+	a.mux.Handle("/report", sync)
+	a.mux.Handle("/reports", http.StripPrefix("/reports", a.async))
+	a.mux.Handle("/reports/", http.StripPrefix("/reports", a.async))
+	a.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprint(w, usage)
+	})
+	return a, nil
+}
+
+const usage = `asyncreq example server
+
+  POST /jobs      a text document -> 202 Accepted, Location: /jobs/{id}/status
+  GET  /jobs/{id}/status  200 while it runs, 303 See Other when done
+  GET  /jobs/{id}         the JSON report once done
+  POST /report    the same report, synchronously
+  POST /reports   /report made asynchronous by asyncreq.NewAsync
+
+Try: curl -i -X POST --data-binary @README.md localhost:8080/jobs
+`
+
+func (a *app) start(ctx context.Context) error {
+	if err := a.jobs.Start(ctx); err != nil {
+		return err
+	}
+	return a.async.Start(ctx)
+}
+
+func (a *app) stop(ctx context.Context) error {
+	return errors.Join(a.jobs.Stop(ctx), a.async.Stop(ctx))
+}
+
+func (a *app) close() { a.closer() }
