@@ -245,8 +245,9 @@ func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Recor
 	if c.ID != old.ID || c.Owner != old.Owner || c.IdempotencyKey != old.IdempotencyKey {
 		return nil, errors.New("asyncreq/memory: update changed the record's identity")
 	}
-	b.put(c, old)
-	return c.Clone(), nil
+	// fn's argument stays the caller's: store a copy of it.
+	b.put(c.Clone(), old)
+	return c, nil
 }
 
 // Delete implements asyncreq.Store.

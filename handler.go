@@ -1,0 +1,1299 @@
+package asyncreq
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// HandlerOptions configures a Handler. A nil *HandlerOptions means all
+// defaults; a zero field means that field's default.
+type HandlerOptions struct {
+	// BasePath, if set, is stripped from r.URL.Path before routing, for
+	// routers that do not strip the mount prefix (chi's Mount, for
+	// example). A request whose path does not start with BasePath gets 404.
+	// The default is "": the handler routes on r.URL.Path as it is, so
+	// mount it with http.StripPrefix.
+	BasePath string
+
+	// MaxBodyBytes is the largest request body accepted on submit; a larger
+	// one gets 413 Content Too Large. The default is 1 MiB.
+	MaxBodyBytes int64
+
+	// RetryAfter is the Retry-After sent with answers about requests that
+	// are not finished and with 503 answers. It is sent in whole seconds,
+	// rounded up, at least 1. The default is 1s.
+	RetryAfter time.Duration
+
+	// MaxWait caps the wait a client asks for with "Prefer: wait=N" on
+	// submit and on status. The default is 30s.
+	MaxWait time.Duration
+
+	// Retention is how long a final record and its result are kept before
+	// they are purged; it is copied into Record.Retention. The default is
+	// 24h.
+	Retention time.Duration
+
+	// TombstoneTTL is how long a purged or deleted record's id answers
+	// 410 Gone instead of 404; it is copied into Record.TombstoneTTL. The
+	// default is 7 days.
+	TombstoneTTL time.Duration
+
+	// KeepHeaders names the request headers recorded with a submitted
+	// request and handed to the Processor in Request.Header (the
+	// Content-Type is always kept, in Request.ContentType). Names are
+	// case-insensitive. The entry "*" keeps every end-to-end header except
+	// credentials (Authorization, Proxy-Authorization, Cookie), the
+	// headers this handler interprets itself (Prefer, Idempotency-Key) and
+	// those describing the transfer (Content-Length, Expect, hop-by-hop
+	// headers); a header excluded by "*" is still kept when it is also
+	// listed by name. Kept headers are stored with the request, so list
+	// credentials only when the Store may hold them. The default is none
+	// (NewAsync's default is "*").
+	KeepHeaders []string
+
+	// Validate, if set, checks a submitted request before anything is
+	// stored. An error rejects the request: a *Problem is sent as it is
+	// (normally with a 4xx Status; one outside 400-599 is sent as 422), any other
+	// error is sent as 422 Unprocessable Content with the error's text as
+	// the detail, so it must be fit for the client to read. The default is
+	// nil: every request is accepted.
+	Validate func(r *http.Request, body []byte) error
+
+	// Owner, if set, maps a request to its owner (a user, a tenant). A
+	// record is visible only to requests with the same owner; to any
+	// other it does not exist (404), and idempotency keys are scoped to
+	// the owner. An error answers 401 Unauthorized (a *Problem is sent as
+	// it is). The default is nil: every request has the owner "".
+	Owner func(r *http.Request) (string, error)
+
+	// AcceptedWhilePending makes the status URL answer a request that is
+	// not finished with 202 Accepted and a Location pointing at the same
+	// status URL, for generic pollers that treat any other 2xx as done.
+	// The default is false: such answers are 200 OK, as the pattern
+	// prescribes.
+	AcceptedWhilePending bool
+
+	// Logger receives the errors that are kept from clients: backend
+	// failures and rollbacks. The default discards them.
+	Logger *slog.Logger
+}
+
+// The defaults of HandlerOptions.
+const (
+	defaultMaxBodyBytes = 1 << 20
+	defaultRetryAfter   = time.Second
+	defaultMaxWait      = 30 * time.Second
+	defaultRetention    = 24 * time.Hour
+	defaultTombstoneTTL = 7 * 24 * time.Hour
+
+	// maxIdempotencyKeyLen bounds the Idempotency-Key header.
+	maxIdempotencyKeyLen = 255
+	// rollbackTimeout bounds the clean-up after a failed accept, which
+	// runs even when the client has gone.
+	rollbackTimeout = 10 * time.Second
+	// pollMin and pollMax bound the interval between Store reads of a long
+	// poll when the Store does not implement Watcher.
+	pollMin = 20 * time.Millisecond
+	pollMax = 500 * time.Millisecond
+)
+
+// withDefaults returns a copy of o with defaults applied, or an error naming
+// the first invalid field.
+func (o *HandlerOptions) withDefaults() (HandlerOptions, error) {
+	var c HandlerOptions
+	if o != nil {
+		c = *o
+	}
+	c.BasePath = strings.TrimRight(c.BasePath, "/")
+	if c.BasePath != "" && c.BasePath[0] != '/' {
+		return c, fmt.Errorf("asyncreq: HandlerOptions.BasePath must start with /, got %q", o.BasePath)
+	}
+	durations := []struct {
+		name string
+		d    *time.Duration
+		def  time.Duration
+	}{
+		{"RetryAfter", &c.RetryAfter, defaultRetryAfter},
+		{"MaxWait", &c.MaxWait, defaultMaxWait},
+		{"Retention", &c.Retention, defaultRetention},
+		{"TombstoneTTL", &c.TombstoneTTL, defaultTombstoneTTL},
+	}
+	for _, f := range durations {
+		switch {
+		case *f.d < 0:
+			return c, fmt.Errorf("asyncreq: HandlerOptions.%s must not be negative, got %s", f.name, *f.d)
+		case *f.d == 0:
+			*f.d = f.def
+		}
+	}
+	switch {
+	case c.MaxBodyBytes < 0:
+		return c, fmt.Errorf("asyncreq: HandlerOptions.MaxBodyBytes must not be negative, got %d", c.MaxBodyBytes)
+	case c.MaxBodyBytes == 0:
+		c.MaxBodyBytes = defaultMaxBodyBytes
+	}
+	for _, name := range c.KeepHeaders {
+		if name != "*" && !validToken(name) {
+			return c, fmt.Errorf("asyncreq: HandlerOptions.KeepHeaders: %q is not a header name", name)
+		}
+	}
+	c.KeepHeaders = append([]string(nil), c.KeepHeaders...)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// Handler serves the asynchronous request-reply HTTP contract over a Store
+// and a Queue: submit with POST, poll the status URL, fetch the result,
+// cancel or forget with DELETE. Relative to where it is mounted, it serves
+//
+//	POST   /             submit a request: 202 Accepted + Location
+//	GET    /{id}/status  the status document (HEAD too)
+//	GET    /{id}         the result (HEAD too)
+//	DELETE /{id}         cancel a request, or delete a finished one
+//
+// Every URL it writes into a header or a body is built from the path the
+// request reached it at, so it is right behind http.StripPrefix or a
+// router's mount prefix (see HandlerOptions.BasePath). Every error answer
+// is an RFC 9457 problem document (application/problem+json); the errors
+// behind it go to the Logger, never to the client.
+//
+// A Handler is safe for concurrent use. It starts no goroutines of its own;
+// a Worker processes what it accepts.
+type Handler struct {
+	store    Store
+	queue    Queue
+	accepter Accepter // set when store and queue are one value that accepts in one step
+	watcher  Watcher  // the store's watch capability, or nil
+	opts     HandlerOptions
+	log      *slog.Logger
+
+	keepAll    bool                // KeepHeaders holds "*"
+	keep       map[string]struct{} // canonical names listed in KeepHeaders
+	retryAfter string              // RetryAfter in whole seconds
+	mux        *http.ServeMux
+	now        func() time.Time
+}
+
+// NewHandler returns a Handler serving the HTTP contract over store and
+// queue, which may be one value. When they are the same value and it
+// implements Accepter, a request is recorded and enqueued in one step.
+// A nil opts means all defaults. NewHandler returns an error naming the
+// field when an option is invalid.
+func NewHandler(store Store, queue Queue, opts *HandlerOptions) (*Handler, error) {
+	switch {
+	case store == nil:
+		return nil, errors.New("asyncreq: NewHandler: nil Store")
+	case queue == nil:
+		return nil, errors.New("asyncreq: NewHandler: nil Queue")
+	}
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{
+		store:      store,
+		queue:      queue,
+		opts:       o,
+		log:        o.Logger,
+		keep:       make(map[string]struct{}, len(o.KeepHeaders)),
+		retryAfter: seconds(o.RetryAfter),
+		now:        time.Now,
+	}
+	if a, ok := store.(Accepter); ok && sameValue(store, queue) {
+		h.accepter = a
+	}
+	h.watcher, _ = store.(Watcher)
+	for _, name := range o.KeepHeaders {
+		if name == "*" {
+			h.keepAll = true
+			continue
+		}
+		h.keep[http.CanonicalHeaderKey(name)] = struct{}{}
+	}
+
+	// The patterns with a method serve the contract; those without answer
+	// every other method with 405. ServeHTTP lets only paths of these
+	// three shapes through, so the mux never answers on its own.
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /{$}", h.serveSubmit)
+	mux.HandleFunc("/{$}", h.methodNotAllowed("POST"))
+	mux.HandleFunc("GET /{id}/status", h.serveStatus)
+	mux.HandleFunc("/{id}/status", h.methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("GET /{id}", h.serveResult)
+	mux.HandleFunc("DELETE /{id}", h.serveDelete)
+	mux.HandleFunc("/{id}", h.methodNotAllowed("GET, HEAD, DELETE"))
+	h.mux = mux
+	return h, nil
+}
+
+// sameValue reports whether a and b are the same value, without panicking
+// on values of types that are not comparable.
+func sameValue(a, b any) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
+}
+
+// reqState is what ServeHTTP hands to the routes: the request as it
+// arrived (with the caller's path values, for Owner and Validate) and the
+// base path that URLs are built from.
+type reqState struct {
+	orig *http.Request
+	base string
+}
+
+type reqStateKey struct{}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if h.opts.BasePath != "" {
+		rest, ok := strings.CutPrefix(p, h.opts.BasePath)
+		if !ok || rest != "" && rest[0] != '/' {
+			h.problem(w, r, http.StatusNotFound, "no such resource")
+			return
+		}
+		p = rest
+	}
+	suffix := p
+	if p == "" {
+		p = "/"
+	}
+	if !routable(p) {
+		h.problem(w, r, http.StatusNotFound, "no such resource")
+		return
+	}
+	st := &reqState{orig: r, base: h.basePath(r, suffix)}
+	// Route a shallow copy, as http.StripPrefix does: the mux sets the
+	// pattern and path values on the request it serves, and the caller's
+	// must stay as they are.
+	r2 := r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
+	u := *r.URL
+	u.Path, u.RawPath = p, ""
+	r2.URL = &u
+	h.mux.ServeHTTP(w, r2)
+}
+
+// routable reports whether p has one of the shapes the mux serves: "/",
+// "/{id}" or "/{id}/status", with a segment that is not "." or "..".
+func routable(p string) bool {
+	if p == "/" {
+		return true
+	}
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	seg, rest, found := strings.Cut(p[1:], "/")
+	if seg == "" || seg == "." || seg == ".." {
+		return false
+	}
+	return !found || rest == "status"
+}
+
+// basePath returns the path the handler is mounted at, as the client sees
+// it: the path of the request line minus the routed suffix.
+func (h *Handler) basePath(r *http.Request, suffix string) string {
+	reqPath := r.URL.EscapedPath()
+	if ru := r.RequestURI; ru != "" {
+		if ru[0] == '/' {
+			reqPath, _, _ = strings.Cut(ru, "?")
+		} else if u, err := url.ParseRequestURI(ru); err == nil && strings.HasPrefix(u.EscapedPath(), "/") {
+			reqPath = u.EscapedPath()
+		}
+	}
+	base, ok := strings.CutSuffix(reqPath, suffix)
+	if !ok {
+		return h.opts.BasePath
+	}
+	return strings.TrimRight(base, "/")
+}
+
+func state(r *http.Request) *reqState {
+	if st, ok := r.Context().Value(reqStateKey{}).(*reqState); ok {
+		return st
+	}
+	return &reqState{orig: r}
+}
+
+func (st *reqState) statusURL(id string) string { return st.base + "/" + id + "/status" }
+func (st *reqState) resultURL(id string) string { return st.base + "/" + id }
+
+// methodNotAllowed returns a handler answering 405 with the given Allow.
+func (h *Handler) methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		h.problem(w, r, http.StatusMethodNotAllowed, "the method "+strconv.Quote(r.Method)+" is not allowed here; allowed: "+allow)
+	}
+}
+
+// owner runs the Owner function. When it fails, owner has answered and
+// returns false.
+func (h *Handler) owner(w http.ResponseWriter, r *http.Request, st *reqState) (string, bool) {
+	if h.opts.Owner == nil {
+		return "", true
+	}
+	o, err := h.opts.Owner(st.orig)
+	if err != nil {
+		var p *Problem
+		if errors.As(err, &p) && p != nil {
+			h.sendProblem(w, r, p, http.StatusUnauthorized)
+			return "", false
+		}
+		h.log.LogAttrs(r.Context(), slog.LevelDebug, "asyncreq: owner rejected request", slog.Any("err", err))
+		h.problem(w, r, http.StatusUnauthorized, "the request is not authenticated")
+		return "", false
+	}
+	return o, true
+}
+
+// serveSubmit serves POST /: record and enqueue a request.
+func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
+	st := state(r)
+	w.Header().Add("Vary", "Prefer")
+	owner, ok := h.owner(w, r, st)
+	if !ok {
+		return
+	}
+	key, ok := idempotencyKey(r.Header)
+	if !ok {
+		h.problem(w, r, http.StatusBadRequest, "the Idempotency-Key header must be one non-empty key of at most 255 printable characters")
+		return
+	}
+	body, status := h.readBody(w, r)
+	if status != 0 {
+		if status == http.StatusRequestEntityTooLarge {
+			h.problem(w, r, status, "the request body is larger than "+strconv.FormatInt(h.opts.MaxBodyBytes, 10)+" bytes")
+		} else {
+			h.problem(w, r, status, "the request body could not be read")
+		}
+		return
+	}
+	if h.opts.Validate != nil {
+		if err := h.opts.Validate(st.orig, body); err != nil {
+			var p *Problem
+			if errors.As(err, &p) && p != nil {
+				h.sendProblem(w, r, p, http.StatusUnprocessableEntity)
+			} else {
+				h.problem(w, r, http.StatusUnprocessableEntity, err.Error())
+			}
+			return
+		}
+	}
+
+	now := h.now().UTC()
+	sum := sha256.Sum256(body)
+	rec := &Record{
+		ID:             NewID(),
+		Owner:          owner,
+		IdempotencyKey: key,
+		BodyHash:       hex.EncodeToString(sum[:]),
+		State:          StatePending,
+		Method:         r.Method,
+		URL:            st.orig.URL.RequestURI(),
+		Header:         h.keptHeader(r.Header),
+		ContentType:    r.Header.Get("Content-Type"),
+		Body:           body,
+		CreatedAt:      now,
+		UpdatedAt:      now,
+		Retention:      h.opts.Retention,
+		TombstoneTTL:   h.opts.TombstoneTTL,
+	}
+	prefs := parsePrefer(r.Header)
+	rec, ok = h.accept(w, r, rec)
+	if !ok {
+		return
+	}
+
+	wait := h.capWait(prefs.wait)
+	if wait > 0 && !rec.State.Final() {
+		cur, err := h.await(r.Context(), rec, wait, func(c *Record) bool { return c.State.Final() })
+		switch {
+		case err == nil:
+			rec = cur
+		case !isMissing(err):
+			h.logBackend(r.Context(), "asyncreq: waiting for a submitted request", rec.ID, err)
+		}
+	}
+	if wait > 0 && rec.State.Final() {
+		w.Header().Set("Preference-Applied", "wait="+seconds(wait))
+		w.Header().Set("Content-Location", st.resultURL(rec.ID))
+		h.writeOutcome(w, r, rec, st)
+		return
+	}
+	if prefs.respondAsync {
+		w.Header().Set("Preference-Applied", "respond-async")
+	}
+	w.Header().Set("Location", st.statusURL(rec.ID))
+	w.Header().Set("Retry-After", h.retryAfter)
+	h.writeDocument(w, r, http.StatusAccepted, h.statusDocument(rec, st))
+}
+
+// readBody reads the request body up to MaxBodyBytes. It returns a
+// non-zero status when the body is too large or cannot be read.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int) {
+	limit := h.opts.MaxBodyBytes
+	if r.ContentLength > limit {
+		return nil, http.StatusRequestEntityTooLarge
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, 0
+	}
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	var body []byte
+	if r.ContentLength > 0 {
+		// Read the announced length at once, plus one byte to see EOF.
+		body = make([]byte, 0, r.ContentLength+1)
+	} else {
+		body = make([]byte, 0, 512)
+	}
+	for {
+		n, err := rd.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+				return nil, http.StatusRequestEntityTooLarge
+			}
+			return nil, http.StatusBadRequest
+		}
+		if len(body) == cap(body) {
+			body = append(body, 0)[:len(body)]
+		}
+	}
+	if len(body) == 0 {
+		return nil, 0
+	}
+	return body, 0
+}
+
+// accept records and enqueues rec, or finds the request an earlier submit
+// with the same idempotency key made. It returns the record to answer
+// with, or false when it has answered already.
+func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*Record, bool) {
+	ctx := r.Context()
+	var existing *Record
+	var err error
+	if h.accepter != nil {
+		rec.Enqueued = true
+		existing, err = h.accepter.Accept(ctx, rec)
+	} else {
+		existing, err = h.store.Create(ctx, rec)
+		if err == nil {
+			if err = h.queue.Enqueue(ctx, rec.ID, 0); err != nil {
+				h.logBackend(ctx, "asyncreq: enqueue of a new request; rolling back", rec.ID, err)
+				h.rollback(ctx, rec.ID)
+				h.unavailable(w, r)
+				return nil, false
+			}
+			rec.Enqueued = true
+			// The request is durable and queued: a failure to mark it only
+			// makes the worker's sweep enqueue it once more, harmlessly.
+			uctx := context.WithoutCancel(ctx)
+			if _, err := h.store.Update(uctx, rec.ID, func(c *Record) error {
+				c.Enqueued = true
+				return nil
+			}); err != nil && !isMissing(err) {
+				h.logBackend(ctx, "asyncreq: marking a request enqueued", rec.ID, err)
+			}
+		}
+	}
+	switch {
+	case err == nil:
+		return rec, true
+	case errors.Is(err, ErrDuplicate) && existing != nil:
+		switch {
+		case existing.BodyHash != rec.BodyHash:
+			h.problem(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request body")
+			return nil, false
+		case !existing.Enqueued && existing.State == StatePending:
+			// Not known to be queued yet: the first submit is still
+			// between Store and Queue (or was interrupted there, and the
+			// worker's sweep will enqueue it).
+			w.Header().Set("Retry-After", h.retryAfter)
+			h.problem(w, r, http.StatusConflict, "a request with this Idempotency-Key is still being accepted; retry later")
+			return nil, false
+		}
+		return existing, true
+	default:
+		h.logBackend(ctx, "asyncreq: accepting a request", rec.ID, err)
+		h.unavailable(w, r)
+		return nil, false
+	}
+}
+
+// rollback deletes a record whose enqueue failed, so that no half-made
+// request stays visible. It runs even when the client has gone.
+func (h *Handler) rollback(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
+	if err := h.store.Delete(ctx, id, false); err != nil && !isMissing(err) {
+		h.logBackend(ctx, "asyncreq: rollback of an unenqueued request (the worker's sweep enqueues it if the Store lists unenqueued records)", id, err)
+	}
+}
+
+// serveStatus serves GET and HEAD /{id}/status.
+func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
+	st := state(r)
+	w.Header().Add("Vary", "Prefer")
+	w.Header().Set("Cache-Control", "no-store")
+	rec, ok := h.lookup(w, r, st)
+	if !ok {
+		return
+	}
+	if wait := h.capWait(parsePrefer(r.Header).wait); wait > 0 && !rec.State.Final() {
+		first := rec
+		cur, err := h.await(r.Context(), rec, wait, func(c *Record) bool { return changed(first, c) })
+		if err != nil {
+			h.storeError(w, r, err)
+			return
+		}
+		rec = cur
+		w.Header().Set("Preference-Applied", "wait="+seconds(wait))
+	}
+	doc := h.statusDocument(rec, st)
+	switch rec.State {
+	case StateSucceeded:
+		w.Header().Set("Location", st.resultURL(rec.ID))
+		h.writeDocument(w, r, http.StatusSeeOther, doc)
+	case StateFailed, StateCanceled:
+		h.writeDocument(w, r, http.StatusOK, doc)
+	default:
+		w.Header().Set("Retry-After", h.retryAfter)
+		if h.opts.AcceptedWhilePending {
+			w.Header().Set("Location", st.statusURL(rec.ID))
+			h.writeDocument(w, r, http.StatusAccepted, doc)
+			return
+		}
+		h.writeDocument(w, r, http.StatusOK, doc)
+	}
+}
+
+// changed reports whether a long poll that started at first has news in
+// cur: another state or other progress.
+func changed(first, cur *Record) bool {
+	if first.State != cur.State {
+		return true
+	}
+	switch {
+	case first.Progress == nil && cur.Progress == nil:
+		return false
+	case first.Progress == nil || cur.Progress == nil:
+		return true
+	}
+	return *first.Progress != *cur.Progress
+}
+
+// serveResult serves GET and HEAD /{id}.
+func (h *Handler) serveResult(w http.ResponseWriter, r *http.Request) {
+	st := state(r)
+	rec, ok := h.lookup(w, r, st)
+	if !ok {
+		return
+	}
+	h.writeOutcome(w, r, rec, st)
+}
+
+// writeOutcome answers with what the result URL serves for rec: the result,
+// the failure, or 404 while it is not finished.
+func (h *Handler) writeOutcome(w http.ResponseWriter, r *http.Request, rec *Record, st *reqState) {
+	switch rec.State {
+	case StateSucceeded:
+		h.writeResult(w, r, rec)
+	case StateFailed, StateCanceled:
+		h.sendProblem(w, r, failureProblem(rec), http.StatusInternalServerError)
+	default:
+		statusURL := st.statusURL(rec.ID)
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Retry-After", h.retryAfter)
+		h.writeProblem(w, r, &pendingProblem{
+			Problem: Problem{
+				Type:   "about:blank",
+				Title:  http.StatusText(http.StatusNotFound),
+				Status: http.StatusNotFound,
+				Detail: "the request is " + string(rec.State) + "; its result is not available yet; see " + statusURL,
+			},
+			StatusURL: statusURL,
+		})
+	}
+}
+
+// pendingProblem is the problem a result URL answers before the request
+// finished: it points at the status URL with an extension member.
+type pendingProblem struct {
+	Problem
+	StatusURL string `json:"status_url"`
+}
+
+// failureProblem returns the problem a failed or canceled record answers
+// with.
+func failureProblem(rec *Record) *Problem {
+	if rec.Error != nil {
+		return rec.Error
+	}
+	if rec.State == StateCanceled {
+		return canceledProblem()
+	}
+	return failedProblem("processing failed")
+}
+
+// writeResult serves a succeeded request's result with its status code,
+// Content-Type, the headers it may carry, and a strong ETag.
+func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, rec *Record) {
+	res := rec.Result
+	if res == nil {
+		res = &Result{}
+	}
+	hdr := w.Header()
+	for k, vs := range res.Header {
+		k = http.CanonicalHeaderKey(k)
+		if notReplayed(k, res.Header) {
+			continue
+		}
+		if k == "Vary" {
+			hdr[k] = append(hdr[k], vs...)
+			continue
+		}
+		hdr[k] = append([]string(nil), vs...)
+	}
+	ctype := res.ContentType
+	if ctype == "" {
+		ctype = res.Header.Get("Content-Type")
+	}
+	// A Content-Type key without a value asks for no type at all, as it
+	// does in net/http; otherwise a missing type is sniffed.
+	_, untyped := res.Header[http.CanonicalHeaderKey("Content-Type")]
+	untyped = untyped && ctype == ""
+	if ctype == "" && !untyped && len(res.Body) > 0 {
+		ctype = http.DetectContentType(res.Body)
+	}
+	if ctype != "" {
+		hdr.Set("Content-Type", ctype)
+	} else {
+		hdr["Content-Type"] = nil
+	}
+	etag := resultETag(res, ctype)
+	hdr.Set("ETag", etag)
+
+	code := res.StatusCode
+	switch {
+	case code == 0:
+		code = http.StatusOK
+	case code < 200 || code > 999:
+		h.log.LogAttrs(r.Context(), slog.LevelError, "asyncreq: result has an invalid status code; serving 500",
+			slog.String("id", rec.ID), slog.Int("status", code))
+		for k := range hdr {
+			delete(hdr, k)
+		}
+		h.problem(w, r, http.StatusInternalServerError, "the result cannot be served")
+		return
+	}
+	if code >= 200 && code < 300 && etagMatch(r.Header.Get("If-None-Match"), etag) {
+		for _, k := range []string{"Content-Type", "Content-Length", "Content-Language", "Content-Encoding"} {
+			hdr.Del(k)
+		}
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	if !bodyAllowed(code) {
+		w.WriteHeader(code)
+		return
+	}
+	hdr.Set("Content-Length", strconv.Itoa(len(res.Body)))
+	w.WriteHeader(code)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(res.Body)
+	}
+}
+
+// resultETag returns a strong entity tag of the result's representation:
+// its content type and body.
+func resultETag(res *Result, ctype string) string {
+	s := sha256.New()
+	_, _ = io.WriteString(s, ctype)
+	_, _ = s.Write([]byte{0})
+	_, _ = s.Write(res.Body)
+	var sum [sha256.Size]byte
+	return `"` + hex.EncodeToString(s.Sum(sum[:0])[:16]) + `"`
+}
+
+// etagMatch reports whether an If-None-Match value matches etag, by the weak
+// comparison RFC 9110 prescribes for If-None-Match.
+func etagMatch(inm, etag string) bool {
+	for inm != "" {
+		var tag string
+		tag, inm, _ = strings.Cut(inm, ",")
+		tag = strings.TrimSpace(tag)
+		if tag == "*" {
+			return true
+		}
+		tag = strings.TrimPrefix(tag, "W/")
+		if tag == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// bodyAllowed reports whether a response with the given status may have a
+// body.
+func bodyAllowed(code int) bool {
+	return !(code >= 100 && code <= 199 || code == http.StatusNoContent || code == http.StatusNotModified)
+}
+
+// hopByHop lists the headers that describe one connection, not the
+// message (RFC 9110 section 7.6.1).
+var hopByHop = map[string]bool{
+	"Connection":          true,
+	"Keep-Alive":          true,
+	"Proxy-Connection":    true,
+	"Proxy-Authenticate":  true,
+	"Proxy-Authorization": true,
+	"Te":                  true,
+	"Trailer":             true,
+	"Transfer-Encoding":   true,
+	"Upgrade":             true,
+}
+
+// notReplayed reports whether the result header k is left out when a
+// result is served: hop-by-hop headers (with those named by Connection) and
+// the headers the handler sets itself.
+func notReplayed(k string, h http.Header) bool {
+	switch k {
+	case "Content-Length", "Content-Type", "Etag", "Date":
+		return true
+	}
+	return hopByHop[k] || connectionListed(k, h)
+}
+
+// connectionListed reports whether the Connection header in h names k.
+func connectionListed(k string, h http.Header) bool {
+	for _, v := range h["Connection"] {
+		for v != "" {
+			var f string
+			f, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(strings.TrimSpace(f), k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serveDelete serves DELETE /{id}: cancel a request that is not finished,
+// delete one that is.
+func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request) {
+	st := state(r)
+	owner, ok := h.owner(w, r, st)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	if !ValidID(id) {
+		h.problem(w, r, http.StatusNotFound, "no request with this id")
+		return
+	}
+	ctx := r.Context()
+	now := h.now().UTC()
+	rec, err := checkRecord(h.store.Update(ctx, id, func(c *Record) error {
+		if c.Owner != owner {
+			return ErrNotFound
+		}
+		switch c.State {
+		case StatePending:
+			finalize(c, StateCanceled, now)
+			c.Error = canceledProblem()
+		case StateRunning:
+			if !c.CancelRequested {
+				c.CancelRequested = true
+				c.UpdatedAt = now
+			}
+		default:
+			return ErrFinished
+		}
+		return nil
+	}))
+	switch {
+	case err == nil:
+		h.writeDocument(w, r, http.StatusAccepted, h.statusDocument(rec, st))
+		return
+	case !errors.Is(err, ErrFinished):
+		h.storeError(w, r, err)
+		return
+	}
+	if err := h.store.Delete(ctx, id, true); err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// lookup reads the record the path names and checks its owner. When it
+// fails, lookup has answered and returns false.
+func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, st *reqState) (*Record, bool) {
+	owner, ok := h.owner(w, r, st)
+	if !ok {
+		return nil, false
+	}
+	id := r.PathValue("id")
+	if !ValidID(id) {
+		h.problem(w, r, http.StatusNotFound, "no request with this id")
+		return nil, false
+	}
+	rec, err := checkRecord(h.store.Get(r.Context(), id))
+	if err != nil {
+		h.storeError(w, r, err)
+		return nil, false
+	}
+	if rec.Owner != owner {
+		h.problem(w, r, http.StatusNotFound, "no request with this id")
+		return nil, false
+	}
+	return rec, true
+}
+
+// storeError answers for an error from the Store: 404, 410, or 503.
+func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		h.problem(w, r, http.StatusNotFound, "no request with this id")
+	case errors.Is(err, ErrGone):
+		h.problem(w, r, http.StatusGone, "the request was deleted or has expired")
+	default:
+		h.logBackend(r.Context(), "asyncreq: store", r.PathValue("id"), err)
+		h.unavailable(w, r)
+	}
+}
+
+// errNoRecord is what the handler makes of a Store that returned neither
+// a record nor an error.
+var errNoRecord = errors.New("asyncreq: store returned neither a record nor an error")
+
+// checkRecord turns a Store's (nil, nil) answer into errNoRecord, so that a
+// faulty backend gets a 503 and a log line, not a panic.
+func checkRecord(rec *Record, err error) (*Record, error) {
+	if err == nil && rec == nil {
+		return nil, errNoRecord
+	}
+	return rec, err
+}
+
+// isMissing reports whether err says a record does not exist (any more).
+func isMissing(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrGone)
+}
+
+// logBackend logs a backend error. An error caused by the client going
+// away is logged at debug level only.
+func (h *Handler) logBackend(ctx context.Context, msg, id string, err error) {
+	level := slog.LevelError
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		level = slog.LevelDebug
+	}
+	h.log.LogAttrs(ctx, level, msg, slog.String("id", id), slog.Any("err", err))
+}
+
+// unavailable answers 503 with Retry-After.
+func (h *Handler) unavailable(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Retry-After", h.retryAfter)
+	h.problem(w, r, http.StatusServiceUnavailable, "the service cannot handle the request right now; retry later")
+}
+
+// seconds formats d in whole seconds, rounded up.
+func seconds(d time.Duration) string {
+	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
+}
+
+// capWait bounds a client's Prefer wait by MaxWait.
+func (h *Handler) capWait(d time.Duration) time.Duration {
+	return min(d, h.opts.MaxWait)
+}
+
+// await reads the record until done holds for it or d passes or ctx ends,
+// and returns the last record read (rec when no read succeeded). It waits on
+// the Store's Watcher when it has one and polls the Store otherwise. It
+// returns an error only when the Store fails, or the record is gone,
+// before d passes and ctx ends.
+func (h *Handler) await(ctx context.Context, rec *Record, d time.Duration, done func(*Record) bool) (*Record, error) {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	id := rec.ID
+	last := rec
+	watcher := h.watcher
+	wait := pollMin
+	for {
+		var ch <-chan struct{}
+		if watcher != nil {
+			c, err := watcher.Watch(wctx, id)
+			switch {
+			case err == nil:
+				ch = c
+			case wctx.Err() != nil:
+				return last, nil
+			default:
+				// Polling still answers the client; note the failure.
+				h.logBackend(ctx, "asyncreq: watch failed; polling instead", id, err)
+				watcher = nil
+			}
+		}
+		cur, err := checkRecord(h.store.Get(wctx, id))
+		if err != nil {
+			if wctx.Err() != nil && !isMissing(err) {
+				return last, nil
+			}
+			return last, err
+		}
+		last = cur
+		if done(cur) {
+			return cur, nil
+		}
+		if ch == nil {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-wctx.Done():
+				t.Stop()
+				return last, nil
+			}
+			wait = min(2*wait, pollMax)
+			continue
+		}
+		select {
+		case <-ch:
+		case <-wctx.Done():
+			return last, nil
+		}
+	}
+}
+
+// keptHeader returns the request headers KeepHeaders selects, or nil.
+func (h *Handler) keptHeader(in http.Header) http.Header {
+	if !h.keepAll && len(h.keep) == 0 {
+		return nil
+	}
+	var out http.Header
+	for k, vs := range in {
+		if _, listed := h.keep[k]; !listed && !(h.keepAll && keptByStar(k, in)) {
+			continue
+		}
+		if out == nil {
+			out = make(http.Header)
+		}
+		out[k] = append([]string(nil), vs...)
+	}
+	return out
+}
+
+// keptByStar reports whether the KeepHeaders entry "*" keeps header k.
+func keptByStar(k string, in http.Header) bool {
+	switch k {
+	case "Authorization", "Cookie", "Prefer", "Idempotency-Key", "Content-Length", "Content-Type", "Expect", "Host":
+		return false
+	}
+	return !hopByHop[k] && !connectionListed(k, in)
+}
+
+// idempotencyKey returns the request's Idempotency-Key, unquoted if it is
+// sent as a structured-field string, and whether it is well-formed.
+func idempotencyKey(h http.Header) (string, bool) {
+	vs := h.Values("Idempotency-Key")
+	switch len(vs) {
+	case 0:
+		return "", true
+	case 1:
+	default:
+		return "", false
+	}
+	k := strings.TrimSpace(vs[0])
+	if len(k) >= 2 && k[0] == '"' && k[len(k)-1] == '"' {
+		k = k[1 : len(k)-1]
+	}
+	if k == "" || len(k) > maxIdempotencyKeyLen {
+		return "", false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e || k[i] == '"' || k[i] == '\\' {
+			return "", false
+		}
+	}
+	return k, true
+}
+
+// preferences are the RFC 7240 preferences the handler honours.
+type preferences struct {
+	wait         time.Duration
+	respondAsync bool
+}
+
+// parsePrefer reads the Prefer headers. Preferences it does not know and
+// values it cannot read are ignored, as RFC 7240 asks; the first of
+// repeated preferences counts.
+func parsePrefer(h http.Header) preferences {
+	var p preferences
+	seenWait := false
+	for _, v := range h["Prefer"] {
+		for v != "" {
+			var item string
+			item, v, _ = strings.Cut(v, ",")
+			item, _, _ = strings.Cut(item, ";") // parameters are not used
+			name, val, _ := strings.Cut(item, "=")
+			name = strings.TrimSpace(name)
+			val = strings.Trim(strings.TrimSpace(val), `"`)
+			switch {
+			case strings.EqualFold(name, "respond-async"):
+				p.respondAsync = true
+			case strings.EqualFold(name, "wait") && !seenWait:
+				seenWait = true
+				n, err := strconv.ParseUint(val, 10, 64)
+				if err != nil {
+					if errors.Is(err, strconv.ErrRange) {
+						p.wait = time.Duration(1<<63 - 1)
+					}
+					continue
+				}
+				if n > uint64((1<<63-1)/time.Second) {
+					p.wait = time.Duration(1<<63 - 1)
+				} else {
+					p.wait = time.Duration(n) * time.Second
+				}
+			}
+		}
+	}
+	return p
+}
+
+// statusDocument builds the status document of rec.
+func (h *Handler) statusDocument(rec *Record, st *reqState) *StatusDocument {
+	doc := &StatusDocument{
+		ID:        rec.ID,
+		Status:    rec.State,
+		CreatedAt: rec.CreatedAt.UTC(),
+		UpdatedAt: rec.UpdatedAt.UTC(),
+		Attempts:  rec.Attempts,
+		Progress:  rec.Progress,
+		StatusURL: st.statusURL(rec.ID),
+	}
+	if !rec.ExpiresAt.IsZero() {
+		doc.ExpiresAt = rec.ExpiresAt.UTC()
+	}
+	switch rec.State {
+	case StateSucceeded:
+		doc.ResultURL = st.resultURL(rec.ID)
+	case StateFailed, StateCanceled:
+		doc.Error = normalProblem(failureProblem(rec), http.StatusInternalServerError)
+	}
+	return doc
+}
+
+// writeDocument answers with a status document as application/json.
+func (h *Handler) writeDocument(w http.ResponseWriter, r *http.Request, code int, doc *StatusDocument) {
+	b, err := appendStatusDocument(make([]byte, 0, 384), doc)
+	if err != nil {
+		h.log.LogAttrs(r.Context(), slog.LevelError, "asyncreq: encoding a status document",
+			slog.String("id", doc.ID), slog.Any("err", err))
+		h.problem(w, r, http.StatusInternalServerError, "the status document could not be encoded")
+		return
+	}
+	b = append(b, '\n')
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(b)
+	}
+}
+
+// appendStatusDocument appends the JSON encoding of d to b: the bytes
+// encoding/json would write, without its reflection on the hot paths.
+func appendStatusDocument(b []byte, d *StatusDocument) ([]byte, error) {
+	for _, t := range []time.Time{d.CreatedAt, d.UpdatedAt, d.ExpiresAt} {
+		if y := t.Year(); y < 0 || y > 9999 {
+			return nil, fmt.Errorf("asyncreq: time %v cannot be encoded in JSON", t)
+		}
+	}
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, d.ID)
+	b = append(b, `,"status":`...)
+	b = appendJSONString(b, string(d.Status))
+	b = append(b, `,"created_at":"`...)
+	b = d.CreatedAt.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","updated_at":"`...)
+	b = d.UpdatedAt.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","attempts":`...)
+	b = strconv.AppendInt(b, int64(d.Attempts), 10)
+	if d.Progress != nil {
+		b = append(b, `,"progress":{"percent":`...)
+		b = strconv.AppendInt(b, int64(d.Progress.Percent), 10)
+		if d.Progress.Message != "" {
+			b = append(b, `,"message":`...)
+			b = appendJSONString(b, d.Progress.Message)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `,"status_url":`...)
+	b = appendJSONString(b, d.StatusURL)
+	if d.ResultURL != "" {
+		b = append(b, `,"result_url":`...)
+		b = appendJSONString(b, d.ResultURL)
+	}
+	if d.Error != nil {
+		e, err := json.Marshal(d.Error)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, `,"error":`...)
+		b = append(b, e...)
+	}
+	if !d.ExpiresAt.IsZero() {
+		b = append(b, `,"expires_at":"`...)
+		b = d.ExpiresAt.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	return append(b, '}'), nil
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it (HTML-safe, invalid UTF-8 replaced).
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// problem answers with a problem document of the given status.
+func (h *Handler) problem(w http.ResponseWriter, r *http.Request, status int, detail string) {
+	h.writeProblem(w, r, &Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail})
+}
+
+// sendProblem answers with p, its status made an error status (def when
+// it is not one) and its empty members filled in.
+func (h *Handler) sendProblem(w http.ResponseWriter, r *http.Request, p *Problem, def int) {
+	h.writeProblem(w, r, normalProblem(p, def))
+}
+
+// normalProblem returns a copy of p with an error status (def when p's is
+// not one) and its type and title filled in.
+func normalProblem(p *Problem, def int) *Problem {
+	c := *p
+	if c.Status < 400 || c.Status > 599 {
+		c.Status = def
+	}
+	if c.Type == "" {
+		c.Type = "about:blank"
+	}
+	if c.Title == "" {
+		c.Title = http.StatusText(c.Status)
+	}
+	return &c
+}
+
+// problemStatus returns the status of a problem document value.
+func problemStatus(v any) int {
+	switch p := v.(type) {
+	case *Problem:
+		return p.Status
+	case *pendingProblem:
+		return p.Status
+	}
+	return http.StatusInternalServerError
+}
+
+// writeProblem answers with a problem document.
+func (h *Handler) writeProblem(w http.ResponseWriter, r *http.Request, v any) {
+	code := problemStatus(v)
+	b, err := json.Marshal(v)
+	if err != nil { // cannot happen: the documents are plain strings and ints
+		b = []byte(`{"type":"about:blank","title":"Internal Server Error","status":500}`)
+		code = http.StatusInternalServerError
+	}
+	b = append(b, '\n')
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/problem+json")
+	hdr.Set("Content-Length", strconv.Itoa(len(b)))
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(b)
+	}
+}
+
+// validToken reports whether s is an RFC 9110 token, as header names are.
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,306 @@
+package asyncreq
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// HandlerProcessor returns a Processor that runs next on the recorded
+// request and records its full response (status, headers, body) as the
+// Result, which the Handler then serves at the result URL as if the call
+// had been synchronous.
+//
+// next sees a server-side request rebuilt from the record: the method, the
+// path and query the request was submitted to, the headers the Handler
+// kept (see HandlerOptions.KeepHeaders), the Content-Type and the body, and
+// a context that is canceled when the request is canceled, times out or
+// the worker stops. It may call ReportProgress with r.Context() to show
+// progress on the status document.
+//
+// next writes to an in-memory http.ResponseWriter with the semantics of
+// net/http's: WriteHeader takes effect once and snapshots the header map
+// (later changes are ignored, except declared trailers), the first Write
+// without WriteHeader sends 200, 1xx informational answers are skipped, a
+// missing Content-Type is sniffed from the first bytes written, bodies are
+// refused for statuses that allow none, and writing past a declared
+// Content-Length fails with http.ErrContentLength. It implements
+// http.Flusher (Flush commits the header, as on a connection). Hop-by-hop
+// headers are not recorded.
+//
+// Whatever status next answers with, including a 4xx or 5xx, is the
+// request's result: the request succeeds and the result URL replays that
+// answer. When the context ends before next returns, the Processor returns
+// the context's error, and the Worker decides by its cause. A WriteHeader
+// with an invalid status code is a permanent failure (500), as it would be
+// a panic in net/http; a panic in next is left to the Worker, which counts
+// it as a failed attempt.
+func HandlerProcessor(next http.Handler) Processor {
+	return ProcessorFunc(func(ctx context.Context, req *Request) (*Result, error) {
+		r, err := replayRequest(ctx, req)
+		if err != nil {
+			return nil, Permanent(err, http.StatusInternalServerError)
+		}
+		rw := newRecorder(req.Method)
+		next.ServeHTTP(rw, r)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if rw.err != nil {
+			return nil, Permanent(rw.err, http.StatusInternalServerError)
+		}
+		return rw.result(), nil
+	})
+}
+
+// replayRequest rebuilds the server-side request that req recorded.
+func replayRequest(ctx context.Context, req *Request) (*http.Request, error) {
+	method := req.Method
+	if method == "" {
+		method = http.MethodPost
+	}
+	target := req.URL
+	if target == "" {
+		target = "/"
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil, fmt.Errorf("asyncreq: recorded request URL %q: %w", target, err)
+	}
+	h := req.Header.Clone()
+	if h == nil {
+		h = make(http.Header)
+	}
+	if req.ContentType != "" {
+		h.Set("Content-Type", req.ContentType)
+	}
+	body := req.Body
+	r := &http.Request{
+		Method:        method,
+		URL:           u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Body:          http.NoBody,
+		ContentLength: int64(len(body)),
+		Host:          u.Host,
+		RequestURI:    target,
+	}
+	if len(body) > 0 {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	return r.WithContext(ctx), nil
+}
+
+// recorder is the in-memory http.ResponseWriter HandlerProcessor gives the
+// wrapped handler.
+type recorder struct {
+	head      bool        // the request is a HEAD: the body is discarded
+	header    http.Header // the handler's header map
+	sent      http.Header // the snapshot taken at WriteHeader
+	status    int
+	committed bool // the header is final (Content-Type sniffed)
+	declared  int64
+	body      bytes.Buffer
+	err       error
+}
+
+func newRecorder(method string) *recorder {
+	return &recorder{head: method == http.MethodHead, header: make(http.Header), declared: -1}
+}
+
+// Header implements http.ResponseWriter.
+func (rw *recorder) Header() http.Header { return rw.header }
+
+// WriteHeader implements http.ResponseWriter.
+func (rw *recorder) WriteHeader(code int) {
+	if rw.status != 0 || rw.err != nil {
+		return // superfluous, as net/http ignores it
+	}
+	if code < 100 || code > 999 {
+		rw.err = fmt.Errorf("asyncreq: handler wrote invalid status code %d", code)
+		return
+	}
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		return // informational answers are not part of the result
+	}
+	if code == http.StatusSwitchingProtocols {
+		rw.err = errors.New("asyncreq: handler switched protocols, which cannot be replayed")
+		return
+	}
+	rw.status = code
+	rw.sent = rw.header.Clone()
+	if cl := rw.sent.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(strings.TrimSpace(cl), 10, 64); err == nil && n >= 0 {
+			rw.declared = n
+		}
+	}
+}
+
+// Write implements http.ResponseWriter.
+func (rw *recorder) Write(p []byte) (int, error) {
+	if rw.err != nil {
+		return 0, rw.err
+	}
+	if rw.status == 0 {
+		rw.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(rw.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if rw.head {
+		return len(p), nil
+	}
+	if rw.declared >= 0 && int64(rw.body.Len())+int64(len(p)) > rw.declared {
+		return 0, http.ErrContentLength
+	}
+	return rw.body.Write(p)
+}
+
+// Flush implements http.Flusher: it commits the header, as a flush to a
+// connection would.
+func (rw *recorder) Flush() {
+	if rw.err != nil {
+		return
+	}
+	if rw.status == 0 {
+		rw.WriteHeader(http.StatusOK)
+	}
+	rw.commit()
+}
+
+// commit makes the header final, sniffing a missing Content-Type from what
+// was written so far, as net/http does.
+func (rw *recorder) commit() {
+	if rw.committed || rw.status == 0 {
+		return
+	}
+	rw.committed = true
+	_, haveType := rw.sent["Content-Type"]
+	if !haveType && rw.sent.Get("Content-Encoding") == "" && rw.sent.Get("Transfer-Encoding") == "" &&
+		bodyAllowed(rw.status) && rw.body.Len() > 0 {
+		rw.sent.Set("Content-Type", http.DetectContentType(rw.body.Bytes()))
+	}
+}
+
+// result returns the recorded response as a Result.
+func (rw *recorder) result() *Result {
+	if rw.status == 0 {
+		rw.WriteHeader(http.StatusOK) // net/http answers 200 to a handler that wrote nothing
+	}
+	rw.commit()
+	h := make(http.Header, len(rw.sent))
+	for k, vs := range rw.sent {
+		if hopByHop[k] || connectionListed(k, rw.sent) {
+			continue
+		}
+		switch k {
+		case "Content-Type":
+			if len(vs) == 0 {
+				h[k] = nil // no type, and none to be sniffed when served
+			}
+			continue
+		case "Content-Length", "Date":
+			continue
+		}
+		h[k] = vs
+	}
+	// Trailers: those declared before WriteHeader and set afterwards, and
+	// those set with the http.TrailerPrefix, become headers of the result.
+	for _, v := range rw.sent["Trailer"] {
+		for _, k := range strings.Split(v, ",") {
+			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+			if vs, ok := rw.header[k]; ok && k != "" && !hopByHop[k] {
+				h[k] = vs
+			}
+		}
+	}
+	for k, vs := range rw.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && name != "" {
+			name = http.CanonicalHeaderKey(name)
+			if !hopByHop[name] {
+				h[name] = vs
+			}
+		}
+	}
+	if len(h) == 0 {
+		h = nil
+	}
+	res := &Result{
+		StatusCode:  rw.status,
+		ContentType: rw.sent.Get("Content-Type"),
+		Header:      h,
+	}
+	if rw.body.Len() > 0 {
+		res.Body = rw.body.Bytes()
+	}
+	return res
+}
+
+// Async makes an http.Handler asynchronous: it is an http.Handler that
+// serves the HTTP contract (see Handler), and it owns the Worker that runs
+// the wrapped handler on the accepted requests through HandlerProcessor.
+// Start it before serving and stop it at shutdown.
+type Async struct {
+	handler *Handler
+	worker  *Worker
+}
+
+// AsyncOptions configures an Async. A nil *AsyncOptions means all
+// defaults.
+type AsyncOptions struct {
+	// Handler configures the HTTP side. Its KeepHeaders, when nil, is
+	// []string{"*"}: the wrapped handler sees every end-to-end request
+	// header except credentials (see HandlerOptions.KeepHeaders). Set it
+	// to a non-nil empty slice to keep none, or list "Authorization" or
+	// "Cookie" next to "*" when the wrapped handler needs them and the
+	// Store may hold them.
+	Handler HandlerOptions
+	// Worker configures the Worker that runs the wrapped handler.
+	Worker WorkerOptions
+}
+
+// NewAsync returns an Async that accepts requests for next into store and
+// queue (which may be one value), and runs next on them in its Worker. A
+// nil opts means all defaults. It returns an error naming the field when an
+// option is invalid.
+func NewAsync(next http.Handler, store Store, queue Queue, opts *AsyncOptions) (*Async, error) {
+	if next == nil {
+		return nil, errors.New("asyncreq: NewAsync: nil http.Handler")
+	}
+	var o AsyncOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Handler.KeepHeaders == nil {
+		o.Handler.KeepHeaders = []string{"*"}
+	}
+	h, err := NewHandler(store, queue, &o.Handler)
+	if err != nil {
+		return nil, err
+	}
+	w, err := NewWorker(store, queue, HandlerProcessor(next), &o.Worker)
+	if err != nil {
+		return nil, err
+	}
+	return &Async{handler: h, worker: w}, nil
+}
+
+// ServeHTTP implements http.Handler: it serves the HTTP contract.
+func (a *Async) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.ServeHTTP(w, r) }
+
+// Start starts the Worker (see Worker.Start).
+func (a *Async) Start(ctx context.Context) error { return a.worker.Start(ctx) }
+
+// Stop stops the Worker, letting running requests finish until ctx ends
+// (see Worker.Stop). The HTTP side keeps accepting requests, which wait in
+// the Queue; shut the http.Server down first.
+func (a *Async) Stop(ctx context.Context) error { return a.worker.Stop(ctx) }
