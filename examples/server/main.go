@@ -134,8 +134,12 @@ func run(args []string) error {
 	return errors.Join(errHTTP, errWork)
 }
 
-// maxWait caps Prefer: wait on every endpoint of the example.
-const maxWait = 30 * time.Second
+const (
+	// maxWait caps Prefer: wait on every endpoint of the example.
+	maxWait = 30 * time.Second
+	// leaseDuration is how long a worker holds a request between heartbeats.
+	leaseDuration = 10 * time.Second
+)
 
 // app is the example's handlers and the workers behind them.
 type app struct {
@@ -180,7 +184,10 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	}
 	a.jobs, err = asyncreq.NewWorker(jobsStore, jobsQueue, reportProcessor(cfg.workTime), &asyncreq.WorkerOptions{
 		Concurrency: 8,
-		Logger:      logger,
+		// A short lease, so that requests a killed server was running are
+		// picked up again soon after it restarts.
+		LeaseDuration: leaseDuration,
+		Logger:        logger,
 	})
 	if err != nil {
 		return fail(err)
@@ -193,7 +200,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	}
 	a.async, err = asyncreq.NewAsync(sync, reportsStore, reportsQueue, &asyncreq.AsyncOptions{
 		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger},
-		Worker:  asyncreq.WorkerOptions{Concurrency: 8, Logger: logger},
+		Worker:  asyncreq.WorkerOptions{Concurrency: 8, LeaseDuration: leaseDuration, Logger: logger},
 	})
 	if err != nil {
 		return fail(err)
