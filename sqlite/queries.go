@@ -1,0 +1,86 @@
+package sqlite
+
+import "strings"
+
+// queries holds the SQL of one table prefix. Every statement takes the queue
+// name as ?1.
+type queries struct {
+	getRecord       string
+	getTombstone    string
+	getByIdemKey    string
+	insertRecord    string
+	updateRecord    string
+	updateRecordAll string
+	deleteRecord    string
+	putTombstone    string
+	purgeRecords    string
+	purgeTombstones string
+	listUnenqueued  string
+
+	enqueue string
+	claim   string
+	nextDue string
+	extend  string
+	ack     string
+	nack    string
+}
+
+func newQueries(prefix string) queries {
+	r := func(q string) string { return strings.ReplaceAll(q, "{{prefix}}", prefix) }
+	return queries{
+		getRecord: r(`SELECT data, body, result_body FROM {{prefix}}records
+			WHERE queue = ?1 AND id = ?2`),
+		getTombstone: r(`SELECT until FROM {{prefix}}tombstones
+			WHERE queue = ?1 AND id = ?2`),
+		getByIdemKey: r(`SELECT data, body, result_body FROM {{prefix}}records
+			WHERE queue = ?1 AND owner = ?2 AND idem_key = ?3`),
+		insertRecord: r(`INSERT INTO {{prefix}}records
+			(queue, id, owner, idem_key, state, enqueued, created_at, expires_at, tombstone_ttl, data, body, result_body)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)`),
+		// updateRecord leaves the request body alone; updateRecordAll also
+		// rewrites it (only when an update changed it).
+		updateRecord: r(`UPDATE {{prefix}}records
+			SET state = ?3, enqueued = ?4, expires_at = ?5, tombstone_ttl = ?6, data = ?7, result_body = ?8
+			WHERE queue = ?1 AND id = ?2`),
+		updateRecordAll: r(`UPDATE {{prefix}}records
+			SET state = ?3, enqueued = ?4, expires_at = ?5, tombstone_ttl = ?6, data = ?7, result_body = ?8, body = ?9
+			WHERE queue = ?1 AND id = ?2`),
+		deleteRecord: r(`DELETE FROM {{prefix}}records WHERE queue = ?1 AND id = ?2
+			RETURNING tombstone_ttl`),
+		putTombstone: r(`INSERT INTO {{prefix}}tombstones (queue, id, until) VALUES (?1, ?2, ?3)
+			ON CONFLICT (queue, id) DO UPDATE SET until = max(until, excluded.until)`),
+		// purgeRecords deletes up to ?3 final records expired at ?2 and
+		// returns when each one's tombstone runs out.
+		purgeRecords: r(`DELETE FROM {{prefix}}records
+			WHERE rowid IN (
+				SELECT rowid FROM {{prefix}}records
+				WHERE queue = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2
+					AND state IN ('succeeded', 'failed', 'canceled')
+				ORDER BY expires_at LIMIT ?3)
+			RETURNING id, expires_at + tombstone_ttl`),
+		purgeTombstones: r(`DELETE FROM {{prefix}}tombstones
+			WHERE queue = ?1 AND id IN (
+				SELECT id FROM {{prefix}}tombstones WHERE queue = ?1 AND until <= ?2 LIMIT ?3)`),
+		listUnenqueued: r(`SELECT id FROM {{prefix}}records
+			WHERE queue = ?1 AND enqueued = 0 AND state IN ('pending', 'running') AND created_at < ?2
+			ORDER BY created_at LIMIT ?3`),
+
+		// enqueue adds an entry due at ?3.
+		enqueue: r(`INSERT INTO {{prefix}}queue (queue, id, due) VALUES (?1, ?2, ?3)`),
+		// claim leases up to ?3 entries due at ?2 until ?4, oldest first.
+		claim: r(`UPDATE {{prefix}}queue
+			SET due = ?4, deliveries = deliveries + 1, token = lower(hex(randomblob(16)))
+			WHERE seq IN (
+				SELECT seq FROM {{prefix}}queue WHERE queue = ?1 AND due <= ?2 ORDER BY due, seq LIMIT ?3)
+			RETURNING seq, id, deliveries, token`),
+		nextDue: r(`SELECT min(due) FROM {{prefix}}queue WHERE queue = ?1`),
+		// extend, ack and nack act only on a lease that is still held:
+		// the entry ?2 still has the token ?3 and it has not run out at ?4.
+		extend: r(`UPDATE {{prefix}}queue SET due = ?5
+			WHERE seq = ?2 AND queue = ?1 AND token = ?3 AND due > ?4`),
+		ack: r(`DELETE FROM {{prefix}}queue
+			WHERE seq = ?2 AND queue = ?1 AND token = ?3 AND due > ?4`),
+		nack: r(`UPDATE {{prefix}}queue SET due = ?5, token = NULL
+			WHERE seq = ?2 AND queue = ?1 AND token = ?3 AND due > ?4`),
+	}
+}

@@ -1,0 +1,470 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asyncreq/asyncreq"
+)
+
+// encoded is a record as it is stored: its fields as JSON, and its two
+// bodies apart, as BLOBs (NULL for a nil body).
+type encoded struct {
+	data       []byte
+	body       []byte
+	resultBody []byte
+}
+
+// encodeRecord turns rec into its stored form.
+func encodeRecord(rec *asyncreq.Record) (encoded, error) {
+	c := *rec
+	c.Body = nil
+	var resultBody []byte
+	if rec.Result != nil {
+		res := *rec.Result
+		resultBody = res.Body
+		res.Body = nil
+		c.Result = &res
+	}
+	data, err := json.Marshal(&c)
+	if err != nil {
+		return encoded{}, fmt.Errorf("sqlite: encode record %s: %w", rec.ID, err)
+	}
+	return encoded{data: data, body: rec.Body, resultBody: resultBody}, nil
+}
+
+// decodeRecord reverses encodeRecord. The record takes the slices it is
+// given.
+func decodeRecord(e encoded) (*asyncreq.Record, error) {
+	rec := new(asyncreq.Record)
+	if err := json.Unmarshal(e.data, rec); err != nil {
+		return nil, fmt.Errorf("sqlite: decode record: %w", err)
+	}
+	rec.Body = e.body
+	if rec.Result != nil {
+		rec.Result.Body = e.resultBody
+	}
+	return rec, nil
+}
+
+// blob returns what to bind for b: NULL for nil, so that a nil body reads
+// back as nil and an empty one as empty.
+func blob(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
+}
+
+// scanBlob copies a BLOB column into a slice of its own, keeping NULL as nil
+// and an empty BLOB as empty.
+type scanBlob struct{ b *[]byte }
+
+func (s scanBlob) Scan(v any) error {
+	switch v := v.(type) {
+	case nil:
+		*s.b = nil
+	case []byte:
+		*s.b = append(make([]byte, 0, len(v)), v...)
+	case string:
+		*s.b = append(make([]byte, 0, len(v)), v...)
+	default:
+		return fmt.Errorf("sqlite: unexpected %T in a BLOB column", v)
+	}
+	return nil
+}
+
+// nullTime is a time as stored: Unix nanoseconds, NULL for the zero time.
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// recordKey names a record in the engine's watch set.
+func (b *Backend) recordKey(id string) string {
+	return b.prefix + "\x00" + b.queue + "\x00" + id
+}
+
+// readErr maps an error of a read on the read pool.
+func readErr(ctx context.Context, what string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	return fmt.Errorf("sqlite: %s: %w", what, err)
+}
+
+// writeErr maps an error of a write done by the writer. Errors the write's
+// logic chose (sentinels, an update function's error) pass unchanged.
+func writeErr(what string, err error) error {
+	if err == nil || !isDBError(err) {
+		return err
+	}
+	return fmt.Errorf("sqlite: %s: %w", what, err)
+}
+
+func checkRecord(rec *asyncreq.Record) error {
+	if rec == nil {
+		return errors.New("sqlite: record is nil")
+	}
+	if rec.ID == "" {
+		return errors.New("sqlite: record has no ID")
+	}
+	return nil
+}
+
+// Create implements asyncreq.Store.
+func (b *Backend) Create(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Record, error) {
+	return b.insert(ctx, rec, false)
+}
+
+// Accept implements asyncreq.Accepter: it records rec with Enqueued set and
+// enqueues its id, due now, in one transaction. It returns once that
+// transaction is committed (see Options.Synchronous for how durable that
+// is). A record with the same Owner and IdempotencyKey makes it store
+// nothing and return a copy of that record with asyncreq.ErrDuplicate.
+func (b *Backend) Accept(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Record, error) {
+	return b.insert(ctx, rec, true)
+}
+
+func (b *Backend) insert(ctx context.Context, rec *asyncreq.Record, enqueue bool) (*asyncreq.Record, error) {
+	if err := checkRecord(rec); err != nil {
+		return nil, err
+	}
+	if err := b.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer b.exit()
+	if enqueue && !rec.Enqueued {
+		c := *rec
+		c.Enqueued = true
+		rec = &c
+	}
+	enc, err := encodeRecord(rec)
+	if err != nil {
+		return nil, err
+	}
+	var dup *asyncreq.Record
+	insert := func(t *wtx) error {
+		if rec.IdempotencyKey != "" {
+			var e encoded
+			err := t.queryRow(b.sql.getByIdemKey, b.queue, rec.Owner, rec.IdempotencyKey).
+				Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
+			switch {
+			case err == nil:
+				if dup, err = decodeRecord(e); err != nil {
+					return err
+				}
+				return asyncreq.ErrDuplicate
+			case !errors.Is(err, sql.ErrNoRows):
+				return err
+			}
+		}
+		if _, err := t.exec(b.sql.insertRecord, b.queue, rec.ID, rec.Owner, nullString(rec.IdempotencyKey),
+			string(rec.State), boolInt(rec.Enqueued), rec.CreatedAt.UnixNano(), nullTime(rec.ExpiresAt),
+			int64(rec.TombstoneTTL), enc.data, blob(enc.body), blob(enc.resultBody)); err != nil {
+			return err
+		}
+		if enqueue {
+			if _, err := t.exec(b.sql.enqueue, b.queue, rec.ID, b.now().UnixNano()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	after := func() {
+		b.eng.watches.notify(b.recordKey(rec.ID))
+		if enqueue {
+			b.wake.broadcast()
+		}
+	}
+	if err := b.eng.do(ctx, insert, after); err != nil {
+		if errors.Is(err, asyncreq.ErrDuplicate) {
+			return dup, asyncreq.ErrDuplicate
+		}
+		return nil, writeErr("insert record "+rec.ID, err)
+	}
+	return nil, nil
+}
+
+// Get implements asyncreq.Store.
+func (b *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) {
+	if err := b.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer b.exit()
+	st, err := b.eng.readStmt(ctx, b.sql.getRecord)
+	if err != nil {
+		return nil, readErr(ctx, "get", err)
+	}
+	var e encoded
+	err = st.QueryRowContext(ctx, b.queue, id).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, b.missing(ctx, id)
+	}
+	if err != nil {
+		return nil, readErr(ctx, "get "+id, err)
+	}
+	return decodeRecord(e)
+}
+
+// missing tells ErrGone from ErrNotFound for an id that has no record, by
+// its tombstone.
+func (b *Backend) missing(ctx context.Context, id string) error {
+	st, err := b.eng.readStmt(ctx, b.sql.getTombstone)
+	if err != nil {
+		return readErr(ctx, "get", err)
+	}
+	var until int64
+	err = st.QueryRowContext(ctx, b.queue, id).Scan(&until)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return asyncreq.ErrNotFound
+	case err != nil:
+		return readErr(ctx, "get "+id, err)
+	case until > b.now().UnixNano():
+		return asyncreq.ErrGone
+	default:
+		return asyncreq.ErrNotFound
+	}
+}
+
+// missingTx is missing inside a write.
+func (b *Backend) missingTx(t *wtx, id string) error {
+	var until int64
+	err := t.queryRow(b.sql.getTombstone, b.queue, id).Scan(&until)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return asyncreq.ErrNotFound
+	case err != nil:
+		return err
+	case until > b.now().UnixNano():
+		return asyncreq.ErrGone
+	default:
+		return asyncreq.ErrNotFound
+	}
+}
+
+// errChangedIdentity is returned by Update when fn changed a field that
+// identifies the record. Nothing is stored.
+var errChangedIdentity = errors.New("sqlite: update changed the record's ID, Owner or IdempotencyKey")
+
+// Update implements asyncreq.Store. fn runs on the writer goroutine, inside
+// the transaction, so no other write interleaves; it must be quick and must
+// not call the Backend. A panic in fn is raised again in the caller of
+// Update, and nothing is stored. (Reading and running fn beside the writer
+// and storing optimistically measured slower on two cores: the extra read
+// costs more than the writer time it saves.)
+func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	if fn == nil {
+		return nil, errors.New("sqlite: update function is nil")
+	}
+	if err := b.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer b.exit()
+	var out *asyncreq.Record
+	var fnErr error
+	update := func(t *wtx) error {
+		out, fnErr = nil, nil
+		var e encoded
+		err := t.queryRow(b.sql.getRecord, b.queue, id).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
+		if errors.Is(err, sql.ErrNoRows) {
+			return b.missingTx(t, id)
+		}
+		if err != nil {
+			return err
+		}
+		rec, err := decodeRecord(e)
+		if err != nil {
+			return err
+		}
+		origBody := bytes.Clone(e.body)
+		owner, key := rec.Owner, rec.IdempotencyKey
+		if err := fn(rec); err != nil {
+			fnErr = err
+			return err
+		}
+		if rec.ID != id || rec.Owner != owner || rec.IdempotencyKey != key {
+			return errChangedIdentity
+		}
+		enc, err := encodeRecord(rec)
+		if err != nil {
+			return err
+		}
+		if bytes.Equal(origBody, rec.Body) && (origBody == nil) == (rec.Body == nil) {
+			_, err = t.exec(b.sql.updateRecord, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
+				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody))
+		} else {
+			_, err = t.exec(b.sql.updateRecordAll, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
+				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), blob(enc.body))
+		}
+		if err != nil {
+			return err
+		}
+		out = rec
+		return nil
+	}
+	after := func() { b.eng.watches.notify(b.recordKey(id)) }
+	if err := b.eng.do(ctx, update, after); err != nil {
+		if fnErr != nil && err == fnErr {
+			return nil, err
+		}
+		return nil, writeErr("update "+id, err)
+	}
+	return out, nil
+}
+
+// Delete implements asyncreq.Store. It leaves the request's queue entry, if
+// any, alone: a worker that gets it finds no record and acknowledges it.
+func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
+	if err := b.enter(ctx); err != nil {
+		return err
+	}
+	defer b.exit()
+	del := func(t *wtx) error {
+		var ttl int64
+		err := t.queryRow(b.sql.deleteRecord, b.queue, id).Scan(&ttl)
+		if errors.Is(err, sql.ErrNoRows) {
+			return asyncreq.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if tombstone && ttl > 0 {
+			if _, err := t.exec(b.sql.putTombstone, b.queue, id, b.now().UnixNano()+ttl); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	after := func() { b.eng.watches.notify(b.recordKey(id)) }
+	return writeErr("delete "+id, b.eng.do(ctx, del, after))
+}
+
+// Purge implements asyncreq.Store. One call is one transaction of at most
+// limit records (and at most limit run-out tombstones), so that purging in
+// batches never holds the writer for long.
+func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, error) {
+	if err := b.enter(ctx); err != nil {
+		return 0, err
+	}
+	defer b.exit()
+	if limit <= 0 {
+		return 0, nil
+	}
+	nowN := now.UnixNano()
+	var purged []string
+	purge := func(t *wtx) error {
+		purged = purged[:0]
+		rows, err := t.query(b.sql.purgeRecords, b.queue, nowN, limit)
+		if err != nil {
+			return err
+		}
+		type tomb struct {
+			id    string
+			until int64
+		}
+		var tombs []tomb
+		for rows.Next() {
+			var tb tomb
+			if err := rows.Scan(&tb.id, &tb.until); err != nil {
+				_ = rows.Close()
+				return err
+			}
+			purged = append(purged, tb.id)
+			if tb.until > nowN {
+				tombs = append(tombs, tb)
+			}
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, tb := range tombs {
+			if _, err := t.exec(b.sql.putTombstone, b.queue, tb.id, tb.until); err != nil {
+				return err
+			}
+		}
+		_, err = t.exec(b.sql.purgeTombstones, b.queue, nowN, limit)
+		return err
+	}
+	after := func() {
+		for _, id := range purged {
+			b.eng.watches.notify(b.recordKey(id))
+		}
+	}
+	if err := b.eng.do(ctx, purge, after); err != nil {
+		return 0, writeErr("purge", err)
+	}
+	return len(purged), nil
+}
+
+// ListUnenqueued implements asyncreq.UnenqueuedLister. Records made by
+// Accept are enqueued in the same transaction and never listed.
+func (b *Backend) ListUnenqueued(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	if err := b.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer b.exit()
+	if limit <= 0 {
+		return nil, nil
+	}
+	st, err := b.eng.readStmt(ctx, b.sql.listUnenqueued)
+	if err != nil {
+		return nil, readErr(ctx, "list unenqueued", err)
+	}
+	rows, err := st.QueryContext(ctx, b.queue, before.UnixNano(), limit)
+	if err != nil {
+		return nil, readErr(ctx, "list unenqueued", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, readErr(ctx, "list unenqueued", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, readErr(ctx, "list unenqueued", err)
+	}
+	return ids, nil
+}
+
+// Watch implements asyncreq.Watcher. It sees the changes made through any
+// Backend on the same file in this process; changes made by other
+// processes are not seen (callers fall back to their own polling interval).
+func (b *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
+	if err := b.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer b.exit()
+	ws := &b.eng.watches
+	w := ws.add(b.recordKey(id), b)
+	ws.setStop(w, context.AfterFunc(ctx, func() { ws.release(w) }))
+	return w.ch, nil
+}
