@@ -57,6 +57,7 @@ type opener func(ctx context.Context, cfg Config) (*Backend, error)
 
 var openers = map[string]opener{
 	"memory": openMemory,
+	"redis":  openRedis,
 	"sqlite": openSQLite,
 }
 

@@ -1,0 +1,45 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/redis"
+)
+
+// openRedis keeps every endpoint on one Redis, each with a queue (and so a
+// hash slot) of its own.
+func openRedis(ctx context.Context, cfg Config) (*Backend, error) {
+	opt, err := goredis.ParseURL(cfg.Redis)
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	c := goredis.NewClient(opt)
+	if err := c.Ping(ctx).Err(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	b := &Backend{}
+	b.onClose(func() { _ = c.Close() })
+	var mu sync.Mutex
+	byName := map[string]*redis.Backend{}
+	b.pair = func(_ context.Context, name string) (asyncreq.Store, asyncreq.Queue, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r, ok := byName[name]; ok {
+			return r, r, nil
+		}
+		r, err := redis.New(c, &redis.Options{Prefix: "asyncreq:", Queue: name})
+		if err != nil {
+			return nil, nil, err
+		}
+		byName[name] = r
+		b.onClose(func() { _ = r.Close() })
+		return r, r, nil
+	}
+	return b, nil
+}

@@ -1,0 +1,294 @@
+package redis_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/redis"
+)
+
+// roundTrips is a client hook that counts the commands and pipelines the
+// client sends (pub/sub excluded): the round trips to Redis.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (r *roundTrips) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (r *roundTrips) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// report reports the round trips per operation since the last reset.
+func (r *roundTrips) report(b *testing.B) {
+	b.ReportMetric(float64(r.n.Load())/float64(b.N), "roundtrips/op")
+}
+
+// benchBackend returns a Backend for a benchmark on a client with a pool
+// large enough for clients concurrent callers; with autopipeline, on
+// go-redis's (experimental) AutoPipeliner over that client, which batches
+// the commands of concurrent callers into pipelines. The returned counter
+// counts the client's round trips.
+func benchBackend(b *testing.B, clients int, autopipeline bool) (*redis.Backend, *roundTrips) {
+	b.Helper()
+	opt := redisOptions(b)
+	opt.PoolSize = max(opt.PoolSize, clients+8)
+	c := goredis.NewClient(opt)
+	b.Cleanup(func() { _ = c.Close() })
+	rt := new(roundTrips)
+	c.AddHook(rt)
+	var client goredis.UniversalClient = c
+	if autopipeline {
+		ap, err := c.AutoPipeline()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = ap.Close() })
+		client = ap
+	}
+	be, err := redis.New(client, &redis.Options{Prefix: newPrefix(b, c)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = be.Close() })
+	return be, rt
+}
+
+// BenchmarkAccept measures accepts per second (one Lua script each: record,
+// idempotency key, stream entry) from 32 concurrent callers, on a plain
+// client and on an AutoPipeliner.
+func BenchmarkAccept(b *testing.B) {
+	for _, ap := range []bool{false, true} {
+		name := "client=plain"
+		if ap {
+			name = "client=autopipeline"
+		}
+		b.Run(name, func(b *testing.B) { benchAccept(b, ap) })
+	}
+}
+
+func benchAccept(b *testing.B, autopipeline bool) {
+	const clients = 32
+	be, rt := benchBackend(b, clients, autopipeline)
+	ctx := context.Background()
+	b.SetParallelism((clients + 1) / 2) // goroutines = parallelism * GOMAXPROCS (2 here)
+	b.ReportAllocs()
+	b.ResetTimer()
+	rt.n.Store(0)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := be.Accept(ctx, testRecord("", asyncreq.NewID())); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+	if !autopipeline {
+		rt.report(b)
+	}
+}
+
+// fill accepts n requests outside the timer.
+func fill(b *testing.B, be *redis.Backend, n int) {
+	b.Helper()
+	ctx := context.Background()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				if _, err := be.Accept(ctx, testRecord("", "")); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// BenchmarkDrain measures how fast a Worker with a no-op processor works
+// off a full queue: per job a claim (Update), the processor, the outcome
+// (Update) and the Ack, with batched dequeues.
+func BenchmarkDrain(b *testing.B) {
+	for _, conc := range []int{32, 128} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) { benchDrain(b, conc) })
+	}
+}
+
+func benchDrain(b *testing.B, concurrency int) {
+	be, rt := benchBackend(b, 2*concurrency, false)
+	fill(b, be, b.N)
+	var processed atomic.Int64
+	all := make(chan struct{})
+	p := asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		if processed.Add(1) == int64(b.N) {
+			close(all)
+		}
+		return &asyncreq.Result{}, nil
+	})
+	w, err := asyncreq.NewWorker(be, be, p, &asyncreq.WorkerOptions{Concurrency: concurrency})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	rt.n.Store(0)
+	if err := w.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	<-all
+	if err := w.Stop(ctx); err != nil { // waits for the last outcomes and acks
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+	rt.report(b)
+}
+
+// BenchmarkQueueDrain measures the queue alone: 4 consumers take batches
+// of up to 16 leases and ack each on its own goroutine.
+func BenchmarkQueueDrain(b *testing.B) {
+	be, rt := benchBackend(b, 64, false)
+	fill(b, be, b.N)
+	ctx := context.Background()
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	rt.n.Store(0)
+	for range 4 {
+		wg.Go(func() {
+			var acks sync.WaitGroup
+			defer acks.Wait()
+			for done.Load() < int64(b.N) {
+				dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+				ls, err := be.DequeueBatch(dctx, 16, time.Minute)
+				cancel()
+				if err == context.DeadlineExceeded {
+					continue
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				for _, l := range ls {
+					acks.Go(func() {
+						if err := be.Ack(ctx, l); err != nil {
+							b.Error(fmt.Errorf("ack %s: %w", l.ID, err))
+						}
+						done.Add(1)
+					})
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+	rt.report(b)
+}
+
+// BenchmarkSubmitToDone measures, over HTTP, the time from a submit to its
+// final answer with 32 concurrent clients: each POST says Prefer: wait=10,
+// so the handler answers once the Worker (no-op processor) has finished
+// the request, woken by the Backend's Watch. Reported as p50 and p99.
+func BenchmarkSubmitToDone(b *testing.B) {
+	for _, clients := range []int{1, 32} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) { benchSubmitToDone(b, clients) })
+	}
+}
+
+func benchSubmitToDone(b *testing.B, clients int) {
+	be, rt := benchBackend(b, 3*clients, false)
+	h, err := asyncreq.NewHandler(be, be, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	p := asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		return &asyncreq.Result{ContentType: "text/plain", Body: []byte("ok")}, nil
+	})
+	w, err := asyncreq.NewWorker(be, be, p, &asyncreq.WorkerOptions{Concurrency: clients})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := w.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := w.Stop(ctx); err != nil {
+			b.Error(err)
+		}
+	}()
+	tr := &http.Transport{MaxIdleConnsPerHost: clients}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+
+	var mu sync.Mutex
+	latencies := make([]time.Duration, 0, b.N)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	rt.n.Store(0)
+	for range clients {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				req, _ := http.NewRequest(http.MethodPost, srv.URL+"/", bytes.NewReader([]byte(`{"n":1}`)))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Prefer", "wait=10")
+				start := time.Now()
+				resp, err := hc.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				d := time.Since(start)
+				if resp.StatusCode != http.StatusOK {
+					b.Errorf("answer %d, want 200 (done within the wait)", resp.StatusCode)
+					return
+				}
+				mu.Lock()
+				latencies = append(latencies, d)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if len(latencies) == 0 {
+		return
+	}
+	slices.Sort(latencies)
+	msAt := func(q float64) float64 {
+		return float64(latencies[int(q*float64(len(latencies)-1))]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+	b.ReportMetric(msAt(0.50), "p50-ms")
+	b.ReportMetric(msAt(0.99), "p99-ms")
+	rt.report(b)
+}

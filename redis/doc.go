@@ -1,0 +1,85 @@
+// Package redis is an asyncreq backend on Redis (6.2 or later; tested on
+// 7.0) through go-redis v9: one Backend value is the Store, the Queue, the
+// Accepter, the Watcher, the UnenqueuedLister and the BatchDequeuer, so a
+// handler accepts a request in one atomic step.
+//
+//	client := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:6379"})
+//	backend, err := redis.New(client, &redis.Options{Prefix: "myapp:", Queue: "reports"})
+//	...
+//	handler, err := asyncreq.NewHandler(backend, backend, nil)
+//	worker, err := asyncreq.NewWorker(backend, backend, processor, nil)
+//
+// # Keys
+//
+// Every key starts with Options.Prefix and carries the hash tag {Queue}:
+//
+//	<prefix>{<queue>}:r:<id>         record (hash: d, b, r, v, k, t, x)
+//	<prefix>{<queue>}:t:<id>         tombstone
+//	<prefix>{<queue>}:k:<n>:<owner>:<key>  idempotency key -> id
+//	<prefix>{<queue>}:q              stream of entries (id, n)
+//	<prefix>{<queue>}:d              delayed entries (sorted set by due time)
+//	<prefix>{<queue>}:u              unenqueued records (sorted set by creation)
+//	<prefix>{<queue>}:w:<id>         pub/sub channel of a record's changes
+//
+// Because all keys of a queue share one hash tag, every Lua script touches
+// one slot, and the backend runs on Redis Cluster; the price is that one
+// queue, its records included, lives on one shard. Spread load over shards
+// with several queues (several Backends with different Queue names).
+//
+// # Records
+//
+// A record is a hash: its fields as JSON, and its body and result body as
+// raw bytes in fields of their own, so that a state change does not send a
+// large body again. Create and Accept are one Lua script each: the record,
+// its idempotency key (SET NX semantics, scoped by owner) and, for Accept,
+// the stream entry are written together or not at all. Update reads the
+// record, calls fn, and stores the result with a Lua compare-and-set on a
+// version field, calling fn again after a conflict. When a record becomes
+// final with an ExpiresAt, the script gives the record and its idempotency
+// key that expiry and writes a tombstone that expires TombstoneTTL later,
+// so Redis purges by itself and Purge does nothing.
+//
+// # Queue
+//
+// The queue is a stream with a consumer group. A lease is the entry's place
+// in the group's pending entries list: it runs out when the entry has been
+// idle there for the lease's ttl, and a Dequeue then reclaims it with
+// XAUTOCLAIM (at most every 250ms per Backend). Extend resets the idle time
+// with XCLAIM to the same consumer; Extend, Ack and Nack first check, in the
+// same script, that the entry is still pending for the lease's consumer
+// with an unchanged delivery count and has not been idle for the lease's
+// length, and return asyncreq.ErrLeaseLost otherwise. Ack removes the entry
+// (XACK and XDEL), so the stream holds only work not yet done. Nack with a
+// delay, and Enqueue with one, put the entry in a sorted set scored by the
+// Redis server's clock; a Dequeue moves due entries to the stream.
+//
+// Dequeue blocks in XREADGROUP, so an idle worker picks a new request up at
+// once. The block is bounded by Options.MaxBlock (default 1s), by the time
+// until the next delayed entry is due and by the context's deadline, so
+// that due entries and run-out leases are noticed. On a *goredis.Client,
+// canceling the context of a blocked Dequeue sends CLIENT UNBLOCK for its
+// connection, so it returns at once (this needs a second connection in the
+// client's pool); other clients return within the block time.
+//
+// Since the reclaim threshold is the ttl of the Dequeue that reclaims,
+// all workers of one queue should use the same lease length.
+//
+// # Watching
+//
+// Every script that changes a record also PUBLISHes to the record's
+// channel, so Watch needs no keyspace notifications. A Backend keeps one
+// pub/sub connection, subscribes to a record's channel while someone
+// watches it, and returns from Watch once Redis has confirmed the
+// subscription. If the pub/sub connection fails, every watch is released
+// as if its record had changed.
+//
+// # Durability
+//
+// A 202 from a handler on this backend is as durable as the Redis server's
+// persistence: with appendonly yes and appendfsync always, an acknowledged
+// accept survives a crash of the server; with appendfsync everysec (the
+// usual setting) up to about a second of accepts can be lost; without AOF
+// (RDB snapshots only, or none) everything since the last snapshot can be.
+// A replica does not change this unless writes are made to wait for it
+// (WAIT). The backend does not check the server's settings.
+package redis

@@ -1,0 +1,228 @@
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asyncreq/asyncreq"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// The interfaces Backend implements.
+var (
+	_ asyncreq.Store            = (*Backend)(nil)
+	_ asyncreq.Queue            = (*Backend)(nil)
+	_ asyncreq.Accepter         = (*Backend)(nil)
+	_ asyncreq.BatchDequeuer    = (*Backend)(nil)
+	_ asyncreq.UnenqueuedLister = (*Backend)(nil)
+)
+
+// Options configure a Backend. The zero value (or a nil *Options) gives the
+// defaults.
+type Options struct {
+	// Prefix starts every key the Backend writes, so that applications (or
+	// tests) sharing one Redis stay apart. Default "asyncreq:".
+	Prefix string
+	// Queue names the queue. All keys of a Backend carry the hash tag
+	// {Queue}, so on Redis Cluster one queue, its records included, lives in
+	// one slot. Records are visible only through Backends with the same
+	// Prefix and Queue. Default "default".
+	Queue string
+	// Group is the stream's consumer group. Default "asyncreq".
+	Group string
+	// Consumer is this Backend's consumer name in the group. It must be
+	// unique among the Backends that dequeue from the queue at the same
+	// time. Default: host name, process id and a random suffix.
+	Consumer string
+	// MaxBlock bounds how long one blocking stream read waits, so that due
+	// delayed entries and run-out leases are noticed and a canceled context
+	// (without deadline) ends Dequeue within this time. A context deadline
+	// is always honoured exactly. Default 1s.
+	MaxBlock time.Duration
+	// TombstoneTTL is how long a tombstone lasts when a record with a zero
+	// TombstoneTTL is deleted with a tombstone. Default 7 days.
+	TombstoneTTL time.Duration
+	// ConsumerIdleTTL is how long a consumer of the group may be idle while
+	// it holds no entry before a Dequeue of another Backend removes it, so
+	// that restarted processes do not leave consumers behind. Default 1h;
+	// negative disables the cleanup.
+	ConsumerIdleTTL time.Duration
+}
+
+// withDefaults returns a validated copy of o with the defaults applied.
+func (o *Options) withDefaults() (Options, error) {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.Prefix == "" {
+		c.Prefix = "asyncreq:"
+	}
+	if c.Queue == "" {
+		c.Queue = "default"
+	}
+	if strings.ContainsAny(c.Queue, "{}") {
+		return c, errors.New("redis: Options.Queue must not contain { or }")
+	}
+	if c.Group == "" {
+		c.Group = "asyncreq"
+	}
+	if c.Consumer == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		c.Consumer = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	if c.MaxBlock == 0 {
+		c.MaxBlock = time.Second
+	}
+	if c.MaxBlock < time.Millisecond {
+		return c, fmt.Errorf("redis: Options.MaxBlock %s is below 1ms", c.MaxBlock)
+	}
+	if c.TombstoneTTL == 0 {
+		c.TombstoneTTL = 7 * 24 * time.Hour
+	}
+	if c.TombstoneTTL < time.Millisecond {
+		return c, fmt.Errorf("redis: Options.TombstoneTTL %s is below 1ms", c.TombstoneTTL)
+	}
+	if c.ConsumerIdleTTL == 0 {
+		c.ConsumerIdleTTL = time.Hour
+	}
+	return c, nil
+}
+
+// Backend is an asyncreq Store, Queue, Accepter, Watcher, BatchDequeuer
+// and UnenqueuedLister on Redis: records are hashes with a TTL once final,
+// the queue is a stream with a consumer group, and delayed entries wait in
+// a sorted set. See the package documentation.
+//
+// All methods may be called concurrently. The Backend does not own the
+// client: close the client after the Backend.
+type Backend struct {
+	rdb  goredis.UniversalClient
+	opts Options
+
+	base          string // prefix + "{" + queue + "}:"
+	streamKey     string
+	delayedKey    string
+	unenqueuedKey string
+
+	closed atomic.Bool
+	hub    hub
+	cache  recCache
+
+	mu          sync.Mutex
+	cursor      string     // XAUTOCLAIM cursor
+	lastClaim   time.Time  // last reclaim scan asked for
+	blockers    []*blocker // idle connections for blocking reads
+	lastCleanup time.Time  // last consumer cleanup asked for
+}
+
+// New returns a Backend using client, which may be a *goredis.Client, a
+// *goredis.ClusterClient or any UniversalClient. It does no I/O: the
+// consumer group is created on first use.
+func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
+	if client == nil {
+		return nil, errors.New("redis: nil client")
+	}
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	base := o.Prefix + "{" + o.Queue + "}:"
+	return &Backend{
+		rdb:           client,
+		opts:          o,
+		base:          base,
+		streamKey:     base + "q",
+		delayedKey:    base + "d",
+		unenqueuedKey: base + "u",
+		cursor:        "0-0",
+	}, nil
+}
+
+// Close marks the Backend closed: later calls return asyncreq.ErrClosed.
+// It releases every watch, closes the Backend's pub/sub connection and
+// waits for the goroutine that reads it, and gives the connections it kept
+// for blocking reads back to the client's pool. It does not close the
+// client. Close is idempotent.
+func (b *Backend) Close() error {
+	b.closed.Store(true)
+	b.hub.close()
+	b.mu.Lock()
+	idle := b.blockers
+	b.blockers = nil
+	b.mu.Unlock()
+	for _, bl := range idle {
+		_ = bl.conn.Close()
+	}
+	return nil
+}
+
+// Consumer returns the Backend's consumer name in the group.
+func (b *Backend) Consumer() string { return b.opts.Consumer }
+
+func (b *Backend) recordKey(id string) string    { return b.base + "r:" + id }
+func (b *Backend) tombstoneKey(id string) string { return b.base + "t:" + id }
+
+// idemKey is the key that maps an owner's idempotency key to a record id.
+// The owner's length comes first so that no two (owner, key) pairs share a
+// name.
+func (b *Backend) idemKey(owner, key string) string {
+	return b.base + "k:" + strconv.Itoa(len(owner)) + ":" + owner + ":" + key
+}
+
+// check returns ctx.Err() or ErrClosed when the call must not start.
+func (b *Backend) check(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.closed.Load() {
+		return asyncreq.ErrClosed
+	}
+	return nil
+}
+
+// wrap maps an error of the client: ctx.Err() unwrapped when ctx ended,
+// otherwise the error with the operation named.
+func wrap(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return fmt.Errorf("redis: %s: %w", op, err)
+}
+
+// ms converts d to whole milliseconds, rounding up.
+func ms(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+// unixMS returns t in Unix milliseconds, 0 for the zero time.
+func unixMS(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	v := t.UnixMilli()
+	if v <= 0 {
+		v = 1 // a time before 1970 has long passed: expire at once
+	}
+	return v
+}
+
+func nonce() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
