@@ -68,6 +68,7 @@ func main() {
 }
 
 func run(ctx context.Context, o options) error {
+	o.bk.Concurrency = o.workers
 	if o.bk.Name == "sqlite" && o.bk.SQLitePath == "" {
 		dir, err := os.MkdirTemp("", "asyncreq-loadtest")
 		if err != nil {

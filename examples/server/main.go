@@ -139,6 +139,8 @@ const (
 	maxWait = 30 * time.Second
 	// leaseDuration is how long a worker holds a request between heartbeats.
 	leaseDuration = 10 * time.Second
+	// concurrency is how many requests each endpoint's worker runs at once.
+	concurrency = 8
 )
 
 // app is the example's handlers and the workers behind them.
@@ -151,13 +153,15 @@ type app struct {
 
 func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) {
 	bk, err := backend.Open(ctx, backend.Config{
-		Name:       cfg.backend,
-		SQLitePath: cfg.sqlitePath,
-		Postgres:   cfg.postgres,
-		Redis:      cfg.redis,
-		NATS:       cfg.nats,
-		AMQP:       cfg.amqp,
-		Logger:     logger,
+		Name:        cfg.backend,
+		SQLitePath:  cfg.sqlitePath,
+		Postgres:    cfg.postgres,
+		Redis:       cfg.redis,
+		NATS:        cfg.nats,
+		AMQP:        cfg.amqp,
+		Lease:       leaseDuration,
+		Concurrency: concurrency,
+		Logger:      logger,
 	})
 	if err != nil {
 		return nil, err
@@ -183,7 +187,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		return fail(err)
 	}
 	a.jobs, err = asyncreq.NewWorker(jobsStore, jobsQueue, reportProcessor(cfg.workTime), &asyncreq.WorkerOptions{
-		Concurrency: 8,
+		Concurrency: concurrency,
 		// A short lease, so that requests a killed server was running are
 		// picked up again soon after it restarts.
 		LeaseDuration: leaseDuration,
@@ -200,7 +204,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	}
 	a.async, err = asyncreq.NewAsync(sync, reportsStore, reportsQueue, &asyncreq.AsyncOptions{
 		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger},
-		Worker:  asyncreq.WorkerOptions{Concurrency: 8, LeaseDuration: leaseDuration, Logger: logger},
+		Worker:  asyncreq.WorkerOptions{Concurrency: concurrency, LeaseDuration: leaseDuration, Logger: logger},
 	})
 	if err != nil {
 		return fail(err)

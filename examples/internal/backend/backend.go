@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/memory"
@@ -27,6 +28,12 @@ type Config struct {
 	// AMQP, if set, is a RabbitMQ URL: the queues are RabbitMQ queues and
 	// the engine named by Name keeps the records.
 	AMQP string
+	// Lease is the workers' LeaseDuration; engines whose lease is fixed
+	// when they are opened (the NATS consumer's ack wait) use it. Default 30s.
+	Lease time.Duration
+	// Concurrency is the workers' Concurrency; the RabbitMQ prefetch is set
+	// to it. Default 10.
+	Concurrency int
 	// Logger receives the engines' logs.
 	Logger *slog.Logger
 }
@@ -57,6 +64,7 @@ type opener func(ctx context.Context, cfg Config) (*Backend, error)
 
 var openers = map[string]opener{
 	"memory": openMemory,
+	"nats":   openNATS,
 	"redis":  openRedis,
 	"sqlite": openSQLite,
 }
@@ -79,6 +87,12 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 10
 	}
 	b, err := open(ctx, cfg)
 	if err != nil {
@@ -107,8 +121,4 @@ func openMemory(context.Context, Config) (*Backend, error) {
 		return m, m, nil
 	}
 	return b, nil
-}
-
-func withRabbitMQ(context.Context, *Backend, Config) error {
-	return fmt.Errorf("the RabbitMQ queue is not available in this build")
 }

@@ -1,0 +1,139 @@
+package rabbitmq_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/memory"
+	"github.com/asyncreq/asyncreq/rabbitmq"
+)
+
+// BenchmarkEnqueue measures confirmed publishes per second from concurrent
+// clients on one connection: each Enqueue waits for the broker's confirm,
+// which for a quorum queue follows its fsync.
+func BenchmarkEnqueue(b *testing.B) {
+	for _, clients := range []int{32, 128} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			q := newQueue(b, brokerURL(b), nil)
+			ctx := context.Background()
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range clients {
+				wg.Go(func() {
+					for next.Add(1) <= int64(b.N) {
+						if err := q.Enqueue(ctx, asyncreq.NewID(), 0); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+		})
+	}
+}
+
+// BenchmarkAccept measures accepts per second from 32 concurrent clients
+// with the in-memory Store beside the RabbitMQ Queue, doing what the
+// handler does: Create (unenqueued), Enqueue (confirmed), Update
+// (enqueued). The Queue's confirm dominates.
+func BenchmarkAccept(b *testing.B) {
+	q := newQueue(b, brokerURL(b), nil)
+	store := memory.New(nil)
+	b.Cleanup(func() { _ = store.Close() })
+	ctx := context.Background()
+	body := []byte(`{"image":"cat.png","width":640}`)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for range 32 {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				now := time.Now()
+				rec := &asyncreq.Record{ID: asyncreq.NewID(), State: asyncreq.StatePending, Body: body, CreatedAt: now, UpdatedAt: now}
+				if _, err := store.Create(ctx, rec); err != nil {
+					b.Error(err)
+					return
+				}
+				if err := q.Enqueue(ctx, rec.ID, 0); err != nil {
+					b.Error(err)
+					return
+				}
+				if _, err := store.Update(ctx, rec.ID, func(r *asyncreq.Record) error { r.Enqueued = true; return nil }); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
+
+// BenchmarkDrain measures how fast the queue empties with a no-op
+// processor: 4 consumers (4 Queue values, each its own connection, as 4
+// worker processes would have) with Prefetch 64 take batches of up to 16
+// leases with DequeueBatch and ack every job on its own goroutine, as a
+// Worker does.
+func BenchmarkDrain(b *testing.B) {
+	u := brokerURL(b)
+	name := queueName(b, u)
+	producer := newQueue(b, u, &rabbitmq.Options{Queue: name})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range 64 {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				if err := producer.Enqueue(ctx, asyncreq.NewID(), 0); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	consumers := make([]*rabbitmq.Queue, 4)
+	for i := range consumers {
+		consumers[i] = newQueue(b, u, &rabbitmq.Options{Queue: name, Prefetch: 64})
+	}
+	b.ResetTimer()
+	var done atomic.Int64
+	for _, q := range consumers {
+		wg.Go(func() {
+			var acks sync.WaitGroup
+			defer acks.Wait()
+			for done.Load() < int64(b.N) {
+				dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+				ls, err := q.DequeueBatch(dctx, 16, time.Minute)
+				cancel()
+				if errors.Is(err, context.DeadlineExceeded) {
+					continue
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				for _, l := range ls {
+					acks.Go(func() {
+						if err := q.Ack(ctx, l); err != nil {
+							b.Error(fmt.Errorf("ack %s: %w", l.ID, err))
+						}
+						done.Add(1)
+					})
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+}

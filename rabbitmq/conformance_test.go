@@ -1,0 +1,31 @@
+package rabbitmq_test
+
+import (
+	"testing"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/asyncreqtest"
+	"github.com/asyncreq/asyncreq/memory"
+)
+
+// noLeaseExpiry is why the kit's lease-expiry cases do not apply.
+const noLeaseExpiry = "a RabbitMQ delivery stays leased while the consumer's connection lives; it returns when the connection drops (TestCrashedConsumer, TestReconnect)"
+
+// TestConformance runs the asyncreqtest Queue cases, and the HTTP contract
+// with the in-memory Store beside the RabbitMQ Queue.
+func TestConformance(t *testing.T) {
+	u := brokerURL(t)
+	opts := &asyncreqtest.Options{NoLeaseExpiry: noLeaseExpiry}
+	t.Run("Queue", func(t *testing.T) {
+		asyncreqtest.TestQueue(t, func(t *testing.T) asyncreq.Queue {
+			return newQueue(t, u, nil)
+		}, opts)
+	})
+	t.Run("Handler", func(t *testing.T) {
+		asyncreqtest.TestHandler(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+			store := memory.New(nil)
+			t.Cleanup(func() { _ = store.Close() })
+			return store, newQueue(t, u, nil)
+		}, opts)
+	})
+}
