@@ -136,6 +136,9 @@ type Result struct {
 // is recorded, a request can be processed more than once; its outcome is
 // recorded exactly once. Processors with side effects should be idempotent
 // on Request.ID.
+//
+// The *Result returned, with its Header and Body, passes to the Worker: the
+// processor must not change it afterwards.
 type Processor interface {
 	Process(ctx context.Context, req *Request) (*Result, error)
 }
@@ -182,7 +185,9 @@ var (
 // status the failed request's problem document shows (and the result URL
 // answers with); zero means 500.
 type PermanentError struct {
-	Err    error
+	// Err is the failure; its text is the problem's detail.
+	Err error
+	// Status is the HTTP status of the problem; zero means 500.
 	Status int
 }
 
@@ -210,7 +215,9 @@ func Permanent(err error, status int) error {
 
 // RetryAfterError asks for another attempt after Delay.
 type RetryAfterError struct {
-	Err   error
+	// Err is the failure of the attempt.
+	Err error
+	// Delay is the wait before the next attempt.
 	Delay time.Duration
 }
 
@@ -309,14 +316,25 @@ func newToken() string { return NewID() }
 // contract in the package documentation). Clients decode it; the handler
 // builds it from a Record.
 type StatusDocument struct {
-	ID        string    `json:"id"`
-	Status    State     `json:"status"`
+	// ID is the request's identifier.
+	ID string `json:"id"`
+	// Status is where the request stands.
+	Status State `json:"status"`
+	// CreatedAt and UpdatedAt are when the request was accepted and last
+	// changed, in UTC.
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
-	Attempts  int       `json:"attempts"`
-	Progress  *Progress `json:"progress,omitempty"`
-	StatusURL string    `json:"status_url"`
-	ResultURL string    `json:"result_url,omitempty"`
-	Error     *Problem  `json:"error,omitempty"`
+	// Attempts is the number of attempts started so far.
+	Attempts int `json:"attempts"`
+	// Progress is what the processor last reported while running, or nil.
+	Progress *Progress `json:"progress,omitempty"`
+	// StatusURL is the URL of this document.
+	StatusURL string `json:"status_url"`
+	// ResultURL is the URL of the result, once the request has succeeded.
+	ResultURL string `json:"result_url,omitempty"`
+	// Error is the failure of a failed or canceled request, or nil.
+	Error *Problem `json:"error,omitempty"`
+	// ExpiresAt is when a finished request will be purged; zero while it
+	// is not finished.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }

@@ -100,9 +100,10 @@ const (
 
 	// maxIdempotencyKeyLen bounds the Idempotency-Key header.
 	maxIdempotencyKeyLen = 255
-	// rollbackTimeout bounds the clean-up after a failed accept, which
-	// runs even when the client has gone.
-	rollbackTimeout = 10 * time.Second
+	// cleanupTimeout bounds the writes that finish an accept (the mark
+	// that the Queue holds the request, or the rollback after the Queue
+	// refused it), which run even when the client has gone.
+	cleanupTimeout = 10 * time.Second
 	// pollMin and pollMax bound the interval between Store reads of a long
 	// poll when the Store does not implement Watcher.
 	pollMin = 20 * time.Millisecond
@@ -322,7 +323,15 @@ func (h *Handler) basePath(r *http.Request, suffix string) string {
 	if !ok {
 		return h.opts.BasePath
 	}
-	return strings.TrimRight(base, "/")
+	base = strings.TrimRight(base, "/")
+	// A request line such as "GET //evil.example/jobs/{id}/status" that a
+	// path-cleaning router or middleware let through would otherwise make
+	// every URL written from it (Location included) name another host:
+	// "//" starts a network-path reference, and browsers read "/\" alike.
+	if len(base) >= 2 && base[0] == '/' && (base[1] == '/' || base[1] == '\\') {
+		return h.opts.BasePath
+	}
+	return base
 }
 
 func state(r *http.Request) *reqState {
@@ -506,13 +515,17 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 			}
 			rec.Enqueued = true
 			// The request is durable and queued: a failure to mark it only
-			// makes the worker's sweep enqueue it once more, harmlessly.
-			uctx := context.WithoutCancel(ctx)
-			if _, err := h.store.Update(uctx, rec.ID, func(c *Record) error {
+			// makes the worker's sweep enqueue it once more, harmlessly. The
+			// mark is made even when the client has gone, but a hung Store
+			// must not hold the answer forever.
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+			_, uerr := h.store.Update(uctx, rec.ID, func(c *Record) error {
 				c.Enqueued = true
 				return nil
-			}); err != nil && !isMissing(err) {
-				h.logBackend(ctx, "asyncreq: marking a request enqueued", rec.ID, err)
+			})
+			cancel()
+			if uerr != nil && !isMissing(uerr) {
+				h.logBackend(ctx, "asyncreq: marking a request enqueued", rec.ID, uerr)
 			}
 		}
 	}
@@ -543,7 +556,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 // rollback deletes a record whose enqueue failed, so that no half-made
 // request stays visible. It runs even when the client has gone.
 func (h *Handler) rollback(ctx context.Context, id string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	if err := h.store.Delete(ctx, id, false); err != nil && !isMissing(err) {
 		h.logBackend(ctx, "asyncreq: rollback of an unenqueued request (the worker's sweep enqueues it if the Store lists unenqueued records)", id, err)
@@ -706,7 +719,11 @@ func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, rec *Recor
 		h.problem(w, r, http.StatusInternalServerError, "the result cannot be served")
 		return
 	}
-	if code >= 200 && code < 300 && etagMatch(r.Header.Get("If-None-Match"), etag) {
+	// If-None-Match is evaluated for GET and HEAD only: on a submit
+	// answered with its result (Prefer: wait) it is a precondition on the
+	// collection, not on this result.
+	if code >= 200 && code < 300 && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		etagMatch(r.Header.Get("If-None-Match"), etag) {
 		for _, k := range []string{"Content-Type", "Content-Length", "Content-Language", "Content-Encoding"} {
 			hdr.Del(k)
 		}
@@ -939,13 +956,17 @@ func (h *Handler) await(ctx context.Context, rec *Record, d time.Duration, done 
 	last := rec
 	watcher := h.watcher
 	wait := pollMin
+	// Each watch is released before the next one is made.
+	stopWatch := func() {}
+	defer func() { stopWatch() }()
 	for {
 		var ch <-chan struct{}
 		if watcher != nil {
-			c, err := watcher.Watch(wctx, id)
+			stopWatch()
+			c, stop, err := watch(wctx, watcher, id)
 			switch {
 			case err == nil:
-				ch = c
+				ch, stopWatch = c, stop
 			case wctx.Err() != nil:
 				return last, nil
 			default:
@@ -982,6 +1003,20 @@ func (h *Handler) await(ctx context.Context, rec *Record, d time.Duration, done 
 			return last, nil
 		}
 	}
+}
+
+// watch watches the record id until stop is called or ctx ends. A Watcher
+// releases a watch only when its context ends, so a caller that watches
+// again after each change must stop the watch it replaces, or watches
+// pile up for as long as ctx lasts.
+func watch(ctx context.Context, w Watcher, id string) (changed <-chan struct{}, stop func(), err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	ch, err := w.Watch(wctx, id)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return ch, cancel, nil
 }
 
 // keptHeader returns the request headers KeepHeaders selects, or nil.

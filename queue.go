@@ -25,7 +25,9 @@ type Lease struct {
 // All methods may be called concurrently. Methods return ctx.Err()
 // unwrapped when ctx ends first. Delivery is at least once: an id may be
 // delivered again after a lease runs out, and workers cope with that
-// through the Store's lease token.
+// through the Store's lease token. A Lease that Dequeue returns belongs to
+// the caller, who passes it back to Extend, Ack or Nack; the backend does
+// not change it after returning it.
 type Queue interface {
 	// Enqueue adds id, to be delivered after delay (0 for now). When Enqueue
 	// returns nil the entry is durable to the degree the backend promises.
@@ -54,7 +56,9 @@ type Queue interface {
 
 // BatchDequeuer is implemented by a Queue that can hand out several leases
 // in one call. A Worker with free capacity for more than one request uses
-// it; the fallback is one Dequeue per request.
+// it; the fallback is one Dequeue per request. DequeueBatch may be called
+// concurrently with every Queue method; the slice and the leases it
+// returns belong to the caller, as Dequeue's lease does.
 type BatchDequeuer interface {
 	// DequeueBatch waits like Dequeue until at least one id is due, then
 	// returns leases on up to max of the ids that are due.

@@ -155,7 +155,8 @@ type Store interface {
 // handler calls Accept instead of Store.Create followed by Queue.Enqueue.
 //
 // Accept has Create's duplicate semantics. The record it stores has
-// Enqueued set.
+// Enqueued set. Like every Store method it may be called concurrently,
+// copies rec, and returns a record that belongs to the caller.
 type Accepter interface {
 	Accept(ctx context.Context, rec *Record) (*Record, error)
 }
@@ -169,6 +170,9 @@ type Accepter interface {
 // Without it, a Store paired with a separate Queue relies on the handler's
 // rollback alone. Backends implementing Accepter for their own Queue need
 // not implement it.
+//
+// ListUnenqueued may be called concurrently with every other method; the
+// slice it returns belongs to the caller.
 type UnenqueuedLister interface {
 	// ListUnenqueued returns the ids of up to limit records that have
 	// Enqueued false, are not final, and were created before the given time.
@@ -178,6 +182,10 @@ type UnenqueuedLister interface {
 // Watcher is implemented by a Store that can tell when a record changes.
 // Handlers use it for long polls (Prefer: wait) and workers to notice a
 // client's cancel at once; without it both poll the Store.
+//
+// Watch may be called concurrently, any number of times for one id. A
+// watch holds resources until its context ends, so callers end the
+// context of a watch they no longer need.
 type Watcher interface {
 	// Watch returns a channel that is closed at the next change of the
 	// record with the given id after Watch was called (or when ctx ends,

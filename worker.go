@@ -198,6 +198,9 @@ var (
 //     claimed the request): the processor's context is canceled with cause
 //     ErrLeaseLost; a success or permanent failure it still returns is
 //     recorded only if no newer attempt has claimed the request meanwhile.
+//     An attempt that no longer owns its record acks its lease, which
+//     removes a duplicate queue entry of the request and is refused,
+//     harmlessly, when the lease ran out and went to the newer attempt.
 //
 // A result returned after the processor's context ended still counts as a
 // success. A request delivered with every attempt already started but
@@ -314,7 +317,9 @@ func (w *Worker) Start(ctx context.Context) error {
 // requests to finish. If ctx ends first, it cancels the processors' contexts
 // with cause ErrShutdown, hands their requests back to the Queue without
 // spending an attempt, and returns ctx.Err() once they have returned. A
-// Processor must therefore return promptly when its context ends.
+// Processor must therefore return promptly when its context ends. The
+// writes that record outcomes and hand requests back are each bounded by
+// LeaseDuration, so that a hung Store or Queue cannot hold Stop forever.
 //
 // Stop is idempotent and safe to call before Start (the worker can then
 // not be started). It returns nil when all work finished in time.
@@ -515,9 +520,15 @@ type job struct {
 // lease. ctx is canceled with cause ErrShutdown when the worker stops.
 func (w *Worker) run(ctx context.Context, l *Lease) {
 	j := &job{lease: l, token: newToken(), log: w.log.With("id", l.ID, "delivery", l.Delivery)}
-	settle := context.WithoutCancel(ctx)
+	settle := func(f func(ctx context.Context)) {
+		sctx, cancel := w.settleContext(ctx)
+		defer cancel()
+		f(sctx)
+	}
+	nack := func(delay time.Duration) { settle(func(sctx context.Context) { w.nack(sctx, j, delay) }) }
+	ack := func() { settle(func(sctx context.Context) { w.ack(sctx, j) }) }
 	if ctx.Err() != nil {
-		w.nack(settle, j, 0)
+		nack(0)
 		return
 	}
 
@@ -527,23 +538,33 @@ func (w *Worker) run(ctx context.Context, l *Lease) {
 	case errors.Is(err, errClaimFinal), errors.Is(err, ErrNotFound), errors.Is(err, ErrGone):
 		// Delivered again after its outcome was recorded, or deleted.
 		j.log.Debug("asyncreq: skipping a request that is finished or gone", "err", err)
-		w.ack(settle, j)
+		ack()
 		return
 	case errors.Is(err, errClaimSettled):
-		w.ack(settle, j)
+		ack()
 		return
 	case ctx.Err() != nil:
-		w.nack(settle, j, 0)
+		nack(0)
 		return
 	default:
 		delay := w.backoff(max(l.Delivery, 1))
 		j.log.Error("asyncreq: claim", "err", err, "retry_in", delay)
-		w.nack(settle, j, delay)
+		nack(delay)
 		return
 	}
 	j.log = j.log.With("attempt", rec.Attempts)
 
-	w.finish(settle, j, rec, w.process(ctx, j, rec))
+	a := w.process(ctx, j, rec)
+	settle(func(sctx context.Context) { w.finish(sctx, j, rec, a) })
+}
+
+// settleContext returns the context of the writes that record an attempt's
+// outcome and settle its lease. They must happen even when the worker is
+// stopping and ctx is canceled, but not hold Stop forever when the backend
+// hangs: they get LeaseDuration, after which the lease runs out anyway and
+// the request is delivered again.
+func (w *Worker) settleContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), w.opts.LeaseDuration)
 }
 
 // claim marks the record running under j's token. A final record gives
@@ -575,6 +596,9 @@ func (w *Worker) claim(ctx context.Context, j *job) (*Record, error) {
 			rec.State = StateRunning
 			rec.Attempts++
 			rec.LeaseToken = j.token
+			// It came from the Queue: should the accept's own mark have
+			// failed, the sweep must not enqueue it a second time.
+			rec.Enqueued = true
 		}
 		return nil
 	})
@@ -703,13 +727,19 @@ func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCau
 	var changed <-chan struct{}
 	checking := true // false once nothing more can happen to watch for
 	rewatch := w.watcher != nil
+	// Each watch is released when it is replaced: a long request that
+	// reports progress often would otherwise hold one per change.
+	stopWatch := func() {}
+	defer func() { stopWatch() }()
 	for {
 		if rewatch {
 			rewatch = false
-			ch, err := w.watcher.Watch(ctx, j.lease.ID)
+			stopWatch()
+			stopWatch = func() {}
+			ch, stop, err := watch(ctx, w.watcher, j.lease.ID)
 			switch {
 			case err == nil:
-				changed = ch
+				changed, stopWatch = ch, stop
 			case ctx.Err() != nil:
 				return
 			default:
@@ -761,6 +791,9 @@ func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCau
 func (w *Worker) check(ctx context.Context, j *job, cancel context.CancelCauseFunc) bool {
 	rec, err := w.store.Get(ctx, j.lease.ID)
 	switch {
+	case err == nil && rec == nil:
+		j.log.Warn("asyncreq: read record: the Store returned neither a record nor an error")
+		return true
 	case err == nil:
 	case ctx.Err() != nil:
 		return false
@@ -786,7 +819,7 @@ func (w *Worker) check(ctx context.Context, j *job, cancel context.CancelCauseFu
 }
 
 // finish records the outcome of an attempt and settles the lease. ctx is
-// not canceled.
+// not canceled by a shutdown (see settleContext).
 func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 	now := time.Now()
 	res, err, cause := a.res, a.err, a.cause
@@ -816,6 +849,7 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 	case errors.Is(cause, ErrLeaseLost):
 		// Another attempt owns the request now, or will.
 		j.log.Warn("asyncreq: attempt abandoned: lease lost", "err", err)
+		w.releaseIfSuperseded(ctx, j)
 		return
 	case errors.Is(cause, ErrShutdown):
 		j.log.Info("asyncreq: handing the request back at shutdown", "err", err)
@@ -891,6 +925,7 @@ func (w *Worker) record(ctx context.Context, j *job, what string, delay time.Dur
 	case err == nil:
 	case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrNotFound), errors.Is(err, ErrGone):
 		j.log.Warn("asyncreq: outcome not recorded: the request is no longer this attempt's", "outcome", what, "err", err)
+		w.release(ctx, j)
 		return
 	default:
 		// The outcome is lost with this attempt; leave the lease to run
@@ -911,6 +946,38 @@ func (w *Worker) ack(ctx context.Context, j *job) {
 	if err := w.queue.Ack(ctx, j.lease); err != nil {
 		j.log.Warn("asyncreq: ack", "err", err)
 	}
+}
+
+// release settles the lease of an attempt whose record was taken over by
+// a newer attempt, made final, or deleted. Its lease may be a second queue
+// entry of the same id (a sweep or an at-least-once queue can deliver one
+// id twice): left to run out, it would be delivered again and its claim
+// would take the request away from the attempt running it, again and
+// again until the attempts are used up. Ack removes it. When the lease is
+// instead the one the newer attempt holds (it ran out and was delivered
+// again), the stale handle is refused with ErrLeaseLost and nothing
+// changes.
+func (w *Worker) release(ctx context.Context, j *job) {
+	if err := w.queue.Ack(ctx, j.lease); err != nil && !errors.Is(err, ErrLeaseLost) {
+		j.log.Warn("asyncreq: ack of a superseded lease", "err", err)
+	}
+}
+
+// releaseIfSuperseded releases j's lease (see release) once the Store
+// confirms that the record is no longer j's. While the record still
+// carries j's token, the lease was lost in the Queue only (an Extend
+// failed): the request is delivered again, and the lease is left alone,
+// for an Ack of it must never drop the request's only entry.
+func (w *Worker) releaseIfSuperseded(ctx context.Context, j *job) {
+	rec, err := w.store.Get(ctx, j.lease.ID)
+	switch {
+	case err == nil && rec != nil && rec.LeaseToken == j.token:
+		return
+	case err != nil && !isMissing(err):
+		j.log.Warn("asyncreq: read record of an abandoned attempt; leaving its lease to run out", "err", err)
+		return
+	}
+	w.release(ctx, j)
 }
 
 // nack hands j's lease back for delivery after delay, logging a failure:

@@ -116,7 +116,10 @@ func TestWorkerStaleOutcomeIsFenced(t *testing.T) {
 					return nil, writeErr
 				}),
 		)
-		// No Ack, no Nack: the lease is not this attempt's to settle.
+		// The attempt no longer owns the record: it acks its lease, which
+		// removes a duplicate entry and is refused when the newer attempt
+		// holds the same entry.
+		q.EXPECT().Ack(gomock.Any(), l).Return(asyncreq.ErrLeaseLost)
 
 		startTestWorker(t, store, q, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			return &asyncreq.Result{Body: []byte("stale")}, nil
@@ -147,6 +150,12 @@ func TestWorkerProgressAfterTakeoverCancels(t *testing.T) {
 					return sr.update(ctx, id, fn)
 				}),
 		)
+		// The abandoned attempt finds its record taken over and acks its
+		// lease, which is refused: the newer attempt holds the entry.
+		store.EXPECT().Get(gomock.Any(), id).DoAndReturn(func(context.Context, string) (*asyncreq.Record, error) {
+			return sr.rec.Clone(), nil
+		})
+		q.EXPECT().Ack(gomock.Any(), l).Return(asyncreq.ErrLeaseLost)
 		type outcome struct{ progressErr, cause error }
 		got := make(chan outcome, 1)
 		startTestWorker(t, store, q, asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
@@ -176,6 +185,8 @@ func TestWorkerExtendLeaseLostCancelsProcessor(t *testing.T) {
 			q.EXPECT().Extend(gomock.Any(), l, 3*time.Second).Return(nil),
 			q.EXPECT().Extend(gomock.Any(), l, 3*time.Second).Return(asyncreq.ErrLeaseLost),
 		)
+		// No Ack: the record is still this attempt's, and the lease, lost in
+		// the Queue only, may hold the request's only entry.
 		cause := make(chan error, 1)
 		var canceledAt time.Time
 		start := time.Now()

@@ -45,7 +45,7 @@ func HandlerProcessor(next http.Handler) Processor {
 	return ProcessorFunc(func(ctx context.Context, req *Request) (*Result, error) {
 		r, err := replayRequest(ctx, req)
 		if err != nil {
-			return nil, Permanent(err, http.StatusInternalServerError)
+			return nil, unreplayable(err)
 		}
 		rw := newRecorder(req.Method)
 		next.ServeHTTP(rw, r)
@@ -53,10 +53,22 @@ func HandlerProcessor(next http.Handler) Processor {
 			return nil, err
 		}
 		if rw.err != nil {
-			return nil, Permanent(rw.err, http.StatusInternalServerError)
+			return nil, unreplayable(rw.err)
 		}
 		return rw.result(), nil
 	})
+}
+
+// unreplayable returns the permanent failure of a request whose handler
+// cannot be run or whose answer cannot be replayed. Its problem document
+// (what the client sees) says only that; err, which it wraps, is for the
+// Worker's log.
+func unreplayable(err error) error {
+	return Permanent(fmt.Errorf("%w: %w", &Problem{
+		Title:  http.StatusText(http.StatusInternalServerError),
+		Status: http.StatusInternalServerError,
+		Detail: "the handler's response cannot be replayed",
+	}, err), http.StatusInternalServerError)
 }
 
 // replayRequest rebuilds the server-side request that req recorded.
@@ -262,9 +274,11 @@ type AsyncOptions struct {
 	// header except credentials (see HandlerOptions.KeepHeaders). Set it
 	// to a non-nil empty slice to keep none, or list "Authorization" or
 	// "Cookie" next to "*" when the wrapped handler needs them and the
-	// Store may hold them.
+	// Store may hold them. The default is HandlerOptions's defaults with
+	// KeepHeaders []string{"*"}.
 	Handler HandlerOptions
-	// Worker configures the Worker that runs the wrapped handler.
+	// Worker configures the Worker that runs the wrapped handler. The
+	// default is WorkerOptions's defaults.
 	Worker WorkerOptions
 }
 
