@@ -63,10 +63,11 @@ func (b *Backend) onClose(f func()) { b.closes = append(b.closes, f) }
 type opener func(ctx context.Context, cfg Config) (*Backend, error)
 
 var openers = map[string]opener{
-	"memory": openMemory,
-	"nats":   openNATS,
-	"redis":  openRedis,
-	"sqlite": openSQLite,
+	"memory":   openMemory,
+	"nats":     openNATS,
+	"postgres": openPostgres,
+	"redis":    openRedis,
+	"sqlite":   openSQLite,
 }
 
 // Names lists the engines Open knows, comma-separated.

@@ -1,0 +1,60 @@
+// Package postgres is an asyncreq backend on PostgreSQL (pgx v5): one
+// Store that is the asyncreq.Store and the asyncreq.Queue of a Handler and
+// its Workers, for API and worker processes on many machines sharing one
+// database.
+//
+// # Setup
+//
+// The tables live in a schema of their own (Options.Schema, default
+// "asyncreq"), so they can sit in an application's existing database.
+// Migrate creates the schema and brings it to the current version with
+// embedded, versioned SQL migrations, recorded in the schema's
+// schema_migrations table; run it as a deployment step, or set
+// Options.MigrateOnStart. Several endpoints share the tables, each with its
+// own Options.Queue name.
+//
+//	pool, err := pgxpool.New(ctx, "postgres://...")
+//	store, err := postgres.New(pool, &postgres.Options{Queue: "reports", MigrateOnStart: true})
+//	defer store.Close()
+//	h, err := asyncreq.NewHandler(store, store, nil)
+//	w, err := asyncreq.NewWorker(store, store, processor, nil)
+//
+// # Accepting
+//
+// Accept writes the record, its queue entry and its idempotency key in one
+// transaction, and answers only after the commit. Accepts that arrive
+// together share a transaction (group commit), which is how a handful of
+// connections commit thousands of durable accepts a second; a lone accept
+// is written at once, so batching adds no latency.
+//
+// AcceptTx does the same inside the caller's own pgx.Tx: the application
+// records its business change and the asynchronous request atomically (the
+// transactional outbox), and workers see the request when the transaction
+// commits.
+//
+// # Delivery
+//
+// Dequeue claims due jobs with FOR UPDATE SKIP LOCKED, several at a time
+// (DequeueBatch), and sets a lease: the job's due time becomes the end of
+// the lease, so a job whose worker died is simply due again when the lease
+// runs out. Each delivery has a new lease token; Ack, Nack and Extend with
+// a stale lease return asyncreq.ErrLeaseLost. An idle Dequeue is woken at
+// once by LISTEN/NOTIFY when work arrives, and looks again every
+// Options.PollInterval in case a notification was lost.
+//
+// # Durability
+//
+// Records, and the jobs that Accept, AcceptTx and Enqueue create, commit
+// with the server's synchronous_commit setting (on by default). Changes
+// to a lease alone (claim, Extend, Ack, Nack) commit with
+// synchronous_commit off: a database crash may lose the last few of them,
+// which only makes a job be delivered again, a case the Worker handles
+// through the record's lease token.
+//
+// # Retention
+//
+// Purge deletes expired final records in bounded batches, skipping rows
+// other transactions hold, and leaves a tombstone per record so that its
+// id answers 410 Gone until the tombstone runs out. Indexes keep status
+// lookups (primary key), dequeues and purges fast with millions of rows.
+package postgres

@@ -1,0 +1,100 @@
+package postgres
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+)
+
+// Options configures a Store and Migrate. A nil *Options means all
+// defaults; a zero field means that field's default.
+type Options struct {
+	// Schema is the PostgreSQL schema that holds the tables, so they can
+	// live in an application's own database beside its tables. Migrate
+	// creates it if it does not exist. The default is "asyncreq".
+	Schema string
+
+	// Queue names the endpoint this Store serves. Stores with different
+	// Queue names share the schema's tables without seeing each other's
+	// records or jobs. The default is "default".
+	Queue string
+
+	// MigrateOnStart makes New run Migrate before it returns. Otherwise New
+	// only checks that the schema is at the version this code needs, and
+	// Migrate is a deployment step. The default is false.
+	MigrateOnStart bool
+
+	// PollInterval is how often an idle Dequeue looks for work when no
+	// notification wakes it: the fallback for a lost LISTEN connection or
+	// notification. The default is 1s.
+	PollInterval time.Duration
+
+	// MaxBatch is the largest number of accepts, or of updates, written in
+	// one transaction, and of acks settled in one statement. The default
+	// is 256.
+	MaxBatch int
+
+	// Committers is the number of group-commit transactions that may be
+	// in flight at once, for accepts, updates and acks each. Calls that
+	// arrive while all of them are busy are written together by the next
+	// free one. The default is 2.
+	Committers int
+
+	// DisableListen turns off the LISTEN connection. Dequeue then finds
+	// work by polling every PollInterval, and Watch only sees changes made
+	// through this Store. Use it where LISTEN is unavailable (a connection
+	// pooler in transaction mode). The default is false.
+	DisableListen bool
+
+	// Logger receives the Store's background errors (a lost LISTEN
+	// connection). The default discards them.
+	Logger *slog.Logger
+}
+
+// The defaults of Options.
+const (
+	defaultSchema       = "asyncreq"
+	defaultQueue        = "default"
+	defaultPollInterval = time.Second
+	defaultMaxBatch     = 256
+	defaultCommitters   = 2
+)
+
+// withDefaults returns a copy of o with the defaults filled in, or an error
+// naming the first invalid field.
+func (o *Options) withDefaults() (Options, error) {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.Schema == "" {
+		c.Schema = defaultSchema
+	}
+	if c.Queue == "" {
+		c.Queue = defaultQueue
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = defaultPollInterval
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = defaultMaxBatch
+	}
+	if c.Committers == 0 {
+		c.Committers = defaultCommitters
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	switch {
+	case len(c.Schema) > 63:
+		return c, fmt.Errorf("postgres: Options.Schema %q is longer than 63 bytes", c.Schema)
+	case c.PollInterval < 0:
+		return c, fmt.Errorf("postgres: Options.PollInterval %s is negative", c.PollInterval)
+	case c.MaxBatch < 0:
+		return c, fmt.Errorf("postgres: Options.MaxBatch %d is negative", c.MaxBatch)
+	case c.Committers < 0:
+		return c, fmt.Errorf("postgres: Options.Committers %d is negative", c.Committers)
+	}
+	return c, nil
+}

@@ -1,0 +1,610 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Store is a PostgreSQL backend: one value that is the Store and the Queue
+// of a Handler and Worker, and records and enqueues a request in one
+// transaction (asyncreq.Accepter). Create it with New.
+//
+// All methods may be called concurrently. A Store starts background
+// goroutines (the LISTEN connection and the group-commit writers) that
+// Close stops; the pool belongs to the caller and stays open.
+type Store struct {
+	pool    *pgxpool.Pool
+	opts    Options
+	queue   string
+	sql     statements
+	channel string // NOTIFY channel of the schema
+	origin  string // tells this Store's own record notifications apart
+
+	jobs    waker
+	watches watchSet
+
+	notes   *notifier
+	accepts *batcher[*asyncreq.Record, *asyncreq.Record]
+	updates *batcher[updateArg, updateRes]
+	acks    *batcher[leaseHandle, struct{}]
+
+	cancel    context.CancelFunc // ends the listener
+	wg        sync.WaitGroup     // the listener
+	closed    atomic.Bool
+	closeOnce sync.Once
+}
+
+var (
+	_ asyncreq.Store            = (*Store)(nil)
+	_ asyncreq.Queue            = (*Store)(nil)
+	_ asyncreq.Accepter         = (*Store)(nil)
+	_ asyncreq.Watcher          = (*Store)(nil)
+	_ asyncreq.UnenqueuedLister = (*Store)(nil)
+	_ asyncreq.BatchDequeuer    = (*Store)(nil)
+)
+
+// maxBatchBytes is about the most request bytes written in one accept
+// batch: a batch stops growing once its records reach it, so large bodies
+// do not make huge statements.
+const maxBatchBytes = 4 << 20
+
+// recordSize is about how many bytes rec takes in an accept batch.
+func recordSize(rec *asyncreq.Record) int {
+	n := 256 + len(rec.Body) + len(rec.URL)
+	for k, vs := range rec.Header {
+		n += len(k)
+		for _, v := range vs {
+			n += len(v)
+		}
+	}
+	return n
+}
+
+// listenStartWait bounds how long New waits for its LISTEN connection.
+const listenStartWait = 5 * time.Second
+
+// startTimeout bounds the queries New makes (the version check, or the
+// migration with MigrateOnStart).
+const startTimeout = time.Minute
+
+// New returns a Store on pool for the endpoint opts.Queue, with its tables
+// in opts.Schema. With opts.MigrateOnStart it first runs Migrate;
+// otherwise it checks that the schema is at SchemaVersion and returns an
+// error telling to run Migrate if not. Those queries are bounded by one
+// minute.
+//
+// Size the pool for the load: the Store takes a connection per call in
+// flight, plus up to Options.Committers for the group commits of accepts
+// and as many for acks, and one for notifications. The LISTEN connection is
+// opened from the pool's configuration but not taken from the pool; New
+// waits up to 5 seconds for it to listen (if it cannot, Dequeue polls
+// until a retry succeeds). Call Close when done.
+func New(pool *pgxpool.Pool, opts *Options) (*Store, error) {
+	if pool == nil {
+		return nil, errors.New("postgres: New: nil pool")
+	}
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if o.MigrateOnStart {
+		if err := Migrate(ctx, pool, &o); err != nil {
+			return nil, err
+		}
+	} else {
+		v, err := schemaVersion(ctx, pool, o.Schema)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: read schema version: %w", err)
+		}
+		if want := SchemaVersion(); v != want {
+			return nil, fmt.Errorf("postgres: schema %s is at version %d, this code needs %d: run postgres.Migrate or set Options.MigrateOnStart", o.Schema, v, want)
+		}
+	}
+
+	s := &Store{
+		pool:    pool,
+		opts:    o,
+		queue:   o.Queue,
+		sql:     newStatements(pgx.Identifier{o.Schema}.Sanitize()),
+		channel: channelName(o.Schema),
+		origin:  asyncreq.NewID(),
+	}
+	s.jobs.init()
+	s.watches.init()
+	// The batchers' context is never canceled: Close lets the batches in
+	// flight commit and answer their callers.
+	s.accepts = newBatcher(context.Background(), o.Committers, o.MaxBatch, recordSize, maxBatchBytes, s.runAccepts)
+	s.updates = newBatcher(context.Background(), o.Committers, o.MaxBatch, nil, 0, s.runUpdates)
+	s.acks = newBatcher(context.Background(), o.Committers, o.MaxBatch, nil, 0, s.runAcks)
+	lctx, lcancel := context.WithCancel(context.Background())
+	s.cancel = lcancel
+	s.notes = newNotifier(s)
+	if !o.DisableListen {
+		ready := make(chan struct{})
+		s.wg.Add(1)
+		go s.listen(lctx, ready)
+		// Wait for the first LISTEN, so that notifications flow once New
+		// returns; if it fails, Dequeue polls until a retry succeeds.
+		t := time.NewTimer(listenStartWait)
+		select {
+		case <-ready:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	return s, nil
+}
+
+// Close stops the Store's background work: the batches being written
+// finish, then every later call returns asyncreq.ErrClosed, waiting
+// Dequeues return it, and open watches are closed. Close does not close
+// the pool. It is idempotent and always returns nil.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.cancel()
+		s.accepts.close()
+		s.updates.close()
+		s.acks.close()
+		s.notes.close()
+		s.wg.Wait()
+		s.jobs.wake()
+		s.watches.closeAll()
+	})
+	return nil
+}
+
+// Queue returns the name of the endpoint this Store serves
+// (Options.Queue).
+func (s *Store) Queue() string { return s.queue }
+
+// Schema returns the schema that holds the Store's tables
+// (Options.Schema).
+func (s *Store) Schema() string { return s.opts.Schema }
+
+// check returns the error a call must return before it starts.
+func (s *Store) check(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return asyncreq.ErrClosed
+	}
+	return nil
+}
+
+// fail maps err from an operation to what the caller is told: ctx.Err()
+// when ctx ended, else err wrapped with the operation's name.
+func (s *Store) fail(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// batchErr wraps the error of a group-commit batch for its callers. The
+// batch runs under a context of its own, so its error is never the
+// caller's ctx.Err(); a caller whose context ends is told so by the
+// batcher.
+func batchErr(op string, err error) error {
+	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// Create implements asyncreq.Store.
+func (s *Store) Create(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Record, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if rec == nil || rec.ID == "" {
+		return nil, errors.New("postgres: create: record without an id")
+	}
+	r, err := toRow(rec)
+	if err != nil {
+		return nil, err
+	}
+	for range 3 {
+		tag, err := s.pool.Exec(ctx, s.sql.insert, r.args(s.queue)...)
+		if err != nil {
+			return nil, s.fail(ctx, "create "+rec.ID, err)
+		}
+		if tag.RowsAffected() == 1 {
+			s.watches.fire(rec.ID)
+			return nil, nil
+		}
+		existing, err := s.conflict(ctx, s.pool, rec)
+		if err != nil || existing != nil {
+			return existing, err
+		}
+		// The record holding the key was deleted in between: try again.
+	}
+	return nil, fmt.Errorf("postgres: create %s: idempotency key keeps changing hands", rec.ID)
+}
+
+// conflict explains why rec was not inserted: it returns the record that
+// holds rec's idempotency key with asyncreq.ErrDuplicate, an error if rec's
+// id is taken, or (nil, nil) if nothing conflicts any more.
+func (s *Store) conflict(ctx context.Context, q querier, rec *asyncreq.Record) (*asyncreq.Record, error) {
+	if rec.IdempotencyKey != "" {
+		existing, err := scanRecord(q.QueryRow(ctx, s.sql.selectByKey, s.queue, rec.Owner, rec.IdempotencyKey))
+		switch {
+		case err == nil:
+			return existing, asyncreq.ErrDuplicate
+		case !errors.Is(err, pgx.ErrNoRows):
+			return nil, s.fail(ctx, "read duplicate of "+rec.ID, err)
+		}
+	}
+	var exists bool
+	if err := q.QueryRow(ctx, s.sql.exists, s.queue, rec.ID).Scan(&exists); err != nil {
+		return nil, s.fail(ctx, "create "+rec.ID, err)
+	}
+	if exists {
+		return nil, fmt.Errorf("postgres: create %s: record id already exists", rec.ID)
+	}
+	return nil, nil
+}
+
+// Get implements asyncreq.Store.
+func (s *Store) Get(ctx context.Context, id string) (*asyncreq.Record, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	rec, err := scanRecord(s.pool.QueryRow(ctx, s.sql.get, s.queue, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, s.missing(ctx, id)
+	}
+	if err != nil {
+		return nil, s.fail(ctx, "get "+id, err)
+	}
+	return rec, nil
+}
+
+// missing returns asyncreq.ErrGone if id has a live tombstone, else
+// asyncreq.ErrNotFound.
+func (s *Store) missing(ctx context.Context, id string) error {
+	var gone bool
+	if err := s.pool.QueryRow(ctx, s.sql.tombstoned, s.queue, id, time.Now()).Scan(&gone); err != nil {
+		return s.fail(ctx, "get "+id, err)
+	}
+	if gone {
+		return asyncreq.ErrGone
+	}
+	return asyncreq.ErrNotFound
+}
+
+// Update implements asyncreq.Store: it reads the record with SELECT ... FOR
+// UPDATE, calls fn once, and writes the result in the same transaction.
+//
+// Updates that arrive together share that transaction (group commit, as
+// for Accept): one SELECT locks all their records in id order, each fn runs
+// on its record (in arrival order for the same record), one UPDATE writes
+// them, and each caller is answered after the commit. A lone Update is
+// written at once. fn runs on another goroutine than the caller's; a panic
+// in it is raised again in the caller. If the database refuses a shared
+// UPDATE (a value it cannot store), each of its updates is tried again in
+// a transaction of its own, calling fn again.
+func (s *Store) Update(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if fn == nil {
+		return nil, errors.New("postgres: update: nil function")
+	}
+	res, err := s.updates.do(ctx, updateArg{id: id, fn: fn})
+	if res.panicked != nil {
+		panic(res.panicked)
+	}
+	return res.rec, err
+}
+
+// Delete implements asyncreq.Store. The queue entries of the record, if
+// any, stay: a worker that receives one finds no record and settles it.
+func (s *Store) Delete(ctx context.Context, id string, tombstone bool) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	var n int64
+	err := s.pool.QueryRow(ctx, s.sql.delete, s.queue, id, tombstone, time.Now()).Scan(&n)
+	if err != nil {
+		return s.fail(ctx, "delete "+id, err)
+	}
+	if n == 0 {
+		return asyncreq.ErrNotFound
+	}
+	s.changed(id)
+	return nil
+}
+
+// Purge implements asyncreq.Store. Each call deletes at most limit records
+// in one short statement that skips rows locked by other transactions, so
+// it never waits on the hot path; then it drops up to limit tombstones
+// that ran out.
+func (s *Store) Purge(ctx context.Context, now time.Time, limit int) (int, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	if limit <= 0 {
+		return 0, nil
+	}
+	var n int
+	if err := s.pool.QueryRow(ctx, s.sql.purge, s.queue, now, limit).Scan(&n); err != nil {
+		return 0, s.fail(ctx, "purge", err)
+	}
+	if _, err := s.pool.Exec(ctx, s.sql.purgeTombstones, s.queue, now, limit); err != nil {
+		return n, s.fail(ctx, "purge tombstones", err)
+	}
+	return n, nil
+}
+
+// ListUnenqueued implements asyncreq.UnenqueuedLister. Records made by
+// Accept are always enqueued; only Create makes records that are not.
+func (s *Store) ListUnenqueued(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, s.sql.unenqueued, s.queue, before, limit)
+	if err != nil {
+		return nil, s.fail(ctx, "list unenqueued", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, s.fail(ctx, "list unenqueued", err)
+	}
+	return ids, nil
+}
+
+// Watch implements asyncreq.Watcher. Changes made through this Store are
+// seen at once; changes made by other processes arrive by NOTIFY on the
+// schema's channel. If the LISTEN connection is lost, every watch is
+// closed when it is back, since a change may have been missed; with
+// Options.DisableListen only this Store's own changes are seen.
+func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	return s.watches.add(ctx, id), nil
+}
+
+// changed tells the watches of id, here and in other processes, that the
+// record changed. The change must have committed.
+func (s *Store) changed(id string) {
+	s.watches.fire(id)
+	s.notes.post(s.recordPayload(id))
+}
+
+// jobsAdded tells the Dequeues waiting here and in other processes that
+// jobs may be due. The jobs must have committed.
+func (s *Store) jobsAdded() {
+	s.jobs.wake()
+	s.notes.post(s.jobsPayload())
+}
+
+// recordPayload is the NOTIFY payload that tells other processes the
+// record id changed.
+func (s *Store) recordPayload(id string) string {
+	return "r" + sep + s.origin + sep + s.queue + sep + id
+}
+
+// jobsPayload is the NOTIFY payload that tells waiting Dequeues of the
+// queue that a job may be due.
+func (s *Store) jobsPayload() string {
+	return "j" + sep + s.queue
+}
+
+// sep separates the fields of a NOTIFY payload.
+const sep = "\x1f"
+
+// channelName returns the NOTIFY channel of a schema: a valid identifier of
+// at most 63 bytes.
+func channelName(schema string) string {
+	name := "asyncreq_" + schema
+	if len(name) > 63 {
+		sum := sha256.Sum256([]byte(schema))
+		name = "asyncreq_" + hex.EncodeToString(sum[:16])
+	}
+	return name
+}
+
+// asyncCommit is a query that makes the statement's transaction commit
+// without waiting for its WAL to be flushed.
+const asyncCommit = `SELECT set_config('synchronous_commit', 'off', true) AS v`
+
+// querier is what the accept and conflict queries need: a pool or a tx.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// statements are the SQL texts of a Store, with its schema filled in.
+type statements struct {
+	insert, acceptBatch, exists, get, selectByKey, tombstoned, delete     string
+	updateBatch, getManyForUpdate                                         string
+	purge, purgeTombstones, unenqueued                                    string
+	enqueue, claim, release, nextDue, extend, nack, ack, notify, notifyTx string
+}
+
+// newStatements fills the schema (an already quoted identifier) into the
+// SQL texts.
+func newStatements(schema string) statements {
+	r := strings.NewReplacer("{{s}}", schema, "{{cols}}", recordColumns)
+	f := func(q string) string { return r.Replace(q) }
+	// $1 is always the queue.
+	const values = `$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+		$20, $21, $22, $23, $24`
+	return statements{
+		insert: f(`INSERT INTO {{s}}.records (queue, {{cols}}) VALUES ($1, ` + values + `)
+			ON CONFLICT DO NOTHING`),
+		// One statement, so it commits atomically on its own: the records
+		// that do not conflict, and a job for each of them.
+		acceptBatch: f(`WITH ins AS (
+				INSERT INTO {{s}}.records (queue, {{cols}})
+				SELECT $1, r.id, r.owner, r.key, r.body_hash, r.state, r.enqueued, r.method, r.url,
+					NULLIF(r.header, '')::jsonb, r.content_type, r.body, r.attempts, r.lease_token,
+					r.cancel_requested, NULLIF(r.progress, '')::jsonb, NULLIF(r.result, '')::jsonb,
+					r.result_body, NULLIF(r.error, '')::jsonb, r.created_at, r.updated_at,
+					r.retention_ns, r.tombstone_ttl_ns, r.expires_at
+				FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[],
+					$8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::integer[],
+					$14::text[], $15::boolean[], $16::text[], $17::text[], $18::bytea[], $19::text[],
+					$20::timestamptz[], $21::timestamptz[], $22::bigint[], $23::bigint[],
+					$24::timestamptz[])
+					WITH ORDINALITY AS r(id, owner, key, body_hash, state, enqueued, method, url, header,
+						content_type, body, attempts, lease_token, cancel_requested, progress, result,
+						result_body, error, created_at, updated_at, retention_ns, tombstone_ttl_ns,
+						expires_at, n)
+				ORDER BY r.n
+				ON CONFLICT DO NOTHING
+				RETURNING id
+			), job AS (
+				INSERT INTO {{s}}.jobs (queue, id, run_at)
+				SELECT $1, ins.id, now() FROM ins
+			)
+			SELECT ins.id FROM ins`),
+		exists: f(`SELECT EXISTS (SELECT 1 FROM {{s}}.records WHERE queue = $1 AND id = $2)`),
+		get:    f(`SELECT {{cols}} FROM {{s}}.records WHERE queue = $1 AND id = $2`),
+		selectByKey: f(`SELECT {{cols}} FROM {{s}}.records
+			WHERE queue = $1 AND owner = $2 AND idempotency_key = $3 AND idempotency_key <> ''`),
+		tombstoned: f(`SELECT EXISTS (SELECT 1 FROM {{s}}.tombstones
+			WHERE queue = $1 AND id = $2 AND expires_at > $3)`),
+		// The request body and the result body, the large values, are sent
+		// and rewritten only when they changed ($25 and $26 say which to
+		// keep), so an update costs no more than the small fields.
+		updateBatch: f(`UPDATE {{s}}.records AS t SET body_hash = r.body_hash, state = r.state,
+				enqueued = r.enqueued, method = r.method, url = r.url, header = NULLIF(r.header, '')::jsonb,
+				content_type = r.content_type,
+				body = CASE WHEN r.keep_body THEN t.body ELSE r.body END, attempts = r.attempts,
+				lease_token = r.lease_token, cancel_requested = r.cancel_requested,
+				progress = NULLIF(r.progress, '')::jsonb, result = NULLIF(r.result, '')::jsonb,
+				result_body = CASE WHEN r.keep_result_body THEN t.result_body ELSE r.result_body END,
+				error = NULLIF(r.error, '')::jsonb,
+				created_at = r.created_at, updated_at = r.updated_at, retention_ns = r.retention_ns,
+				tombstone_ttl_ns = r.tombstone_ttl_ns, expires_at = r.expires_at
+			FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[],
+				$8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::integer[],
+				$14::text[], $15::boolean[], $16::text[], $17::text[], $18::bytea[], $19::text[],
+				$20::timestamptz[], $21::timestamptz[], $22::bigint[], $23::bigint[],
+				$24::timestamptz[], $25::boolean[], $26::boolean[])
+				AS r(id, owner, key, body_hash, state, enqueued, method, url, header,
+					content_type, body, attempts, lease_token, cancel_requested, progress, result,
+					result_body, error, created_at, updated_at, retention_ns, tombstone_ttl_ns,
+					expires_at, keep_body, keep_result_body)
+			WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.id = r.id`),
+		getManyForUpdate: f(`SELECT {{cols}} FROM {{s}}.records
+			WHERE queue = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE`),
+		delete: f(`WITH d AS (
+				DELETE FROM {{s}}.records WHERE queue = $1 AND id = $2
+				RETURNING id, tombstone_ttl_ns
+			), t AS (
+				INSERT INTO {{s}}.tombstones (queue, id, expires_at)
+				SELECT $1, d.id, $4::timestamptz + d.tombstone_ttl_ns / 1000 * interval '1 microsecond'
+				FROM d WHERE $3 AND d.tombstone_ttl_ns > 0
+				ON CONFLICT (queue, id) DO UPDATE SET expires_at = excluded.expires_at
+			)
+			SELECT count(*) FROM d`),
+		// The rows to delete are picked once, in a materialized CTE that
+		// skips rows other transactions hold, so a call deletes at most $3
+		// records and never waits on the hot path.
+		purge: f(`WITH c AS MATERIALIZED (
+				SELECT id FROM {{s}}.records
+				WHERE queue = $1 AND expires_at <= $2
+					AND state IN ('succeeded', 'failed', 'canceled')
+				ORDER BY expires_at
+				LIMIT $3
+				FOR UPDATE SKIP LOCKED
+			), d AS (
+				DELETE FROM {{s}}.records AS r USING c
+				WHERE r.queue = $1 AND r.id = c.id
+				RETURNING r.id, r.expires_at, r.tombstone_ttl_ns
+			), t AS (
+				INSERT INTO {{s}}.tombstones (queue, id, expires_at)
+				SELECT $1, d.id, d.expires_at + d.tombstone_ttl_ns / 1000 * interval '1 microsecond'
+				FROM d
+				WHERE d.expires_at + d.tombstone_ttl_ns / 1000 * interval '1 microsecond' > $2
+				ON CONFLICT (queue, id) DO UPDATE SET expires_at = excluded.expires_at
+			)
+			SELECT count(*) FROM d`),
+		purgeTombstones: f(`WITH c AS MATERIALIZED (
+				SELECT id FROM {{s}}.tombstones WHERE queue = $1 AND expires_at <= $2
+				LIMIT $3 FOR UPDATE SKIP LOCKED
+			)
+			DELETE FROM {{s}}.tombstones AS t USING c WHERE t.queue = $1 AND t.id = c.id`),
+		unenqueued: f(`SELECT id FROM {{s}}.records
+			WHERE queue = $1 AND NOT enqueued AND state IN ('pending', 'running') AND created_at < $2
+			ORDER BY created_at LIMIT $3`),
+
+		enqueue: f(`INSERT INTO {{s}}.jobs (queue, id, run_at)
+			VALUES ($1, $2, now() + $3::bigint * interval '1 microsecond')`),
+		// The statements below change only a job's lease, and commit without
+		// waiting for the WAL flush (synchronous_commit off): if the database
+		// crashes before the flush, the job is just delivered again, which
+		// the worker handles through the record's lease token. Records,
+		// and the jobs Accept and Enqueue create, always commit durably.
+		//
+		// Claims up to $2 due jobs, oldest first, skipping those another
+		// Dequeue is claiming; a job whose lease ran out is due again.
+		claim: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `), c AS MATERIALIZED (
+				SELECT job_id FROM {{s}}.jobs
+				WHERE queue = $1 AND run_at <= now()
+				ORDER BY run_at, job_id
+				LIMIT $2
+				FOR UPDATE SKIP LOCKED
+			)
+			UPDATE {{s}}.jobs AS j
+			SET run_at = now() + $3::bigint * interval '1 microsecond',
+				lease_token = gen_random_uuid()::text,
+				deliveries = j.deliveries + 1
+			FROM c, cfg WHERE j.job_id = c.job_id
+			RETURNING j.job_id, j.id, j.deliveries, j.lease_token`),
+		// How long until the next job is due, NULL if the queue is empty.
+		nextDue: f(`SELECT extract(epoch FROM min(run_at) - clock_timestamp())::float8
+			FROM {{s}}.jobs WHERE queue = $1`),
+		extend: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
+			UPDATE {{s}}.jobs SET run_at = now() + $4::bigint * interval '1 microsecond'
+			FROM cfg
+			WHERE queue = $1 AND job_id = $2 AND lease_token = $3 AND run_at > now()`),
+		nack: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
+			UPDATE {{s}}.jobs SET run_at = now() + $4::bigint * interval '1 microsecond', lease_token = NULL
+			FROM cfg
+			WHERE queue = $1 AND job_id = $2 AND lease_token = $3 AND run_at > now()`),
+		// Sent after the changes it announces have committed, on its own
+		// and without waiting for a WAL flush: PostgreSQL serializes the
+		// commits of transactions that NOTIFY, flush included, so a NOTIFY
+		// inside the durable transactions would serialize them all.
+		notify: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
+			SELECT pg_notify($1, p) FROM cfg, unnest($2::text[]) AS p`),
+		notifyTx: `SELECT pg_notify($1, $2)`,
+		release: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
+			UPDATE {{s}}.jobs AS j SET run_at = now(), lease_token = NULL,
+				deliveries = greatest(j.deliveries - 1, 0)
+			FROM cfg
+			WHERE j.job_id = ANY($2::bigint[]) AND j.lease_token = ANY($3::text[]) AND j.queue = $1`),
+		// Lease tokens are random and new for every delivery, so a job whose
+		// id and token are both among the batch's is one of its leases; the
+		// primary key finds them however many jobs are leased.
+		ack: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
+			DELETE FROM {{s}}.jobs AS j USING cfg
+			WHERE j.job_id = ANY($2::bigint[]) AND j.lease_token = ANY($3::text[])
+				AND j.queue = $1 AND j.run_at > now()
+			RETURNING j.job_id, j.lease_token`),
+	}
+}
