@@ -231,8 +231,9 @@ type Backend struct {
 	mu      sync.Mutex
 	closed  bool
 	done    chan struct{}       // closed by Close
-	wg      sync.WaitGroup      // watch goroutines
+	wg      sync.WaitGroup      // watch and pull request goroutines
 	fetches map[*fetch]struct{} // pull requests in flight, canceled by Close
+	orphans chan jetstream.Msg  // messages that arrived for abandoned pull requests
 }
 
 // fetch is one pull request in flight.
@@ -306,6 +307,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts *Options) (*Backend, 
 		cons:        cons,
 		createGrace: time.Minute,
 		done:        make(chan struct{}),
+		orphans:     make(chan jetstream.Msg),
 	}, nil
 }
 

@@ -21,10 +21,6 @@ const headerNotBefore = "Asyncreq-Not-Before"
 // Dequeue sends the next one.
 const pollWait = 5 * time.Second
 
-// minFetchWait is the shortest pull request Dequeue sends; with less time
-// left on its context it just waits for the context to end.
-const minFetchWait = 10 * time.Millisecond
-
 // delivery is the Lease.Handle of a NATS lease: one message delivery and
 // what this process knows about it.
 type delivery struct {
@@ -58,14 +54,29 @@ func (b *Backend) Enqueue(ctx context.Context, id string, delay time.Duration) e
 
 // Dequeue implements asyncreq.Queue. The lease lasts Options.AckWait; ttl
 // is ignored.
+//
+// A pull request stays registered on the server until it expires, even
+// when the Dequeue that sent it returns early because its context ended.
+// So that a message the server sends to such a request is not stranded
+// until its AckWait runs out, pull requests are not tied to the caller's
+// context: a message that arrives after its Dequeue returned is handed to
+// the next Dequeue of this Backend, or handed back to the server if none
+// comes within half a lease.
 func (b *Backend) Dequeue(ctx context.Context, ttl time.Duration) (*asyncreq.Lease, error) {
 	for {
 		if err := b.check(ctx); err != nil {
 			return nil, err
 		}
-		msg, err := b.fetch(ctx)
-		if err != nil {
-			return nil, err
+		var msg jetstream.Msg
+		select {
+		case msg = <-b.orphans:
+			refresh(msg)
+		default:
+			m, err := b.fetch(ctx)
+			if err != nil {
+				return nil, err
+			}
+			msg = m
 		}
 		if msg == nil {
 			continue
@@ -76,24 +87,22 @@ func (b *Backend) Dequeue(ctx context.Context, ttl time.Duration) (*asyncreq.Lea
 	}
 }
 
-// fetch sends one pull request for one message and waits for its answer.
+// pulled is the outcome of one pull request.
+type pulled struct {
+	msg jetstream.Msg
+	err error
+}
+
+// fetch sends one pull request for one message and waits for its answer,
+// for a message left over by an earlier pull request, or for ctx to end.
 // It returns a nil message when the request expired empty.
 func (b *Backend) fetch(ctx context.Context) (jetstream.Msg, error) {
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < minFetchWait {
-		// Too short for a pull request: wait out the context.
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-b.done:
-			return nil, asyncreq.ErrClosed
-		}
-	}
-	fctx, cancel := context.WithTimeout(ctx, pollWait)
-	defer cancel()
-	// Close cancels the fetches in flight.
+	fctx, cancel := context.WithTimeout(context.Background(), pollWait)
+	// Close cancels the pull requests in flight and waits for them.
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
+		cancel()
 		return nil, asyncreq.ErrClosed
 	}
 	if b.fetches == nil {
@@ -101,17 +110,57 @@ func (b *Backend) fetch(ctx context.Context) (jetstream.Msg, error) {
 	}
 	f := &fetch{cancel: cancel}
 	b.fetches[f] = struct{}{}
+	b.wg.Add(1)
 	b.mu.Unlock()
-	defer func() {
-		b.mu.Lock()
-		delete(b.fetches, f)
-		b.mu.Unlock()
+
+	res := make(chan pulled)
+	abandoned := make(chan struct{})
+	go func() {
+		defer b.wg.Done()
+		defer func() {
+			b.mu.Lock()
+			delete(b.fetches, f)
+			b.mu.Unlock()
+			cancel()
+		}()
+		msg, err := b.pull(fctx)
+		select {
+		case res <- pulled{msg, err}:
+		case <-abandoned:
+			if msg != nil {
+				b.adopt(msg)
+			}
+		}
 	}()
 
+	select {
+	case r := <-res:
+		if r.err != nil {
+			if err := b.check(ctx); err != nil {
+				return nil, err
+			}
+		}
+		return r.msg, r.err
+	case m := <-b.orphans:
+		close(abandoned)
+		refresh(m)
+		return m, nil
+	case <-ctx.Done():
+		close(abandoned)
+		return nil, ctx.Err()
+	case <-b.done:
+		close(abandoned)
+		return nil, asyncreq.ErrClosed
+	}
+}
+
+// pull sends one pull request for one message and waits until it is
+// answered or fctx ends.
+func (b *Backend) pull(fctx context.Context) (jetstream.Msg, error) {
 	batch, err := b.cons.Fetch(1, jetstream.FetchContext(fctx))
 	if err != nil {
-		if err := b.check(ctx); err != nil {
-			return nil, err
+		if fctx.Err() != nil {
+			return nil, nil
 		}
 		return nil, fmt.Errorf("nats: dequeue: %w", err)
 	}
@@ -122,13 +171,31 @@ func (b *Backend) fetch(ctx context.Context) (jetstream.Msg, error) {
 	if msg != nil {
 		return msg, nil
 	}
-	if err := b.check(ctx); err != nil {
-		return nil, err
-	}
 	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		return nil, fmt.Errorf("nats: dequeue: %w", err)
 	}
 	return nil, nil
+}
+
+// refresh restarts the AckWait of a message that waited for a taker, so
+// that the lease made of it lasts as long as a fresh one. If the
+// acknowledgement is lost, the lease may end early and the message comes
+// back: at least once either way.
+func refresh(msg jetstream.Msg) { _ = msg.InProgress() }
+
+// adopt offers a message that arrived for an abandoned pull request to the
+// next Dequeue, and hands it back to the server if none takes it within
+// half a lease or b is closed.
+func (b *Backend) adopt(msg jetstream.Msg) {
+	t := time.NewTimer(b.leaseLife() / 2)
+	defer t.Stop()
+	select {
+	case b.orphans <- msg:
+	case <-t.C:
+		_ = msg.Nak()
+	case <-b.done:
+		_ = msg.Nak()
+	}
 }
 
 // lease turns a delivered message into a lease, or hands it back and
