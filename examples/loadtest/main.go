@@ -109,19 +109,23 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
-// endpoint opens a fresh pair of Store and Queue for one phase.
-func endpoint(ctx context.Context, o options, phase string) (*backend.Backend, asyncreq.Store, asyncreq.Queue, error) {
+// endpoint opens a fresh Store and Queue for one phase, with a handler on
+// them; close the Backend when done.
+func endpoint(ctx context.Context, o options, phase string) (*backend.Backend, asyncreq.Store, asyncreq.Queue, *asyncreq.Handler, error) {
 	bk, err := backend.Open(ctx, o.bk)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	name := fmt.Sprintf("load_%s_%d", phase, time.Now().UnixNano())
 	store, queue, err := bk.Pair(ctx, name)
-	if err != nil {
-		bk.Close()
-		return nil, nil, nil, err
+	if err == nil {
+		var h *asyncreq.Handler
+		if h, err = asyncreq.NewHandler(store, queue, nil); err == nil {
+			return bk, store, queue, h, nil
+		}
 	}
-	return bk, store, queue, nil
+	bk.Close()
+	return nil, nil, nil, nil, err
 }
 
 func runAccept(ctx context.Context, o options) error {
@@ -140,15 +144,11 @@ func runAccept(ctx context.Context, o options) error {
 	}
 	fmt.Printf("accept  bare net/http 202:  %s\n", bareStats)
 
-	bk, store, queue, err := endpoint(ctx, o, "accept")
+	bk, _, _, h, err := endpoint(ctx, o, "accept")
 	if err != nil {
 		return err
 	}
 	defer bk.Close()
-	h, err := asyncreq.NewHandler(store, queue, nil)
-	if err != nil {
-		return err
-	}
 	st, err := drive(ctx, h, o, nil, http.StatusAccepted)
 	if err != nil {
 		return err
@@ -159,15 +159,11 @@ func runAccept(ctx context.Context, o options) error {
 }
 
 func runDrain(ctx context.Context, o options) error {
-	bk, store, queue, err := endpoint(ctx, o, "drain")
+	bk, store, queue, h, err := endpoint(ctx, o, "drain")
 	if err != nil {
 		return err
 	}
 	defer bk.Close()
-	h, err := asyncreq.NewHandler(store, queue, nil)
-	if err != nil {
-		return err
-	}
 	srv, url, err := serve(h)
 	if err != nil {
 		return err
@@ -223,15 +219,11 @@ func runDrain(ctx context.Context, o options) error {
 }
 
 func runE2E(ctx context.Context, o options) error {
-	bk, store, queue, err := endpoint(ctx, o, "e2e")
+	bk, store, queue, h, err := endpoint(ctx, o, "e2e")
 	if err != nil {
 		return err
 	}
 	defer bk.Close()
-	h, err := asyncreq.NewHandler(store, queue, nil)
-	if err != nil {
-		return err
-	}
 	w, err := asyncreq.NewWorker(store, queue, noop(), &asyncreq.WorkerOptions{Concurrency: o.workers})
 	if err != nil {
 		return err
