@@ -91,8 +91,8 @@ func TestCrashRecoverySQLite(t *testing.T) {
 		ids[j.id] = i
 	}
 
-	// Kill as soon as the first requests have finished: the worker has
-	// then just started on the next ones.
+	// Wait for the first requests to finish: the worker has then just
+	// started on the next ones.
 	var before map[asyncreq.State]int
 	waitFor(t, ctx, 30*time.Second, func() bool {
 		before = map[asyncreq.State]int{}
@@ -104,6 +104,10 @@ func TestCrashRecoverySQLite(t *testing.T) {
 		return before[asyncreq.StateSucceeded] > 0
 	}, "some requests succeeded")
 	require.Less(t, before[asyncreq.StateSucceeded], n, "every request finished before the kill")
+	// The first requests the worker took all started together and finish
+	// together; the next ones start as they finish. Kill halfway through
+	// those, so that the kill lands while requests are running.
+	time.Sleep(workTime / 2)
 	srv.kill(t)
 	t.Logf("killed with %v", before)
 
