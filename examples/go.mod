@@ -9,6 +9,7 @@ require (
 	github.com/asyncreq/asyncreq/rabbitmq v0.0.0
 	github.com/asyncreq/asyncreq/redis v0.0.0
 	github.com/asyncreq/asyncreq/sqlite v0.0.0
+	github.com/go-chi/chi/v5 v5.5.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/nats-io/nats.go v1.53.1
 	github.com/redis/go-redis/v9 v9.22.0
