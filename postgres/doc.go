@@ -51,6 +51,21 @@
 // which only makes a job be delivered again, a case the Worker handles
 // through the record's lease token.
 //
+// Every change to a record commits durably, the Worker's claim of a record
+// (pending to running with a new LeaseToken and Attempts) included. A claim
+// committed with synchronous_commit off would not be safe, although the
+// lease token fences a lost claim off: after a database crash the job's
+// lease, committed first, may have survived while the record's claim was
+// lost; the Worker, which outlives the database crash, then finds its
+// token gone from the record, takes the request for one that a newer
+// attempt holds, and acks its lease, which deletes the request's only
+// queue entry while the record is still pending or running: the request
+// would never finish.
+//
+// Update writes optimistically (see Store.Update): no row lock is held
+// across a round trip, and a batch of updates is one statement that
+// commits on its own.
+//
 // # Retention
 //
 // Purge deletes expired final records in bounded batches, skipping rows

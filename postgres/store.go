@@ -288,17 +288,22 @@ func (s *Store) missing(ctx context.Context, id string) error {
 	return asyncreq.ErrNotFound
 }
 
-// Update implements asyncreq.Store: it reads the record with SELECT ... FOR
-// UPDATE, calls fn once, and writes the result in the same transaction.
+// Update implements asyncreq.Store: it reads the record, calls fn, and
+// writes the result only if the record has not changed since the read.
 //
-// Updates that arrive together share that transaction (group commit, as
-// for Accept): one SELECT locks all their records in id order, each fn runs
-// on its record (in arrival order for the same record), one UPDATE writes
-// them, and each caller is answered after the commit. A lone Update is
-// written at once. fn runs on another goroutine than the caller's; a panic
-// in it is raised again in the caller. If the database refuses a shared
-// UPDATE (a value it cannot store), each of its updates is tried again in
-// a transaction of its own, calling fn again.
+// Updates that arrive together are written together (group commit, as for
+// Accept): one statement reads their records with their row versions
+// (xmin), each fn runs on its record (in arrival order for the same
+// record), and one UPDATE writes every record still at the version read,
+// committing on its own; each caller is answered after that commit. A lone
+// Update is written at once. A record that another transaction changed in
+// between is read again and its fns called again (fn may be called more
+// than once); after three such conflicts its updates are written in a
+// transaction that holds the rows locked (SELECT ... FOR UPDATE) from the
+// read to the commit, which always succeeds. fn runs on another goroutine
+// than the caller's; a panic in it is raised again in the caller. If the
+// database refuses a shared UPDATE (a value it cannot store), each of its
+// updates is tried again on its own, calling fn again.
 func (s *Store) Update(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -438,7 +443,7 @@ type querier interface {
 // statements are the SQL texts of a Store, with its schema filled in.
 type statements struct {
 	insert, acceptBatch, exists, get, selectByKey, tombstoned, delete     string
-	updateBatch, getManyForUpdate                                         string
+	updateBatch, getManyForUpdate, updateVersioned, getManyVersioned      string
 	purge, purgeTombstones, unenqueued                                    string
 	enqueue, claim, release, nextDue, extend, nack, ack, notify, notifyTx string
 }
@@ -509,6 +514,32 @@ func newStatements(schema string) statements {
 					result_body, error, created_at, updated_at, retention_ns, tombstone_ttl_ns,
 					expires_at, keep_body, keep_result_body)
 			WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.id = r.id`),
+		// updateBatch's optimistic form: a record is written only if its
+		// row version (xmin) is still the one read ($27), and the ids
+		// written are returned.
+		updateVersioned: f(`UPDATE {{s}}.records AS t SET body_hash = r.body_hash, state = r.state,
+				enqueued = r.enqueued, method = r.method, url = r.url, header = NULLIF(r.header, '')::jsonb,
+				content_type = r.content_type,
+				body = CASE WHEN r.keep_body THEN t.body ELSE r.body END, attempts = r.attempts,
+				lease_token = r.lease_token, cancel_requested = r.cancel_requested,
+				progress = NULLIF(r.progress, '')::jsonb, result = NULLIF(r.result, '')::jsonb,
+				result_body = CASE WHEN r.keep_result_body THEN t.result_body ELSE r.result_body END,
+				error = NULLIF(r.error, '')::jsonb,
+				created_at = r.created_at, updated_at = r.updated_at, retention_ns = r.retention_ns,
+				tombstone_ttl_ns = r.tombstone_ttl_ns, expires_at = r.expires_at
+			FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[],
+				$8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::integer[],
+				$14::text[], $15::boolean[], $16::text[], $17::text[], $18::bytea[], $19::text[],
+				$20::timestamptz[], $21::timestamptz[], $22::bigint[], $23::bigint[],
+				$24::timestamptz[], $25::boolean[], $26::boolean[], $27::text[])
+				AS r(id, owner, key, body_hash, state, enqueued, method, url, header,
+					content_type, body, attempts, lease_token, cancel_requested, progress, result,
+					result_body, error, created_at, updated_at, retention_ns, tombstone_ttl_ns,
+					expires_at, keep_body, keep_result_body, version)
+			WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.id = r.id AND t.xmin = r.version::xid
+			RETURNING t.id`),
+		getManyVersioned: f(`SELECT {{cols}}, xmin::text FROM {{s}}.records
+			WHERE queue = $1 AND id = ANY($2::text[])`),
 		getManyForUpdate: f(`SELECT {{cols}} FROM {{s}}.records
 			WHERE queue = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE`),
 		delete: f(`WITH d AS (

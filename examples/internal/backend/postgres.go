@@ -43,7 +43,12 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 		if s, ok := byName[name]; ok {
 			return s, s, nil
 		}
-		s, err := postgres.New(pool, &postgres.Options{Queue: name, Logger: cfg.Logger})
+		// One group-commit transaction in flight per kind (accepts,
+		// updates, acks) rather than the default two: on a 2-CPU machine
+		// sharing its disk, fewer and larger commits measured better
+		// (end-to-end p50 45-48 ms against 55 ms with two, 63-73 ms with
+		// four or eight; accept and drain rates unchanged).
+		s, err := postgres.New(pool, &postgres.Options{Queue: name, Logger: cfg.Logger, Committers: 1})
 		if err != nil {
 			return nil, nil, err
 		}
