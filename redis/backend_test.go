@@ -290,14 +290,28 @@ func TestReclaimByAnotherConsumer(t *testing.T) {
 
 // TestDequeueCancelUnblocksRead checks that canceling a Dequeue blocked in
 // a long XREADGROUP ends it at once (CLIENT UNBLOCK from the pool's other
-// connection), and that the pooled connection it used goes back clean.
+// connection), and that the pooled connection it used goes back clean: on
+// a plain client, and on an AutoPipeliner with Options.BlockingClient.
 func TestDequeueCancelUnblocksRead(t *testing.T) {
+	t.Run("client=plain", func(t *testing.T) { testDequeueCancelUnblocksRead(t, false) })
+	t.Run("client=autopipeline", func(t *testing.T) { testDequeueCancelUnblocksRead(t, true) })
+}
+
+func testDequeueCancelUnblocksRead(t *testing.T, autopipeline bool) {
 	opt := redisOptions(t)
 	opt.PoolSize = 2
 	c := goredis.NewClient(opt)
 	t.Cleanup(func() { _ = c.Close() }) // after newPrefix's cleanup, which uses c
 	prefix := newPrefix(t, c)
-	b, err := redis.New(c, &redis.Options{Prefix: prefix, MaxBlock: time.Minute})
+	var client goredis.UniversalClient = c
+	var blocking *goredis.Client
+	if autopipeline {
+		ap, err := c.AutoPipeline()
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = ap.Close() })
+		client, blocking = ap, c
+	}
+	b, err := redis.New(client, &redis.Options{Prefix: prefix, MaxBlock: time.Minute, BlockingClient: blocking})
 	require.NoError(t, err)
 	defer b.Close()
 

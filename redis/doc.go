@@ -59,7 +59,9 @@
 // that due entries and run-out leases are noticed. On a *goredis.Client,
 // canceling the context of a blocked Dequeue sends CLIENT UNBLOCK for its
 // connection, so it returns at once (this needs a second connection in the
-// client's pool); other clients return within the block time.
+// client's pool); other clients return within the block time, unless
+// Options.BlockingClient names a *goredis.Client for the blocking reads (as
+// when the Backend runs on go-redis's AutoPipeliner over that client).
 //
 // Since the reclaim threshold is the ttl of the Dequeue that reclaims,
 // all workers of one queue should use the same lease length.

@@ -4,8 +4,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/asyncreqtest"
+	"github.com/asyncreq/asyncreq/redis"
 )
 
 // TestConformance runs the asyncreqtest kit (Store, Queue and the HTTP
@@ -14,6 +17,23 @@ func TestConformance(t *testing.T) {
 	redisOptions(t)
 	asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
 		b, _ := newBackend(t, nil)
+		return b, b
+	}, &asyncreqtest.Options{LeaseTTL: time.Second})
+}
+
+// TestConformanceAutoPipeline runs the kit against a Backend on go-redis's
+// AutoPipeliner, which batches the commands of concurrent callers, with
+// the blocking reads on the plain client under it (Options.BlockingClient).
+func TestConformanceAutoPipeline(t *testing.T) {
+	redisOptions(t)
+	asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+		c := newClient(t)
+		ap, err := c.AutoPipeline()
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = ap.Close() })
+		b, err := redis.New(ap, &redis.Options{Prefix: newPrefix(t, c), BlockingClient: c})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = b.Close() })
 		return b, b
 	}, &asyncreqtest.Options{LeaseTTL: time.Second})
 }

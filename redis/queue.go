@@ -163,6 +163,7 @@ func (b *Backend) fetch(ctx context.Context, max int, ttl time.Duration) ([]*asy
 		var err error
 		res, err = fetchScript.Run(ctx, b.rdb, []string{b.streamKey, b.delayedKey},
 			b.opts.Group, b.opts.Consumer, max, ms(ttl), cursor, promoteLimit, idleLimit,
+			b.base+"r:", cacheEntryMax,
 		).Slice()
 		if err == nil {
 			break
@@ -175,7 +176,7 @@ func (b *Backend) fetch(ctx context.Context, max int, ttl time.Duration) ([]*asy
 		}
 		return nil, 0, wrap(ctx, "dequeue", err)
 	}
-	if len(res) < 2 || (len(res)-2)%4 != 0 {
+	if len(res) < 2 || (len(res)-2)%5 != 0 {
 		return nil, 0, errors.New("redis: dequeue: unexpected script reply")
 	}
 	next, _ := res[0].(string)
@@ -189,12 +190,19 @@ func (b *Backend) fetch(ctx context.Context, max int, ttl time.Duration) ([]*asy
 		wait = time.Duration(w) * time.Millisecond
 	}
 	var leases []*asyncreq.Lease
-	for i := 2; i+3 < len(res); i += 4 {
+	for i := 2; i+4 < len(res); i += 5 {
 		entry, _ := res[i].(string)
 		id, _ := res[i+1].(string)
 		prior, _ := res[i+2].(int64)
 		count, _ := res[i+3].(int64)
 		leases = append(leases, b.lease(entry, id, int(prior), count, ttl))
+		// The record as the round saw it: the claim that follows finds
+		// it in the cache. A stale one only costs a failed compare-and-set.
+		if f, ok := res[i+4].([]any); ok && len(f) == 4 && id != "" {
+			if st, err := storedOf(f[1:4], f[0]); err == nil {
+				b.cache.put(id, st)
+			}
+		}
 	}
 	return leases, wait, nil
 }
@@ -253,13 +261,19 @@ func (b *Backend) putBlocker(bl *blocker, healthy bool) {
 
 // readBlocking waits in XREADGROUP for new entries.
 //
-// On a *goredis.Client the read runs on a connection of its own (kept
-// between reads), and when ctx is canceled during the read another
-// connection of the pool sends CLIENT UNBLOCK for it: the read ends at once
-// and the connection stays in a clean state. Other clients (Cluster, Ring)
-// end the read when its bounded block time is over.
+// On Options.BlockingClient, or else on the Backend's client when it is a
+// *goredis.Client, the read runs on a connection of its own (kept between
+// reads), and when ctx is canceled during the read another connection of
+// that client's pool sends CLIENT UNBLOCK for it: the read ends at once and
+// the connection stays in a clean state. Other clients (Cluster, Ring,
+// AutoPipeliner without BlockingClient) end the read when its bounded block
+// time is over.
 func (b *Backend) readBlocking(ctx context.Context, max int, ttl, block time.Duration) ([]*asyncreq.Lease, error) {
-	if cl, ok := b.rdb.(*goredis.Client); ok {
+	cl := b.opts.BlockingClient
+	if cl == nil {
+		cl, _ = b.rdb.(*goredis.Client)
+	}
+	if cl != nil {
 		bl, err := b.getBlocker(ctx, cl)
 		if err != nil {
 			return nil, err

@@ -56,6 +56,14 @@ type Options struct {
 	// that restarted processes do not leave consumers behind. Default 1h;
 	// negative disables the cleanup.
 	ConsumerIdleTTL time.Duration
+	// BlockingClient, if set, runs the blocking stream reads of Dequeue on
+	// connections of its own, so that canceling a blocked Dequeue ends it at
+	// once (CLIENT UNBLOCK). Set it when the client given to New is not a
+	// *goredis.Client but, for example, go-redis's AutoPipeliner over one:
+	// pass that *goredis.Client here. It must reach the same Redis server.
+	// Default: the client given to New when it is a *goredis.Client;
+	// otherwise a canceled Dequeue returns when its bounded block ends.
+	BlockingClient *goredis.Client
 }
 
 // withDefaults returns a validated copy of o with the defaults applied.

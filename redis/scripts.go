@@ -166,13 +166,19 @@ return 1
 // up to count leases in all. On request it also removes consumers that hold
 // nothing and were idle for long.
 //
+// It also reads the record of each lease, so that the worker's claim (an
+// Update) finds it in the record cache and needs no read of its own: the
+// record's fields d, b and r and its version, unless the record is missing
+// or its fields are larger than the cache keeps.
+//
 // KEYS: stream, delayed set.
 // ARGV: group, consumer, count, lease ms, XAUTOCLAIM cursor (empty: do not
 // reclaim this round), most entries to promote, consumer idle limit ms (0:
-// no cleanup).
+// no cleanup), record key prefix, largest record to return in bytes.
 //
 // Returns {cursor, ms until the next delayed entry is due (-1: none),
-// then per lease: entry id, request id, n, the entry's delivery count}.
+// then per lease: entry id, request id, n, the entry's delivery count, and
+// the record as {v, d, b, r} (b and r nil when absent) or {}}.
 var fetchScript = goredis.NewScript(`
 local stream, delayed = KEYS[1], KEYS[2]
 local group, consumer = ARGV[1], ARGV[2]
@@ -196,6 +202,17 @@ local function field(fields, name)
   return nil
 end
 
+local recPrefix, recMax = ARGV[8], tonumber(ARGV[9])
+local function record(id)
+  if id == nil or id == '' then return {} end
+  local key = recPrefix .. id
+  local size = redis.call('HSTRLEN', key, 'd') + redis.call('HSTRLEN', key, 'b') + redis.call('HSTRLEN', key, 'r')
+  if size == 0 or size > recMax then return {} end
+  local f = redis.call('HMGET', key, 'v', 'd', 'b', 'r')
+  if not f[1] or not f[2] then return {} end
+  return f
+end
+
 local out = {'', -1}
 local got = 0
 local claimed = {'', {}}
@@ -211,10 +228,12 @@ for _, e in ipairs(claimed[2]) do
     local p = redis.call('XPENDING', stream, group, e[1], e[1], 1, consumer)
     local dc = 1
     if p[1] then dc = p[1][4] end
+    local id = field(fields, 'id') or ''
     table.insert(out, e[1])
-    table.insert(out, field(fields, 'id') or '')
+    table.insert(out, id)
     table.insert(out, tonumber(field(fields, 'n') or '0') or 0)
     table.insert(out, dc)
+    table.insert(out, record(id))
     got = got + 1
   end
 end
@@ -224,10 +243,12 @@ if got < count then
   if r then
     for _, e in ipairs(r[1][2]) do
       local fields = e[2]
+      local id = field(fields, 'id') or ''
       table.insert(out, e[1])
-      table.insert(out, field(fields, 'id') or '')
+      table.insert(out, id)
       table.insert(out, tonumber(field(fields, 'n') or '0') or 0)
       table.insert(out, 1)
+      table.insert(out, record(id))
     end
   end
 end

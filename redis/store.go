@@ -179,20 +179,20 @@ func (st stored) decode() (*asyncreq.Record, error) {
 // read returns the record with the given id as stored, or ErrNotFound /
 // ErrGone.
 func (b *Backend) read(ctx context.Context, id string) (*asyncreq.Record, stored, error) {
-	var vals *goredis.SliceCmd
-	var tomb *goredis.IntCmd
-	_, err := b.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		vals = p.HMGet(ctx, b.recordKey(id), "d", "b", "r", "v")
-		tomb = p.Exists(ctx, b.tombstoneKey(id))
-		return nil
-	})
+	// One command, so that an AutoPipeliner can batch it with those of
+	// other callers; the tombstone is looked up only when the record is
+	// missing.
+	v, err := b.rdb.HMGet(ctx, b.recordKey(id), "d", "b", "r", "v").Result()
 	if err != nil {
 		return nil, stored{}, wrap(ctx, "get "+id, err)
 	}
-	v := vals.Val()
 	if len(v) != 4 || v[0] == nil || v[3] == nil {
 		b.cache.drop(id)
-		if tomb.Val() > 0 {
+		gone, err := b.rdb.Exists(ctx, b.tombstoneKey(id)).Result()
+		if err != nil {
+			return nil, stored{}, wrap(ctx, "get "+id, err)
+		}
+		if gone > 0 {
 			return nil, stored{}, asyncreq.ErrGone
 		}
 		return nil, stored{}, asyncreq.ErrNotFound

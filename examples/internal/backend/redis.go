@@ -11,6 +11,13 @@ import (
 	"github.com/asyncreq/asyncreq/redis"
 )
 
+// redisPoolSize is the smallest connection pool openRedis gives its
+// client: enough for the HTTP handlers (32 clients in the load program),
+// the workers (32), their heartbeats and the blocking reads at once, so
+// that no call waits for a free connection. go-redis's default, 10 per
+// CPU, made a 2-core machine queue for connections.
+const redisPoolSize = 64
+
 // openRedis keeps every endpoint on one Redis, each with a queue (and so a
 // hash slot) of its own.
 func openRedis(ctx context.Context, cfg Config) (*Backend, error) {
@@ -18,6 +25,7 @@ func openRedis(ctx context.Context, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
+	opt.PoolSize = max(opt.PoolSize, redisPoolSize)
 	c := goredis.NewClient(opt)
 	if err := c.Ping(ctx).Err(); err != nil {
 		_ = c.Close()
