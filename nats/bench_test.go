@@ -2,7 +2,6 @@ package nats_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/asyncreqtest"
 	"github.com/asyncreq/asyncreq/nats"
 )
 
@@ -103,48 +103,6 @@ func BenchmarkEnqueue(b *testing.B) {
 // goroutine, as a Worker does. Acks wait for the server's confirmation.
 func BenchmarkDrain(b *testing.B) {
 	be := benchBackend(b)
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for range 64 {
-		wg.Go(func() {
-			for next.Add(1) <= int64(b.N) {
-				if err := be.Enqueue(ctx, asyncreq.NewID(), 0); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	b.ResetTimer()
-	var done atomic.Int64
-	for range 4 {
-		wg.Go(func() {
-			var acks sync.WaitGroup
-			defer acks.Wait()
-			for done.Load() < int64(b.N) {
-				dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-				ls, err := be.DequeueBatch(dctx, 16, time.Minute)
-				cancel()
-				if errors.Is(err, context.DeadlineExceeded) {
-					continue
-				}
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				for _, l := range ls {
-					acks.Go(func() {
-						if err := be.Ack(ctx, l); err != nil {
-							b.Error(fmt.Errorf("ack %s: %w", l.ID, err))
-						}
-						done.Add(1)
-					})
-				}
-			}
-		})
-	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+	asyncreqtest.FillQueue(b, be, b.N)
+	asyncreqtest.BenchmarkDrain(b, 16, be, be, be, be)
 }

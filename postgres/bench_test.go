@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/asyncreqtest"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
@@ -78,36 +79,7 @@ func BenchmarkDrain(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	b.ResetTimer()
-	var done atomic.Int64
-	for range 4 {
-		wg.Go(func() {
-			var acks sync.WaitGroup
-			defer acks.Wait()
-			for done.Load() < int64(b.N) {
-				dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-				ls, err := s.DequeueBatch(dctx, 16, time.Minute)
-				cancel()
-				if err == context.DeadlineExceeded {
-					continue
-				}
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				for _, l := range ls {
-					acks.Go(func() {
-						if err := s.Ack(ctx, l); err != nil {
-							b.Error(fmt.Errorf("ack %s: %w", l.ID, err))
-						}
-						done.Add(1)
-					})
-				}
-			}
-		})
-	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+	asyncreqtest.BenchmarkDrain(b, 16, s, s, s, s)
 }
 
 // BenchmarkEndToEnd measures submit-to-done latency through the HTTP

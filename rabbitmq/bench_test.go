@@ -2,7 +2,6 @@ package rabbitmq_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/asyncreqtest"
 	"github.com/asyncreq/asyncreq/memory"
 	"github.com/asyncreq/asyncreq/rabbitmq"
 )
@@ -88,52 +88,10 @@ func BenchmarkDrain(b *testing.B) {
 	u := brokerURL(b)
 	name := queueName(b, u)
 	producer := newQueue(b, u, &rabbitmq.Options{Queue: name})
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for range 64 {
-		wg.Go(func() {
-			for next.Add(1) <= int64(b.N) {
-				if err := producer.Enqueue(ctx, asyncreq.NewID(), 0); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	consumers := make([]*rabbitmq.Queue, 4)
+	asyncreqtest.FillQueue(b, producer, b.N)
+	consumers := make([]asyncreq.Queue, 4)
 	for i := range consumers {
 		consumers[i] = newQueue(b, u, &rabbitmq.Options{Queue: name, Prefetch: 64})
 	}
-	b.ResetTimer()
-	var done atomic.Int64
-	for _, q := range consumers {
-		wg.Go(func() {
-			var acks sync.WaitGroup
-			defer acks.Wait()
-			for done.Load() < int64(b.N) {
-				dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-				ls, err := q.DequeueBatch(dctx, 16, time.Minute)
-				cancel()
-				if errors.Is(err, context.DeadlineExceeded) {
-					continue
-				}
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				for _, l := range ls {
-					acks.Go(func() {
-						if err := q.Ack(ctx, l); err != nil {
-							b.Error(fmt.Errorf("ack %s: %w", l.ID, err))
-						}
-						done.Add(1)
-					})
-				}
-			}
-		})
-	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+	asyncreqtest.BenchmarkDrain(b, 16, consumers...)
 }

@@ -16,6 +16,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/asyncreqtest"
 	"github.com/asyncreq/asyncreq/redis"
 )
 
@@ -173,39 +174,8 @@ func benchDrain(b *testing.B, concurrency int) {
 func BenchmarkQueueDrain(b *testing.B) {
 	be, rt := benchBackend(b, 64, false)
 	fill(b, be, b.N)
-	ctx := context.Background()
-	var done atomic.Int64
-	var wg sync.WaitGroup
-	b.ResetTimer()
 	rt.n.Store(0)
-	for range 4 {
-		wg.Go(func() {
-			var acks sync.WaitGroup
-			defer acks.Wait()
-			for done.Load() < int64(b.N) {
-				dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-				ls, err := be.DequeueBatch(dctx, 16, time.Minute)
-				cancel()
-				if err == context.DeadlineExceeded {
-					continue
-				}
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				for _, l := range ls {
-					acks.Go(func() {
-						if err := be.Ack(ctx, l); err != nil {
-							b.Error(fmt.Errorf("ack %s: %w", l.ID, err))
-						}
-						done.Add(1)
-					})
-				}
-			}
-		})
-	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+	asyncreqtest.BenchmarkDrain(b, 16, be, be, be, be)
 	rt.report(b)
 }
 

@@ -1,0 +1,89 @@
+package asyncreqtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/asyncreq/asyncreq"
+)
+
+// FillQueue enqueues n new ids into q from 64 goroutines, as concurrent
+// handlers would. Benchmarks call it before their timer starts.
+func FillQueue(tb testing.TB, q asyncreq.Queue, n int) {
+	tb.Helper()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range 64 {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				if err := q.Enqueue(ctx, asyncreq.NewID(), 0); err != nil {
+					tb.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// BenchmarkDrain measures how fast consumers empty a queue that holds at
+// least b.N ids, with a no-op processor: one goroutine per consumer takes
+// up to batch leases at a time (DequeueBatch when the consumer implements
+// asyncreq.BatchDequeuer, Dequeue otherwise) and acks every lease on a
+// goroutine of its own, as a Worker does. Give the same Queue several times
+// to model workers in one process, or separate Queues for separate
+// processes. It resets the timer first and reports jobs/s.
+func BenchmarkDrain(b *testing.B, batch int, consumers ...asyncreq.Queue) {
+	b.Helper()
+	ctx := context.Background()
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for _, q := range consumers {
+		wg.Go(func() {
+			var acks sync.WaitGroup
+			defer acks.Wait()
+			for done.Load() < int64(b.N) {
+				ls, err := dequeueFor(ctx, q, batch, 200*time.Millisecond)
+				if errors.Is(err, context.DeadlineExceeded) {
+					continue
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				for _, l := range ls {
+					acks.Go(func() {
+						if err := q.Ack(ctx, l); err != nil {
+							b.Error(fmt.Errorf("ack %s: %w", l.ID, err))
+						}
+						done.Add(1)
+					})
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+}
+
+// dequeueFor takes up to batch leases from q, waiting at most wait.
+func dequeueFor(ctx context.Context, q asyncreq.Queue, batch int, wait time.Duration) ([]*asyncreq.Lease, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if bq, ok := q.(asyncreq.BatchDequeuer); ok && batch > 1 {
+		return bq.DequeueBatch(ctx, batch, time.Minute)
+	}
+	l, err := q.Dequeue(ctx, time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	return []*asyncreq.Lease{l}, nil
+}
