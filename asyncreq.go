@@ -241,6 +241,18 @@ func RetryAfter(err error, delay time.Duration) error {
 	return &RetryAfterError{Err: err, Delay: delay}
 }
 
+// statusText is the reason phrase of an HTTP status code for problem
+// titles: http.StatusText, with the names RFC 9110 gives 413 and 422.
+func statusText(code int) string {
+	switch code {
+	case http.StatusRequestEntityTooLarge:
+		return "Content Too Large"
+	case http.StatusUnprocessableEntity:
+		return "Unprocessable Content"
+	}
+	return http.StatusText(code)
+}
+
 // progressKey is the context key under which a Worker installs the function
 // that records progress.
 type progressKey struct{}

@@ -640,7 +640,7 @@ func (h *Handler) writeOutcome(w http.ResponseWriter, r *http.Request, rec *Reco
 		h.writeProblem(w, r, &pendingProblem{
 			Problem: Problem{
 				Type:   "about:blank",
-				Title:  http.StatusText(http.StatusNotFound),
+				Title:  statusText(http.StatusNotFound),
 				Status: http.StatusNotFound,
 				Detail: "the request is " + string(rec.State) + "; its result is not available yet; see " + statusURL,
 			},
@@ -1261,7 +1261,7 @@ func appendJSONString(b []byte, s string) []byte {
 
 // problem answers with a problem document of the given status.
 func (h *Handler) problem(w http.ResponseWriter, r *http.Request, status int, detail string) {
-	h.writeProblem(w, r, &Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail})
+	h.writeProblem(w, r, &Problem{Type: "about:blank", Title: statusText(status), Status: status, Detail: detail})
 }
 
 // sendProblem answers with p, its status made an error status (def when
@@ -1281,7 +1281,7 @@ func normalProblem(p *Problem, def int) *Problem {
 		c.Type = "about:blank"
 	}
 	if c.Title == "" {
-		c.Title = http.StatusText(c.Status)
+		c.Title = statusText(c.Status)
 	}
 	return &c
 }

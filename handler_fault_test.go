@@ -261,7 +261,7 @@ func TestStatusDocumentTimesAreUTC(t *testing.T) {
 	assert.Contains(t, body, `"created_at":"2026-11-26T10:00:00Z"`)
 	assert.Contains(t, body, `"updated_at":"2026-11-26T10:00:00Z"`)
 	assert.Contains(t, body, `"expires_at":"2026-11-26T11:00:00Z"`)
-	assert.Contains(t, body, `"error":{"type":"about:blank","title":"Unprocessable Entity","status":422,"detail":"bad input"}`)
+	assert.Contains(t, body, `"error":{"type":"about:blank","title":"Unprocessable Content","status":422,"detail":"bad input"}`)
 	assert.NotContains(t, body, "progress")
 	assert.NotContains(t, body, "result_url")
 }

@@ -89,9 +89,21 @@ func checkProblem(t testing.TB, rr *httptest.ResponseRecorder, code int) problem
 	require.NoError(t, json.Unmarshal(rr.Body.Bytes(), &p), rr.Body.String())
 	require.Equal(t, code, p.Status)
 	require.NotEmpty(t, p.Type)
-	require.Equal(t, http.StatusText(code), p.Title)
+	require.Equal(t, reasonPhrase(code), p.Title)
 	require.NotEmpty(t, p.Detail)
 	return p
+}
+
+// reasonPhrase is the title a problem with status code must carry: the
+// RFC 9110 reason phrase.
+func reasonPhrase(code int) string {
+	switch code {
+	case http.StatusRequestEntityTooLarge:
+		return "Content Too Large"
+	case http.StatusUnprocessableEntity:
+		return "Unprocessable Content"
+	}
+	return http.StatusText(code)
 }
 
 // setRecord changes a stored record as a worker would.

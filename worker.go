@@ -1022,7 +1022,7 @@ func permanentProblem(err error) *Problem {
 			c.Status = http.StatusInternalServerError
 		}
 		if c.Title == "" {
-			c.Title = http.StatusText(c.Status)
+			c.Title = statusText(c.Status)
 		}
 		return &c
 	}
@@ -1037,7 +1037,7 @@ func permanentProblem(err error) *Problem {
 	if pe.Err != nil {
 		detail = pe.Err.Error()
 	}
-	return &Problem{Title: http.StatusText(status), Status: status, Detail: detail}
+	return &Problem{Title: statusText(status), Status: status, Detail: detail}
 }
 
 // validProblemStatus reports whether s is an error status a failed request
@@ -1048,7 +1048,7 @@ func validProblemStatus(s int) bool { return 400 <= s && s <= 599 }
 // text is kept from the client.
 func failedProblem(detail string) *Problem {
 	return &Problem{
-		Title:  http.StatusText(http.StatusInternalServerError),
+		Title:  statusText(http.StatusInternalServerError),
 		Status: http.StatusInternalServerError,
 		Detail: detail,
 	}
@@ -1057,7 +1057,7 @@ func failedProblem(detail string) *Problem {
 // canceledProblem is the problem of a request canceled while running.
 func canceledProblem() *Problem {
 	return &Problem{
-		Title:  http.StatusText(http.StatusConflict),
+		Title:  statusText(http.StatusConflict),
 		Status: http.StatusConflict,
 		Detail: "the request was canceled",
 	}

@@ -274,7 +274,7 @@ func TestWorkerPermanentFailure(t *testing.T) {
 		{
 			name: "permanent 422",
 			err:  asyncreq.Permanent(errors.New("body is not valid UTF-8"), http.StatusUnprocessableEntity),
-			want: asyncreq.Problem{Title: "Unprocessable Entity", Status: 422, Detail: "body is not valid UTF-8"},
+			want: asyncreq.Problem{Title: "Unprocessable Content", Status: 422, Detail: "body is not valid UTF-8"},
 		},
 		{
 			name: "permanent without status",

@@ -65,7 +65,7 @@ func HandlerProcessor(next http.Handler) Processor {
 // Worker's log.
 func unreplayable(err error) error {
 	return Permanent(fmt.Errorf("%w: %w", &Problem{
-		Title:  http.StatusText(http.StatusInternalServerError),
+		Title:  statusText(http.StatusInternalServerError),
 		Status: http.StatusInternalServerError,
 		Detail: "the handler's response cannot be replayed",
 	}, err), http.StatusInternalServerError)

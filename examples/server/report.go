@@ -156,12 +156,24 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return buf.Bytes(), err
 }
 
+// title is the RFC 9110 reason phrase of status, as asyncreq's problems
+// carry it.
+func title(status int) string {
+	switch status {
+	case http.StatusRequestEntityTooLarge:
+		return "Content Too Large"
+	case http.StatusUnprocessableEntity:
+		return "Unprocessable Content"
+	}
+	return http.StatusText(status)
+}
+
 func writeProblem(w http.ResponseWriter, status int, detail string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(asyncreq.Problem{
 		Type:   "about:blank",
-		Title:  http.StatusText(status),
+		Title:  title(status),
 		Status: status,
 		Detail: detail,
 	})
