@@ -16,10 +16,15 @@ import (
 // handlers would. Benchmarks call it before their timer starts.
 func FillQueue(tb testing.TB, q asyncreq.Queue, n int) {
 	tb.Helper()
+	fill(tb, q, n, 64)
+}
+
+// fill enqueues n new ids into q from the given number of goroutines.
+func fill(tb testing.TB, q asyncreq.Queue, n, goroutines int) {
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	var next atomic.Int64
-	for range 64 {
+	for range goroutines {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
 				if err := q.Enqueue(ctx, asyncreq.NewID(), 0); err != nil {
@@ -30,6 +35,16 @@ func FillQueue(tb testing.TB, q asyncreq.Queue, n int) {
 		})
 	}
 	wg.Wait()
+}
+
+// BenchmarkEnqueue measures how fast clients goroutines enqueue b.N new
+// ids into q, as concurrent handlers would. It reports msg/s.
+func BenchmarkEnqueue(b *testing.B, q asyncreq.Queue, clients int) {
+	b.Helper()
+	b.ResetTimer()
+	fill(b, q, b.N, clients)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
 }
 
 // BenchmarkDrain measures how fast consumers empty a queue that holds at

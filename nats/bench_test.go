@@ -78,23 +78,7 @@ func BenchmarkAccept(b *testing.B) {
 // BenchmarkEnqueue measures acknowledged publishes per second from 32
 // concurrent clients.
 func BenchmarkEnqueue(b *testing.B) {
-	be := benchBackend(b)
-	ctx := context.Background()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	for range 32 {
-		wg.Go(func() {
-			for next.Add(1) <= int64(b.N) {
-				if err := be.Enqueue(ctx, asyncreq.NewID(), 0); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+	asyncreqtest.BenchmarkEnqueue(b, benchBackend(b), 32)
 }
 
 // BenchmarkDrain measures how fast the queue empties with a no-op

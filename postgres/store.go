@@ -456,6 +456,28 @@ func newStatements(schema string) statements {
 	// $1 is always the queue.
 	const values = `$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
 		$20, $21, $22, $23, $24`
+	// updateSet and updateRows are the shared parts of the two batch
+	// updates: what is set, and the unnest of the argument arrays (open,
+	// so that the versioned form can add a column).
+	const updateSet = `UPDATE {{s}}.records AS t SET body_hash = r.body_hash, state = r.state,
+				enqueued = r.enqueued, method = r.method, url = r.url, header = NULLIF(r.header, '')::jsonb,
+				content_type = r.content_type,
+				body = CASE WHEN r.keep_body THEN t.body ELSE r.body END, attempts = r.attempts,
+				lease_token = r.lease_token, cancel_requested = r.cancel_requested,
+				progress = NULLIF(r.progress, '')::jsonb, result = NULLIF(r.result, '')::jsonb,
+				result_body = CASE WHEN r.keep_result_body THEN t.result_body ELSE r.result_body END,
+				error = NULLIF(r.error, '')::jsonb,
+				created_at = r.created_at, updated_at = r.updated_at, retention_ns = r.retention_ns,
+				tombstone_ttl_ns = r.tombstone_ttl_ns, expires_at = r.expires_at
+			FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[],
+				$8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::integer[],
+				$14::text[], $15::boolean[], $16::text[], $17::text[], $18::bytea[], $19::text[],
+				$20::timestamptz[], $21::timestamptz[], $22::bigint[], $23::bigint[],
+				$24::timestamptz[], $25::boolean[], $26::boolean[]`
+	const updateRows = `AS r(id, owner, key, body_hash, state, enqueued, method, url, header,
+					content_type, body, attempts, lease_token, cancel_requested, progress, result,
+					result_body, error, created_at, updated_at, retention_ns, tombstone_ttl_ns,
+					expires_at, keep_body, keep_result_body`
 	return statements{
 		insert: f(`INSERT INTO {{s}}.records (queue, {{cols}}) VALUES ($1, ` + values + `)
 			ON CONFLICT DO NOTHING`),
@@ -494,48 +516,14 @@ func newStatements(schema string) statements {
 		// The request body and the result body, the large values, are sent
 		// and rewritten only when they changed ($25 and $26 say which to
 		// keep), so an update costs no more than the small fields.
-		updateBatch: f(`UPDATE {{s}}.records AS t SET body_hash = r.body_hash, state = r.state,
-				enqueued = r.enqueued, method = r.method, url = r.url, header = NULLIF(r.header, '')::jsonb,
-				content_type = r.content_type,
-				body = CASE WHEN r.keep_body THEN t.body ELSE r.body END, attempts = r.attempts,
-				lease_token = r.lease_token, cancel_requested = r.cancel_requested,
-				progress = NULLIF(r.progress, '')::jsonb, result = NULLIF(r.result, '')::jsonb,
-				result_body = CASE WHEN r.keep_result_body THEN t.result_body ELSE r.result_body END,
-				error = NULLIF(r.error, '')::jsonb,
-				created_at = r.created_at, updated_at = r.updated_at, retention_ns = r.retention_ns,
-				tombstone_ttl_ns = r.tombstone_ttl_ns, expires_at = r.expires_at
-			FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[],
-				$8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::integer[],
-				$14::text[], $15::boolean[], $16::text[], $17::text[], $18::bytea[], $19::text[],
-				$20::timestamptz[], $21::timestamptz[], $22::bigint[], $23::bigint[],
-				$24::timestamptz[], $25::boolean[], $26::boolean[])
-				AS r(id, owner, key, body_hash, state, enqueued, method, url, header,
-					content_type, body, attempts, lease_token, cancel_requested, progress, result,
-					result_body, error, created_at, updated_at, retention_ns, tombstone_ttl_ns,
-					expires_at, keep_body, keep_result_body)
+		updateBatch: f(updateSet + `)
+				` + updateRows + `)
 			WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.id = r.id`),
 		// updateBatch's optimistic form: a record is written only if its
 		// row version (xmin) is still the one read ($27), and the ids
 		// written are returned.
-		updateVersioned: f(`UPDATE {{s}}.records AS t SET body_hash = r.body_hash, state = r.state,
-				enqueued = r.enqueued, method = r.method, url = r.url, header = NULLIF(r.header, '')::jsonb,
-				content_type = r.content_type,
-				body = CASE WHEN r.keep_body THEN t.body ELSE r.body END, attempts = r.attempts,
-				lease_token = r.lease_token, cancel_requested = r.cancel_requested,
-				progress = NULLIF(r.progress, '')::jsonb, result = NULLIF(r.result, '')::jsonb,
-				result_body = CASE WHEN r.keep_result_body THEN t.result_body ELSE r.result_body END,
-				error = NULLIF(r.error, '')::jsonb,
-				created_at = r.created_at, updated_at = r.updated_at, retention_ns = r.retention_ns,
-				tombstone_ttl_ns = r.tombstone_ttl_ns, expires_at = r.expires_at
-			FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[],
-				$8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::integer[],
-				$14::text[], $15::boolean[], $16::text[], $17::text[], $18::bytea[], $19::text[],
-				$20::timestamptz[], $21::timestamptz[], $22::bigint[], $23::bigint[],
-				$24::timestamptz[], $25::boolean[], $26::boolean[], $27::text[])
-				AS r(id, owner, key, body_hash, state, enqueued, method, url, header,
-					content_type, body, attempts, lease_token, cancel_requested, progress, result,
-					result_body, error, created_at, updated_at, retention_ns, tombstone_ttl_ns,
-					expires_at, keep_body, keep_result_body, version)
+		updateVersioned: f(updateSet + `, $27::text[])
+				` + updateRows + `, version)
 			WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.id = r.id AND t.xmin = r.version::xid
 			RETURNING t.id`),
 		getManyVersioned: f(`SELECT {{cols}}, xmin::text FROM {{s}}.records

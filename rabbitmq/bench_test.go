@@ -20,24 +20,8 @@ import (
 func BenchmarkEnqueue(b *testing.B) {
 	for _, clients := range []int{32, 128} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			q := newQueue(b, brokerURL(b), nil)
-			ctx := context.Background()
-			var next atomic.Int64
-			var wg sync.WaitGroup
 			b.ReportAllocs()
-			b.ResetTimer()
-			for range clients {
-				wg.Go(func() {
-					for next.Add(1) <= int64(b.N) {
-						if err := q.Enqueue(ctx, asyncreq.NewID(), 0); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+			asyncreqtest.BenchmarkEnqueue(b, newQueue(b, brokerURL(b), nil), clients)
 		})
 	}
 }
