@@ -64,3 +64,22 @@ type BatchDequeuer interface {
 	// returns leases on up to max of the ids that are due.
 	DequeueBatch(ctx context.Context, max int, ttl time.Duration) ([]*Lease, error)
 }
+
+// Completer is implemented by a backend that is both the Store and the
+// Queue of a Worker and can write a request's outcome and remove its queue
+// entry in one atomic step. A Worker whose Store and Queue are the same
+// value implementing Completer uses it in place of Store.Update followed by
+// Queue.Ack when it records an outcome, saving a round trip (and, in a
+// database, a commit) per request.
+type Completer interface {
+	// Complete does what Store.Update(ctx, l.ID, fn) does and, when the
+	// record it stored is final, also settles l as Queue.Ack(ctx, l)
+	// would, in the same atomic step: either both happen or neither.
+	// It returns what Update would return. When the record is stored but
+	// l no longer holds its lease (it ran out, and the id may have been
+	// delivered again), the record stays written and Complete returns it
+	// without error: the other delivery finds the record final and is
+	// settled by its own worker. When the stored record is not final, l
+	// is left as it is, for the caller to settle.
+	Complete(ctx context.Context, l *Lease, fn func(*Record) error) (*Record, error)
+}

@@ -16,7 +16,9 @@ import (
 // defaults; a zero field means that field's default.
 type WorkerOptions struct {
 	// Concurrency is the largest number of requests processed at once.
-	// The default is 10.
+	// A request's slot is free again when its processor returns; its
+	// outcome is then written while the next request runs, with up to
+	// 4×Concurrency outcomes being written at once. The default is 10.
 	Concurrency int
 
 	// LeaseDuration is how long a Queue lease is taken for. While a request
@@ -84,6 +86,9 @@ const (
 	// workerSweepBatch is how many unenqueued ids one ListUnenqueued call
 	// asks for.
 	workerSweepBatch = 1000
+	// settlingPerSlot is how many outcomes per processing slot may be
+	// waiting to be written at once.
+	settlingPerSlot = 4
 	// workerFetchBackoffMin and workerFetchBackoffMax bound the pause
 	// after a failed Dequeue.
 	workerFetchBackoffMin = 50 * time.Millisecond
@@ -224,14 +229,18 @@ var (
 // methods may be called from any goroutine. Several workers, in one process
 // or many, may share a Store and Queue.
 type Worker struct {
-	store   Store
-	queue   Queue
-	proc    Processor
-	opts    WorkerOptions
-	log     *slog.Logger
-	batch   BatchDequeuer    // queue's batch capability, or nil
-	watcher Watcher          // store's watch capability, or nil
-	lister  UnenqueuedLister // store's listing capability, or nil
+	store Store
+	queue Queue
+	proc  Processor
+	opts  WorkerOptions
+	log   *slog.Logger
+	batch BatchDequeuer // queue's batch capability, or nil
+	// settling bounds the attempts whose outcome is being written after
+	// their processing slot was freed (see run).
+	settling  chan struct{}
+	completer Completer        // the backend's one-step outcome and Ack, or nil
+	watcher   Watcher          // store's watch capability, or nil
+	lister    UnenqueuedLister // store's listing capability, or nil
 
 	mu         sync.Mutex
 	started    bool
@@ -264,6 +273,10 @@ func NewWorker(store Store, queue Queue, p Processor, opts *WorkerOptions) (*Wor
 		opts:  o,
 		log:   o.Logger,
 		done:  make(chan struct{}),
+	}
+	w.settling = make(chan struct{}, o.Concurrency*settlingPerSlot)
+	if c, ok := queue.(Completer); ok && sameValue(store, queue) {
+		w.completer = c
 	}
 	w.batch, _ = queue.(BatchDequeuer)
 	w.watcher, _ = store.(Watcher)
@@ -379,8 +392,10 @@ func (w *Worker) fetch(fetchCtx, workCtx context.Context, wg *sync.WaitGroup) {
 			}
 			got++
 			wg.Go(func() {
-				defer func() { <-slots }()
-				w.run(workCtx, l)
+				var once sync.Once
+				free := func() { once.Do(func() { <-slots }) }
+				defer free()
+				w.run(workCtx, l, free)
 			})
 		}
 		for range n - got {
@@ -518,7 +533,14 @@ type job struct {
 
 // run works on one lease: claim, process, record the outcome, settle the
 // lease. ctx is canceled with cause ErrShutdown when the worker stops.
-func (w *Worker) run(ctx context.Context, l *Lease) {
+//
+// free gives the lease's processing slot back. run calls it once the
+// processor has returned, before the outcome is written: a slot bounds the
+// processors running at once, and the fetcher can take the next lease
+// while this one's outcome joins the other outcomes being written (a
+// backend that batches writes gets larger batches). The writes still
+// pending are bounded by the settling semaphore.
+func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 	j := &job{lease: l, token: newToken(), log: w.log.With("id", l.ID, "delivery", l.Delivery)}
 	settle := func(f func(ctx context.Context)) {
 		sctx, cancel := w.settleContext(ctx)
@@ -555,6 +577,9 @@ func (w *Worker) run(ctx context.Context, l *Lease) {
 	j.log = j.log.With("attempt", rec.Attempts)
 
 	a := w.process(ctx, j, rec)
+	w.settling <- struct{}{}
+	defer func() { <-w.settling }()
+	free()
 	settle(func(sctx context.Context) { w.finish(sctx, j, rec, a) })
 }
 
@@ -910,17 +935,24 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 
 // record writes an outcome with fn if j still holds the record, then
 // settles the lease: Ack when the record became final, Nack after delay
-// when it went back to pending.
+// when it went back to pending. With a Completer the write and the Ack are
+// one step.
 func (w *Worker) record(ctx context.Context, j *job, what string, delay time.Duration, fn func(*Record)) {
 	var final bool
-	_, err := w.store.Update(ctx, j.lease.ID, func(rec *Record) error {
+	write := func(rec *Record) error {
 		if rec.LeaseToken != j.token {
 			return ErrLeaseLost
 		}
 		fn(rec)
 		final = rec.State.Final()
 		return nil
-	})
+	}
+	var err error
+	if w.completer != nil {
+		_, err = w.completer.Complete(ctx, j.lease, write)
+	} else {
+		_, err = w.store.Update(ctx, j.lease.ID, write)
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrNotFound), errors.Is(err, ErrGone):
@@ -933,10 +965,11 @@ func (w *Worker) record(ctx context.Context, j *job, what string, delay time.Dur
 		j.log.Error("asyncreq: record outcome", "outcome", what, "err", err)
 		return
 	}
-	if final {
-		w.ack(ctx, j)
-	} else {
+	switch {
+	case !final:
 		w.nack(ctx, j, delay)
+	case w.completer == nil:
+		w.ack(ctx, j)
 	}
 }
 

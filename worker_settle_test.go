@@ -213,3 +213,94 @@ func TestWorkerHeartbeatSurvivesStoreReturningNothing(t *testing.T) {
 		assert.Contains(t, logs.String(), "neither a record nor an error")
 	})
 }
+
+// counting is a memory Backend that counts its Complete and Ack calls.
+type counting struct {
+	*memory.Backend
+	completes, acks atomic.Int32
+}
+
+func (c *counting) Complete(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	c.completes.Add(1)
+	return c.Backend.Complete(ctx, l, fn)
+}
+
+func (c *counting) Ack(ctx context.Context, l *asyncreq.Lease) error {
+	c.acks.Add(1)
+	return c.Backend.Ack(ctx, l)
+}
+
+// onlyQueue hides every method of a Queue but the Queue's own.
+type onlyQueue struct{ asyncreq.Queue }
+
+// A Worker whose Store and Queue are one Completer records outcomes and
+// acks in one Complete call; with the same backend behind a Queue that is
+// a different value, it uses Update and Ack, since a Completer can only
+// settle its own leases.
+func TestWorkerUsesCompleterOfItsOwnQueue(t *testing.T) {
+	for _, same := range []bool{true, false} {
+		t.Run(fmt.Sprint("same=", same), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := &counting{Backend: memory.New(nil)}
+				var queue asyncreq.Queue = b
+				if !same {
+					queue = onlyQueue{b}
+				}
+				ids := []string{acceptJob(t, b.Backend, "a"), acceptJob(t, b.Backend, "b"), acceptJob(t, b.Backend, "c")}
+				p := asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+					return &asyncreq.Result{}, nil
+				})
+				startTestWorker(t, b, queue, p, &asyncreq.WorkerOptions{PurgeInterval: -1})
+				for _, id := range ids {
+					awaitState(t, b.Backend, id, asyncreq.StateSucceeded)
+				}
+				synctest.Wait()
+				assert.Zero(t, queueLen(b.Backend), "every entry is settled")
+				if same {
+					assert.EqualValues(t, len(ids), b.completes.Load())
+					assert.Zero(t, b.acks.Load())
+				} else {
+					assert.Zero(t, b.completes.Load())
+					assert.EqualValues(t, len(ids), b.acks.Load())
+				}
+			})
+		})
+	}
+}
+
+// Concurrency bounds the processors running at once, not the outcomes
+// being written: a slot is free for the next request as soon as the
+// processor returns, while the outcome is still being stored.
+func TestWorkerFreesSlotBeforeOutcomeIsWritten(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &slowOutcomes{Backend: memory.New(nil), release: make(chan struct{})}
+		first, second := acceptJob(t, b.Backend, "1"), acceptJob(t, b.Backend, "2")
+		var ran atomic.Int32
+		p := asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+			ran.Add(1)
+			return &asyncreq.Result{}, nil
+		})
+		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{Concurrency: 1, PurgeInterval: -1})
+		synctest.Wait()
+		assert.EqualValues(t, 2, ran.Load(), "with one slot, the second request ran while the first one's outcome was still being written")
+		close(b.release)
+		awaitState(t, b.Backend, first, asyncreq.StateSucceeded)
+		awaitState(t, b.Backend, second, asyncreq.StateSucceeded)
+	})
+}
+
+// slowOutcomes is a memory Backend whose writes of final records wait for
+// release.
+type slowOutcomes struct {
+	*memory.Backend
+	release chan struct{}
+}
+
+func (s *slowOutcomes) Complete(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.Backend.Complete(ctx, l, fn)
+}

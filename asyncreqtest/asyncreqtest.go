@@ -83,9 +83,11 @@ func (c config) skipWithoutLeaseExpiry(t *testing.T) {
 }
 
 // TestBackend runs TestStore, TestQueue and TestHandler against a backend,
-// as the subtests Store, Queue and Handler. newBackend is called once per
-// case and must return a fresh, isolated Store and Queue (the same value
-// for a backend that is both), registering their cleanup with t.Cleanup.
+// as the subtests Store, Queue and Handler, and, as the subtest Completer,
+// the asyncreq.Completer cases (skipped unless the Store and Queue are one
+// value implementing it). newBackend is called once per case and must
+// return a fresh, isolated Store and Queue (the same value for a backend
+// that is both), registering their cleanup with t.Cleanup.
 func TestBackend(t *testing.T, newBackend func(t *testing.T) (asyncreq.Store, asyncreq.Queue), opts *Options) {
 	t.Helper()
 	t.Run("Store", func(t *testing.T) {
@@ -99,6 +101,9 @@ func TestBackend(t *testing.T, newBackend func(t *testing.T) (asyncreq.Store, as
 			_, q := newBackend(t)
 			return q
 		}, opts)
+	})
+	t.Run("Completer", func(t *testing.T) {
+		testCompleter(t, newBackend, opts)
 	})
 	t.Run("Handler", func(t *testing.T) {
 		TestHandler(t, newBackend, opts)

@@ -40,12 +40,13 @@ func runChild(t *testing.T, scenario, pattern string) string {
 // backend is a memory Backend with one method replaced by a faulty one.
 type backend struct {
 	*memory.Backend
-	get     func(ctx context.Context, id string) (*asyncreq.Record, error)
-	update  func(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error)
-	delete  func(ctx context.Context, id string, tombstone bool) error
-	purge   func(ctx context.Context, now time.Time, limit int) (int, error)
-	enqueue func(ctx context.Context, id string, delay time.Duration) error
-	ack     func(ctx context.Context, l *asyncreq.Lease) error
+	get      func(ctx context.Context, id string) (*asyncreq.Record, error)
+	update   func(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error)
+	delete   func(ctx context.Context, id string, tombstone bool) error
+	purge    func(ctx context.Context, now time.Time, limit int) (int, error)
+	enqueue  func(ctx context.Context, id string, delay time.Duration) error
+	ack      func(ctx context.Context, l *asyncreq.Lease) error
+	complete func(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error)
 }
 
 func (b *backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) {
@@ -90,10 +91,17 @@ func (b *backend) Ack(ctx context.Context, l *asyncreq.Lease) error {
 	return b.Backend.Ack(ctx, l)
 }
 
+func (b *backend) Complete(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	if b.complete != nil {
+		return b.complete(ctx, l, fn)
+	}
+	return b.Backend.Complete(ctx, l, fn)
+}
+
 // fault is a backend defect and the case of the kit that must catch it.
 type fault struct {
 	name    string
-	kit     string // "store", "queue" or "handler"
+	kit     string // "store", "queue", "completer" or "handler"
 	pattern string // the -test.run pattern below the test, selecting the case
 	want    string // the case that must fail, below the test
 	make    func(m *memory.Backend) *backend
@@ -192,6 +200,17 @@ var faults = []fault{
 		},
 	},
 	{
+		name: "CompleteLeavesLeaseHeld", kit: "completer",
+		pattern: "^Complete$/^FinalRecordSettlesLease$", want: "Complete/FinalRecordSettlesLease",
+		make: func(m *memory.Backend) *backend {
+			b := &backend{Backend: m}
+			b.complete = func(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+				return m.Update(ctx, l.ID, fn)
+			}
+			return b
+		},
+	},
+	{
 		name: "DeleteKeepsNoTombstone", kit: "handler",
 		pattern: "^Delete$/^FinalIsDeletedThenGone$", want: "Delete/FinalIsDeletedThenGone",
 		make: func(m *memory.Backend) *backend {
@@ -238,6 +257,8 @@ func runFault(t *testing.T, f fault) {
 		TestStore(t, func(t *testing.T) asyncreq.Store { s, _ := newBackend(t); return s }, nil)
 	case "queue":
 		TestQueue(t, func(t *testing.T) asyncreq.Queue { _, q := newBackend(t); return q }, nil)
+	case "completer":
+		testCompleter(t, newBackend, nil)
 	case "handler":
 		TestHandler(t, newBackend, nil)
 	}

@@ -60,6 +60,7 @@ var (
 	_ asyncreq.Watcher          = (*Backend)(nil)
 	_ asyncreq.UnenqueuedLister = (*Backend)(nil)
 	_ asyncreq.BatchDequeuer    = (*Backend)(nil)
+	_ asyncreq.Completer        = (*Backend)(nil)
 )
 
 type idemKey struct{ owner, key string }
@@ -234,6 +235,31 @@ func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Recor
 		return nil, err
 	}
 	defer b.mu.Unlock()
+	return b.update(id, fn)
+}
+
+// Complete implements asyncreq.Completer: Update and, when the record is
+// final and l still holds its lease, Ack, under one hold of the lock.
+func (b *Backend) Complete(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	if l == nil {
+		return nil, asyncreq.ErrLeaseLost
+	}
+	if err := b.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	rec, err := b.update(l.ID, fn)
+	if err != nil || !rec.State.Final() {
+		return rec, err
+	}
+	if e, err := b.live(l); err == nil {
+		b.settle(e)
+	}
+	return rec, nil
+}
+
+// update is Update with b.mu held.
+func (b *Backend) update(id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
 	old, ok := b.records[id]
 	if !ok {
 		return nil, b.missing(id)
@@ -518,10 +544,15 @@ func (b *Backend) Ack(ctx context.Context, l *asyncreq.Lease) error {
 	if err != nil {
 		return err
 	}
+	b.settle(e)
+	return nil
+}
+
+// settle removes the leased entry e for good. The caller holds b.mu.
+func (b *Backend) settle(e *entry) {
 	delete(b.leased, e)
 	e.leased = false
 	e.gen++
-	return nil
 }
 
 // Nack implements asyncreq.Queue.

@@ -29,6 +29,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -45,9 +46,12 @@ type options struct {
 	n           int
 	workers     int
 	bk          backend.Config
+	cpuprofile  string
 }
 
 func main() {
+	exit := 0
+	defer func() { os.Exit(exit) }()
 	var o options
 	flag.StringVar(&o.mode, "mode", "all", "accept, drain, e2e or all")
 	flag.IntVar(&o.concurrency, "c", 32, "concurrent clients")
@@ -60,10 +64,25 @@ func main() {
 	flag.StringVar(&o.bk.Redis, "redis", "redis://127.0.0.1:6379/0", "Redis URL")
 	flag.StringVar(&o.bk.NATS, "nats", "nats://127.0.0.1:4222", "NATS URL")
 	flag.StringVar(&o.bk.AMQP, "amqp", "", "RabbitMQ URL: use a RabbitMQ queue with -backend as the Store")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process to `file`")
 	flag.Parse()
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadtest:", err)
+			os.Exit(1)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
+	}
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
-		os.Exit(1)
+		exit = 1
 	}
 }
 

@@ -1,0 +1,155 @@
+package asyncreqtest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/asyncreq/asyncreq"
+)
+
+// testCompleter checks the asyncreq.Completer contract of a backend whose
+// Store and Queue are one value implementing it; it skips every case
+// otherwise.
+func testCompleter(t *testing.T, newBackend func(t *testing.T) (asyncreq.Store, asyncreq.Queue), opts *Options) {
+	t.Helper()
+	k := &completerKit{cfg: newConfig(t, opts), newBackend: newBackend}
+	runGroups(t, k.cfg, []group{
+		{"Complete", []testCase{
+			{"FinalRecordSettlesLease", k.completeFinal},
+			{"NotFinalRecordKeepsLease", k.completeNotFinal},
+			{"FnErrorStoresAndSettlesNothing", k.completeFnError},
+			{"StaleLeaseStillWritesRecord", k.completeStaleLease},
+			{"MissingRecordIsNotFound", k.completeMissing},
+		}},
+	})
+}
+
+type completerKit struct {
+	cfg        config
+	newBackend func(t *testing.T) (asyncreq.Store, asyncreq.Queue)
+}
+
+// leased returns a fresh backend's Store, its Completer, and a lease on a
+// new pending record.
+func (k *completerKit) leased(t *testing.T, ctx context.Context) (asyncreq.Store, asyncreq.Queue, asyncreq.Completer, *asyncreq.Lease) {
+	t.Helper()
+	s, q := k.newBackend(t)
+	c, ok := q.(asyncreq.Completer)
+	if !ok || !sameValue(s, q) {
+		t.Skipf("%T is not a Store and Queue in one implementing asyncreq.Completer", q)
+	}
+	rec := newRecord("", "")
+	create(t, ctx, s, rec)
+	require.NoError(t, q.Enqueue(ctx, rec.ID, 0))
+	l := dequeueWithin(t, ctx, q, k.cfg.leaseTTL, patience)
+	require.Equal(t, rec.ID, l.ID)
+	return s, q, c, l
+}
+
+// sameValue reports whether a and b are the same value, without panicking
+// on values of types that are not comparable.
+func sameValue(a, b any) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
+}
+
+// succeed makes rec final as a worker's successful outcome does.
+func succeed(rec *asyncreq.Record) error {
+	now := testTime()
+	rec.State = asyncreq.StateSucceeded
+	rec.Result = &asyncreq.Result{StatusCode: 200, ContentType: "text/plain", Body: []byte("done")}
+	rec.LeaseToken = ""
+	rec.UpdatedAt = now
+	rec.ExpiresAt = now.Add(rec.Retention)
+	return nil
+}
+
+func (k *completerKit) completeFinal(t *testing.T, ctx context.Context) {
+	s, q, c, l := k.leased(t, ctx)
+	got, err := c.Complete(ctx, l, succeed)
+	require.NoError(t, err)
+	require.NotNil(t, got, "Complete must return the stored record")
+	assert.Equal(t, asyncreq.StateSucceeded, got.State)
+
+	stored, err := s.Get(ctx, l.ID)
+	require.NoError(t, err)
+	assert.Equal(t, asyncreq.StateSucceeded, stored.State, "the outcome must be stored")
+	require.NotNil(t, stored.Result)
+	assert.Equal(t, []byte("done"), stored.Result.Body)
+	assert.ErrorIs(t, q.Ack(ctx, l), asyncreq.ErrLeaseLost, "Ack after a Complete that stored a final record: the lease must be settled")
+	requireEmpty(t, ctx, q, k.cfg.leaseTTL, 300*time.Millisecond, "a request completed final must not be delivered again")
+}
+
+func (k *completerKit) completeNotFinal(t *testing.T, ctx context.Context) {
+	s, q, c, l := k.leased(t, ctx)
+	got, err := c.Complete(ctx, l, func(rec *asyncreq.Record) error {
+		rec.State = asyncreq.StateRunning
+		rec.Attempts = 1
+		rec.LeaseToken = "token"
+		return nil
+	})
+	require.NoError(t, err)
+	require.NotNil(t, got)
+	stored, err := s.Get(ctx, l.ID)
+	require.NoError(t, err)
+	assert.Equal(t, asyncreq.StateRunning, stored.State, "the update must be stored")
+	assert.Equal(t, "token", stored.LeaseToken)
+	require.NoError(t, q.Extend(ctx, l, k.cfg.leaseTTL), "a Complete that stored a record that is not final must leave the lease held")
+	require.NoError(t, q.Ack(ctx, l))
+}
+
+func (k *completerKit) completeFnError(t *testing.T, ctx context.Context) {
+	s, q, c, l := k.leased(t, ctx)
+	refused := &errFromFn{id: l.ID}
+	_, err := c.Complete(ctx, l, func(rec *asyncreq.Record) error {
+		_ = succeed(rec)
+		return refused
+	})
+	require.ErrorIs(t, err, refused, "Complete must return fn's error")
+	stored, err := s.Get(ctx, l.ID)
+	require.NoError(t, err)
+	assert.Equal(t, asyncreq.StatePending, stored.State, "nothing of a refused update may be stored")
+	require.NoError(t, q.Ack(ctx, l), "a refused Complete must leave the lease held")
+}
+
+func (k *completerKit) completeStaleLease(t *testing.T, ctx context.Context) {
+	s, q, c, l := k.leased(t, ctx)
+	require.NoError(t, q.Nack(ctx, l, 0))
+	got, err := c.Complete(ctx, l, succeed)
+	require.NoError(t, err, "Complete with a lease that no longer holds must still store the record")
+	require.NotNil(t, got)
+	stored, err := s.Get(ctx, l.ID)
+	require.NoError(t, err)
+	assert.Equal(t, asyncreq.StateSucceeded, stored.State)
+	again := dequeueWithin(t, ctx, q, k.cfg.leaseTTL, patience)
+	assert.Equal(t, l.ID, again.ID, "the entry handed back before the Complete must still be delivered: a stale lease settles nothing")
+	require.NoError(t, q.Ack(ctx, again))
+}
+
+func (k *completerKit) completeMissing(t *testing.T, ctx context.Context) {
+	_, q := k.newBackend(t)
+	c, ok := q.(asyncreq.Completer)
+	if !ok {
+		t.Skipf("%T does not implement asyncreq.Completer", q)
+	}
+	id := asyncreq.NewID()
+	require.NoError(t, q.Enqueue(ctx, id, 0))
+	l := dequeueWithin(t, ctx, q, k.cfg.leaseTTL, patience)
+	called := false
+	_, err := c.Complete(ctx, l, func(*asyncreq.Record) error {
+		called = true
+		return nil
+	})
+	require.True(t, errors.Is(err, asyncreq.ErrNotFound), "Complete of an id without a record: want ErrNotFound, got %v", err)
+	assert.False(t, called, "fn must not be called without a record")
+	require.NoError(t, q.Ack(ctx, l), "a Complete without a record must leave the lease held")
+}
