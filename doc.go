@@ -75,7 +75,8 @@
 // are optional interfaces detected by type assertion, each with a written
 // fallback: [Accepter] (record and enqueue atomically), [Watcher] (change
 // notification for long polls and cancels), [UnenqueuedLister] (recovery
-// of interrupted accepts) and [BatchDequeuer].
+// of interrupted accepts), [BatchDequeuer] and [Completer] (an outcome and
+// its Ack in one step, for a backend that is both Store and Queue).
 //
 // # Shutdown
 //
