@@ -189,6 +189,7 @@ var (
 	_ asyncreq.Watcher          = (*Backend)(nil)
 	_ asyncreq.UnenqueuedLister = (*Backend)(nil)
 	_ asyncreq.BatchDequeuer    = (*Backend)(nil)
+	_ asyncreq.Completer        = (*Backend)(nil)
 )
 
 // Open opens (creating it if needed) the SQLite database at path, brings its

@@ -276,6 +276,30 @@ var errChangedIdentity = errors.New("sqlite: update changed the record's ID, Own
 // and storing optimistically measured slower on two cores: the extra read
 // costs more than the writer time it saves.)
 func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	return b.update(ctx, id, fn, nil)
+}
+
+// Complete implements asyncreq.Completer: Update and, when the record is
+// final, Ack of l in the same transaction. A lease that no longer holds
+// leaves its entry as it is.
+func (b *Backend) Complete(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	h, err := handleOf(l)
+	if err != nil {
+		return nil, err
+	}
+	return b.update(ctx, l.ID, fn, func(t *wtx, rec *asyncreq.Record) error {
+		if !rec.State.Final() {
+			return nil
+		}
+		_, err := t.exec(b.sql.ack, b.queue, h.seq, h.token, b.now().UnixNano())
+		return err
+	})
+}
+
+// update runs an Update; then, in the same transaction, also when it is
+// not nil, with the stored record.
+func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Record) error,
+	then func(*wtx, *asyncreq.Record) error) (*asyncreq.Record, error) {
 	if fn == nil {
 		return nil, errors.New("sqlite: update function is nil")
 	}
@@ -321,6 +345,11 @@ func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Recor
 		}
 		if err != nil {
 			return err
+		}
+		if then != nil {
+			if err := then(t, rec); err != nil {
+				return err
+			}
 		}
 		out = rec
 		return nil
