@@ -210,7 +210,7 @@ func runDrain(ctx context.Context, o options) error {
 		return firstErr
 	}
 
-	counted, acks := countAcks(queue, o.n)
+	store, counted, acks := countAcks(store, queue, o.n)
 	w, err := asyncreq.NewWorker(store, counted, noop(), &asyncreq.WorkerOptions{Concurrency: o.workers})
 	if err != nil {
 		return err
@@ -381,7 +381,7 @@ func newClient(conns int) *http.Client {
 	}
 }
 
-// ackCounter wraps a Queue to count successful Acks (the worker acks only
+// ackCounter wraps a Queue to count settled requests (the worker acks only
 // after the outcome is recorded) and to close done at the target.
 type ackCounter struct {
 	asyncreq.Queue
@@ -390,10 +390,17 @@ type ackCounter struct {
 	done   chan struct{}
 }
 
+// count counts one settled request.
+func (q *ackCounter) count() {
+	if q.n.Add(1) == q.target {
+		close(q.done)
+	}
+}
+
 func (q *ackCounter) Ack(ctx context.Context, l *asyncreq.Lease) error {
 	err := q.Queue.Ack(ctx, l)
-	if err == nil && q.n.Add(1) == q.target {
-		close(q.done)
+	if err == nil {
+		q.count()
 	}
 	return err
 }
@@ -408,11 +415,50 @@ func (q batchAckCounter) DequeueBatch(ctx context.Context, limit int, ttl time.D
 	return q.batch.DequeueBatch(ctx, limit, ttl)
 }
 
-// countAcks wraps q to count target acks.
-func countAcks(q asyncreq.Queue, target int) (asyncreq.Queue, *ackCounter) {
-	ac := &ackCounter{Queue: q, target: int64(target), done: make(chan struct{})}
-	if b, ok := q.(asyncreq.BatchDequeuer); ok {
-		return batchAckCounter{ackCounter: ac, batch: b}, ac
+// completer is a backend that is Store and Queue in one value and writes
+// outcomes with their Acks in one step.
+type completer interface {
+	asyncreq.Store
+	asyncreq.Queue
+	asyncreq.BatchDequeuer
+	asyncreq.Watcher
+	asyncreq.Completer
+}
+
+// completeCounter wraps a completer, as both Store and Queue, so that the
+// worker still sees one value and uses Complete; it counts the Completes
+// that settled a request, and the Acks.
+type completeCounter struct {
+	completer
+	ac *ackCounter
+}
+
+func (b completeCounter) Complete(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	rec, err := b.completer.Complete(ctx, l, fn)
+	if err == nil && rec.State.Final() {
+		b.ac.count()
 	}
-	return ac, ac
+	return rec, err
+}
+
+func (b completeCounter) Ack(ctx context.Context, l *asyncreq.Lease) error {
+	err := b.completer.Ack(ctx, l)
+	if err == nil {
+		b.ac.count()
+	}
+	return err
+}
+
+// countAcks wraps the worker's store and queue to count target settled
+// requests, keeping the capabilities the worker looks for.
+func countAcks(s asyncreq.Store, q asyncreq.Queue, target int) (asyncreq.Store, asyncreq.Queue, *ackCounter) {
+	ac := &ackCounter{Queue: q, target: int64(target), done: make(chan struct{})}
+	if c, ok := q.(completer); ok && any(s) == any(q) {
+		cc := completeCounter{completer: c, ac: ac}
+		return cc, cc, ac
+	}
+	if b, ok := q.(asyncreq.BatchDequeuer); ok {
+		return s, batchAckCounter{ackCounter: ac, batch: b}, ac
+	}
+	return s, ac, ac
 }
