@@ -50,8 +50,6 @@ type options struct {
 }
 
 func main() {
-	exit := 0
-	defer func() { os.Exit(exit) }()
 	var o options
 	flag.StringVar(&o.mode, "mode", "all", "accept, drain, e2e or all")
 	flag.IntVar(&o.concurrency, "c", 32, "concurrent clients")
@@ -64,25 +62,11 @@ func main() {
 	flag.StringVar(&o.bk.Redis, "redis", "redis://127.0.0.1:6379/0", "Redis URL")
 	flag.StringVar(&o.bk.NATS, "nats", "nats://127.0.0.1:4222", "NATS URL")
 	flag.StringVar(&o.bk.AMQP, "amqp", "", "RabbitMQ URL: use a RabbitMQ queue with -backend as the Store")
-	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process to `file`")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write CPU profiles of the asyncreq phases to `prefix`.accept, .drain and .e2e")
 	flag.Parse()
-	if o.cpuprofile != "" {
-		f, err := os.Create(o.cpuprofile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "loadtest:", err)
-			os.Exit(1)
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			_ = f.Close()
-		}()
-	}
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
-		exit = 1
+		os.Exit(1)
 	}
 }
 
@@ -168,7 +152,12 @@ func runAccept(ctx context.Context, o options) error {
 		return err
 	}
 	defer bk.Close()
+	stop, err := profile(o, "accept")
+	if err != nil {
+		return err
+	}
 	st, err := drive(ctx, h, o, nil, http.StatusAccepted)
+	stop()
 	if err != nil {
 		return err
 	}
@@ -215,6 +204,11 @@ func runDrain(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	stop, err := profile(o, "drain")
+	if err != nil {
+		return err
+	}
+	defer stop()
 	start := time.Now()
 	if err := w.Start(ctx); err != nil {
 		return err
@@ -255,7 +249,12 @@ func runE2E(ctx context.Context, o options) error {
 		defer cancel()
 		_ = w.Stop(stopCtx)
 	}()
+	stop, err := profile(o, "e2e")
+	if err != nil {
+		return err
+	}
 	st, err := drive(ctx, h, o, http.Header{"Prefer": {"wait=10"}}, http.StatusOK)
+	stop()
 	if err != nil {
 		return err
 	}
@@ -264,6 +263,26 @@ func runE2E(ctx context.Context, o options) error {
 }
 
 // noop is the processor of the drain and e2e phases.
+// profile starts a CPU profile of phase when -cpuprofile is set; the
+// function it returns stops it.
+func profile(o options, phase string) (stop func(), err error) {
+	if o.cpuprofile == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(o.cpuprofile + "." + phase)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
+}
+
 func noop() asyncreq.Processor {
 	return asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 		return &asyncreq.Result{ContentType: "text/plain", Body: []byte("ok")}, nil
