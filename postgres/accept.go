@@ -54,7 +54,7 @@ func (s *Store) AcceptTx(ctx context.Context, tx pgx.Tx, rec *asyncreq.Record) (
 	}
 	c := rec.Clone()
 	c.Enqueued = true
-	existing, errs, err := s.acceptRecords(ctx, tx, []*asyncreq.Record{c})
+	existing, errs, err := s.acceptRecords(ctx, tx, []*asyncreq.Record{c}, false)
 	if err == nil && errs[0] == nil {
 		// Delivered when tx commits, waking the workers.
 		_, err = tx.Exec(ctx, s.sql.notifyTx, s.channel, s.jobsPayload())
@@ -70,15 +70,18 @@ func (s *Store) runAccepts(ctx context.Context, calls []*call[*asyncreq.Record, 
 	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
 	defer cancel()
 	recs := make([]*asyncreq.Record, len(calls))
+	fresh := true // no idempotency key: see acceptFresh
 	for i, c := range calls {
 		recs[i] = c.arg
+		fresh = fresh && c.arg.IdempotencyKey == ""
 	}
-	existing, errs, err := s.acceptRecords(ctx, s.pool, recs)
-	if err != nil && len(calls) > 1 && !errNoSQLState(err) {
+	existing, errs, err := s.acceptRecords(ctx, s.pool, recs, fresh)
+	if err != nil && (len(calls) > 1 || fresh) && !errNoSQLState(err) {
 		// The server refused the statement, so nothing of it was stored.
-		// One bad record must not fail the others: write each alone.
+		// One bad record (or a duplicate id) must not fail the others:
+		// write each alone, telling conflicts apart.
 		for _, c := range calls {
-			ex, es, err := s.acceptRecords(ctx, s.pool, []*asyncreq.Record{c.arg})
+			ex, es, err := s.acceptRecords(ctx, s.pool, []*asyncreq.Record{c.arg}, false)
 			if err != nil {
 				c.err = batchErr("accept "+c.arg.ID, err)
 			} else {
@@ -104,8 +107,14 @@ func (s *Store) runAccepts(ctx context.Context, calls []*call[*asyncreq.Record, 
 // each record it returns either nothing (stored), the record holding its
 // idempotency key with asyncreq.ErrDuplicate, or another error of its own.
 // The last result is an error that concerns them all: the statement
-// failed.
-func (s *Store) acceptRecords(ctx context.Context, q querier, recs []*asyncreq.Record) ([]*asyncreq.Record, []error, error) {
+// failed. fresh, for records without idempotency keys only, inserts them
+// without ON CONFLICT (acceptFresh), so that a duplicate id fails the
+// statement.
+func (s *Store) acceptRecords(ctx context.Context, q querier, recs []*asyncreq.Record, fresh bool) ([]*asyncreq.Record, []error, error) {
+	stmt := s.sql.acceptBatch
+	if fresh {
+		stmt = s.sql.acceptFresh
+	}
 	existing := make([]*asyncreq.Record, len(recs))
 	errs := make([]error, len(recs))
 	rows := make([]row, len(recs))
@@ -130,7 +139,7 @@ func (s *Store) acceptRecords(ctx context.Context, q querier, recs []*asyncreq.R
 		for _, i := range pending {
 			b.add(&rows[i])
 		}
-		res, err := q.Query(ctx, s.sql.acceptBatch, b.args(s.queue)...)
+		res, err := q.Query(ctx, stmt, b.args(s.queue)...)
 		if err != nil {
 			return nil, nil, err
 		}

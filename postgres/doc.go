@@ -64,7 +64,13 @@
 //
 // Update writes optimistically (see Store.Update): no row lock is held
 // across a round trip, and a batch of updates is one statement that
-// commits on its own.
+// commits on its own. It usually needs no read either: the Store keeps the
+// records it recently read or wrote with their row versions (a dequeue
+// returns the records of the jobs it claims), and a stale copy only costs
+// a retry. Complete (asyncreq.Completer) writes a worker's outcome and
+// deletes its job in one such statement, so the deletion commits durably
+// with the record, and a Worker whose Store and Queue are one Store
+// records an outcome in one commit.
 //
 // # Retention
 //

@@ -10,10 +10,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// leaseHandle is the Handle of a Lease from this package: the job row and
-// the token of this delivery. A settled or redelivered job has another
-// token (or none), which fences a stale Ack, Nack or Extend.
+// leaseHandle is the Handle of a Lease from this package: the queue, the
+// job row and the token of this delivery. A settled or redelivered job has
+// another token (or none), which fences a stale Ack, Nack or Extend.
 type leaseHandle struct {
+	queue string
 	jobID int64
 	token string
 }
@@ -111,17 +112,16 @@ func (s *Store) claim(ctx context.Context, limit int, ttl time.Duration) ([]*asy
 	if err != nil {
 		return nil, s.fail(ctx, "dequeue", err)
 	}
-	var (
-		ls       []*asyncreq.Lease
-		h        leaseHandle
-		id       string
-		delivery int32
-	)
-	_, err = pgx.ForEachRow(rows, []any{&h.jobID, &id, &delivery, &h.token}, func() error {
-		ls = append(ls, &asyncreq.Lease{ID: id, Delivery: int(delivery), Handle: h})
-		return nil
-	})
-	if err != nil {
+	var ls []*asyncreq.Lease
+	for rows.Next() {
+		l, err := s.scanClaimed(rows)
+		if err != nil {
+			rows.Close()
+			return nil, s.fail(ctx, "dequeue", err)
+		}
+		ls = append(ls, l)
+	}
+	if err := rows.Err(); err != nil {
 		return nil, s.fail(ctx, "dequeue", err)
 	}
 	if err := ctx.Err(); err != nil && len(ls) > 0 {
@@ -131,13 +131,40 @@ func (s *Store) claim(ctx context.Context, limit int, ttl time.Duration) ([]*asy
 	return ls, nil
 }
 
+// scanClaimed reads a row of the claim: the lease, and the job's record
+// with its row version, which it keeps in the version cache.
+func (s *Store) scanClaimed(rows pgx.Rows) (*asyncreq.Lease, error) {
+	h := leaseHandle{queue: s.queue}
+	var (
+		id       string
+		delivery int32
+		version  *string
+	)
+	lease := []any{&h.jobID, &id, &delivery, &h.token, &version}
+	if rows.RawValues()[len(lease)] == nil {
+		// No record: skip its columns.
+		dest := make([]any, len(rows.FieldDescriptions()))
+		copy(dest, lease)
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+	} else {
+		rec, err := scanRecord(moreColumns{Row: rows, before: lease})
+		if err != nil {
+			return nil, err
+		}
+		s.cache.put(rec, *version)
+	}
+	return &asyncreq.Lease{ID: id, Delivery: int(delivery), Handle: h}, nil
+}
+
 // release hands leases back for immediate delivery. A lease it cannot
 // hand back runs out as usual.
 func (s *Store) release(ctx context.Context, ls []*asyncreq.Lease) {
 	ids := make([]int64, 0, len(ls))
 	tokens := make([]string, 0, len(ls))
 	for _, l := range ls {
-		h, _ := handle(l)
+		h, _ := s.handle(l)
 		ids, tokens = append(ids, h.jobID), append(tokens, h.token)
 	}
 	if _, err := s.pool.Exec(ctx, s.sql.release, s.queue, ids, tokens); err != nil {
@@ -163,13 +190,14 @@ func (s *Store) nextDue(ctx context.Context) (time.Duration, error) {
 	return max(d, time.Millisecond), nil
 }
 
-// handle returns the handle of a lease made by this package.
-func handle(l *asyncreq.Lease) (leaseHandle, bool) {
+// handle returns the handle of a lease made by a Store of this package
+// for s's queue.
+func (s *Store) handle(l *asyncreq.Lease) (leaseHandle, bool) {
 	if l == nil {
 		return leaseHandle{}, false
 	}
 	h, ok := l.Handle.(leaseHandle)
-	return h, ok
+	return h, ok && h.queue == s.queue
 }
 
 // Extend implements asyncreq.Queue.
@@ -177,7 +205,7 @@ func (s *Store) Extend(ctx context.Context, l *asyncreq.Lease, ttl time.Duration
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	h, ok := handle(l)
+	h, ok := s.handle(l)
 	if !ok {
 		return asyncreq.ErrLeaseLost
 	}
@@ -201,7 +229,7 @@ func (s *Store) Ack(ctx context.Context, l *asyncreq.Lease) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	h, ok := handle(l)
+	h, ok := s.handle(l)
 	if !ok {
 		return asyncreq.ErrLeaseLost
 	}
@@ -218,11 +246,11 @@ func (s *Store) runAcks(ctx context.Context, calls []*call[leaseHandle, struct{}
 	for i, c := range calls {
 		ids[i], tokens[i] = c.arg.jobID, c.arg.token
 	}
-	rows, err := s.pool.Query(ctx, s.sql.ack, s.queue, ids, tokens)
+	rows, err := s.pool.Query(ctx, s.sql.ack, ids, tokens)
 	var deleted []leaseHandle
 	if err == nil {
 		deleted, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (leaseHandle, error) {
-			var h leaseHandle
+			h := leaseHandle{queue: s.queue}
 			err := r.Scan(&h.jobID, &h.token)
 			return h, err
 		})
@@ -253,7 +281,7 @@ func (s *Store) Nack(ctx context.Context, l *asyncreq.Lease, delay time.Duration
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	h, ok := handle(l)
+	h, ok := s.handle(l)
 	if !ok {
 		return asyncreq.ErrLeaseLost
 	}

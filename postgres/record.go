@@ -3,7 +3,9 @@ package postgres
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/asyncreq/asyncreq"
@@ -179,9 +181,13 @@ func scanRecord(sc pgx.Row) (*asyncreq.Record, error) {
 }
 
 // storedCopy returns a copy of rec as reading it back would give it:
-// times in UTC at the microsecond precision of timestamptz.
+// times in UTC at the microsecond precision of timestamptz, and no empty
+// result header (which the result column leaves out).
 func storedCopy(rec *asyncreq.Record) *asyncreq.Record {
 	c := rec.Clone()
+	if c.Result != nil && len(c.Result.Header) == 0 {
+		c.Result.Header = nil
+	}
 	c.CreatedAt = c.CreatedAt.Truncate(time.Microsecond).UTC()
 	c.UpdatedAt = c.UpdatedAt.Truncate(time.Microsecond).UTC()
 	if !c.ExpiresAt.IsZero() {
@@ -244,4 +250,118 @@ func (b *rowBatch) args(queue string) []any {
 	return []any{queue, b.id, b.owner, b.key, b.bodyHash, b.state, b.enqueued, b.method, b.url,
 		b.header, b.contentType, b.body, b.attempts, b.leaseToken, b.cancel, b.progress, b.result,
 		b.resultBody, b.errJSON, b.created, b.updated, b.retention, b.tombstoneTTL, b.expires}
+}
+
+// updateRow is a record in the shape an update writes it: its row, and
+// which of its columns keep their stored values (and are not sent).
+type updateRow struct {
+	row
+	keepBody, keepResultBody, keepRequest bool
+}
+
+// toUpdateRow converts next, the new value of the stored record old, into
+// its update row. The request's fields, which a worker never changes, are
+// neither converted nor sent when they equal old's; nor are the bodies.
+func toUpdateRow(old, next *asyncreq.Record) (updateRow, error) {
+	u := updateRow{
+		keepBody:       sameBytes(old.Body, next.Body),
+		keepResultBody: old.Result != nil && next.Result != nil && sameBytes(old.Result.Body, next.Result.Body),
+		keepRequest:    sameRequest(old, next),
+	}
+	n := *next
+	if u.keepRequest {
+		n.Header = nil
+	}
+	if u.keepBody {
+		n.Body = nil
+	}
+	if u.keepResultBody {
+		res := *n.Result
+		res.Body = nil
+		n.Result = &res
+	}
+	var err error
+	u.row, err = toRow(&n)
+	return u, err
+}
+
+// sameRequest reports whether a and b have the same request fields (those
+// of update's keep_request, the body aside).
+func sameRequest(a, b *asyncreq.Record) bool {
+	return a.BodyHash == b.BodyHash && a.Method == b.Method && a.URL == b.URL &&
+		a.ContentType == b.ContentType && a.CreatedAt.Equal(b.CreatedAt) &&
+		a.Retention == b.Retention && a.TombstoneTTL == b.TombstoneTTL &&
+		(a.Header == nil) == (b.Header == nil) &&
+		maps.EqualFunc(a.Header, b.Header, slices.Equal[[]string])
+}
+
+// updateRows holds the rows of a batch update column by column, in the
+// order of update's arguments, and the leases its Complete calls settle.
+type updateRows struct {
+	id, version, state        []string
+	enqueued                  []bool
+	attempts                  []int32
+	leaseToken                []string
+	cancel                    []bool
+	progress, result          []string
+	resultBody                [][]byte
+	keepResultBody            []bool
+	errJSON                   []string
+	updated                   []time.Time
+	expires                   []pgtype.Timestamptz
+	body                      [][]byte
+	keepBody, keepRequest     []bool
+	bodyHash, method, url     []string
+	header, contentType       []string
+	created                   []time.Time
+	retention, tombstoneTTL   []int64
+	settleJob                 []int64
+	settleToken, settleRecord []string
+}
+
+// add appends r, to be written if its row version is still version (for
+// the optimistic form). JSON columns travel as text, the empty string
+// standing for NULL.
+func (b *updateRows) add(r *updateRow, version string) {
+	b.id = append(b.id, r.id)
+	b.version = append(b.version, version)
+	b.state = append(b.state, r.state)
+	b.enqueued = append(b.enqueued, r.enqueued)
+	b.attempts = append(b.attempts, r.attempts)
+	b.leaseToken = append(b.leaseToken, r.leaseToken)
+	b.cancel = append(b.cancel, r.cancel)
+	b.progress = append(b.progress, string(r.progress))
+	b.result = append(b.result, string(r.result))
+	b.resultBody = append(b.resultBody, r.resultBody)
+	b.keepResultBody = append(b.keepResultBody, r.keepResultBody)
+	b.errJSON = append(b.errJSON, string(r.errJSON))
+	b.updated = append(b.updated, r.updated)
+	b.expires = append(b.expires, r.expires)
+	b.body = append(b.body, r.body)
+	b.keepBody = append(b.keepBody, r.keepBody)
+	b.keepRequest = append(b.keepRequest, r.keepRequest)
+	b.bodyHash = append(b.bodyHash, r.bodyHash)
+	b.method = append(b.method, r.method)
+	b.url = append(b.url, r.url)
+	b.header = append(b.header, string(r.header))
+	b.contentType = append(b.contentType, r.contentType)
+	b.created = append(b.created, r.created)
+	b.retention = append(b.retention, r.retention)
+	b.tombstoneTTL = append(b.tombstoneTTL, r.tombstoneTTL)
+}
+
+// settle adds the lease h of the record id, to be settled if the record is
+// written.
+func (b *updateRows) settle(h leaseHandle, id string) {
+	b.settleJob = append(b.settleJob, h.jobID)
+	b.settleToken = append(b.settleToken, h.token)
+	b.settleRecord = append(b.settleRecord, id)
+}
+
+// args returns the arguments of update, starting with queue.
+func (b *updateRows) args(queue string) []any {
+	return []any{queue, b.id, b.version, b.state, b.enqueued, b.attempts, b.leaseToken, b.cancel,
+		b.progress, b.result, b.resultBody, b.keepResultBody, b.errJSON, b.updated, b.expires,
+		b.body, b.keepBody, b.keepRequest, b.bodyHash, b.method, b.url, b.header, b.contentType,
+		b.created, b.retention, b.tombstoneTTL, b.settleJob, b.settleToken, b.settleRecord}
 }

@@ -18,8 +18,9 @@ import (
 )
 
 // Store is a PostgreSQL backend: one value that is the Store and the Queue
-// of a Handler and Worker, and records and enqueues a request in one
-// transaction (asyncreq.Accepter). Create it with New.
+// of a Handler and Worker, records and enqueues a request in one
+// transaction (asyncreq.Accepter), and records a worker's outcome and
+// settles its lease in one (asyncreq.Completer). Create it with New.
 //
 // All methods may be called concurrently. A Store starts background
 // goroutines (the LISTEN connection and the group-commit writers) that
@@ -34,6 +35,7 @@ type Store struct {
 
 	jobs    waker
 	watches watchSet
+	cache   versionCache
 
 	notes   *notifier
 	accepts *batcher[*asyncreq.Record, *asyncreq.Record]
@@ -53,6 +55,7 @@ var (
 	_ asyncreq.Watcher          = (*Store)(nil)
 	_ asyncreq.UnenqueuedLister = (*Store)(nil)
 	_ asyncreq.BatchDequeuer    = (*Store)(nil)
+	_ asyncreq.Completer        = (*Store)(nil)
 )
 
 // maxBatchBytes is about the most request bytes written in one accept
@@ -288,30 +291,56 @@ func (s *Store) missing(ctx context.Context, id string) error {
 	return asyncreq.ErrNotFound
 }
 
-// Update implements asyncreq.Store: it reads the record, calls fn, and
-// writes the result only if the record has not changed since the read.
+// Update implements asyncreq.Store: it calls fn on the record, and writes
+// the result only if the record has not changed since.
 //
 // Updates that arrive together are written together (group commit, as for
-// Accept): one statement reads their records with their row versions
-// (xmin), each fn runs on its record (in arrival order for the same
-// record), and one UPDATE writes every record still at the version read,
-// committing on its own; each caller is answered after that commit. A lone
-// Update is written at once. A record that another transaction changed in
-// between is read again and its fns called again (fn may be called more
-// than once); after three such conflicts its updates are written in a
-// transaction that holds the rows locked (SELECT ... FOR UPDATE) from the
-// read to the commit, which always succeeds. fn runs on another goroutine
-// than the caller's; a panic in it is raised again in the caller. If the
-// database refuses a shared UPDATE (a value it cannot store), each of its
-// updates is tried again on its own, calling fn again.
+// Accept): each fn runs on its record (in arrival order for the same
+// record), and one UPDATE writes every record still at the row version
+// (xmin) fn saw, committing on its own; each caller is answered after that
+// commit. A lone Update is written at once. The record and its version come
+// from the Store's version cache when this Store recently read or wrote
+// it (a worker's claim and outcome, progress reports), and are read
+// otherwise, the batch's missing records in one statement. A record that
+// changed in between, or whose cached copy was stale, is read again and
+// its fns called again (fn may be called more than once; an error it
+// returns on a cached copy is answered only once fn returned it on the
+// record as read); after three conflicts on records as read, its updates
+// are written in a transaction that holds the rows locked (SELECT ... FOR
+// UPDATE) from the read to the commit, which always succeeds. fn runs on
+// another goroutine than the caller's; a panic in it is raised again in
+// the caller. If the database refuses a shared UPDATE (a value it cannot
+// store), each of its updates is tried again on its own, calling fn again.
 func (s *Store) Update(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	return s.update(ctx, updateArg{id: id, fn: fn})
+}
+
+// Complete implements asyncreq.Completer: it is Update, and when the
+// record it stores is final, the same statement deletes l's job if l
+// still holds its lease. The record commits durably, as every record does
+// (so does the job's deletion with it); Completes and Updates that arrive
+// together share one statement. A lease that no longer holds, or that is
+// not one of this Store's queue, is left as it is and the record written.
+func (s *Store) Complete(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	if l == nil {
+		return nil, asyncreq.ErrLeaseLost
+	}
+	arg := updateArg{id: l.ID, fn: fn}
+	if h, ok := s.handle(l); ok {
+		arg.lease = &h
+	}
+	return s.update(ctx, arg)
+}
+
+// update runs an Update or Complete call.
+func (s *Store) update(ctx context.Context, arg updateArg) (*asyncreq.Record, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	if fn == nil {
+	if arg.fn == nil {
 		return nil, errors.New("postgres: update: nil function")
 	}
-	res, err := s.updates.do(ctx, updateArg{id: id, fn: fn})
+	res, err := s.updates.do(ctx, arg)
 	if res.panicked != nil {
 		panic(res.panicked)
 	}
@@ -329,6 +358,7 @@ func (s *Store) Delete(ctx context.Context, id string, tombstone bool) error {
 	if err != nil {
 		return s.fail(ctx, "delete "+id, err)
 	}
+	s.cache.drop(id)
 	if n == 0 {
 		return asyncreq.ErrNotFound
 	}
@@ -442,10 +472,11 @@ type querier interface {
 
 // statements are the SQL texts of a Store, with its schema filled in.
 type statements struct {
-	insert, acceptBatch, exists, get, selectByKey, tombstoned, delete     string
-	updateBatch, getManyForUpdate, updateVersioned, getManyVersioned      string
-	purge, purgeTombstones, unenqueued                                    string
-	enqueue, claim, release, nextDue, extend, nack, ack, notify, notifyTx string
+	insert, acceptBatch, acceptFresh, exists, get, selectByKey, tombstoned string
+	delete                                                                 string
+	updateLocked, getManyForUpdate, updateVersioned, getManyVersioned      string
+	purge, purgeTombstones, unenqueued                                     string
+	enqueue, claim, release, nextDue, extend, nack, ack, notify, notifyTx  string
 }
 
 // newStatements fills the schema (an already quoted identifier) into the
@@ -456,34 +487,54 @@ func newStatements(schema string) statements {
 	// $1 is always the queue.
 	const values = `$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
 		$20, $21, $22, $23, $24`
-	// updateSet and updateRows are the shared parts of the two batch
-	// updates: what is set, and the unnest of the argument arrays (open,
-	// so that the versioned form can add a column).
-	const updateSet = `UPDATE {{s}}.records AS t SET body_hash = r.body_hash, state = r.state,
-				enqueued = r.enqueued, method = r.method, url = r.url, header = NULLIF(r.header, '')::jsonb,
-				content_type = r.content_type,
-				body = CASE WHEN r.keep_body THEN t.body ELSE r.body END, attempts = r.attempts,
-				lease_token = r.lease_token, cancel_requested = r.cancel_requested,
-				progress = NULLIF(r.progress, '')::jsonb, result = NULLIF(r.result, '')::jsonb,
-				result_body = CASE WHEN r.keep_result_body THEN t.result_body ELSE r.result_body END,
-				error = NULLIF(r.error, '')::jsonb,
-				created_at = r.created_at, updated_at = r.updated_at, retention_ns = r.retention_ns,
-				tombstone_ttl_ns = r.tombstone_ttl_ns, expires_at = r.expires_at
-			FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[],
-				$8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::integer[],
-				$14::text[], $15::boolean[], $16::text[], $17::text[], $18::bytea[], $19::text[],
-				$20::timestamptz[], $21::timestamptz[], $22::bigint[], $23::bigint[],
-				$24::timestamptz[], $25::boolean[], $26::boolean[]`
-	const updateRows = `AS r(id, owner, key, body_hash, state, enqueued, method, url, header,
-					content_type, body, attempts, lease_token, cancel_requested, progress, result,
-					result_body, error, created_at, updated_at, retention_ns, tombstone_ttl_ns,
-					expires_at, keep_body, keep_result_body`
-	return statements{
-		insert: f(`INSERT INTO {{s}}.records (queue, {{cols}}) VALUES ($1, ` + values + `)
-			ON CONFLICT DO NOTHING`),
-		// One statement, so it commits atomically on its own: the records
-		// that do not conflict, and a job for each of them.
-		acceptBatch: f(`WITH ins AS (
+	// update is the batch update of records (see updateRows.args for its
+	// arguments), to which the two forms add their WHERE clause, and which
+	// settles the leases of Complete calls (the last three arrays) in the
+	// same statement: a job is deleted only if its lease still holds and
+	// its record is among those written. The columns a worker never
+	// changes, those of the request, are sent and rewritten only when they
+	// changed ($18, and $17 for the body), and so is the result body
+	// ($12): an update costs little more than the fields it changes.
+	//
+	// The jobs are found by their primary key alone, as Ack's are (see
+	// ack).
+	const update = `WITH u AS (
+				UPDATE {{s}}.records AS t SET state = r.state, enqueued = r.enqueued,
+					attempts = r.attempts, lease_token = r.lease_token,
+					cancel_requested = r.cancel_requested, progress = NULLIF(r.progress, '')::jsonb,
+					result = NULLIF(r.result, '')::jsonb,
+					result_body = CASE WHEN r.keep_result_body THEN t.result_body ELSE r.result_body END,
+					error = NULLIF(r.error, '')::jsonb, updated_at = r.updated_at, expires_at = r.expires_at,
+					body = CASE WHEN r.keep_body THEN t.body ELSE r.body END,
+					body_hash = CASE WHEN r.keep_request THEN t.body_hash ELSE r.body_hash END,
+					method = CASE WHEN r.keep_request THEN t.method ELSE r.method END,
+					url = CASE WHEN r.keep_request THEN t.url ELSE r.url END,
+					header = CASE WHEN r.keep_request THEN t.header ELSE NULLIF(r.header, '')::jsonb END,
+					content_type = CASE WHEN r.keep_request THEN t.content_type ELSE r.content_type END,
+					created_at = CASE WHEN r.keep_request THEN t.created_at ELSE r.created_at END,
+					retention_ns = CASE WHEN r.keep_request THEN t.retention_ns ELSE r.retention_ns END,
+					tombstone_ttl_ns = CASE WHEN r.keep_request THEN t.tombstone_ttl_ns ELSE r.tombstone_ttl_ns END
+				FROM unnest($2::text[], $3::text[], $4::text[], $5::boolean[], $6::integer[], $7::text[],
+					$8::boolean[], $9::text[], $10::text[], $11::bytea[], $12::boolean[], $13::text[],
+					$14::timestamptz[], $15::timestamptz[], $16::bytea[], $17::boolean[], $18::boolean[],
+					$19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::timestamptz[],
+					$25::bigint[], $26::bigint[])
+					AS r(id, version, state, enqueued, attempts, lease_token, cancel_requested, progress,
+						result, result_body, keep_result_body, error, updated_at, expires_at, body, keep_body,
+						keep_request, body_hash, method, url, header, content_type, created_at, retention_ns,
+						tombstone_ttl_ns)
+				WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.id = r.id`
+	const settle = `
+				RETURNING t.id, t.xmin::text AS version
+			), d AS (
+				DELETE FROM {{s}}.jobs AS j
+				USING unnest($27::bigint[], $28::text[], $29::text[]) AS l(job_id, token, id), u
+				WHERE j.job_id = l.job_id AND j.lease_token = l.token AND j.id = l.id
+					AND u.id = l.id AND j.run_at > now()
+			)
+			SELECT id, version FROM u`
+	// accept inserts records, and a job for each record inserted.
+	const accept = `WITH ins AS (
 				INSERT INTO {{s}}.records (queue, {{cols}})
 				SELECT $1, r.id, r.owner, r.key, r.body_hash, r.state, r.enqueued, r.method, r.url,
 					NULLIF(r.header, '')::jsonb, r.content_type, r.body, r.attempts, r.lease_token,
@@ -500,32 +551,38 @@ func newStatements(schema string) statements {
 						result_body, error, created_at, updated_at, retention_ns, tombstone_ttl_ns,
 						expires_at, n)
 				ORDER BY r.n
-				ON CONFLICT DO NOTHING
+				{{conflict}}
 				RETURNING id
 			), job AS (
 				INSERT INTO {{s}}.jobs (queue, id, run_at)
 				SELECT $1, ins.id, now() FROM ins
 			)
-			SELECT ins.id FROM ins`),
-		exists: f(`SELECT EXISTS (SELECT 1 FROM {{s}}.records WHERE queue = $1 AND id = $2)`),
-		get:    f(`SELECT {{cols}} FROM {{s}}.records WHERE queue = $1 AND id = $2`),
+			SELECT ins.id FROM ins`
+	return statements{
+		insert: f(`INSERT INTO {{s}}.records (queue, {{cols}}) VALUES ($1, ` + values + `)
+			ON CONFLICT DO NOTHING`),
+		// One statement, so it commits atomically on its own: the records
+		// that do not conflict, and a job for each of them.
+		acceptBatch: f(strings.Replace(accept, "{{conflict}}", "ON CONFLICT DO NOTHING", 1)),
+		// acceptBatch for records without an idempotency key, whose only
+		// possible conflict is a duplicate id: since ids are new random
+		// values, the insert does without ON CONFLICT, whose speculative
+		// insertion costs index probes and a WAL record per row, and a
+		// duplicate id fails the statement (see runAccepts).
+		acceptFresh: f(strings.Replace(accept, "{{conflict}}", "", 1)),
+		exists:      f(`SELECT EXISTS (SELECT 1 FROM {{s}}.records WHERE queue = $1 AND id = $2)`),
+		get:         f(`SELECT {{cols}} FROM {{s}}.records WHERE queue = $1 AND id = $2`),
 		selectByKey: f(`SELECT {{cols}} FROM {{s}}.records
 			WHERE queue = $1 AND owner = $2 AND idempotency_key = $3 AND idempotency_key <> ''`),
 		tombstoned: f(`SELECT EXISTS (SELECT 1 FROM {{s}}.tombstones
 			WHERE queue = $1 AND id = $2 AND expires_at > $3)`),
-		// The request body and the result body, the large values, are sent
-		// and rewritten only when they changed ($25 and $26 say which to
-		// keep), so an update costs no more than the small fields.
-		updateBatch: f(updateSet + `)
-				` + updateRows + `)
-			WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.id = r.id`),
-		// updateBatch's optimistic form: a record is written only if its
-		// row version (xmin) is still the one read ($27), and the ids
-		// written are returned.
-		updateVersioned: f(updateSet + `, $27::text[])
-				` + updateRows + `, version)
-			WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.id = r.id AND t.xmin = r.version::xid
-			RETURNING t.id`),
+		// update's optimistic form: a record is written only if its row
+		// version (xmin) is still the one read ($3). It commits on its own
+		// (see Store.Update), and returns the ids written with their new
+		// versions.
+		updateVersioned: f(update + ` AND t.xmin = r.version::xid` + settle),
+		// update's form for a transaction that holds the rows locked.
+		updateLocked: f(update + settle),
 		getManyVersioned: f(`SELECT {{cols}}, xmin::text FROM {{s}}.records
 			WHERE queue = $1 AND id = ANY($2::text[])`),
 		getManyForUpdate: f(`SELECT {{cols}} FROM {{s}}.records
@@ -580,20 +637,31 @@ func newStatements(schema string) statements {
 		// and the jobs Accept and Enqueue create, always commit durably.
 		//
 		// Claims up to $2 due jobs, oldest first, skipping those another
-		// Dequeue is claiming; a job whose lease ran out is due again.
+		// Dequeue is claiming; a job whose lease ran out is due again. Each
+		// job comes with its record and the record's row version (NULL
+		// when it has none), for the version cache: the worker's claim of
+		// the record then needs no read of its own. The record is looked up
+		// in a LATERAL subquery that LIMIT keeps apart, so that it is one
+		// primary key probe per job: as a plain join, a plan made while the
+		// table was small scanned every record of the queue for each job.
 		claim: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `), c AS MATERIALIZED (
 				SELECT job_id FROM {{s}}.jobs
 				WHERE queue = $1 AND run_at <= now()
 				ORDER BY run_at, job_id
 				LIMIT $2
 				FOR UPDATE SKIP LOCKED
+			), l AS (
+				UPDATE {{s}}.jobs AS j
+				SET run_at = now() + $3::bigint * interval '1 microsecond',
+					lease_token = gen_random_uuid()::text,
+					deliveries = j.deliveries + 1
+				FROM c, cfg WHERE j.job_id = c.job_id
+				RETURNING j.job_id, j.id, j.deliveries, j.lease_token
 			)
-			UPDATE {{s}}.jobs AS j
-			SET run_at = now() + $3::bigint * interval '1 microsecond',
-				lease_token = gen_random_uuid()::text,
-				deliveries = j.deliveries + 1
-			FROM c, cfg WHERE j.job_id = c.job_id
-			RETURNING j.job_id, j.id, j.deliveries, j.lease_token`),
+			SELECT l.job_id, l.id, l.deliveries, l.lease_token, r.*
+			FROM l LEFT JOIN LATERAL (
+				SELECT xmin::text, {{cols}} FROM {{s}}.records WHERE queue = $1 AND id = l.id LIMIT 1
+			) AS r ON true`),
 		// How long until the next job is due, NULL if the queue is empty.
 		nextDue: f(`SELECT extract(epoch FROM min(run_at) - clock_timestamp())::float8
 			FROM {{s}}.jobs WHERE queue = $1`),
@@ -617,13 +685,16 @@ func newStatements(schema string) statements {
 				deliveries = greatest(j.deliveries - 1, 0)
 			FROM cfg
 			WHERE j.job_id = ANY($2::bigint[]) AND j.lease_token = ANY($3::text[]) AND j.queue = $1`),
-		// Lease tokens are random and new for every delivery, so a job whose
-		// id and token are both among the batch's is one of its leases; the
-		// primary key finds them however many jobs are leased.
+		// Each lease is one job, found by its primary key, whose token must
+		// still be the lease's. The queue is left out on purpose (job ids
+		// are unique across queues, and Ack checks the lease's queue): with
+		// it, the planner may also scan jobs_due for run_at > now(), whose
+		// entries include every job acked within a lease's length until
+		// vacuum removes them, which made each Ack slower the more jobs
+		// had been settled.
 		ack: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
-			DELETE FROM {{s}}.jobs AS j USING cfg
-			WHERE j.job_id = ANY($2::bigint[]) AND j.lease_token = ANY($3::text[])
-				AND j.queue = $1 AND j.run_at > now()
+			DELETE FROM {{s}}.jobs AS j USING cfg, unnest($1::bigint[], $2::text[]) AS l(job_id, token)
+			WHERE j.job_id = l.job_id AND j.lease_token = l.token AND j.run_at > now()
 			RETURNING j.job_id, j.lease_token`),
 	}
 }

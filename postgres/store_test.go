@@ -305,6 +305,45 @@ func TestAcceptBadRecordAlone(t *testing.T) {
 	}
 }
 
+// A record whose id is taken fails alone, also in a batch of records
+// without idempotency keys (which are inserted without ON CONFLICT), and
+// the first record stands.
+func TestAcceptDuplicateIDAlone(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, &postgres.Options{Committers: 1})
+	ctx := t.Context()
+	taken := testRecord("", "", []byte("first"))
+	_, err := s.Accept(ctx, taken)
+	require.NoError(t, err)
+	_, err = s.Accept(ctx, taken)
+	require.Error(t, err, "a lone accept of a taken id")
+	require.NotErrorIs(t, err, asyncreq.ErrDuplicate)
+
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		wg.Go(func() {
+			rec := testRecord("", "", []byte("ok"))
+			if i == 7 {
+				rec = taken.Clone()
+				rec.Body = []byte("second")
+			}
+			_, errs[i] = s.Accept(ctx, rec)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i == 7 {
+			assert.Error(t, err)
+		} else {
+			assert.NoError(t, err, "accept %d", i)
+		}
+	}
+	got, err := s.Get(ctx, taken.ID)
+	require.NoError(t, err)
+	assert.Equal(t, []byte("first"), got.Body)
+}
+
 // TestAcceptTx checks the transactional outbox: a business change and the
 // request are committed or rolled back together.
 func TestAcceptTx(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"time"
 
@@ -12,10 +13,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// updateArg is one Update call.
+// updateArg is one Update or Complete call.
 type updateArg struct {
 	id string
 	fn func(*asyncreq.Record) error
+	// lease is the lease a Complete call settles if the record it stores
+	// is final; nil for Update, and for a lease of another Store.
+	lease *leaseHandle
 }
 
 // updateRes is the answer to an Update call: the stored record, or the
@@ -29,7 +33,7 @@ type updateRes struct {
 // told ErrNotFound or ErrGone after the transaction.
 var errMissing = errors.New("postgres: record missing")
 
-// runUpdates writes a batch of Updates.
+// runUpdates writes a batch of Updates and Completes.
 func (s *Store) runUpdates(ctx context.Context, calls []*call[updateArg, updateRes]) {
 	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
 	defer cancel()
@@ -62,25 +66,31 @@ func (s *Store) runUpdates(ctx context.Context, calls []*call[updateArg, updateR
 }
 
 // optimisticRounds is how many times updateBatch writes a batch without
-// locking before it writes the calls still in conflict under row locks.
+// locking, on records as read, before it writes the calls still in
+// conflict under row locks.
 const optimisticRounds = 3
 
 // updateBatch runs calls and sets each call's own outcome (a record, fn's
 // error, or errMissing). On failure it returns the error and the calls it
 // concerns, none of which was stored; the other calls' outcomes stand.
 //
-// It writes optimistically first: one round trip reads the records with
-// their row versions (xmin), each fn runs on its record, and one UPDATE
-// writes every record whose version is still the one read, committing on
-// its own. A record changed in between is not written; its calls run again
-// (fn may be called more than once) in the next round, and after
-// optimisticRounds in a locking transaction (updateLocked), which always
-// finishes. Compared with a transaction that holds the rows locked from the
-// read to the commit, this saves BEGIN, COMMIT and the row locks' WAL
-// records, and holds no lock across a round trip to the client.
+// It writes optimistically first. Each record is taken from the version
+// cache with its row version (xmin) if the cache has it; the others are
+// read, with theirs, in one round trip. Each fn runs on its record, and one
+// UPDATE writes every record whose version is still the one used,
+// committing on its own. A record changed in between (or a stale cache
+// entry) is not written; its calls run again (fn may be called more than
+// once) in the next round, on the record as read. So do the calls whose fn
+// refused a cached record (returned an error or panicked), for only fn's
+// answer on the record as it is counts. After the first round and
+// optimisticRounds more, the calls still in conflict are written in a
+// locking transaction (updateLocked), which always finishes. Compared with
+// a transaction that holds the rows locked from the read to the commit,
+// this saves BEGIN, COMMIT and the row locks' WAL records, and holds no
+// lock across a round trip to the client; with the cache, the read too.
 func (s *Store) updateBatch(ctx context.Context, calls []*call[updateArg, updateRes]) ([]*call[updateArg, updateRes], error) {
-	for range optimisticRounds {
-		again, err := s.updateOptimistic(ctx, calls)
+	for round := range optimisticRounds + 1 {
+		again, err := s.updateOptimistic(ctx, calls, round == 0)
 		if err != nil {
 			return calls, err
 		}
@@ -107,24 +117,22 @@ func batchIDs(calls []*call[updateArg, updateRes]) []string {
 
 // pending is a batch of updates applied in memory and not yet written.
 type pending struct {
-	ids     []string                    // the records written, sorted
-	rows    rowBatch                    // their new values, in ids order
-	keepB   []bool                      // per written record: body unchanged
-	keepR   []bool                      // per written record: result body unchanged
-	version []string                    // per written record: the xmin read
-	final   map[string]*asyncreq.Record // per written record: the new value
+	ids   []string                    // the records written, sorted
+	rows  updateRows                  // their new values, in ids order, and the leases to settle
+	final map[string]*asyncreq.Record // per written record: the new value
 }
 
 // apply runs each call's fn on the latest version of its record, in
 // arrival order for the same record, and returns what is to be written.
-// stored holds the records as read; versions, when not nil, their xmin.
+// stored holds the records as read or cached, before any fn; versions, when
+// not nil, their xmin; cached says which came from the cache. The calls on
+// a cached record of which one refused it (fn returned an error or
+// panicked) are returned to run again: nothing of that record is written.
 func apply(calls []*call[updateArg, updateRes], ids []string, stored map[string]*asyncreq.Record,
-	versions map[string]string) *pending {
-	current := make(map[string]*asyncreq.Record, len(stored))
-	for id, rec := range stored {
-		current[id] = rec
-	}
-	rows := make(map[string]*row, len(ids))
+	versions map[string]string, cached map[string]bool) (*pending, []*call[updateArg, updateRes]) {
+	current := maps.Clone(stored)
+	rows := make(map[string]*updateRow, len(ids))
+	doubtful := make(map[string]bool)
 	for _, c := range calls {
 		c.res, c.err = updateRes{}, nil
 		cur, ok := current[c.arg.id]
@@ -135,12 +143,14 @@ func apply(calls []*call[updateArg, updateRes], ids []string, stored map[string]
 		next := cur.Clone()
 		if p, err := applyFn(c.arg.fn, next); p != nil || err != nil {
 			c.res.panicked, c.err = p, err
+			doubtful[c.arg.id] = cached[c.arg.id]
 			continue
 		}
 		next.ID, next.Owner, next.IdempotencyKey = cur.ID, cur.Owner, cur.IdempotencyKey
-		r, err := toRow(next)
+		r, err := toUpdateRow(stored[c.arg.id], next)
 		if err != nil {
 			c.err = err
+			doubtful[c.arg.id] = cached[c.arg.id]
 			continue
 		}
 		current[c.arg.id] = next
@@ -149,72 +159,57 @@ func apply(calls []*call[updateArg, updateRes], ids []string, stored map[string]
 	}
 	p := &pending{final: make(map[string]*asyncreq.Record, len(rows))}
 	for _, id := range ids {
-		r := rows[id]
-		if r == nil {
-			continue
+		if r := rows[id]; r != nil && !doubtful[id] {
+			p.ids = append(p.ids, id)
+			p.rows.add(r, versions[id])
+			p.final[id] = current[id]
 		}
-		old, next := stored[id], current[id]
-		kb := sameBytes(old.Body, next.Body)
-		kr := old.Result != nil && next.Result != nil && sameBytes(old.Result.Body, next.Result.Body)
-		if kb {
-			r.body = nil
-		}
-		if kr {
-			r.resultBody = nil
-		}
-		p.ids = append(p.ids, id)
-		p.rows.add(r)
-		p.keepB, p.keepR = append(p.keepB, kb), append(p.keepR, kr)
-		if versions != nil {
-			p.version = append(p.version, versions[id])
-		}
-		p.final[id] = next
 	}
-	return p
+	var retry []*call[updateArg, updateRes]
+	for _, c := range calls {
+		switch {
+		case doubtful[c.arg.id]:
+			retry = append(retry, c)
+		case c.arg.lease != nil && c.res.rec != nil && c.res.rec.State.Final() && p.final[c.arg.id] != nil:
+			p.rows.settle(*c.arg.lease, c.arg.id)
+		}
+	}
+	return p, retry
 }
 
-// versionedRow scans a row of recordColumns followed by the row's xmin.
-type versionedRow struct {
-	pgx.Row
-	version *string
-}
-
-func (r versionedRow) Scan(dest ...any) error {
-	return r.Row.Scan(append(dest, r.version)...)
-}
-
-// updateOptimistic makes one optimistic round of updateBatch. It returns
-// the calls whose records changed between the read and the write: nothing
-// of theirs was stored, and they must run again.
-func (s *Store) updateOptimistic(ctx context.Context, calls []*call[updateArg, updateRes]) ([]*call[updateArg, updateRes], error) {
+// updateOptimistic makes one optimistic round of updateBatch, with records
+// from the version cache if useCache. It returns the calls to run again:
+// those whose records changed between the read and the write, or whose fn
+// refused a cached record; nothing of theirs was stored.
+func (s *Store) updateOptimistic(ctx context.Context, calls []*call[updateArg, updateRes], useCache bool) ([]*call[updateArg, updateRes], error) {
 	ids := batchIDs(calls)
-	rows, err := s.pool.Query(ctx, s.sql.getManyVersioned, s.queue, ids)
-	if err != nil {
-		return nil, err
-	}
-	stored := make(map[string]*asyncreq.Record, len(ids)) // as read, before any fn
+	stored := make(map[string]*asyncreq.Record, len(ids)) // as read or cached, before any fn
 	versions := make(map[string]string, len(ids))
-	for rows.Next() {
-		var v string
-		rec, err := scanRecord(versionedRow{Row: rows, version: &v})
-		if err != nil {
-			rows.Close()
+	cached := make(map[string]bool)
+	read := ids
+	if useCache {
+		read = nil
+		for _, id := range ids {
+			if e, ok := s.cache.get(id); ok {
+				stored[id], versions[id], cached[id] = e.rec, e.version, true
+			} else {
+				read = append(read, id)
+			}
+		}
+	}
+	if len(read) > 0 {
+		if err := s.readVersioned(ctx, read, stored, versions); err != nil {
 			return nil, err
 		}
-		stored[rec.ID], versions[rec.ID] = rec, v
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	p := apply(calls, ids, stored, versions)
+	p, again := apply(calls, ids, stored, versions, cached)
 	if len(p.ids) == 0 {
-		return nil, nil
+		return again, nil
 	}
-	args := append(p.rows.args(s.queue), p.keepB, p.keepR, p.version)
-	rows, err = s.pool.Query(ctx, s.sql.updateVersioned, args...)
-	var written []string
+	rows, err := s.pool.Query(ctx, s.sql.updateVersioned, p.rows.args(s.queue)...)
+	var written map[string]string
 	if err == nil {
-		written, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		written, err = collectVersions(rows)
 	}
 	if err != nil {
 		for _, c := range calls {
@@ -222,18 +217,73 @@ func (s *Store) updateOptimistic(ctx context.Context, calls []*call[updateArg, u
 		}
 		return nil, err
 	}
-	ok := make(map[string]bool, len(written))
-	for _, id := range written {
-		ok[id] = true
-		s.changed(id)
+	s.wrote(p, written)
+	for _, id := range p.ids {
+		if _, ok := written[id]; !ok {
+			s.cache.drop(id)
+		}
 	}
-	var again []*call[updateArg, updateRes]
 	for _, c := range calls {
-		if _, wrote := p.final[c.arg.id]; wrote && !ok[c.arg.id] {
+		_, tried := p.final[c.arg.id]
+		if _, ok := written[c.arg.id]; tried && !ok {
 			again = append(again, c)
 		}
 	}
 	return again, nil
+}
+
+// readVersioned reads the records ids, adding them to stored and their
+// row versions to versions, and keeps them in the version cache.
+func (s *Store) readVersioned(ctx context.Context, ids []string, stored map[string]*asyncreq.Record, versions map[string]string) error {
+	rows, err := s.pool.Query(ctx, s.sql.getManyVersioned, s.queue, ids)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v string
+		rec, err := scanRecord(moreColumns{Row: rows, after: []any{&v}})
+		if err != nil {
+			return err
+		}
+		stored[rec.ID], versions[rec.ID] = rec, v
+		s.cache.put(rec, v)
+	}
+	return rows.Err()
+}
+
+// collectVersions reads the ids and new row versions an update returns.
+func collectVersions(rows pgx.Rows) (map[string]string, error) {
+	written := make(map[string]string)
+	var id, version string
+	_, err := pgx.ForEachRow(rows, []any{&id, &version}, func() error {
+		written[id] = version
+		return nil
+	})
+	return written, err
+}
+
+// wrote records that the records of p in written, a map from id to new
+// row version, were committed: it keeps them in the version cache and
+// tells their watches.
+func (s *Store) wrote(p *pending, written map[string]string) {
+	for _, id := range p.ids {
+		if v, ok := written[id]; ok {
+			s.cache.put(storedCopy(p.final[id]), v)
+			s.changed(id)
+		}
+	}
+}
+
+// moreColumns scans a row of recordColumns with other columns before and
+// after them.
+type moreColumns struct {
+	pgx.Row
+	before, after []any
+}
+
+func (r moreColumns) Scan(dest ...any) error {
+	return r.Row.Scan(slices.Concat(r.before, dest, r.after)...)
 }
 
 // updateLocked runs calls in one transaction of two round trips: BEGIN
@@ -275,15 +325,19 @@ func (s *Store) updateLocked(ctx context.Context, calls []*call[updateArg, updat
 		return err
 	}
 
-	p := apply(calls, ids, stored, nil)
+	p, _ := apply(calls, ids, stored, nil, nil)
 	if len(p.ids) == 0 {
 		return nil // releaseIdle rolls back
 	}
 	b = pgx.Batch{}
-	b.Queue(s.sql.updateBatch, append(p.rows.args(s.queue), p.keepB, p.keepR)...)
+	b.Queue(s.sql.updateLocked, p.rows.args(s.queue)...)
 	b.Queue("COMMIT")
 	br = conn.SendBatch(ctx, &b)
-	_, err = br.Exec()
+	var written map[string]string
+	rows, err := br.Query()
+	if err == nil {
+		written, err = collectVersions(rows)
+	}
 	if err == nil {
 		_, err = br.Exec()
 	}
@@ -299,9 +353,7 @@ func (s *Store) updateLocked(ctx context.Context, calls []*call[updateArg, updat
 		}
 		return err
 	}
-	for _, id := range p.ids {
-		s.changed(id)
-	}
+	s.wrote(p, written)
 	return nil
 }
 
