@@ -30,9 +30,14 @@
 //
 // A record is a hash: its fields as JSON, and its body and result body as
 // raw bytes in fields of their own, so that a state change does not send a
-// large body again. Create and Accept are one Lua script each: the record,
-// its idempotency key (SET NX semantics, scoped by owner) and, for Accept,
-// the stream entry are written together or not at all. Update reads the
+// large body again. Create and Accept are one Lua script: the record, its
+// idempotency key (SET NX semantics, scoped by owner) and, for Accept, the
+// stream entry are written together or not at all. Concurrent Creates and
+// Accepts share that script call (group commit): calls made while one is
+// on the wire are written together by the next call, each record in turn
+// with its own outcome, as if the calls had been made one after the other,
+// so both Redis and the client pay one round trip per batch. A lone call
+// is written at once: batching adds no wait. Update reads the
 // record, calls fn, and stores the result with a Lua compare-and-set on a
 // version field, calling fn again after a conflict. When a record becomes
 // final with an ExpiresAt, the script gives the record and its idempotency
@@ -68,8 +73,11 @@
 //
 // # Watching
 //
-// Every script that changes a record also PUBLISHes to the record's
-// channel, so Watch needs no keyspace notifications. A Backend keeps one
+// Every script that changes an existing record also PUBLISHes to the
+// record's channel, so Watch needs no keyspace notifications. Creating a
+// record publishes nothing: ids are new, so nobody watches a record before
+// it exists (the handler and the worker watch records they created or
+// read), which is how the other backends behave too. A Backend keeps one
 // pub/sub connection, subscribes to a record's channel while someone
 // watches it, and returns from Watch once Redis has confirmed the
 // subscription. If the pub/sub connection fails, every watch is released

@@ -124,9 +124,10 @@ type Backend struct {
 	delayedKey    string
 	unenqueuedKey string
 
-	closed atomic.Bool
-	hub    hub
-	cache  recCache
+	closed  atomic.Bool
+	hub     hub
+	cache   recCache
+	creates creates
 
 	mu          sync.Mutex
 	cursor      string     // XAUTOCLAIM cursor

@@ -46,41 +46,81 @@ local function apply_expiry(rec, tomb, ik, had, expireAt, tombAt)
 end
 `
 
-// createScript records a request and, if asked, enqueues it.
+// createScript records requests and, if asked, enqueues them: one record
+// after the other, each with its own outcome, as separate calls in that
+// order would (see batch.go). It publishes nothing: nobody can be watching
+// a record before it exists, since ids are new and callers watch a record
+// they have read or created.
 //
-// KEYS: record, tombstone, idempotency key (the record key again when there
-// is none), stream, unenqueued set.
-// ARGV: id, has idempotency key (0/1), enqueue (0/1), tombstone TTL ms,
-// expireAt ms, tombAt ms, record key prefix, watch channel, score in the
-// unenqueued set ("": not unenqueued), then the record's fields and values
-// (d, and b and r when present).
+// KEYS: stream, unenqueued set.
+// ARGV: the key prefix with the queue's hash tag (Backend.base), then per
+// record: id, flags (the create* constants in batch.go), tombstone TTL ms,
+// the record's field d, and as the flags say: expireAt ms and tombAt ms, its
+// score in the unenqueued set, its body, its result's body, its idempotency
+// key's key. Only what a record has is sent: each argument costs the server
+// a string of its own.
 //
-// Returns {"ok"}, {"dup", d, b, r} or {"exists"}.
+// Returns per record: 1 when created, {d, b, r} of the earlier record of a
+// duplicate idempotency key, 0 when a record with its id exists, or the
+// text of the error that stopped it (what it wrote before the error stays,
+// as after a failed script call).
 var createScript = goredis.NewScript(expiryLua + `
-local ik = false
-if ARGV[2] == '1' then
-  ik = KEYS[3]
-  local other = redis.call('GET', ik)
-  if other then
-    local cur = redis.call('HMGET', ARGV[7] .. other, 'd', 'b', 'r')
-    if cur[1] then return {'dup', cur[1], cur[2], cur[3]} end
+local base = ARGV[1]
+
+local function create(id, ik, enqueue, ttl, d, expireAt, tombAt, score, body, result)
+  if ik then
+    local other = redis.call('GET', ik)
+    if other then
+      local cur = redis.call('HMGET', base .. 'r:' .. other, 'd', 'b', 'r')
+      if cur[1] then return cur end
+    end
   end
+  local rec = base .. 'r:' .. id
+  if redis.call('EXISTS', rec) == 1 then return 0 end
+  -- No table is built for unpack: measured, that costs about as much as
+  -- the HSET itself. The rarer fields r and k take an HSET of their own.
+  if body then
+    redis.call('HSET', rec, 'v', 1, 't', ttl, 'd', d, 'b', body)
+  else
+    redis.call('HSET', rec, 'v', 1, 't', ttl, 'd', d)
+  end
+  if result then redis.call('HSET', rec, 'r', result) end
+  if ik then
+    redis.call('HSET', rec, 'k', ik)
+    redis.call('SET', ik, id)
+  end
+  apply_expiry(rec, base .. 't:' .. id, ik, false, expireAt, tombAt)
+  if enqueue then
+    redis.call('XADD', KEYS[1], '*', 'id', id, 'n', 0)
+  end
+  if score then
+    redis.call('ZADD', KEYS[2], score, id)
+  end
+  return 1
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
-redis.call('HSET', KEYS[1], 'v', 1, 't', ARGV[4], unpack(ARGV, 10))
-if ik then
-  redis.call('HSET', KEYS[1], 'k', ik)
-  redis.call('SET', ik, ARGV[1])
+
+local out = {}
+local i, n = 2, #ARGV
+while i <= n do
+  local id, flags, ttl, d = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
+  i = i + 4
+  local expireAt, tombAt, score, body, result, ik = 0, 0, false, false, false, false
+  if bit.band(flags, 2) ~= 0 then
+    expireAt, tombAt = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+    i = i + 2
+  end
+  if bit.band(flags, 4) ~= 0 then score = ARGV[i]; i = i + 1 end
+  if bit.band(flags, 8) ~= 0 then body = ARGV[i]; i = i + 1 end
+  if bit.band(flags, 16) ~= 0 then result = ARGV[i]; i = i + 1 end
+  if bit.band(flags, 32) ~= 0 then ik = ARGV[i]; i = i + 1 end
+  local ok, res = pcall(create, id, ik, bit.band(flags, 1) ~= 0, ttl, d, expireAt, tombAt, score, body, result)
+  if not ok then
+    if type(res) == 'table' and res.err then res = res.err end
+    res = tostring(res)
+  end
+  out[#out + 1] = res
 end
-apply_expiry(KEYS[1], KEYS[2], ik, false, tonumber(ARGV[5]), tonumber(ARGV[6]))
-if ARGV[3] == '1' then
-  redis.call('XADD', KEYS[4], '*', 'id', ARGV[1], 'n', 0)
-end
-if ARGV[9] ~= '' then
-  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[1])
-end
-redis.call('PUBLISH', ARGV[8], '')
-return {'ok'}
+return out
 `)
 
 // updateScript stores a new version of a record if the version it was read

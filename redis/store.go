@@ -15,15 +15,17 @@ import (
 // identifies the record.
 var errImmutable = errors.New("redis: update must not change ID, Owner or IdempotencyKey")
 
-// Create records rec. See asyncreq.Store. Create is one Lua script: the
-// record and its idempotency key are written together or not at all.
+// Create records rec. See asyncreq.Store. The record and its idempotency
+// key are written together or not at all, by one Lua script that concurrent
+// Creates and Accepts share (see batch.go).
 func (b *Backend) Create(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Record, error) {
 	return b.create(ctx, "create", rec, false)
 }
 
 // Accept records rec with Enqueued set and adds it to the queue, in one Lua
 // script, so that a request is never recorded but unqueued or queued but
-// unrecorded. See asyncreq.Accepter.
+// unrecorded. See asyncreq.Accepter. Concurrent Accepts share a script call
+// (see batch.go).
 func (b *Backend) Accept(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Record, error) {
 	return b.create(ctx, "accept", rec, true)
 }
@@ -45,51 +47,14 @@ func (b *Backend) create(ctx context.Context, op string, rec *asyncreq.Record, e
 	if err != nil {
 		return nil, fmt.Errorf("redis: %s %s: %w", op, rec.ID, err)
 	}
-	recKey := b.recordKey(c.ID)
-	ik, hasIK := recKey, "0"
+	call := &createCall{op: op, rec: c, meta: meta, enqueue: enqueue, size: len(meta) + len(c.Body)}
 	if c.IdempotencyKey != "" {
-		ik, hasIK = b.idemKey(c.Owner, c.IdempotencyKey), "1"
+		call.ik = b.idemKey(c.Owner, c.IdempotencyKey)
 	}
-	expireAt, tombAt := b.expiry(c)
-	args := []any{c.ID, hasIK, boolArg(enqueue), ms(b.tombstoneTTL(c)), expireAt, tombAt, b.base + "r:", b.watchChannel(c.ID), unenqueuedScore(c), "d", meta}
-	if c.Body != nil {
-		args = append(args, "b", c.Body)
+	if c.Result != nil {
+		call.size += len(c.Result.Body)
 	}
-	if c.Result != nil && c.Result.Body != nil {
-		args = append(args, "r", c.Result.Body)
-	}
-	res, err := createScript.Run(ctx, b.rdb,
-		[]string{recKey, b.tombstoneKey(c.ID), ik, b.streamKey, b.unenqueuedKey}, args...,
-	).Slice()
-	if err != nil {
-		return nil, wrap(ctx, op+" "+rec.ID, err)
-	}
-	if len(res) == 0 {
-		return nil, fmt.Errorf("redis: %s %s: unexpected script reply", op, rec.ID)
-	}
-	switch res[0] {
-	case "ok":
-		if fits(meta, c) {
-			b.cache.put(c.ID, newStored("1", meta, c))
-		}
-		return nil, nil
-	case "dup":
-		if len(res) < 4 {
-			return nil, fmt.Errorf("redis: %s %s: unexpected script reply", op, rec.ID)
-		}
-		st, err := storedOf(res[1:4], "0")
-		var other *asyncreq.Record
-		if err == nil {
-			other, err = st.decode()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("redis: %s %s: %w", op, rec.ID, err)
-		}
-		return other, asyncreq.ErrDuplicate
-	case "exists":
-		return nil, fmt.Errorf("redis: %s %s: a record with this id exists", op, rec.ID)
-	}
-	return nil, fmt.Errorf("redis: %s %s: unexpected script reply %v", op, rec.ID, res[0])
+	return b.submit(ctx, call)
 }
 
 // Get returns the record with the given id. See asyncreq.Store.

@@ -11,15 +11,16 @@ import (
 
 var _ asyncreq.Watcher = (*Backend)(nil)
 
-// Watching. Every script that writes a record (create, accept, update,
-// delete) also PUBLISHes to the record's channel, base + "w:" + id, in the
-// same atomic step, so no keyspace notifications are needed. A Backend
-// subscribes to the channel of a record while someone watches it, on one
-// pub/sub connection of its own, read by one goroutine that the Backend
-// owns (started by the first Watch, stopped by Close). A channel nobody
-// watches any more stays subscribed for about a second, so that watching
-// again after a change costs no round trip; idle channels are then
-// unsubscribed together.
+// Watching. Every script that changes an existing record (update, delete)
+// also PUBLISHes to the record's channel, base + "w:" + id, in the same
+// atomic step, so no keyspace notifications are needed. Creating a record
+// publishes nothing, since nobody can watch a record before its new id is
+// known. A Backend subscribes to the channel of a record while someone
+// watches it, on one pub/sub connection of its own, read by one goroutine
+// that the Backend owns (started by the first Watch, stopped by Close). A
+// channel nobody watches any more stays subscribed for about a second, so
+// that watching again after a change costs no round trip; idle channels
+// are then unsubscribed together.
 //
 // Watch returns only once Redis has confirmed the subscription, so a change
 // made after Watch returned is never missed. When the pub/sub connection

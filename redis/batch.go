@@ -1,0 +1,273 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/asyncreq/asyncreq"
+)
+
+// Group commit of Create and Accept.
+//
+// A request accepted through the handler costs one call of createScript.
+// Most of what that costs, on the Redis server (reading the command,
+// starting the script, writing the reply, waking up) and in the client (a
+// pooled connection, two system calls, parsing the reply, waking up), is
+// per call, not per record. So Creates and Accepts made while an earlier
+// one is being written wait, and are then written together: one script
+// call that creates each of their records in turn, each with its own
+// outcome (created, duplicate or id taken), exactly as if they had been
+// made one after the other in that order. A duplicate idempotency key
+// within one batch is therefore found like any other: the later record
+// sees the earlier one.
+//
+// There is no timer and no goroutine of its own. A call made while no
+// batch is on the wire writes its own record at once, so a lone call costs
+// what it did without batching. Otherwise it queues. When a batch's reply
+// arrives, the call that wrote it first takes the queued calls (up to
+// maxBatchRecords records and about maxBatchBytes) as the next batch and
+// wakes that batch's first call to write it, and only then answers the
+// other calls of its own batch: the next batch goes out as early as it
+// can. The queue fills while a batch is on the wire, which is where the
+// grouping comes from, and batches grow with the load without a latency
+// floor.
+//
+// One batch at a time: measured on 2 cores shared with Redis, a second
+// batch on the wire split the queue into smaller batches and gave fewer
+// accepts per second, and a committer goroutine that wrote every batch
+// (no waiting call to wake before a batch goes out) gave fewer too, since
+// each of its batches' callers then had to be woken.
+const (
+	// maxBatchRecords and maxBatchBytes bound one batch, so that one script
+	// call does not keep the single-threaded server busy for long.
+	maxBatchRecords = 128
+	maxBatchBytes   = 1 << 20
+	// batchTimeout bounds the round trip of a batch shared by several
+	// callers, which runs without any one caller's cancellation.
+	batchTimeout = 30 * time.Second
+)
+
+// The states of a queued call. They are guarded by creates.mu.
+const (
+	callWaiting   = iota // queued, not yet in a batch
+	callTaken            // in a batch that another call writes
+	callLeading          // writes the batch in its batch field
+	callAbandoned        // its caller's context ended while it waited
+)
+
+// createCall is one Create or Accept and, once written, its outcome.
+type createCall struct {
+	op      string           // "create" or "accept", for errors
+	rec     *asyncreq.Record // as it is to be stored
+	meta    []byte           // rec encoded without its bodies
+	ik      string           // its idempotency key's key, "" when none
+	enqueue bool
+	size    int // bytes it adds to a batch, about
+
+	other *asyncreq.Record // the earlier record of a duplicate
+	err   error
+
+	state int           // guarded by creates.mu
+	batch []*createCall // set with state callLeading
+	// wake is closed when the call's outcome is set, or when it is to
+	// write batch; nil for a call that never queued.
+	wake chan struct{}
+}
+
+// creates is a Backend's group commit of Creates and Accepts.
+type creates struct {
+	mu      sync.Mutex
+	writing bool          // a batch is on the wire
+	queue   []*createCall // calls waiting for a batch, in arrival order
+}
+
+// submit writes c alone or in a batch with other calls, and returns its
+// outcome. If ctx ends while c waits to be taken into a batch, nothing is
+// written; if it ends while another call writes c's batch, submit returns
+// ctx.Err() without c's outcome, as any call cut short by its context.
+func (b *Backend) submit(ctx context.Context, c *createCall) (*asyncreq.Record, error) {
+	g := &b.creates
+	g.mu.Lock()
+	if !g.writing {
+		g.writing = true
+		g.mu.Unlock()
+		b.writeCreates(ctx, []*createCall{c})
+		return c.other, c.err
+	}
+	c.wake = make(chan struct{})
+	g.queue = append(g.queue, c)
+	g.mu.Unlock()
+	select {
+	case <-c.wake:
+	case <-ctx.Done():
+		g.mu.Lock()
+		state := c.state
+		if state == callWaiting {
+			c.state = callAbandoned
+		}
+		g.mu.Unlock()
+		if state != callLeading {
+			return nil, ctx.Err()
+		}
+		// The batch is this call's to write, on behalf of its other
+		// callers too.
+	}
+	if c.batch != nil {
+		b.writeCreates(ctx, c.batch)
+	}
+	return c.other, c.err
+}
+
+// writeCreates writes batch, whose first call is the caller's, hands the
+// calls that queued meanwhile to the next batch, and then answers the other
+// calls of batch.
+func (b *Backend) writeCreates(ctx context.Context, batch []*createCall) {
+	if len(batch) > 1 {
+		// Several callers wait for this round trip: no one caller's
+		// cancellation may fail it for the others.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
+		defer cancel()
+	}
+	res, err := b.runCreates(ctx, batch)
+	if next := b.creates.next(); next != nil {
+		close(next.wake)
+	}
+	for i, c := range batch {
+		if err != nil {
+			c.err = wrap(ctx, c.op+" "+c.rec.ID, err)
+		} else {
+			c.other, c.err = b.outcome(c, res[i])
+		}
+	}
+	for _, c := range batch[1:] {
+		close(c.wake)
+	}
+}
+
+// next ends the batch on the wire: it takes the calls queued meanwhile as
+// the next batch and returns the call that is to write it, or nil when
+// none wait.
+func (g *creates) next() *createCall {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var batch []*createCall
+	size, i := 0, 0
+	for ; i < len(g.queue) && len(batch) < maxBatchRecords && size < maxBatchBytes; i++ {
+		c := g.queue[i]
+		if c.state == callAbandoned {
+			continue
+		}
+		c.state = callTaken
+		batch = append(batch, c)
+		size += c.size
+	}
+	n := copy(g.queue, g.queue[i:])
+	clear(g.queue[n:])
+	g.queue = g.queue[:n]
+	if len(batch) == 0 {
+		g.writing = false
+		return nil
+	}
+	batch[0].state = callLeading
+	batch[0].batch = batch
+	return batch[0]
+}
+
+// Flags of a record in createScript's arguments.
+const (
+	createEnqueue    = 1 << iota // add it to the stream
+	createExpiry                 // expireAt and tombAt follow
+	createUnenqueued             // its score in the unenqueued set follows
+	createBody                   // its body follows
+	createResult                 // its result's body follows
+	createIdem                   // its idempotency key's key follows
+)
+
+// runCreates runs createScript on batch and returns its reply, one item per
+// call.
+func (b *Backend) runCreates(ctx context.Context, batch []*createCall) ([]any, error) {
+	args := make([]any, 1, 1+8*len(batch))
+	args[0] = b.base
+	for _, c := range batch {
+		rec := c.rec
+		flags := 0
+		if c.enqueue {
+			flags |= createEnqueue
+		}
+		expireAt, tombAt := b.expiry(rec)
+		if expireAt > 0 {
+			flags |= createExpiry
+		}
+		score := unenqueuedScore(rec)
+		if score != "" {
+			flags |= createUnenqueued
+		}
+		if rec.Body != nil {
+			flags |= createBody
+		}
+		if rec.Result != nil && rec.Result.Body != nil {
+			flags |= createResult
+		}
+		if c.ik != "" {
+			flags |= createIdem
+		}
+		args = append(args, rec.ID, flags, ms(b.tombstoneTTL(rec)), c.meta)
+		if expireAt > 0 {
+			args = append(args, expireAt, tombAt)
+		}
+		if score != "" {
+			args = append(args, score)
+		}
+		if rec.Body != nil {
+			args = append(args, rec.Body)
+		}
+		if flags&createResult != 0 {
+			args = append(args, rec.Result.Body)
+		}
+		if c.ik != "" {
+			args = append(args, c.ik)
+		}
+	}
+	res, err := createScript.Run(ctx, b.rdb, []string{b.streamKey, b.unenqueuedKey}, args...).Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != len(batch) {
+		return nil, fmt.Errorf("unexpected script reply of %d items for %d records", len(res), len(batch))
+	}
+	return res, nil
+}
+
+// outcome turns createScript's reply item for c into Create's answer.
+func (b *Backend) outcome(c *createCall, res any) (*asyncreq.Record, error) {
+	id := c.rec.ID
+	switch v := res.(type) {
+	case int64:
+		if v == 0 {
+			return nil, fmt.Errorf("redis: %s %s: a record with this id exists", c.op, id)
+		}
+		if fits(c.meta, c.rec) {
+			b.cache.put(id, newStored("1", c.meta, c.rec))
+		}
+		return nil, nil
+	case []any:
+		if len(v) != 3 {
+			break
+		}
+		st, err := storedOf(v, "0")
+		var other *asyncreq.Record
+		if err == nil {
+			other, err = st.decode()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("redis: %s %s: %w", c.op, id, err)
+		}
+		return other, asyncreq.ErrDuplicate
+	case string:
+		return nil, fmt.Errorf("redis: %s %s: %s", c.op, id, v)
+	}
+	return nil, fmt.Errorf("redis: %s %s: unexpected script reply %v", c.op, id, res)
+}

@@ -1,0 +1,29 @@
+package redis
+
+// HoldCreates makes b act as if a batch of Creates and Accepts were on the
+// wire, so that those made meanwhile queue. Queued returns how many wait;
+// release ends the pretended batch, so that the queued calls are written
+// as one batch, in the order they queued.
+func HoldCreates(b *Backend) (queued func() int, release func()) {
+	g := &b.creates
+	g.mu.Lock()
+	g.writing = true
+	g.mu.Unlock()
+	queued = func() int {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		n := 0
+		for _, c := range g.queue {
+			if c.state == callWaiting {
+				n++
+			}
+		}
+		return n
+	}
+	release = func() {
+		if next := g.next(); next != nil {
+			close(next.wake)
+		}
+	}
+	return queued, release
+}
