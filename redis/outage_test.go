@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,53 +133,7 @@ func TestRedisOutage(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 
-	type answer struct {
-		status     int
-		id         string
-		retryAfter string
-		at         time.Time
-	}
-	var (
-		mu      sync.Mutex
-		answers []answer
-		errs    []error
-	)
-	ctx, stop := context.WithCancel(t.Context())
-	var wg sync.WaitGroup
-	var sent atomic.Int64
-	for range 8 {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				sent.Add(1)
-				resp, err := http.Post(srv.URL+"/", "application/json", bytes.NewReader([]byte(`{"n":1}`)))
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					return
-				}
-				a := answer{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), at: time.Now()}
-				if resp.StatusCode == http.StatusAccepted {
-					var doc asyncreq.StatusDocument
-					if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-						mu.Lock()
-						errs = append(errs, fmt.Errorf("decoding a 202: %w", err))
-						mu.Unlock()
-					}
-					a.id = doc.ID
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				_ = resp.Body.Close()
-				mu.Lock()
-				answers = append(answers, a)
-				mu.Unlock()
-				if a.status != http.StatusAccepted {
-					time.Sleep(20 * time.Millisecond) // as a client honouring Retry-After would, only faster
-				}
-			}
-		})
-	}
-
+	load := startSubmits(t, srv.URL)
 	time.Sleep(500 * time.Millisecond)
 	px.down()
 	wentDown := time.Now()
@@ -188,56 +141,148 @@ func TestRedisOutage(t *testing.T) {
 	px.up(t)
 	cameBack := time.Now()
 	time.Sleep(2 * time.Second)
-	stop()
-	wg.Wait()
-	require.Empty(t, errs)
-
-	var before, during, after, unavailable int
-	var recoveredAt time.Time
-	accepted := map[string]bool{}
-	for _, a := range answers {
-		switch a.status {
-		case http.StatusAccepted:
-			require.NotEmpty(t, a.id)
-			accepted[a.id] = true
-			switch {
-			case a.at.Before(wentDown):
-				before++
-			case a.at.After(cameBack):
-				after++
-				if recoveredAt.IsZero() || a.at.Before(recoveredAt) {
-					recoveredAt = a.at
-				}
-			default:
-				during++ // requests that were in flight as the proxy went down
-			}
-		case http.StatusServiceUnavailable:
-			unavailable++
-			require.NotEmpty(t, a.retryAfter, "a 503 carries Retry-After")
-		default:
-			t.Fatalf("unexpected answer %d", a.status)
-		}
-	}
+	tl := tallyAnswers(t, load.finish(t), wentDown, cameBack)
 	t.Logf("%d submits: %d accepted before the outage, %d at its start, %d after; %d answered 503; recovered %v after Redis came back",
-		len(answers), before, during, after, unavailable, recoveredAt.Sub(cameBack))
-	require.Positive(t, before)
-	require.Positive(t, unavailable, "the handler answers 503 while Redis is down")
-	require.Positive(t, after, "the handler recovers by itself")
-	require.Less(t, recoveredAt.Sub(cameBack), 2*time.Second, "recovery is prompt")
+		tl.total, tl.before, tl.during, tl.after, tl.unavailable, tl.recoveredAt.Sub(cameBack))
+	tl.requireRecovered(t, cameBack)
 
 	// No false 202: every accepted id is stored and queued.
 	check, err := redis.New(direct, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer check.Close()
+	requireStoredAndQueued(t, check, tl.accepted)
+}
+
+// submitAnswer is the answer to one submit of a submit load.
+type submitAnswer struct {
+	status     int
+	id         string // of a 202
+	retryAfter string
+	at         time.Time
+}
+
+// submitLoad is 8 clients submitting to a handler, each as soon as it has
+// its previous answer.
+type submitLoad struct {
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	answers []submitAnswer
+	errs    []error
+}
+
+// startSubmits starts a submit load on the handler at url.
+func startSubmits(t *testing.T, url string) *submitLoad {
+	t.Helper()
+	ctx, stop := context.WithCancel(t.Context())
+	l := &submitLoad{stop: stop}
+	fail := func(err error) {
+		l.mu.Lock()
+		l.errs = append(l.errs, err)
+		l.mu.Unlock()
+	}
+	for range 8 {
+		l.wg.Go(func() {
+			for ctx.Err() == nil {
+				resp, err := http.Post(url+"/", "application/json", bytes.NewReader([]byte(`{"n":1}`)))
+				if err != nil {
+					fail(err)
+					return
+				}
+				a := submitAnswer{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), at: time.Now()}
+				if resp.StatusCode == http.StatusAccepted {
+					var doc asyncreq.StatusDocument
+					if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+						fail(fmt.Errorf("decoding a 202: %w", err))
+					}
+					a.id = doc.ID
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				l.mu.Lock()
+				l.answers = append(l.answers, a)
+				l.mu.Unlock()
+				if a.status != http.StatusAccepted {
+					time.Sleep(20 * time.Millisecond) // as a client honouring Retry-After would, only faster
+				}
+			}
+		})
+	}
+	return l
+}
+
+// finish stops the load and returns its answers, failing t if a submit
+// got no answer.
+func (l *submitLoad) finish(t *testing.T) []submitAnswer {
+	t.Helper()
+	l.stop()
+	l.wg.Wait()
+	require.Empty(t, l.errs)
+	return l.answers
+}
+
+// tally counts the answers of a submit load around an outage of Redis
+// from down to up.
+type tally struct {
+	total, before, during, after, unavailable int
+	recoveredAt                               time.Time       // the first 202 after up
+	accepted                                  map[string]bool // the ids answered 202
+}
+
+// tallyAnswers counts answers, failing t on an answer other than 202, or
+// 503 with Retry-After.
+func tallyAnswers(t *testing.T, answers []submitAnswer, down, up time.Time) tally {
+	t.Helper()
+	tl := tally{total: len(answers), accepted: map[string]bool{}}
+	for _, a := range answers {
+		switch a.status {
+		case http.StatusAccepted:
+			require.NotEmpty(t, a.id)
+			tl.accepted[a.id] = true
+			switch {
+			case a.at.Before(down):
+				tl.before++
+			case a.at.After(up):
+				tl.after++
+				if tl.recoveredAt.IsZero() || a.at.Before(tl.recoveredAt) {
+					tl.recoveredAt = a.at
+				}
+			default:
+				tl.during++ // in flight as Redis went away, or answered as it came back
+			}
+		case http.StatusServiceUnavailable:
+			tl.unavailable++
+			require.NotEmpty(t, a.retryAfter, "a 503 carries Retry-After")
+		default:
+			t.Fatalf("unexpected answer %d", a.status)
+		}
+	}
+	return tl
+}
+
+// requireRecovered checks that the handler accepted before the outage,
+// answered 503 during it, and accepted again promptly after up.
+func (tl tally) requireRecovered(t *testing.T, up time.Time) {
+	t.Helper()
+	require.Positive(t, tl.before)
+	require.Positive(t, tl.unavailable, "the handler answers 503 while Redis is down")
+	require.Positive(t, tl.after, "the handler recovers by itself")
+	require.Less(t, tl.recoveredAt.Sub(up), 2*time.Second, "recovery is prompt")
+}
+
+// requireStoredAndQueued checks that every accepted id is stored and
+// queued in b, whose queue it drains.
+func requireStoredAndQueued(t *testing.T, b *redis.Backend, accepted map[string]bool) {
+	t.Helper()
 	for id := range accepted {
-		rec, err := check.Get(t.Context(), id)
+		rec, err := b.Get(t.Context(), id)
 		require.NoError(t, err, "accepted request %s is stored", id)
 		require.True(t, rec.Enqueued)
 	}
 	queued := map[string]bool{}
 	for {
 		dctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-		ls, err := check.DequeueBatch(dctx, 500, time.Minute)
+		ls, err := b.DequeueBatch(dctx, 500, time.Minute)
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) {
 			break

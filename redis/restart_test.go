@@ -1,18 +1,10 @@
 package redis_test
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -109,51 +101,7 @@ func TestRedisRestart(t *testing.T) {
 	hs := httptest.NewServer(h)
 	defer hs.Close()
 
-	type answer struct {
-		status     int
-		id         string
-		retryAfter string
-		at         time.Time
-	}
-	var (
-		mu      sync.Mutex
-		answers []answer
-		errs    []error
-	)
-	ctx, stop := context.WithCancel(t.Context())
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				resp, err := http.Post(hs.URL+"/", "application/json", bytes.NewReader([]byte(`{"n":1}`)))
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					return
-				}
-				a := answer{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), at: time.Now()}
-				if resp.StatusCode == http.StatusAccepted {
-					var doc asyncreq.StatusDocument
-					if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-						mu.Lock()
-						errs = append(errs, fmt.Errorf("decoding a 202: %w", err))
-						mu.Unlock()
-					}
-					a.id = doc.ID
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				_ = resp.Body.Close()
-				mu.Lock()
-				answers = append(answers, a)
-				mu.Unlock()
-				if a.status != http.StatusAccepted {
-					time.Sleep(20 * time.Millisecond) // as a client honouring Retry-After would, only faster
-				}
-			}
-		})
-	}
-
+	load := startSubmits(t, hs.URL)
 	time.Sleep(500 * time.Millisecond)
 	srv.kill()
 	killed := time.Now()
@@ -161,65 +109,12 @@ func TestRedisRestart(t *testing.T) {
 	srv.start(t)
 	restarted := time.Now()
 	time.Sleep(2 * time.Second)
-	stop()
-	wg.Wait()
-	require.Empty(t, errs)
-
-	var before, during, after, unavailable int
-	var recoveredAt time.Time
-	accepted := map[string]bool{}
-	for _, a := range answers {
-		switch a.status {
-		case http.StatusAccepted:
-			require.NotEmpty(t, a.id)
-			accepted[a.id] = true
-			switch {
-			case a.at.Before(killed):
-				before++
-			case a.at.After(restarted):
-				after++
-				if recoveredAt.IsZero() || a.at.Before(recoveredAt) {
-					recoveredAt = a.at
-				}
-			default:
-				during++ // answered while the server was down: must have been stored before the kill
-			}
-		case http.StatusServiceUnavailable:
-			unavailable++
-			require.NotEmpty(t, a.retryAfter, "a 503 carries Retry-After")
-		default:
-			t.Fatalf("unexpected answer %d", a.status)
-		}
-	}
+	tl := tallyAnswers(t, load.finish(t), killed, restarted)
 	t.Logf("%d submits: %d accepted before the kill, %d as it happened, %d after the restart; %d answered 503; recovered %v after the restart",
-		len(answers), before, during, after, unavailable, recoveredAt.Sub(restarted))
-	require.Positive(t, before)
-	require.Positive(t, unavailable, "the handler answers 503 while Redis is down")
-	require.Positive(t, after, "the handler recovers by itself")
-	require.Less(t, recoveredAt.Sub(restarted), 2*time.Second, "recovery is prompt")
+		tl.total, tl.before, tl.during, tl.after, tl.unavailable, tl.recoveredAt.Sub(restarted))
+	tl.requireRecovered(t, restarted)
 
 	// Nothing answered 202 was lost with the crash: every accepted id is
 	// stored and queued on the restarted server.
-	for id := range accepted {
-		rec, err := b.Get(t.Context(), id)
-		require.NoError(t, err, "accepted request %s is stored after the restart", id)
-		require.True(t, rec.Enqueued)
-	}
-	queued := map[string]bool{}
-	for {
-		dctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-		ls, err := b.DequeueBatch(dctx, 500, time.Minute)
-		cancel()
-		if errors.Is(err, context.DeadlineExceeded) {
-			break
-		}
-		require.NoError(t, err)
-		for _, l := range ls {
-			queued[l.ID] = true
-		}
-	}
-	for id := range accepted {
-		require.True(t, queued[id], "accepted request %s is queued after the restart", id)
-	}
-	require.GreaterOrEqual(t, len(queued), len(accepted))
+	requireStoredAndQueued(t, b, tl.accepted)
 }
