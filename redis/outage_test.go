@@ -133,24 +133,34 @@ func TestRedisOutage(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 
-	load := startSubmits(t, srv.URL)
-	time.Sleep(500 * time.Millisecond)
-	px.down()
-	wentDown := time.Now()
-	time.Sleep(1500 * time.Millisecond)
-	px.up(t)
-	cameBack := time.Now()
-	time.Sleep(2 * time.Second)
-	tl := tallyAnswers(t, load.finish(t), wentDown, cameBack)
-	t.Logf("%d submits: %d accepted before the outage, %d at its start, %d after; %d answered 503; recovered %v after Redis came back",
-		tl.total, tl.before, tl.during, tl.after, tl.unavailable, tl.recoveredAt.Sub(cameBack))
-	tl.requireRecovered(t, cameBack)
+	tl := runOutage(t, srv.URL, 1500*time.Millisecond, px.down, func() { px.up(t) })
 
 	// No false 202: every accepted id is stored and queued.
 	check, err := redis.New(direct, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer check.Close()
 	requireStoredAndQueued(t, check, tl.accepted)
+}
+
+// runOutage runs a submit load on the handler at url, takes Redis away
+// with down half a second in, brings it back with up after outage, goes
+// on for two seconds, and checks that the handler answered 503 while Redis
+// was away and recovered by itself. It returns what was answered.
+func runOutage(t *testing.T, url string, outage time.Duration, down, up func()) tally {
+	t.Helper()
+	load := startSubmits(t, url)
+	time.Sleep(500 * time.Millisecond)
+	down()
+	downAt := time.Now()
+	time.Sleep(outage)
+	up()
+	upAt := time.Now()
+	time.Sleep(2 * time.Second)
+	tl := tallyAnswers(t, load.finish(t), downAt, upAt)
+	t.Logf("%d submits: %d accepted before Redis went away, %d as it went or came back, %d after; %d answered 503; recovered %v after Redis was back",
+		tl.total, tl.before, tl.during, tl.after, tl.unavailable, tl.recoveredAt.Sub(upAt))
+	tl.requireRecovered(t, upAt)
+	return tl
 }
 
 // submitAnswer is the answer to one submit of a submit load.

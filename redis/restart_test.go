@@ -101,18 +101,7 @@ func TestRedisRestart(t *testing.T) {
 	hs := httptest.NewServer(h)
 	defer hs.Close()
 
-	load := startSubmits(t, hs.URL)
-	time.Sleep(500 * time.Millisecond)
-	srv.kill()
-	killed := time.Now()
-	time.Sleep(2 * time.Second)
-	srv.start(t)
-	restarted := time.Now()
-	time.Sleep(2 * time.Second)
-	tl := tallyAnswers(t, load.finish(t), killed, restarted)
-	t.Logf("%d submits: %d accepted before the kill, %d as it happened, %d after the restart; %d answered 503; recovered %v after the restart",
-		tl.total, tl.before, tl.during, tl.after, tl.unavailable, tl.recoveredAt.Sub(restarted))
-	tl.requireRecovered(t, restarted)
+	tl := runOutage(t, hs.URL, 2*time.Second, srv.kill, func() { srv.start(t) })
 
 	// Nothing answered 202 was lost with the crash: every accepted id is
 	// stored and queued on the restarted server.
