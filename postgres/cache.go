@@ -2,9 +2,9 @@ package postgres
 
 import (
 	"strconv"
-	"sync"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/internal/reccache"
 )
 
 // The version cache keeps, for records this Store recently read or wrote,
@@ -22,83 +22,31 @@ import (
 // a new record (Store.Create's contract), and a deleted record makes the
 // UPDATE find no row.
 //
-// The cache has two generations; when the current one holds
-// cacheGenBytes, it becomes the previous one and the former previous one is
-// dropped. Records larger than cacheEntryMax are not kept.
-const (
-	cacheGenBytes = 4 << 20
-	cacheEntryMax = 64 << 10
-)
+// The cache's bounds are those of reccache: two generations of about 4
+// MiB, records over 64 KiB not kept.
 
 // cached is a record as stored, with its row version. The record is never
 // changed once in the cache: users clone it before changing it.
 type cached struct {
 	rec     *asyncreq.Record
 	version string // xmin, in decimal
-	size    int
 }
 
-type versionCache struct {
-	mu        sync.Mutex
-	cur, prev map[string]cached
-	curBytes  int
+// newVersionCache returns an empty version cache.
+func newVersionCache() *reccache.Cache[cached] {
+	return reccache.New(func(a, b cached) bool { return later(a.version, b.version) }, func(e cached) int {
+		n := recordSize(e.rec)
+		if e.rec.Result != nil {
+			n += len(e.rec.Result.Body)
+		}
+		return n
+	})
 }
 
-// get returns the entry for id.
-func (c *versionCache) get(id string) (cached, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.cur[id]; ok {
-		return e, true
-	}
-	e, ok := c.prev[id]
-	return e, ok
-}
-
-// put keeps rec, stored at row version version, unless the cache holds a
-// later version of the record; it drops the record's entry when rec is
-// too large. rec must not be changed afterwards.
-func (c *versionCache) put(rec *asyncreq.Record, version string) {
-	e := cached{rec: rec, version: version, size: recordSize(rec)}
-	if rec.Result != nil {
-		e.size += len(rec.Result.Body)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if old, ok := c.cur[rec.ID]; ok && later(old.version, version) {
-		return
-	}
-	if old, ok := c.prev[rec.ID]; ok && later(old.version, version) {
-		return
-	}
-	delete(c.prev, rec.ID)
-	if e.size > cacheEntryMax {
-		c.dropLocked(rec.ID)
-		return
-	}
-	if old, ok := c.cur[rec.ID]; ok {
-		c.curBytes -= old.size
-	}
-	if c.cur == nil || c.curBytes+e.size > cacheGenBytes {
-		c.prev, c.cur, c.curBytes = c.cur, make(map[string]cached), 0
-	}
-	c.cur[rec.ID] = e
-	c.curBytes += e.size
-}
-
-// drop forgets id.
-func (c *versionCache) drop(id string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.dropLocked(id)
-}
-
-func (c *versionCache) dropLocked(id string) {
-	if old, ok := c.cur[id]; ok {
-		c.curBytes -= old.size
-		delete(c.cur, id)
-	}
-	delete(c.prev, id)
+// cacheRecord keeps rec, stored at row version version, in s's cache. rec
+// must not be changed afterwards.
+func (s *Store) cacheRecord(rec *asyncreq.Record, version string) {
+	s.cache.Put(rec.ID, cached{rec: rec, version: version})
 }
 
 // later reports whether row version a was written after b. Transaction

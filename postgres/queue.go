@@ -153,7 +153,7 @@ func (s *Store) scanClaimed(rows pgx.Rows) (*asyncreq.Lease, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.cache.put(rec, *version)
+		s.cacheRecord(rec, *version)
 	}
 	return &asyncreq.Lease{ID: id, Delivery: int(delivery), Handle: h}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/internal/reccache"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -35,7 +36,7 @@ type Store struct {
 
 	jobs    waker
 	watches watchSet
-	cache   versionCache
+	cache   *reccache.Cache[cached]
 
 	notes   *notifier
 	accepts *batcher[*asyncreq.Record, *asyncreq.Record]
@@ -125,6 +126,7 @@ func New(pool *pgxpool.Pool, opts *Options) (*Store, error) {
 		sql:     newStatements(pgx.Identifier{o.Schema}.Sanitize()),
 		channel: channelName(o.Schema),
 		origin:  asyncreq.NewID(),
+		cache:   newVersionCache(),
 	}
 	s.jobs.init()
 	s.watches.init()
@@ -358,7 +360,7 @@ func (s *Store) Delete(ctx context.Context, id string, tombstone bool) error {
 	if err != nil {
 		return s.fail(ctx, "delete "+id, err)
 	}
-	s.cache.drop(id)
+	s.cache.Drop(id)
 	if n == 0 {
 		return asyncreq.ErrNotFound
 	}

@@ -190,7 +190,7 @@ func (s *Store) updateOptimistic(ctx context.Context, calls []*call[updateArg, u
 	if useCache {
 		read = nil
 		for _, id := range ids {
-			if e, ok := s.cache.get(id); ok {
+			if e, ok := s.cache.Get(id); ok {
 				stored[id], versions[id], cached[id] = e.rec, e.version, true
 			} else {
 				read = append(read, id)
@@ -220,7 +220,7 @@ func (s *Store) updateOptimistic(ctx context.Context, calls []*call[updateArg, u
 	s.wrote(p, written)
 	for _, id := range p.ids {
 		if _, ok := written[id]; !ok {
-			s.cache.drop(id)
+			s.cache.Drop(id)
 		}
 	}
 	for _, c := range calls {
@@ -247,7 +247,7 @@ func (s *Store) readVersioned(ctx context.Context, ids []string, stored map[stri
 			return err
 		}
 		stored[rec.ID], versions[rec.ID] = rec, v
-		s.cache.put(rec, v)
+		s.cacheRecord(rec, v)
 	}
 	return rows.Err()
 }
@@ -269,7 +269,7 @@ func collectVersions(rows pgx.Rows) (map[string]string, error) {
 func (s *Store) wrote(p *pending, written map[string]string) {
 	for _, id := range p.ids {
 		if v, ok := written[id]; ok {
-			s.cache.put(storedCopy(p.final[id]), v)
+			s.cacheRecord(storedCopy(p.final[id]), v)
 			s.changed(id)
 		}
 	}

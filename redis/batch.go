@@ -250,7 +250,7 @@ func (b *Backend) outcome(c *createCall, res any) (*asyncreq.Record, error) {
 			return nil, fmt.Errorf("redis: %s %s: a record with this id exists", c.op, id)
 		}
 		if fits(c.meta, c.rec) {
-			b.cache.put(id, newStored("1", c.meta, c.rec))
+			b.cache.Put(id, newStored("1", c.meta, c.rec))
 		}
 		return nil, nil
 	case []any:

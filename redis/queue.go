@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/internal/reccache"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -163,7 +164,7 @@ func (b *Backend) fetch(ctx context.Context, max int, ttl time.Duration) ([]*asy
 		var err error
 		res, err = fetchScript.Run(ctx, b.rdb, []string{b.streamKey, b.delayedKey},
 			b.opts.Group, b.opts.Consumer, max, ms(ttl), cursor, promoteLimit, idleLimit,
-			b.base+"r:", cacheEntryMax,
+			b.base+"r:", reccache.EntryMax,
 		).Slice()
 		if err == nil {
 			break
@@ -200,7 +201,7 @@ func (b *Backend) fetch(ctx context.Context, max int, ttl time.Duration) ([]*asy
 		// it in the cache. A stale one only costs a failed compare-and-set.
 		if f, ok := res[i+4].([]any); ok && len(f) == 4 && id != "" {
 			if st, err := storedOf(f[1:4], f[0]); err == nil {
-				b.cache.put(id, st)
+				b.cache.Put(id, st)
 			}
 		}
 	}

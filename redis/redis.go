@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/internal/reccache"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -126,7 +127,7 @@ type Backend struct {
 
 	closed  atomic.Bool
 	hub     hub
-	cache   recCache
+	cache   *reccache.Cache[stored]
 	creates creates
 
 	mu          sync.Mutex
@@ -156,6 +157,7 @@ func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
 		delayedKey:    base + "d",
 		unenqueuedKey: base + "u",
 		cursor:        "0-0",
+		cache:         newRecCache(),
 	}, nil
 }
 

@@ -152,7 +152,7 @@ func (b *Backend) read(ctx context.Context, id string) (*asyncreq.Record, stored
 		return nil, stored{}, wrap(ctx, "get "+id, err)
 	}
 	if len(v) != 4 || v[0] == nil || v[3] == nil {
-		b.cache.drop(id)
+		b.cache.Drop(id)
 		gone, err := b.rdb.Exists(ctx, b.tombstoneKey(id)).Result()
 		if err != nil {
 			return nil, stored{}, wrap(ctx, "get "+id, err)
@@ -170,7 +170,7 @@ func (b *Backend) read(ctx context.Context, id string) (*asyncreq.Record, stored
 	if err != nil {
 		return nil, stored{}, fmt.Errorf("redis: get %s: %w", id, err)
 	}
-	b.cache.put(id, st)
+	b.cache.Put(id, st)
 	return rec, st, nil
 }
 
@@ -185,7 +185,7 @@ func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Recor
 	if err := b.check(ctx); err != nil {
 		return nil, err
 	}
-	st, cached := b.cache.get(id)
+	st, cached := b.cache.Get(id)
 	var rec *asyncreq.Record
 	var err error
 	if cached {
@@ -241,7 +241,7 @@ func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Recor
 		args = append(args, id, unenqueuedScore(rec))
 		res, err := updateScript.Run(ctx, b.rdb, []string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey}, args...).Slice()
 		if err != nil {
-			b.cache.drop(id)
+			b.cache.Drop(id)
 			return nil, wrap(ctx, "update "+id, err)
 		}
 		code := int64(-2)
@@ -251,14 +251,14 @@ func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Recor
 		switch {
 		case code == 1:
 			if v, err := strconv.ParseInt(st.version, 10, 64); err == nil && fits(meta, rec) {
-				b.cache.put(id, newStored(strconv.FormatInt(v+1, 10), meta, rec))
+				b.cache.Put(id, newStored(strconv.FormatInt(v+1, 10), meta, rec))
 			} else {
-				b.cache.drop(id)
+				b.cache.Drop(id)
 			}
 			return rec.Clone(), nil
 		case code == -1:
 			// Deleted or expired: answer as Get would.
-			b.cache.drop(id)
+			b.cache.Drop(id)
 			cached = false
 			if rec, st, err = b.read(ctx, id); err != nil {
 				return nil, err
@@ -274,7 +274,7 @@ func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Recor
 				rec, err = st.decode()
 			}
 			if err != nil {
-				b.cache.drop(id)
+				b.cache.Drop(id)
 				return nil, fmt.Errorf("redis: update %s: %w", id, err)
 			}
 		default:
@@ -288,7 +288,7 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 	if err := b.check(ctx); err != nil {
 		return err
 	}
-	b.cache.drop(id)
+	b.cache.Drop(id)
 	n, err := deleteScript.Run(ctx, b.rdb,
 		[]string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey},
 		boolArg(tombstone), ms(b.opts.TombstoneTTL), b.watchChannel(id), id,
