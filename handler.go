@@ -78,6 +78,11 @@ type HandlerOptions struct {
 	// it is). The default is nil: every request has the owner "".
 	Owner func(r *http.Request) (string, error)
 
+	// Challenge is the WWW-Authenticate challenge sent with every 401
+	// answer to a request that Owner refused (RFC 9110 requires one), for
+	// example `Bearer realm="reports"`. The default is "Bearer".
+	Challenge string
+
 	// AcceptedWhilePending makes the status URL answer a request that is
 	// not finished with 202 Accepted and a Location pointing at the same
 	// status URL, for generic pollers that treat any other 2xx as done.
@@ -93,6 +98,7 @@ type HandlerOptions struct {
 // The defaults of HandlerOptions.
 const (
 	defaultMaxBodyBytes = 1 << 20
+	defaultChallenge    = "Bearer"
 	defaultRetryAfter   = time.Second
 	defaultMaxWait      = 30 * time.Second
 	defaultRetention    = 24 * time.Hour
@@ -116,6 +122,9 @@ func (o *HandlerOptions) withDefaults() (HandlerOptions, error) {
 	var c HandlerOptions
 	if o != nil {
 		c = *o
+	}
+	if c.Challenge == "" {
+		c.Challenge = defaultChallenge
 	}
 	c.BasePath = strings.TrimRight(c.BasePath, "/")
 	if c.BasePath != "" && c.BasePath[0] != '/' {
@@ -360,12 +369,21 @@ func (h *Handler) owner(w http.ResponseWriter, r *http.Request, st *reqState) (s
 	}
 	o, err := h.opts.Owner(st.orig)
 	if err != nil {
+		// Only a 401 carries it; a *Problem with another status does not.
+		challenge := func(status int) {
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", h.opts.Challenge)
+			}
+		}
 		var p *Problem
 		if errors.As(err, &p) && p != nil {
-			h.sendProblem(w, r, p, http.StatusUnauthorized)
+			np := normalProblem(p, http.StatusUnauthorized)
+			challenge(np.Status)
+			h.writeProblem(w, r, np)
 			return "", false
 		}
 		h.log.LogAttrs(r.Context(), slog.LevelDebug, "asyncreq: owner rejected request", slog.Any("err", err))
+		challenge(http.StatusUnauthorized)
 		h.problem(w, r, http.StatusUnauthorized, "the request is not authenticated")
 		return "", false
 	}

@@ -388,8 +388,10 @@ func TestOwnerIsolation(t *testing.T) {
 			return u, nil
 		},
 	})
-	p := checkProblem(t, serveReq(t, h, http.MethodPost, "/", "x"), http.StatusUnauthorized)
+	rr := serveReq(t, h, http.MethodPost, "/", "x")
+	p := checkProblem(t, rr, http.StatusUnauthorized)
 	assert.NotContains(t, p.Detail, io.EOF.Error())
+	assert.Equal(t, "Bearer", rr.Header().Get("WWW-Authenticate"), "a 401 carries a challenge (RFC 9110)")
 
 	id := postJob(t, h, "x", "X-User", "ann")
 	rec, err := b.Get(t.Context(), id)
@@ -412,8 +414,22 @@ func TestOwnerIsolation(t *testing.T) {
 			return "", &asyncreq.Problem{Status: http.StatusForbidden, Detail: "tenant suspended"}
 		},
 	})
-	p = checkProblem(t, serveReq(t, h, http.MethodPost, "/", "x"), http.StatusForbidden)
+	rr = serveReq(t, h, http.MethodPost, "/", "x")
+	p = checkProblem(t, rr, http.StatusForbidden)
 	assert.Equal(t, "tenant suspended", p.Detail)
+	assert.Empty(t, rr.Header().Get("WWW-Authenticate"), "a 403 carries no challenge")
+
+	// A *Problem without a status is a 401, with the configured challenge.
+	h = newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+		Challenge: `Bearer realm="jobs"`,
+		Owner: func(*http.Request) (string, error) {
+			return "", &asyncreq.Problem{Detail: "token expired"}
+		},
+	})
+	rr = serveReq(t, h, http.MethodGet, "/"+id+"/status", "")
+	p = checkProblem(t, rr, http.StatusUnauthorized)
+	assert.Equal(t, "token expired", p.Detail)
+	assert.Equal(t, `Bearer realm="jobs"`, rr.Header().Get("WWW-Authenticate"))
 }
 
 func TestStatusStates(t *testing.T) {
