@@ -167,7 +167,7 @@ func (s *Store) release(ctx context.Context, ls []*asyncreq.Lease) {
 		h, _ := s.handle(l)
 		ids, tokens = append(ids, h.jobID), append(tokens, h.token)
 	}
-	if _, err := s.pool.Exec(ctx, s.sql.release, s.queue, ids, tokens); err != nil {
+	if _, err := s.pool.Exec(ctx, s.sql.release, ids, tokens); err != nil {
 		s.opts.Logger.Warn("postgres: hand back leases of a canceled dequeue", "count", len(ls), "error", err)
 		return
 	}

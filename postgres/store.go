@@ -682,11 +682,13 @@ func newStatements(schema string) statements {
 		notify: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
 			SELECT pg_notify($1, p) FROM cfg, unnest($2::text[]) AS p`),
 		notifyTx: `SELECT pg_notify($1, $2)`,
+		// Like ack, release finds each job by its primary key alone, its
+		// token still the lease's (the leases are this Store's own claims).
 		release: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
 			UPDATE {{s}}.jobs AS j SET run_at = now(), lease_token = NULL,
 				deliveries = greatest(j.deliveries - 1, 0)
-			FROM cfg
-			WHERE j.job_id = ANY($2::bigint[]) AND j.lease_token = ANY($3::text[]) AND j.queue = $1`),
+			FROM cfg, unnest($1::bigint[], $2::text[]) AS l(job_id, token)
+			WHERE j.job_id = l.job_id AND j.lease_token = l.token`),
 		// Each lease is one job, found by its primary key, whose token must
 		// still be the lease's. The queue is left out on purpose (job ids
 		// are unique across queues, and Ack checks the lease's queue): with
