@@ -70,6 +70,15 @@ func (p *Problem) Error() string {
 	return fmt.Sprintf("asyncreq: %d %s", p.Status, p.Title)
 }
 
+// ServeHTTP answers with p as an application/problem+json document, as
+// the Handler writes its own: a Status that is not an error status becomes
+// 500, an empty Type "about:blank" and an empty Title the status's RFC
+// 9110 reason phrase. A handler wrapped by NewAsync, or any other, can use
+// it to answer errors the way asyncreq does.
+func (p *Problem) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	writeProblem(w, r, normalProblem(p, http.StatusInternalServerError))
+}
+
 // Request is what a Processor receives: the recorded HTTP request, and
 // where it stands.
 //

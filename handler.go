@@ -379,7 +379,7 @@ func (h *Handler) owner(w http.ResponseWriter, r *http.Request, st *reqState) (s
 		if errors.As(err, &p) && p != nil {
 			np := normalProblem(p, http.StatusUnauthorized)
 			challenge(np.Status)
-			h.writeProblem(w, r, np)
+			writeProblem(w, r, np)
 			return "", false
 		}
 		h.log.LogAttrs(r.Context(), slog.LevelDebug, "asyncreq: owner rejected request", slog.Any("err", err))
@@ -655,7 +655,7 @@ func (h *Handler) writeOutcome(w http.ResponseWriter, r *http.Request, rec *Reco
 		statusURL := st.statusURL(rec.ID)
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("Retry-After", h.retryAfter)
-		h.writeProblem(w, r, &pendingProblem{
+		writeProblem(w, r, &pendingProblem{
 			Problem: Problem{
 				Type:   "about:blank",
 				Title:  statusText(http.StatusNotFound),
@@ -1279,13 +1279,13 @@ func appendJSONString(b []byte, s string) []byte {
 
 // problem answers with a problem document of the given status.
 func (h *Handler) problem(w http.ResponseWriter, r *http.Request, status int, detail string) {
-	h.writeProblem(w, r, &Problem{Type: "about:blank", Title: statusText(status), Status: status, Detail: detail})
+	writeProblem(w, r, &Problem{Type: "about:blank", Title: statusText(status), Status: status, Detail: detail})
 }
 
 // sendProblem answers with p, its status made an error status (def when
 // it is not one) and its empty members filled in.
 func (h *Handler) sendProblem(w http.ResponseWriter, r *http.Request, p *Problem, def int) {
-	h.writeProblem(w, r, normalProblem(p, def))
+	writeProblem(w, r, normalProblem(p, def))
 }
 
 // normalProblem returns a copy of p with an error status (def when p's is
@@ -1316,7 +1316,7 @@ func problemStatus(v any) int {
 }
 
 // writeProblem answers with a problem document.
-func (h *Handler) writeProblem(w http.ResponseWriter, r *http.Request, v any) {
+func writeProblem(w http.ResponseWriter, r *http.Request, v any) {
 	code := problemStatus(v)
 	b, err := json.Marshal(v)
 	if err != nil { // cannot happen: the documents are plain strings and ints

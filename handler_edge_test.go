@@ -140,3 +140,23 @@ func TestSubmitMarkEnqueuedIsBounded(t *testing.T) {
 		assert.Contains(t, logs.String(), "marking a request enqueued")
 	})
 }
+
+// A *Problem answers as the Handler's own problems do: defaults filled in,
+// a status that is not an error status made 500, no body for HEAD.
+func TestProblemServeHTTP(t *testing.T) {
+	rr := httptest.NewRecorder()
+	(&asyncreq.Problem{Status: http.StatusRequestEntityTooLarge, Detail: "too big"}).ServeHTTP(rr, httptest.NewRequest(http.MethodPost, "/", nil))
+	p := checkProblem(t, rr, http.StatusRequestEntityTooLarge)
+	assert.Equal(t, "about:blank", p.Type)
+	assert.Equal(t, "too big", p.Detail)
+	assert.Equal(t, "nosniff", rr.Header().Get("X-Content-Type-Options"))
+
+	rr = httptest.NewRecorder()
+	(&asyncreq.Problem{Status: http.StatusOK, Detail: "not an error"}).ServeHTTP(rr, httptest.NewRequest(http.MethodPost, "/", nil))
+	checkProblem(t, rr, http.StatusInternalServerError)
+
+	rr = httptest.NewRecorder()
+	(&asyncreq.Problem{Status: http.StatusConflict, Detail: "x"}).ServeHTTP(rr, httptest.NewRequest(http.MethodHead, "/", nil))
+	assert.Equal(t, http.StatusConflict, rr.Code)
+	assert.Zero(t, rr.Body.Len())
+}

@@ -119,30 +119,30 @@ func reportHandler(workTime time.Duration, maxBody int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
-			writeProblem(w, http.StatusMethodNotAllowed, "only POST is supported here")
+			writeProblem(w, r, http.StatusMethodNotAllowed, "only POST is supported here")
 			return
 		}
 		body, err := readBody(w, r, maxBody)
 		if err != nil {
 			var tooLarge *http.MaxBytesError
 			if errors.As(err, &tooLarge) {
-				writeProblem(w, http.StatusRequestEntityTooLarge, "the body is larger than the limit")
+				writeProblem(w, r, http.StatusRequestEntityTooLarge, "the body is larger than the limit")
 				return
 			}
-			writeProblem(w, http.StatusBadRequest, "the body could not be read")
+			writeProblem(w, r, http.StatusBadRequest, "the body could not be read")
 			return
 		}
 		if len(body) == 0 {
-			writeProblem(w, http.StatusUnprocessableEntity, errEmpty.Detail)
+			writeProblem(w, r, http.StatusUnprocessableEntity, errEmpty.Detail)
 			return
 		}
 		rep, err := makeReport(r.Context(), body, workTime, nil)
 		switch {
 		case errors.Is(err, errNotUTF8):
-			writeProblem(w, http.StatusUnprocessableEntity, err.Error())
+			writeProblem(w, r, http.StatusUnprocessableEntity, err.Error())
 			return
 		case err != nil:
-			writeProblem(w, http.StatusServiceUnavailable, "the report was interrupted")
+			writeProblem(w, r, http.StatusServiceUnavailable, "the report was interrupted")
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -156,25 +156,8 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return buf.Bytes(), err
 }
 
-// title is the RFC 9110 reason phrase of status, as asyncreq's problems
-// carry it.
-func title(status int) string {
-	switch status {
-	case http.StatusRequestEntityTooLarge:
-		return "Content Too Large"
-	case http.StatusUnprocessableEntity:
-		return "Unprocessable Content"
-	}
-	return http.StatusText(status)
-}
-
-func writeProblem(w http.ResponseWriter, status int, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(asyncreq.Problem{
-		Type:   "about:blank",
-		Title:  title(status),
-		Status: status,
-		Detail: detail,
-	})
+// writeProblem answers with a problem document, as asyncreq writes its
+// own.
+func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail string) {
+	(&asyncreq.Problem{Status: status, Detail: detail}).ServeHTTP(w, r)
 }
