@@ -34,15 +34,23 @@ type completerKit struct {
 	newBackend func(t *testing.T) (asyncreq.Store, asyncreq.Queue)
 }
 
-// leased returns a fresh backend's Store, its Completer, and a lease on a
-// new pending record.
-func (k *completerKit) leased(t *testing.T, ctx context.Context) (asyncreq.Store, asyncreq.Queue, asyncreq.Completer, *asyncreq.Lease) {
+// backend returns a fresh backend's Store, Queue and Completer, skipping t
+// unless they are one value.
+func (k *completerKit) backend(t *testing.T) (asyncreq.Store, asyncreq.Queue, asyncreq.Completer) {
 	t.Helper()
 	s, q := k.newBackend(t)
 	c, ok := q.(asyncreq.Completer)
 	if !ok || !sameValue(s, q) {
 		t.Skipf("%T is not a Store and Queue in one implementing asyncreq.Completer", q)
 	}
+	return s, q, c
+}
+
+// leased returns a fresh backend's Store, Queue and Completer, and a lease
+// on a new pending record.
+func (k *completerKit) leased(t *testing.T, ctx context.Context) (asyncreq.Store, asyncreq.Queue, asyncreq.Completer, *asyncreq.Lease) {
+	t.Helper()
+	s, q, c := k.backend(t)
 	rec := newRecord("", "")
 	create(t, ctx, s, rec)
 	require.NoError(t, q.Enqueue(ctx, rec.ID, 0))
@@ -136,11 +144,7 @@ func (k *completerKit) completeStaleLease(t *testing.T, ctx context.Context) {
 }
 
 func (k *completerKit) completeMissing(t *testing.T, ctx context.Context) {
-	_, q := k.newBackend(t)
-	c, ok := q.(asyncreq.Completer)
-	if !ok {
-		t.Skipf("%T does not implement asyncreq.Completer", q)
-	}
+	_, q, c := k.backend(t)
 	id := asyncreq.NewID()
 	require.NoError(t, q.Enqueue(ctx, id, 0))
 	l := dequeueWithin(t, ctx, q, k.cfg.leaseTTL, patience)
