@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/asyncreq/asyncreq"
@@ -59,6 +60,34 @@ func (b *Backend) Close() {
 }
 
 func (b *Backend) onClose(f func()) { b.closes = append(b.closes, f) }
+
+// engine is a backend that is both the Store and the Queue of an endpoint.
+type engine interface {
+	asyncreq.Store
+	asyncreq.Queue
+	Close() error
+}
+
+// perEndpoint makes b hand out one engine per endpoint name, made by open
+// when the name is first asked for and closed with b.
+func perEndpoint[E engine](b *Backend, open func(ctx context.Context, name string) (E, error)) {
+	var mu sync.Mutex
+	byName := map[string]E{}
+	b.pair = func(ctx context.Context, name string) (asyncreq.Store, asyncreq.Queue, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		e, ok := byName[name]
+		if !ok {
+			var err error
+			if e, err = open(ctx, name); err != nil {
+				return nil, nil, err
+			}
+			byName[name] = e
+			b.onClose(func() { _ = e.Close() })
+		}
+		return e, e, nil
+	}
+}
 
 type opener func(ctx context.Context, cfg Config) (*Backend, error)
 
@@ -111,15 +140,6 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 // openMemory keeps everything in this process: nothing survives a restart.
 func openMemory(context.Context, Config) (*Backend, error) {
 	b := &Backend{}
-	byName := map[string]*memory.Backend{}
-	b.pair = func(_ context.Context, name string) (asyncreq.Store, asyncreq.Queue, error) {
-		m, ok := byName[name]
-		if !ok {
-			m = memory.New(nil)
-			byName[name] = m
-			b.onClose(func() { _ = m.Close() })
-		}
-		return m, m, nil
-	}
+	perEndpoint(b, func(context.Context, string) (*memory.Backend, error) { return memory.New(nil), nil })
 	return b, nil
 }

@@ -3,12 +3,10 @@ package backend
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/nats"
 )
 
@@ -26,15 +24,8 @@ func openNATS(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	b := &Backend{}
 	b.onClose(nc.Close)
-	var mu sync.Mutex
-	byName := map[string]*nats.Backend{}
-	b.pair = func(ctx context.Context, name string) (asyncreq.Store, asyncreq.Queue, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if n, ok := byName[name]; ok {
-			return n, n, nil
-		}
-		n, err := nats.New(ctx, js, &nats.Options{
+	perEndpoint(b, func(ctx context.Context, name string) (*nats.Backend, error) {
+		return nats.New(ctx, js, &nats.Options{
 			Bucket:   "asyncreq_" + name,
 			Stream:   "asyncreq_" + name,
 			Subject:  "asyncreq." + name,
@@ -43,12 +34,6 @@ func openNATS(ctx context.Context, cfg Config) (*Backend, error) {
 			// must come well within it.
 			AckWait: cfg.Lease,
 		})
-		if err != nil {
-			return nil, nil, err
-		}
-		byName[name] = n
-		b.onClose(func() { _ = n.Close() })
-		return n, n, nil
-	}
+	})
 	return b, nil
 }

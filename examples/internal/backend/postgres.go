@@ -3,11 +3,9 @@ package backend
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/postgres"
 )
 
@@ -35,27 +33,14 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	b := &Backend{}
 	b.onClose(pool.Close)
-	var mu sync.Mutex
-	byName := map[string]*postgres.Store{}
-	b.pair = func(_ context.Context, name string) (asyncreq.Store, asyncreq.Queue, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if s, ok := byName[name]; ok {
-			return s, s, nil
-		}
+	perEndpoint(b, func(_ context.Context, name string) (*postgres.Store, error) {
 		// One group-commit transaction in flight per kind (accepts,
 		// updates, acks) rather than the default two: on a 2-CPU machine
 		// sharing its disk, fewer and larger commits measured better. Last
 		// measured with runs of the two alternating (loadtest, 32 clients):
 		// end-to-end p50 14.1-16.7 ms against 15.9-18.4 ms with two, accept
 		// 10,900-11,700 req/s against 8,600-11,700.
-		s, err := postgres.New(pool, &postgres.Options{Queue: name, Logger: cfg.Logger, Committers: 1})
-		if err != nil {
-			return nil, nil, err
-		}
-		byName[name] = s
-		b.onClose(func() { _ = s.Close() })
-		return s, s, nil
-	}
+		return postgres.New(pool, &postgres.Options{Queue: name, Logger: cfg.Logger, Committers: 1})
+	})
 	return b, nil
 }

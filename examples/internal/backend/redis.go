@@ -3,11 +3,9 @@ package backend
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/redis"
 )
 
@@ -33,21 +31,8 @@ func openRedis(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	b := &Backend{}
 	b.onClose(func() { _ = c.Close() })
-	var mu sync.Mutex
-	byName := map[string]*redis.Backend{}
-	b.pair = func(_ context.Context, name string) (asyncreq.Store, asyncreq.Queue, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if r, ok := byName[name]; ok {
-			return r, r, nil
-		}
-		r, err := redis.New(c, &redis.Options{Prefix: "asyncreq:", Queue: name})
-		if err != nil {
-			return nil, nil, err
-		}
-		byName[name] = r
-		b.onClose(func() { _ = r.Close() })
-		return r, r, nil
-	}
+	perEndpoint(b, func(_ context.Context, name string) (*redis.Backend, error) {
+		return redis.New(c, &redis.Options{Prefix: "asyncreq:", Queue: name})
+	})
 	return b, nil
 }

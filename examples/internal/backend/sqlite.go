@@ -2,9 +2,7 @@ package backend
 
 import (
 	"context"
-	"sync"
 
-	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/sqlite"
 )
 
@@ -18,21 +16,8 @@ func openSQLite(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	b := &Backend{}
 	b.onClose(func() { _ = first.Close() })
-	var mu sync.Mutex
-	byName := map[string]*sqlite.Backend{}
-	b.pair = func(ctx context.Context, name string) (asyncreq.Store, asyncreq.Queue, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if s, ok := byName[name]; ok {
-			return s, s, nil
-		}
-		s, err := sqlite.Open(ctx, cfg.SQLitePath, &sqlite.Options{Queue: name})
-		if err != nil {
-			return nil, nil, err
-		}
-		byName[name] = s
-		b.onClose(func() { _ = s.Close() })
-		return s, s, nil
-	}
+	perEndpoint(b, func(ctx context.Context, name string) (*sqlite.Backend, error) {
+		return sqlite.Open(ctx, cfg.SQLitePath, &sqlite.Options{Queue: name})
+	})
 	return b, nil
 }
