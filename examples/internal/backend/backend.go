@@ -32,9 +32,14 @@ type Config struct {
 	// Lease is the workers' LeaseDuration; engines whose lease is fixed
 	// when they are opened (the NATS consumer's ack wait) use it. Default 30s.
 	Lease time.Duration
-	// Concurrency is the workers' Concurrency; the RabbitMQ prefetch is set
-	// to it. Default 10.
+	// Concurrency is the workers' Concurrency; the RabbitMQ prefetch and
+	// the connection pools are sized by it. Default 10.
 	Concurrency int
+	// Defaults opens every engine with its package's default options: only
+	// what this Config names (queue names, lease, prefetch) and the
+	// connection pool sizes are set. Otherwise an engine may be tuned for
+	// the machine the figures in the README come from (see its opener).
+	Defaults bool
 	// Logger receives the engines' logs.
 	Logger *slog.Logger
 }

@@ -17,8 +17,11 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	// Room for the workers' calls, the accepts' group commits and the
-	// handlers' reads.
-	pcfg.MaxConns = int32(max(16, 2*cfg.Concurrency+8))
+	// handlers' reads; at most 72 (what 32 workers get), well below
+	// PostgreSQL's default max_connections of 100, which other clients of
+	// the server share: the Store's group commits need far fewer
+	// connections than calls in flight.
+	pcfg.MaxConns = int32(min(72, max(16, 2*cfg.Concurrency+8)))
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -34,13 +37,18 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 	b := &Backend{}
 	b.onClose(pool.Close)
 	perEndpoint(b, func(_ context.Context, name string) (*postgres.Store, error) {
-		// One group-commit transaction in flight per kind (accepts,
-		// updates, acks) rather than the default two: on a 2-CPU machine
-		// sharing its disk, fewer and larger commits measured better. Last
-		// measured with runs of the two alternating (loadtest, 32 clients):
-		// end-to-end p50 14.1-16.7 ms against 15.9-18.4 ms with two, accept
-		// 10,900-11,700 req/s against 8,600-11,700.
-		return postgres.New(pool, &postgres.Options{Queue: name, Logger: cfg.Logger, Committers: 1})
+		opts := &postgres.Options{Queue: name, Logger: cfg.Logger}
+		if !cfg.Defaults {
+			// One group-commit transaction in flight per kind (accepts,
+			// updates, acks) rather than the default two: on a 2-CPU
+			// machine sharing its disk, fewer and larger commits measured
+			// better. Last measured with runs of the two alternating
+			// (loadtest, 32 clients): end-to-end p50 14.1-16.7 ms against
+			// 15.9-18.4 ms with two, accept 10,900-11,700 req/s against
+			// 8,600-11,700.
+			opts.Committers = 1
+		}
+		return postgres.New(pool, opts)
 	})
 	return b, nil
 }

@@ -13,7 +13,8 @@ import (
 // client: enough for the HTTP handlers (32 clients in the load program),
 // the workers (32), their heartbeats and the blocking reads at once, so
 // that no call waits for a free connection. go-redis's default, 10 per
-// CPU, made a 2-core machine queue for connections.
+// CPU, made a 2-core machine queue for connections. With more workers the
+// pool is the workers plus 32.
 const redisPoolSize = 64
 
 // openRedis keeps every endpoint on one Redis, each with a queue (and so a
@@ -23,7 +24,7 @@ func openRedis(ctx context.Context, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	opt.PoolSize = max(opt.PoolSize, redisPoolSize)
+	opt.PoolSize = max(opt.PoolSize, redisPoolSize, cfg.Concurrency+32)
 	c := goredis.NewClient(opt)
 	if err := c.Ping(ctx).Err(); err != nil {
 		_ = c.Close()
