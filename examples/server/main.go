@@ -46,6 +46,10 @@ type config struct {
 	nats       string
 	amqp       string
 	verbose    bool
+	// processor, concurrency and defaults make the server a load target.
+	processor   string
+	concurrency int
+	defaults    bool
 }
 
 func parseFlags(args []string) (config, error) {
@@ -60,6 +64,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.nats, "nats", envOr("ASYNCREQ_NATS", "nats://127.0.0.1:4222"), "NATS URL (-backend nats)")
 	fs.StringVar(&c.amqp, "amqp", "", "RabbitMQ URL: if set, the queue is RabbitMQ and -backend keeps the records")
 	fs.BoolVar(&c.verbose, "v", false, "log every step of the workers")
+	fs.StringVar(&c.processor, "processor", "report", "what /jobs runs: report, or noop (answers \"ok\" at once, for load tests)")
+	fs.IntVar(&c.concurrency, "concurrency", 8, "requests each endpoint's worker runs at once")
+	fs.BoolVar(&c.defaults, "defaults", false, "open the backend with its package's default options, as the load program's mixed and poll-e2e modes do")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -116,7 +123,7 @@ func run(args []string) error {
 	if err := app.start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "backend", cfg.backend, "work_time", cfg.workTime)
+	logger.Info("listening", "addr", ln.Addr().String(), "backend", cfg.backend, "processor", cfg.processor, "work_time", cfg.workTime, "concurrency", cfg.concurrency)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -139,8 +146,6 @@ const (
 	maxWait = 30 * time.Second
 	// leaseDuration is how long a worker holds a request between heartbeats.
 	leaseDuration = 10 * time.Second
-	// concurrency is how many requests each endpoint's worker runs at once.
-	concurrency = 8
 )
 
 // app is the example's handlers and the workers behind them.
@@ -152,6 +157,10 @@ type app struct {
 }
 
 func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) {
+	proc, err := jobsProcessor(cfg)
+	if err != nil {
+		return nil, err
+	}
 	bk, err := backend.Open(ctx, backend.Config{
 		Name:        cfg.backend,
 		SQLitePath:  cfg.sqlitePath,
@@ -160,7 +169,8 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		NATS:        cfg.nats,
 		AMQP:        cfg.amqp,
 		Lease:       leaseDuration,
-		Concurrency: concurrency,
+		Concurrency: cfg.concurrency,
+		Defaults:    cfg.defaults,
 		Logger:      logger,
 	})
 	if err != nil {
@@ -186,8 +196,8 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return fail(err)
 	}
-	a.jobs, err = asyncreq.NewWorker(jobsStore, jobsQueue, reportProcessor(cfg.workTime), &asyncreq.WorkerOptions{
-		Concurrency: concurrency,
+	a.jobs, err = asyncreq.NewWorker(jobsStore, jobsQueue, proc, &asyncreq.WorkerOptions{
+		Concurrency: cfg.concurrency,
 		// A short lease, so that requests a killed server was running are
 		// picked up again soon after it restarts.
 		LeaseDuration: leaseDuration,
@@ -204,7 +214,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	}
 	a.async, err = asyncreq.NewAsync(sync, reportsStore, reportsQueue, &asyncreq.AsyncOptions{
 		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger},
-		Worker:  asyncreq.WorkerOptions{Concurrency: concurrency, LeaseDuration: leaseDuration, Logger: logger},
+		Worker:  asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, Logger: logger},
 	})
 	if err != nil {
 		return fail(err)
