@@ -1,37 +1,57 @@
 // Command loadtest measures asyncreq over loopback HTTP on this machine.
 //
-// Every figure in the README comes from it. It starts the servers it
-// measures in this process, on 127.0.0.1, and drives them with -c
-// concurrent keep-alive clients for -d:
+// Every figure in the README comes from it. Unless -url is set it starts
+// the server it measures in this process, on 127.0.0.1, and drives it with
+// -c concurrent keep-alive clients:
 //
-//	-mode accept  POST requests to the asyncreq handler on -backend (no
-//	              worker), and to a bare net/http handler that answers 202
-//	              and stores nothing; prints both rates and their ratio
-//	-mode drain   accept -n requests, then start a worker with a no-op
-//	              processor and time until every one is done (jobs/s)
-//	-mode e2e     POST with Prefer: wait while a no-op worker runs; the
-//	              answer is the final 200, so its latency is submit-to-done
-//	-mode all     the three in turn
+//	-mode accept    POST requests to the asyncreq handler on -backend (no
+//	                worker) for -d
+//	-mode drain     accept -n requests, then start a worker with a no-op
+//	                processor and time until every one is done (jobs/s)
+//	-mode e2e       POST with Prefer: wait for -d while a no-op worker runs;
+//	                the answer is the final 200, so its latency is
+//	                submit-to-done
+//	-mode all       the three in turn
+//	-mode mixed     -n requests submitted while the worker runs, with
+//	                -pollers clients polling the status of each accepted
+//	                request until it is done; jobs/s from the first submit
+//	                to the last done, and the accepts' and polls' figures
+//	-mode poll-e2e  for -d, each client submits, polls the status every
+//	                -poll-interval (ignoring Retry-After), follows the 303
+//	                and GETs the result; latency is submit-to-result
 //
-// It sends traffic only to the loopback servers it starts, and every loop
-// is bounded by -d or -n.
+// Every run first measures a bare net/http handler, in this process, that
+// answers 202 and stores nothing, and prints every figure also as a
+// multiple of the bare one: the machine's speed moves by more than the
+// code's effect.
+//
+// The accept, drain and e2e modes open the backend as tuned in
+// examples/internal/backend and run 32 workers; mixed and poll-e2e open
+// it with its package's default options (-defaults) and run 100.
+//
+// With -url, the e2e, mixed and poll-e2e modes load an asyncreq endpoint
+// of a server in another process instead, such as the example server:
+//
+//	go run ./examples/server -addr 127.0.0.1:8090 -backend sqlite -sqlite-path /tmp/load.db -processor noop -concurrency 100 -defaults
+//	go run ./examples/loadtest -url http://127.0.0.1:8090/jobs -mode mixed
+//
+// The load program then only sends HTTP: it sees a request done when its
+// status says so.
+//
+// It sends traffic only to the loopback servers it starts, or to -url, and
+// every loop is bounded by -d, -n or a time limit.
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,39 +60,93 @@ import (
 )
 
 type options struct {
-	mode        string
-	concurrency int
-	duration    time.Duration
-	n           int
-	workers     int
-	bk          backend.Config
-	cpuprofile  string
+	mode         string
+	url          string
+	concurrency  int
+	duration     time.Duration
+	n            int // 0: the mode's default
+	workers      int // 0: the mode's default
+	pollers      int
+	pollInterval time.Duration
+	defaults     *bool // nil: the mode's default
+	bk           backend.Config
+	cpuprofile   string
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.mode, "mode", "all", "accept, drain, e2e or all")
+	var defaults bool
+	flag.StringVar(&o.mode, "mode", "all", "accept, drain, e2e, all (the three), mixed or poll-e2e")
+	flag.StringVar(&o.url, "url", "", "load the asyncreq endpoint at this `URL`, served by another process (-mode e2e, mixed, poll-e2e)")
 	flag.IntVar(&o.concurrency, "c", 32, "concurrent clients")
 	flag.DurationVar(&o.duration, "d", 10*time.Second, "how long each timed phase runs")
-	flag.IntVar(&o.n, "n", 20000, "requests to drain (-mode drain)")
-	flag.IntVar(&o.workers, "workers", 32, "worker concurrency (-mode drain and e2e)")
+	flag.IntVar(&o.n, "n", 0, "requests to submit (-mode drain: default 20000, mixed: 10000)")
+	flag.IntVar(&o.workers, "workers", 0, "worker concurrency (default 32 for drain and e2e, 100 for mixed and poll-e2e)")
+	flag.IntVar(&o.pollers, "pollers", 4, "status pollers (-mode mixed)")
+	flag.DurationVar(&o.pollInterval, "poll-interval", 5*time.Millisecond, "time between two polls of one request's status (-mode mixed, poll-e2e)")
+	flag.BoolVar(&defaults, "defaults", false, "open the backend with its package's default options (default true for mixed and poll-e2e)")
 	flag.StringVar(&o.bk.Name, "backend", "memory", "engine: "+backend.Names())
 	flag.StringVar(&o.bk.SQLitePath, "sqlite-path", "", "SQLite file (default: a new temporary file)")
 	flag.StringVar(&o.bk.Postgres, "postgres", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL URL")
 	flag.StringVar(&o.bk.Redis, "redis", "redis://127.0.0.1:6379/0", "Redis URL")
 	flag.StringVar(&o.bk.NATS, "nats", "nats://127.0.0.1:4222", "NATS URL")
 	flag.StringVar(&o.bk.AMQP, "amqp", "", "RabbitMQ URL: use a RabbitMQ queue with -backend as the Store")
-	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write CPU profiles of the asyncreq phases to `prefix`.accept, .drain and .e2e")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write CPU profiles of this process in each asyncreq phase to `prefix`.MODE")
 	flag.Parse()
+	flag.Visit(func(f *flag.Flag) {
+		if f.Name == "defaults" {
+			o.defaults = &defaults
+		}
+	})
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, o options) error {
+// realistic are the modes that measure traffic as a service sees it, with
+// the backends' default options.
+var realistic = map[string]bool{"mixed": true, "poll-e2e": true}
+
+// forMode fills in what o leaves to mode m.
+func (o options) forMode(m string) options {
+	if o.workers == 0 {
+		o.workers = 32
+		if realistic[m] {
+			o.workers = 100
+		}
+	}
+	if o.n == 0 {
+		o.n = 20000
+		if m == "mixed" {
+			o.n = 10000
+		}
+	}
+	o.bk.Defaults = realistic[m]
+	if o.defaults != nil {
+		o.bk.Defaults = *o.defaults
+	}
 	o.bk.Concurrency = o.workers
-	if o.bk.Name == "sqlite" && o.bk.SQLitePath == "" {
+	return o
+}
+
+func run(ctx context.Context, o options) error {
+	var modes []string
+	switch o.mode {
+	case "all":
+		modes = []string{"accept", "drain", "e2e"}
+	case "accept", "drain", "e2e", "mixed", "poll-e2e":
+		modes = []string{o.mode}
+	default:
+		return fmt.Errorf("unknown -mode %q", o.mode)
+	}
+	if o.url != "" && (o.mode == "all" || o.mode == "accept" || o.mode == "drain") {
+		return fmt.Errorf("-mode %s needs the server in this process: leave out -url", o.mode)
+	}
+	if o.concurrency < 1 || o.pollers < 1 || o.n < 0 || o.workers < 0 || o.duration <= 0 || o.pollInterval < 0 {
+		return errors.New("-c and -pollers must be at least 1, -d positive, and -n, -workers and -poll-interval not negative")
+	}
+	if o.url == "" && o.bk.Name == "sqlite" && o.bk.SQLitePath == "" {
 		dir, err := os.MkdirTemp("", "asyncreq-loadtest")
 		if err != nil {
 			return err
@@ -81,35 +155,64 @@ func run(ctx context.Context, o options) error {
 		o.bk.SQLitePath = dir + "/load.db"
 	}
 	fmt.Printf("machine: %s/%s, %d CPUs (GOMAXPROCS %d), %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
-	fmt.Printf("backend: %s", o.bk.Name)
-	if o.bk.AMQP != "" {
-		fmt.Print(" + RabbitMQ queue")
+	if o.url != "" {
+		fmt.Printf("target: %s (another process), %d clients\n", o.url, o.concurrency)
+	} else {
+		fmt.Printf("backend: %s", o.bk.Name)
+		if o.bk.AMQP != "" {
+			fmt.Print(" + RabbitMQ queue")
+		}
+		fmt.Printf(", %d clients\n", o.concurrency)
 	}
-	fmt.Printf(", %d clients\n", o.concurrency)
-	var modes []string
-	switch o.mode {
-	case "all":
-		modes = []string{"accept", "drain", "e2e"}
-	case "accept", "drain", "e2e":
-		modes = []string{o.mode}
-	default:
-		return fmt.Errorf("unknown -mode %q", o.mode)
+	bare, err := drive(ctx, bareHandler, o, nil, http.StatusAccepted)
+	if err != nil {
+		return fmt.Errorf("bare handler: %w", err)
 	}
+	fmt.Printf("bare      net/http 202 (this process): %s\n", bare)
 	for _, m := range modes {
 		var err error
+		om := o.forMode(m)
 		switch m {
 		case "accept":
-			err = runAccept(ctx, o)
+			err = runAccept(ctx, om, bare)
 		case "drain":
-			err = runDrain(ctx, o)
+			err = runDrain(ctx, om, bare)
 		case "e2e":
-			err = runE2E(ctx, o)
+			err = runE2E(ctx, om, bare)
+		case "mixed":
+			err = runMixed(ctx, om, bare)
+		case "poll-e2e":
+			err = runPollE2E(ctx, om, bare)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", m, err)
 		}
 	}
 	return nil
+}
+
+// bareHandler answers a submit as asyncreq does, 202 with a Location and a
+// status document, but stores nothing: what HTTP alone costs here.
+var bareHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	id := asyncreq.NewID()
+	w.Header().Set("Location", "/jobs/"+id+"/status")
+	w.Header().Set("Retry-After", "1")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	fmt.Fprintf(w, `{"id":%q,"status":"pending"}`, id)
+})
+
+// describe names the backend o opens, and how.
+func describe(o options) string {
+	s := o.bk.Name
+	if o.bk.AMQP != "" {
+		s += " + RabbitMQ queue"
+	}
+	if o.bk.Defaults {
+		return s + " with its package's default options"
+	}
+	return s + " as tuned in examples/internal/backend"
 }
 
 // endpoint opens a fresh Store and Queue for one phase, with a handler on
@@ -131,22 +234,58 @@ func endpoint(ctx context.Context, o options, phase string) (*backend.Backend, a
 	return nil, nil, nil, nil, err
 }
 
-func runAccept(ctx context.Context, o options) error {
-	bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		id := asyncreq.NewID()
-		w.Header().Set("Location", "/jobs/"+id+"/status")
-		w.Header().Set("Retry-After", "1")
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusAccepted)
-		fmt.Fprintf(w, `{"id":%q,"status":"pending"}`, id)
-	})
-	bareStats, err := drive(ctx, bare, o, nil, http.StatusAccepted)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("accept  bare net/http 202:  %s\n", bareStats)
+// target is the asyncreq endpoint a mode sends its load to.
+type target struct {
+	url  string
+	desc string
+	// acks counts the requests that this process's worker settled; nil
+	// with -url.
+	acks  *ackCounter
+	close func()
+}
 
+// openTarget returns the endpoint at -url, or serves a handler on -backend
+// in this process with a worker of o.workers running a no-op processor.
+// With count > 0 the worker's settled requests are counted up to count.
+func openTarget(ctx context.Context, o options, phase string, count int) (*target, error) {
+	if o.url != "" {
+		return &target{url: o.url, desc: "the server's backend and worker", close: func() {}}, nil
+	}
+	bk, store, queue, h, err := endpoint(ctx, o, phase)
+	if err != nil {
+		return nil, err
+	}
+	tg := &target{desc: fmt.Sprintf("%s, worker Concurrency %d", describe(o), o.workers)}
+	if count > 0 {
+		store, queue, tg.acks = countAcks(store, queue, count)
+	}
+	w, err := asyncreq.NewWorker(store, queue, noop(), &asyncreq.WorkerOptions{Concurrency: o.workers})
+	if err == nil {
+		err = w.Start(ctx)
+	}
+	if err != nil {
+		bk.Close()
+		return nil, err
+	}
+	srv, u, err := serve(h)
+	tg.url = u
+	tg.close = func() {
+		if srv != nil {
+			_ = srv.Close()
+		}
+		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_ = w.Stop(stopCtx)
+		bk.Close()
+	}
+	if err != nil {
+		tg.close()
+		return nil, err
+	}
+	return tg, nil
+}
+
+func runAccept(ctx context.Context, o options, bare stats) error {
 	bk, _, _, h, err := endpoint(ctx, o, "accept")
 	if err != nil {
 		return err
@@ -161,12 +300,11 @@ func runAccept(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("accept  asyncreq handler:   %s\n", st)
-	fmt.Printf("accept  ratio asyncreq/bare: %.2f\n", st.rate()/bareStats.rate())
+	fmt.Printf("accept    asyncreq handler (%s): %s  %s\n", describe(o), st, st.vs(bare))
 	return nil
 }
 
-func runDrain(ctx context.Context, o options) error {
+func runDrain(ctx context.Context, o options, bare stats) error {
 	bk, store, queue, h, err := endpoint(ctx, o, "drain")
 	if err != nil {
 		return err
@@ -178,25 +316,9 @@ func runDrain(ctx context.Context, o options) error {
 	}
 	defer srv.Close()
 	client := newClient(o.concurrency)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var firstErr error
-	var errOnce sync.Once
-	for range o.concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(o.n) {
-				if _, err := post(ctx, client, url, nil, http.StatusAccepted); err != nil {
-					errOnce.Do(func() { firstErr = err })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	defer client.CloseIdleConnections()
+	if _, err := submit(ctx, client, url, o.n, o.concurrency, nil); err != nil {
+		return err
 	}
 
 	store, counted, acks := countAcks(store, queue, o.n)
@@ -227,42 +349,43 @@ func runDrain(ctx context.Context, o options) error {
 	if err := w.Stop(stopCtx); err != nil {
 		return err
 	}
-	fmt.Printf("drain   %d no-op requests with %d workers in %s: %.0f jobs/s\n", o.n, o.workers, elapsed.Round(time.Millisecond), float64(o.n)/elapsed.Seconds())
+	rate := float64(o.n) / elapsed.Seconds()
+	fmt.Printf("drain     %d no-op requests with %d workers (%s) in %s: %.0f jobs/s  (%.2f × bare)\n", o.n, o.workers, describe(o), elapsed.Round(time.Millisecond), rate, rate/bare.rate())
 	return nil
 }
 
-func runE2E(ctx context.Context, o options) error {
-	bk, store, queue, h, err := endpoint(ctx, o, "e2e")
+func runE2E(ctx context.Context, o options, bare stats) error {
+	st, desc, err := timedAt(ctx, o, "e2e", func(c *http.Client, u string) (time.Duration, error) {
+		_, d, err := post(ctx, c, u, http.Header{"Prefer": {"wait=10"}}, http.StatusOK)
+		return d, err
+	})
 	if err != nil {
 		return err
 	}
-	defer bk.Close()
-	w, err := asyncreq.NewWorker(store, queue, noop(), &asyncreq.WorkerOptions{Concurrency: o.workers})
-	if err != nil {
-		return err
-	}
-	if err := w.Start(ctx); err != nil {
-		return err
-	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		_ = w.Stop(stopCtx)
-	}()
-	stop, err := profile(o, "e2e")
-	if err != nil {
-		return err
-	}
-	st, err := drive(ctx, h, o, http.Header{"Prefer": {"wait=10"}}, http.StatusOK)
-	stop()
-	if err != nil {
-		return err
-	}
-	fmt.Printf("e2e     submit-to-done (Prefer: wait): %s\n", st)
+	fmt.Printf("e2e       submit-to-done (Prefer: wait; %s): %s  %s\n", desc, st, st.vs(bare))
 	return nil
 }
 
-// noop is the processor of the drain and e2e phases.
+// timedAt opens the target of phase and runs op against its URL from
+// o.concurrency clients for o.duration, after a warm-up; it returns the
+// stats and the target's description.
+func timedAt(ctx context.Context, o options, phase string, op func(c *http.Client, u string) (time.Duration, error)) (stats, string, error) {
+	tg, err := openTarget(ctx, o, phase, 0)
+	if err != nil {
+		return stats{}, "", err
+	}
+	defer tg.close()
+	client := newClient(o.concurrency)
+	defer client.CloseIdleConnections()
+	stop, err := profile(o, phase)
+	if err != nil {
+		return stats{}, "", err
+	}
+	defer stop()
+	st, err := timed(o, func() (time.Duration, error) { return op(client, tg.url) })
+	return st, tg.desc, err
+}
+
 // profile starts a CPU profile of phase when -cpuprofile is set; the
 // function it returns stops it.
 func profile(o options, phase string) (stop func(), err error) {
@@ -283,121 +406,11 @@ func profile(o options, phase string) (stop func(), err error) {
 	}, nil
 }
 
+// noop is the processor of the worker the load program runs.
 func noop() asyncreq.Processor {
 	return asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 		return &asyncreq.Result{ContentType: "text/plain", Body: []byte("ok")}, nil
 	})
-}
-
-// stats are the outcome of one timed phase.
-type stats struct {
-	n        int
-	elapsed  time.Duration
-	quantile func(q float64) time.Duration
-}
-
-func (s stats) rate() float64 { return float64(s.n) / s.elapsed.Seconds() }
-
-func (s stats) String() string {
-	return fmt.Sprintf("%8.0f req/s  (%d in %s; latency p50 %s, p99 %s)",
-		s.rate(), s.n, s.elapsed.Round(time.Millisecond),
-		s.quantile(0.50).Round(10*time.Microsecond), s.quantile(0.99).Round(10*time.Microsecond))
-}
-
-// drive serves h on loopback and posts to it from o.concurrency clients for
-// o.duration after a one-second warm-up, expecting status want.
-func drive(ctx context.Context, h http.Handler, o options, hdr http.Header, want int) (stats, error) {
-	srv, url, err := serve(h)
-	if err != nil {
-		return stats{}, err
-	}
-	defer srv.Close()
-	client := newClient(o.concurrency)
-	defer client.CloseIdleConnections()
-
-	warm := time.Now().Add(time.Second)
-	end := warm.Add(o.duration)
-	lat := make([][]time.Duration, o.concurrency)
-	errs := make([]error, o.concurrency)
-	var wg sync.WaitGroup
-	for i := range o.concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				now := time.Now()
-				if now.After(end) {
-					return
-				}
-				d, err := post(ctx, client, url, hdr, want)
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				if now.After(warm) {
-					lat[i] = append(lat[i], d)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return stats{}, err
-	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	return stats{
-		n:       len(all),
-		elapsed: o.duration,
-		quantile: func(q float64) time.Duration {
-			if len(all) == 0 {
-				return 0
-			}
-			return all[min(len(all)-1, int(q*float64(len(all))))]
-		},
-	}, nil
-}
-
-var body = []byte("The quick brown fox jumps over the lazy dog.\nA second line.\n")
-
-func post(ctx context.Context, c *http.Client, url string, hdr http.Header, want int) (time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", "text/plain")
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	start := time.Now()
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	d := time.Since(start)
-	if resp.StatusCode != want {
-		return 0, fmt.Errorf("POST answered %s, want %d", resp.Status, want)
-	}
-	return d, nil
-}
-
-func serve(h http.Handler) (*http.Server, string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, "", err
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
-	go func() { _ = srv.Serve(ln) }()
-	return srv, "http://" + ln.Addr().String() + "/", nil
-}
-
-func newClient(conns int) *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns},
-		Timeout:   time.Minute,
-	}
 }
 
 // ackCounter wraps a Queue to count settled requests (the worker acks only
@@ -407,11 +420,13 @@ type ackCounter struct {
 	n      atomic.Int64
 	target int64
 	done   chan struct{}
+	at     time.Time // when the target was reached; read after done is closed
 }
 
 // count counts one settled request.
 func (q *ackCounter) count() {
 	if q.n.Add(1) == q.target {
+		q.at = time.Now()
 		close(q.done)
 	}
 }

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/examples/internal/backend"
+	"github.com/asyncreq/asyncreq/memory"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// short are options for runs of a second or two.
+func short(mode string) options {
+	return options{
+		mode:         mode,
+		concurrency:  4,
+		duration:     100 * time.Millisecond,
+		n:            300,
+		pollers:      2,
+		pollInterval: time.Millisecond,
+		bk:           backend.Config{Name: "memory"},
+	}
+}
+
+func TestModesInProcess(t *testing.T) {
+	for _, mode := range []string{"all", "mixed", "poll-e2e"} {
+		t.Run(mode, func(t *testing.T) {
+			require.NoError(t, run(t.Context(), short(mode)))
+		})
+	}
+}
+
+// server serves asyncreq's handler at /jobs, as another process would,
+// with a worker on the memory backend running p, and returns its URL.
+func server(t *testing.T, p asyncreq.ProcessorFunc) string {
+	t.Helper()
+	b := memory.New(nil)
+	t.Cleanup(func() { _ = b.Close() })
+	h, err := asyncreq.NewHandler(b, b, nil)
+	require.NoError(t, err)
+	w, err := asyncreq.NewWorker(b, b, p, &asyncreq.WorkerOptions{Concurrency: 8})
+	require.NoError(t, err)
+	require.NoError(t, w.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, w.Stop(ctx))
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/jobs", http.StripPrefix("/jobs", h))
+	mux.Handle("/jobs/", http.StripPrefix("/jobs", h))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL + "/jobs"
+}
+
+func TestModesAtURL(t *testing.T) {
+	// Slow enough that the pollers find requests not yet done.
+	u := server(t, func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
+		if err := sleep(ctx, 5*time.Millisecond); err != nil {
+			return nil, err
+		}
+		return &asyncreq.Result{ContentType: "text/plain", Body: []byte("ok")}, nil
+	})
+	for _, mode := range []string{"e2e", "mixed", "poll-e2e"} {
+		t.Run(mode, func(t *testing.T) {
+			o := short(mode)
+			o.url = u
+			require.NoError(t, run(t.Context(), o))
+		})
+	}
+	for _, mode := range []string{"all", "accept", "drain"} {
+		t.Run(mode, func(t *testing.T) {
+			o := short(mode)
+			o.url = u
+			require.ErrorContains(t, run(t.Context(), o), "needs the server in this process")
+		})
+	}
+}
+
+func TestMixedFailedRequestIsAnError(t *testing.T) {
+	u := server(t, func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		return nil, asyncreq.Permanent(errors.New("no"), http.StatusUnprocessableEntity)
+	})
+	o := short("mixed")
+	o.url = u
+	require.ErrorContains(t, run(t.Context(), o), `the request is "failed"`)
+}
+
+func TestPollStatus(t *testing.T) {
+	answer := func(status int, loc, doc string) http.HandlerFunc {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			if loc != "" {
+				w.Header().Set("Location", loc)
+			}
+			w.WriteHeader(status)
+			_, _ = w.Write([]byte(doc))
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		h      http.HandlerFunc
+		done   bool
+		result string
+		err    string
+	}{
+		{name: "succeeded", h: answer(http.StatusSeeOther, "/jobs/X", `{"status":"succeeded"}`), done: true, result: "/jobs/X"},
+		{name: "pending", h: answer(http.StatusOK, "", `{"status":"pending"}`)},
+		{name: "running", h: answer(http.StatusOK, "", `{"status":"running"}`)},
+		{name: "pending as 202", h: answer(http.StatusAccepted, "/jobs/X/status", `{"status":"pending"}`)},
+		{name: "failed", h: answer(http.StatusOK, "", `{"status":"failed"}`), err: `the request is "failed"`},
+		{name: "303 without Location", h: answer(http.StatusSeeOther, "", ""), err: "303 without a result URL"},
+		{name: "not a status document", h: answer(http.StatusOK, "", `<html>`), err: "status document"},
+		{name: "not found", h: answer(http.StatusNotFound, "", ""), err: "answered 404"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.h)
+			defer srv.Close()
+			c := newClient(1)
+			defer c.CloseIdleConnections()
+			u, err := url.Parse(srv.URL + "/jobs/X/status")
+			require.NoError(t, err)
+			done, result, _, err := pollStatus(t.Context(), c, u)
+			if tc.err != "" {
+				require.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.done, done)
+			if tc.result != "" {
+				assert.Equal(t, srv.URL+tc.result, result.String())
+			}
+		})
+	}
+}
+
+func TestForMode(t *testing.T) {
+	o := short("")
+	o.n, o.workers = 0, 0
+	for _, tc := range []struct {
+		mode     string
+		workers  int
+		n        int
+		defaults bool
+	}{
+		{"accept", 32, 20000, false},
+		{"drain", 32, 20000, false},
+		{"e2e", 32, 20000, false},
+		{"mixed", 100, 10000, true},
+		{"poll-e2e", 100, 20000, true},
+	} {
+		m := o.forMode(tc.mode)
+		assert.Equal(t, tc.workers, m.workers, tc.mode)
+		assert.Equal(t, tc.workers, m.bk.Concurrency, tc.mode)
+		assert.Equal(t, tc.n, m.n, tc.mode)
+		assert.Equal(t, tc.defaults, m.bk.Defaults, tc.mode)
+	}
+	off, on := false, true
+	o.defaults = &off
+	assert.False(t, o.forMode("mixed").bk.Defaults, "-defaults=false")
+	o.defaults = &on
+	assert.True(t, o.forMode("drain").bk.Defaults, "-defaults")
+	o.workers, o.n = 7, 9
+	assert.Equal(t, 7, o.forMode("mixed").workers, "-workers")
+	assert.Equal(t, 9, o.forMode("mixed").n, "-n")
+}
