@@ -481,6 +481,14 @@ func (w *Worker) purge(ctx context.Context) {
 }
 
 // sweep enqueues the records that were stored but never reached the Queue.
+//
+// It enqueues only a record that is still pending and unmarked when it
+// gets to it: one listed unmarked may have been claimed since from a queue
+// entry it had after all (an accept that enqueued it but failed to mark
+// it), and another entry would be delivered to a second worker, which
+// would take the request from the attempt running it. The mark follows
+// the Enqueue, so that a sweep interrupted in between leaves the record
+// listed for the next one rather than marked and never enqueued.
 func (w *Worker) sweep(ctx context.Context) {
 	for {
 		ids, err := w.lister.ListUnenqueued(ctx, time.Now().Add(-w.opts.SweepAge), workerSweepBatch)
@@ -491,31 +499,61 @@ func (w *Worker) sweep(ctx context.Context) {
 			return
 		}
 		for _, id := range ids {
-			if err := w.queue.Enqueue(ctx, id, 0); err != nil {
-				if ctx.Err() == nil {
-					w.log.Error("asyncreq: sweep enqueue", "id", id, "err", err)
-				}
+			if !w.sweepOne(ctx, id) {
 				return
 			}
-			_, err := w.store.Update(ctx, id, func(rec *Record) error {
-				rec.Enqueued = true
-				return nil
-			})
-			if err != nil {
-				// The record may have been deleted since it was listed;
-				// otherwise it is listed and enqueued again next time,
-				// which a worker handles like any redelivery.
-				if ctx.Err() == nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrGone) {
-					w.log.Error("asyncreq: sweep mark enqueued", "id", id, "err", err)
-				}
-				return
-			}
-			w.log.Info("asyncreq: enqueued a request that had not reached the queue", "id", id)
 		}
 		if len(ids) < workerSweepBatch {
 			return
 		}
 	}
+}
+
+// errSwept stops the sweep's mark of a record that needs none.
+var errSwept = errors.New("asyncreq: record needs no sweep")
+
+// sweepOne enqueues and marks the listed record id if it is still pending
+// and unmarked. It returns false when the sweep should stop.
+func (w *Worker) sweepOne(ctx context.Context, id string) bool {
+	rec, err := w.store.Get(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrGone):
+		return true // deleted since it was listed
+	case err != nil:
+		if ctx.Err() == nil {
+			w.log.Error("asyncreq: sweep read record", "id", id, "err", err)
+		}
+		return false
+	case rec == nil || rec.State != StatePending || rec.Enqueued:
+		return true
+	}
+	if err := w.queue.Enqueue(ctx, id, 0); err != nil {
+		if ctx.Err() == nil {
+			w.log.Error("asyncreq: sweep enqueue", "id", id, "err", err)
+		}
+		return false
+	}
+	_, err = w.store.Update(ctx, id, func(rec *Record) error {
+		if rec.Enqueued {
+			return errSwept // a worker claimed it already
+		}
+		rec.Enqueued = true
+		return nil
+	})
+	switch {
+	case err == nil, errors.Is(err, errSwept):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrGone):
+		// Deleted since; the worker that gets the entry acks it.
+	default:
+		// It is listed and enqueued again next time, which a worker
+		// handles like any redelivery.
+		if ctx.Err() == nil {
+			w.log.Error("asyncreq: sweep mark enqueued", "id", id, "err", err)
+		}
+		return false
+	}
+	w.log.Info("asyncreq: enqueued a request that had not reached the queue", "id", id)
+	return true
 }
 
 // Internal outcomes of a claim that mean "nothing to run".

@@ -37,6 +37,11 @@ type engine struct {
 	commits   atomic.Int64 // transactions committed by the writer
 	committed atomic.Int64 // writes in them
 
+	// commitHook, if set (by tests, before the writes it is to see), runs
+	// before each COMMIT with the number of writes in the transaction; an
+	// error from it fails the commit as one from the database would.
+	commitHook func(writes int) error
+
 	wakeMu  sync.Mutex
 	wakeups map[string]*wakeup
 }
@@ -121,6 +126,9 @@ type op struct {
 	done  chan struct{}
 	err   error
 	pval  any // a panic of fn, raised again in the caller
+	// late is set when fn ran after another op of its transaction had
+	// written: what fn read may include those writes, uncommitted.
+	late bool
 }
 
 const (
@@ -202,6 +210,14 @@ func (e *engine) run() {
 // and the other ops of the batch go on. Or the database itself may fail;
 // then the transaction is rolled back and each op is run again alone, so
 // that the failure reaches only the op that caused it.
+//
+// An op sees the writes of the ops before it in the transaction. If the
+// commit fails, every op that succeeded, and every op that failed after
+// another had written (its failure may rest on a write that is now rolled
+// back: a duplicate of an uncommitted key, an update function that saw an
+// uncommitted state), gets the commit's error, and no after function runs.
+// Only an op that failed before the transaction's first write keeps its own
+// answer, which rests on committed data alone.
 func (e *engine) runBatch(ops []*op) {
 	if len(ops) == 0 {
 		return
@@ -214,11 +230,12 @@ func (e *engine) runBatch(ops []*op) {
 	}
 	ok := 0
 	for _, o := range ops {
+		o.late = ok > 0
 		o.pval, o.err = call(o.fn, t)
 		if isDBError(o.err) && len(ops) > 1 {
 			_, _ = e.wconn.ExecContext(ctx, "ROLLBACK")
 			for _, o := range ops {
-				o.err, o.pval = nil, nil
+				o.err, o.pval, o.late = nil, nil, false
 				e.runBatch([]*op{o})
 			}
 			return
@@ -232,7 +249,7 @@ func (e *engine) runBatch(ops []*op) {
 		e.finish(ops, nil)
 		return
 	}
-	if _, err := e.wconn.ExecContext(ctx, "COMMIT"); err != nil {
+	if err := e.commit(ctx, len(ops)); err != nil {
 		_, _ = e.wconn.ExecContext(ctx, "ROLLBACK")
 		e.finish(ops, fmt.Errorf("sqlite: commit: %w", err))
 		return
@@ -242,12 +259,25 @@ func (e *engine) runBatch(ops []*op) {
 	e.finish(ops, nil)
 }
 
-// finish completes ops: those that succeeded get err (the failure of the
-// transaction, if any) or have their after function run; then every caller
-// is released.
+// commit commits the writer's transaction of n writes.
+func (e *engine) commit(ctx context.Context, n int) error {
+	if e.commitHook != nil {
+		if err := e.commitHook(n); err != nil {
+			return err
+		}
+	}
+	_, err := e.wconn.ExecContext(ctx, "COMMIT")
+	return err
+}
+
+// finish completes ops. If err (the failure of the transaction) is not
+// nil, the ops that succeeded and those that failed after another op had
+// written get it in place of their own outcome (a panic is raised still);
+// otherwise those that succeeded have their after function run. Then every
+// caller is released.
 func (e *engine) finish(ops []*op, err error) {
 	for _, o := range ops {
-		if err != nil && o.err == nil && o.pval == nil {
+		if err != nil && o.pval == nil && (o.err == nil || o.late) {
 			o.err = err
 		}
 		if o.err == nil && o.pval == nil && o.after != nil {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -45,10 +46,7 @@ func TestCrashRecoverySQLite(t *testing.T) {
 	defer cancel()
 
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "server")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	bin := buildServer(t, ctx, dir)
 	dbPath := filepath.Join(dir, "crash.db")
 
 	// First run: accept n requests, let some finish and some start, kill.
@@ -149,6 +147,141 @@ func TestCrashRecoverySQLite(t *testing.T) {
 	}, "every accepted request succeeded")
 	t.Logf("requests by attempts: %v", attempts)
 	require.Positive(t, attempts[2], "no request was interrupted by the kill; the test proved nothing")
+}
+
+// TestShutdownEndsLongPolls starts the example server on SQLite with all
+// its processing slots busy and one more request waiting, opens a long
+// poll on the waiting one, and sends SIGTERM: the poll answers at once
+// instead of holding the shutdown for up to 30s, the running requests
+// finish, the server exits cleanly within its budget, and after a restart
+// every accepted request completes.
+func TestShutdownEndsLongPolls(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the server twice, waiting for requests of 8s (~25s)")
+	}
+	const (
+		n        = concurrency + 1 // one more than the worker runs at once
+		workTime = 8 * time.Second
+		// budget is what the server may take after SIGTERM: its HTTP
+		// drain, ended early, and the wait for its running requests.
+		budget = httpShutdownBudget + workerStopBudget
+	)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	bin := buildServer(t, ctx, dir)
+	dbPath := filepath.Join(dir, "shutdown.db")
+
+	srv := startServer(t, ctx, bin, dbPath, workTime)
+	client := &http.Client{
+		Timeout:       time.Minute,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	bodies := map[string][]byte{}
+	var last string
+	for i := range n {
+		body := fmt.Appendf(nil, "document %d\nof the shutdown test\n", i)
+		id, err := submit(ctx, client, srv.url, fmt.Sprintf("shutdown-%d", i), body)
+		require.NoError(t, err)
+		bodies[id], last = body, id
+	}
+	// Every slot is busy once the first n-1 run; the last one waits.
+	waitFor(t, ctx, 10*time.Second, func() bool {
+		running := 0
+		for id := range bodies {
+			doc, _, err := status(ctx, client, srv.url, id)
+			require.NoError(t, err)
+			if doc.Status == asyncreq.StateRunning {
+				running++
+			}
+		}
+		return running == concurrency
+	}, "the worker runs as many requests as it can")
+	doc, _, err := status(ctx, client, srv.url, last)
+	require.NoError(t, err)
+	require.Equal(t, asyncreq.StatePending, doc.Status)
+
+	// A long poll on the waiting request: it would last until the request
+	// changes, after the running ones finish.
+	type answer struct {
+		code int
+		doc  asyncreq.StatusDocument
+		at   time.Time
+		err  error
+	}
+	polled := make(chan answer, 1)
+	sent := make(chan struct{})
+	go func() {
+		var a answer
+		defer func() { a.at = time.Now(); polled <- a }()
+		trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { close(sent) }}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet,
+			srv.url+"/jobs/"+last+"/status", nil)
+		if err != nil {
+			a.err = err
+			return
+		}
+		req.Header.Set("Prefer", "wait=30")
+		resp, err := client.Do(req)
+		if err != nil {
+			a.err = err
+			return
+		}
+		defer resp.Body.Close()
+		a.code = resp.StatusCode
+		a.err = json.NewDecoder(resp.Body).Decode(&a.doc)
+	}()
+	select {
+	case <-sent:
+	case a := <-polled:
+		t.Fatalf("the long poll ended before the shutdown: %+v", a)
+	}
+	// Let the server read it and start waiting. (A poll read after the
+	// shutdown began is ended at once too, so this only makes the test
+	// show what it means to.)
+	time.Sleep(200 * time.Millisecond)
+
+	termAt := time.Now()
+	require.NoError(t, srv.cmd.Process.Signal(syscall.SIGTERM))
+	a := <-polled
+	require.NoError(t, a.err)
+	require.Less(t, a.at.Sub(termAt), 2*time.Second, "the long poll held the shutdown")
+	require.Equal(t, http.StatusOK, a.code)
+	require.Equal(t, asyncreq.StatePending, a.doc.Status)
+	<-srv.done
+	require.NoError(t, srv.cmd.Wait(), "server log:\n%s", srv.output())
+	took := time.Since(termAt)
+	require.Less(t, took, budget, "the shutdown took longer than its budget")
+	t.Logf("long poll answered %v and the server exited %v after SIGTERM",
+		a.at.Sub(termAt).Round(time.Millisecond), took.Round(time.Millisecond))
+
+	// Nothing accepted is lost: the running requests finished before the
+	// exit, and the waiting one runs after a restart.
+	srv = startServer(t, ctx, bin, dbPath, workTime)
+	defer srv.stop(t)
+	waitFor(t, ctx, 30*time.Second, func() bool {
+		for id, body := range bodies {
+			doc, _, err := status(ctx, client, srv.url, id)
+			require.NoError(t, err)
+			if doc.Status != asyncreq.StateSucceeded {
+				require.Equal(t, last, id, "request %s was not finished at shutdown: %+v", id, doc)
+				return false
+			}
+			require.Equal(t, 1, doc.Attempts, "request %s", id)
+			checkReport(t, ctx, client, srv.url, id, body)
+			delete(bodies, id)
+		}
+		return true
+	}, "every accepted request succeeded")
+}
+
+// buildServer builds the server into dir and returns the binary's path.
+func buildServer(t *testing.T, ctx context.Context, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "server")
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
 }
 
 // server is one run of the example server binary.

@@ -21,6 +21,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -110,8 +112,14 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	// waits ends when the server starts shutting down, and with it every
+	// long poll (Prefer: wait), which then answers at once with the state
+	// it has (a 202 for a submit, the status document for a poll): a wait
+	// may last maxWait, longer than the shutdown budget.
+	waits, endWaits := context.WithCancel(context.Background())
+	defer endWaits()
 	srv := &http.Server{
-		Handler:           app.mux,
+		Handler:           endWaitsOnShutdown(waits, app.mux),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// Long enough for the longest Prefer: wait the handlers allow.
@@ -119,6 +127,7 @@ func run(args []string) error {
 		IdleTimeout:  2 * time.Minute,
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(endWaits)
 	// The workers outlive the signal context: Stop ends them gracefully.
 	if err := app.start(context.WithoutCancel(ctx)); err != nil {
 		return err
@@ -129,21 +138,67 @@ func run(args []string) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 	select {
 	case err := <-serveErr:
-		return err
+		return errors.Join(err, app.stop())
 	case <-ctx.Done():
 	}
 	stop() // a second signal now ends the process at once
 	logger.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	return errors.Join(shutdownHTTP(srv), app.stop())
+}
+
+// shutdownHTTP stops accepting connections, ends the long polls, and waits
+// up to httpShutdownBudget for the requests in flight; those still running
+// then have their connections closed. A request the Handler had accepted
+// has been answered by then, or is recorded and runs anyway.
+func shutdownHTTP(srv *http.Server) error {
+	ctx, cancel := context.WithTimeout(context.Background(), httpShutdownBudget)
 	defer cancel()
-	errHTTP := srv.Shutdown(shutdownCtx)
-	errWork := app.stop(shutdownCtx)
-	return errors.Join(errHTTP, errWork)
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		_ = srv.Close()
+	}
+	return err
+}
+
+// endWaitsOnShutdown ends the context of each request that asks to wait
+// (Prefer: wait=N) when waits ends, so that a long poll answers at once
+// instead of holding the server's shutdown for up to maxWait. Other
+// requests keep their context, and finish.
+func endWaitsOnShutdown(waits context.Context, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !asksToWait(r.Header) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		defer context.AfterFunc(waits, cancel)()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// asksToWait reports whether h carries a wait preference. It need not be
+// exact: a request taken for one only has its wait cut short at shutdown.
+func asksToWait(h http.Header) bool {
+	for _, v := range h.Values("Prefer") {
+		if strings.Contains(strings.ToLower(v), "wait") {
+			return true
+		}
+	}
+	return false
 }
 
 const (
 	// maxWait caps Prefer: wait on every endpoint of the example.
 	maxWait = 30 * time.Second
+	// httpShutdownBudget bounds the wait for HTTP requests in flight at
+	// shutdown, and workerStopBudget the wait for running requests after
+	// it; the work still running then is handed back, to run again at the
+	// next start. Together they stay within the 30s a process manager such
+	// as Kubernetes usually grants after SIGTERM (a hung backend adds up
+	// to leaseDuration: the hand-back writes are bounded by it).
+	httpShutdownBudget = 10 * time.Second
+	workerStopBudget   = 15 * time.Second
 	// leaseDuration is how long a worker holds a request between heartbeats.
 	leaseDuration = 10 * time.Second
 )
@@ -250,8 +305,21 @@ func (a *app) start(ctx context.Context) error {
 	return a.async.Start(ctx)
 }
 
-func (a *app) stop(ctx context.Context) error {
-	return errors.Join(a.jobs.Stop(ctx), a.async.Stop(ctx))
+// stop stops both workers at once, each within workerStopBudget.
+func (a *app) stop() error {
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, w := range []interface{ Stop(context.Context) error }{a.jobs, a.async} {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), workerStopBudget)
+			defer cancel()
+			if err := w.Stop(ctx); err != nil {
+				errs[i] = fmt.Errorf("worker stop: %w", err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (a *app) close() { a.closer() }
