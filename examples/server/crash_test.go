@@ -160,8 +160,9 @@ func TestShutdownEndsLongPolls(t *testing.T) {
 		t.Skip("builds and runs the server twice, waiting for requests of 8s (~25s)")
 	}
 	const (
-		n        = concurrency + 1 // one more than the worker runs at once
-		workTime = 8 * time.Second
+		concurrency = 8               // the server's default -concurrency
+		n           = concurrency + 1 // one more than the worker runs at once
+		workTime    = 8 * time.Second
 		// budget is what the server may take after SIGTERM: its HTTP
 		// drain, ended early, and the wait for its running requests.
 		budget = httpShutdownBudget + workerStopBudget

@@ -38,11 +38,7 @@ func submitAndWait(t *testing.T, c config) (*http.Response, string) {
 	require.NoError(t, err)
 	t.Cleanup(a.close)
 	require.NoError(t, a.start(context.WithoutCancel(ctx)))
-	t.Cleanup(func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		assert.NoError(t, a.stop(stopCtx))
-	})
+	t.Cleanup(func() { assert.NoError(t, a.stop()) })
 	srv := httptest.NewServer(a.mux)
 	t.Cleanup(srv.Close)
 
