@@ -129,13 +129,17 @@ type Result struct {
 //
 //   - a non-nil *Result and a nil error: the request succeeded, and the
 //     result is stored and served at the result URL;
-//   - an error made with Permanent (or a *Problem): the request failed for
-//     good; it is not retried and the status document shows the problem;
+//   - an error made with Permanent (also when wrapped), or a *Problem
+//     returned as it is: the request failed for good; it is not retried and
+//     the status document shows the problem;
 //   - an error made with RetryAfter: the attempt failed; the request is
 //     retried after the given delay while attempts remain;
 //   - any other error, or a panic: the attempt failed; the request is retried
 //     with exponential backoff and jitter while attempts remain, and fails
-//     with 500 after the last one;
+//     with 500 after the last one. This includes a *Problem wrapped in
+//     another error: that is another service's answer (a client's
+//     ResponseError, say), and neither its verdict nor its detail is meant
+//     for this request's client;
 //   - ctx.Err() after ctx ends: the worker decides by the cancellation
 //     cause (context.Cause): a client's cancel records the request as
 //     canceled, a worker shutdown hands it back without spending an attempt,
@@ -214,13 +218,26 @@ func (e *PermanentError) Unwrap() error { return e.Err }
 // Permanent marks err as a permanent failure shown with the given HTTP status
 // (for example 422 for input that can never be processed; 0 means 500).
 // The message of err becomes the problem's detail, so it must be fit for the
-// client to read. Permanent(nil, status) returns nil.
+// client to read. When err is itself a *Problem, that problem is shown, with
+// status as its Status if it names none; a *Problem deeper in err's chain
+// only contributes its text. Permanent(nil, status) returns nil.
 func Permanent(err error, status int) error {
 	if err == nil {
 		return nil
 	}
 	return &PermanentError{Err: err, Status: status}
 }
+
+// problemError is a failure whose problem document is all the client
+// sees; err, which it wraps as well, is for the log. Permanent(&problemError{...})
+// is shown as that problem.
+type problemError struct {
+	problem *Problem
+	err     error
+}
+
+func (e *problemError) Error() string   { return e.problem.Error() + ": " + e.err.Error() }
+func (e *problemError) Unwrap() []error { return []error{e.problem, e.err} }
 
 // RetryAfterError asks for another attempt after Delay.
 type RetryAfterError struct {

@@ -188,8 +188,10 @@ var (
 //   - success: the record becomes succeeded with the Result (a nil *Result
 //     is stored as an empty 200 answer) and expires after its Retention;
 //     the lease is acked;
-//   - an error made with Permanent, or a *Problem: the record becomes
-//     failed with that problem (500 when it names no status); acked;
+//   - an error made with Permanent (also wrapped), or a *Problem returned
+//     as it is: the record becomes failed with that problem (500 when it
+//     names no status); acked. A *Problem wrapped in another error is
+//     another service's answer and counts as any other error;
 //   - any other error, a panic, or a timeout: while attempts remain the
 //     record goes back to pending and the lease is nacked with a backoff
 //     (or the delay of an error made with RetryAfter); after the last
@@ -1038,39 +1040,58 @@ func (w *Worker) backoff(n int) time.Duration {
 
 // permanentProblem returns the problem a permanent failure is recorded
 // with, or nil if err is not permanent.
+//
+// A failure is permanent when the processor says so: a *PermanentError
+// anywhere in err's chain, or a *Problem that is err itself. A *Problem
+// found only deeper in the chain is not a verdict on this request but an
+// answer some other service gave (a client's ResponseError wrapped with
+// %w, or a RetryAfter of it): taken as permanent, a passing 503 would fail
+// the request for good and hand that service's detail to the client.
 func permanentProblem(err error) *Problem {
+	if p, ok := err.(*Problem); ok {
+		if p == nil {
+			return nil
+		}
+		return problemOf(p, 0)
+	}
 	var pe *PermanentError
-	isPermanent := errors.As(err, &pe)
-	inner := err
-	if isPermanent {
-		inner = pe.Err
-	}
-	var p *Problem
-	if errors.As(inner, &p) && p != nil {
-		c := *p
-		if c.Status == 0 && isPermanent {
-			c.Status = pe.Status
-		}
-		if !validProblemStatus(c.Status) {
-			c.Status = http.StatusInternalServerError
-		}
-		if c.Title == "" {
-			c.Title = statusText(c.Status)
-		}
-		return &c
-	}
-	if !isPermanent {
+	if !errors.As(err, &pe) {
 		return nil
+	}
+	detail := "processing failed"
+	switch e := pe.Err.(type) {
+	case *Problem:
+		if e != nil {
+			return problemOf(e, pe.Status)
+		}
+	case *problemError:
+		return problemOf(e.problem, pe.Status)
+	case nil:
+	default:
+		detail = e.Error()
 	}
 	status := pe.Status
 	if !validProblemStatus(status) {
 		status = http.StatusInternalServerError
 	}
-	detail := "processing failed"
-	if pe.Err != nil {
-		detail = pe.Err.Error()
-	}
 	return &Problem{Title: statusText(status), Status: status, Detail: detail}
+}
+
+// problemOf returns a copy of p to record, with status when p names none
+// (500 when neither names an error status) and the status's title when p
+// has none.
+func problemOf(p *Problem, status int) *Problem {
+	c := *p
+	if c.Status == 0 {
+		c.Status = status
+	}
+	if !validProblemStatus(c.Status) {
+		c.Status = http.StatusInternalServerError
+	}
+	if c.Title == "" {
+		c.Title = statusText(c.Status)
+	}
+	return &c
 }
 
 // validProblemStatus reports whether s is an error status a failed request

@@ -64,11 +64,11 @@ func HandlerProcessor(next http.Handler) Processor {
 // (what the client sees) says only that; err, which it wraps, is for the
 // Worker's log.
 func unreplayable(err error) error {
-	return Permanent(fmt.Errorf("%w: %w", &Problem{
+	return Permanent(&problemError{problem: &Problem{
 		Title:  statusText(http.StatusInternalServerError),
 		Status: http.StatusInternalServerError,
 		Detail: "the handler's response cannot be replayed",
-	}, err), http.StatusInternalServerError)
+	}, err: err}, http.StatusInternalServerError)
 }
 
 // replayRequest rebuilds the server-side request that req recorded.
