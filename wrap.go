@@ -21,8 +21,10 @@ import (
 // path and query the request was submitted to, the headers the Handler
 // kept (see HandlerOptions.KeepHeaders), the Content-Type and the body, and
 // a context that is canceled when the request is canceled, times out or
-// the worker stops. It may call ReportProgress with r.Context() to show
-// progress on the status document.
+// the worker stops. The context carries the request's owner, which
+// OwnerFromContext returns, so next knows its caller without the
+// credentials, which are not kept by default. It may call ReportProgress
+// with r.Context() to show progress on the status document.
 //
 // next writes to an in-memory http.ResponseWriter with the semantics of
 // net/http's: WriteHeader takes effect once and snapshots the header map
@@ -43,6 +45,7 @@ import (
 // it as a failed attempt.
 func HandlerProcessor(next http.Handler) Processor {
 	return ProcessorFunc(func(ctx context.Context, req *Request) (*Result, error) {
+		ctx = withOwner(ctx, req.Owner)
 		r, err := replayRequest(ctx, req)
 		if err != nil {
 			return nil, unreplayable(err)
@@ -271,11 +274,34 @@ type Async struct {
 type AsyncOptions struct {
 	// Handler configures the HTTP side. Its KeepHeaders, when nil, is
 	// []string{"*"}: the wrapped handler sees every end-to-end request
-	// header except credentials (see HandlerOptions.KeepHeaders). Set it
-	// to a non-nil empty slice to keep none, or list "Authorization" or
-	// "Cookie" next to "*" when the wrapped handler needs them and the
-	// Store may hold them. The default is HandlerOptions's defaults with
-	// KeepHeaders []string{"*"}.
+	// header except those that may carry credentials, which are not stored
+	// unless listed by name. "*" leaves out Authorization,
+	// Proxy-Authorization, Cookie, and every header whose name, split into
+	// parts at '-' and '_', has a part that contains auth, bearer, token,
+	// secret, signature, password, passwd, credential, cookie, session,
+	// jwt, csrf, xsrf, hmac or key, or is sig, pass, pwd, otp, pin, sid or
+	// dpop, in any case: X-Api-Key, Api-Key, X-Auth-Token,
+	// X-Amz-Security-Token, X-CSRF-Token, X-XSRF-Token, Stripe-Signature,
+	// Ocp-Apim-Subscription-Key, Cf-Access-Client-Secret, X-Session-Id.
+	// (It also leaves out the headers the Handler interprets and those of
+	// the transfer; see HandlerOptions.KeepHeaders.)
+	//
+	// The default is this deny-list rather than a short allow-list because
+	// the wrapped handler is meant to run as if it had been called
+	// synchronously: an allow-list would silently drop the application's
+	// own headers (a tenant, a locale, a trace id), and users would widen
+	// it to everything, credentials included. Credential headers follow
+	// naming conventions that matching parts of names catches, new vendor
+	// names included; one named unlike any of them would still be kept,
+	// so an application with such a header lists the headers it wants
+	// instead. The handler needs no credential to know its caller:
+	// OwnerFromContext returns the owner HandlerOptions.Owner found.
+	//
+	// Set it to a non-nil empty slice to keep none, to a list of names to
+	// keep only those, or list "Authorization" (or any other credential)
+	// next to "*" when the wrapped handler needs it and the Store may hold
+	// it. The default is HandlerOptions's defaults with KeepHeaders
+	// []string{"*"}.
 	Handler HandlerOptions
 	// Worker configures the Worker that runs the wrapped handler. The
 	// default is WorkerOptions's defaults.
