@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -145,6 +146,9 @@ type Result struct {
 //     canceled, a worker shutdown hands it back without spending an attempt,
 //     and a timeout counts as a failed attempt.
 //
+// A Result larger than the Worker's MaxResultBytes fails the request for
+// good instead of being stored.
+//
 // Because a worker can crash after the work is done but before the outcome
 // is recorded, a request can be processed more than once; its outcome is
 // recorded exactly once. Processors with side effects should be idempotent
@@ -192,6 +196,10 @@ var (
 	ErrTimeout = errors.New("asyncreq: processing timed out")
 	// ErrClosed means the Store or Queue was closed.
 	ErrClosed = errors.New("asyncreq: closed")
+	// ErrResultTooLarge means a result is larger than the Worker's
+	// MaxResultBytes. HandlerProcessor's writer fails the Write that passes
+	// the limit with it, and the failure it returns wraps it.
+	ErrResultTooLarge = errors.New("asyncreq: result too large")
 )
 
 // PermanentError is a failure that must not be retried. Status is the HTTP
@@ -327,6 +335,55 @@ func withOwner(ctx context.Context, owner string) context.Context {
 func OwnerFromContext(ctx context.Context) (owner string, ok bool) {
 	owner, ok = ctx.Value(ownerKey{}).(string)
 	return owner, ok
+}
+
+// resultLimitKey is the context key under which a Worker tells
+// HandlerProcessor its MaxResultBytes.
+type resultLimitKey struct{}
+
+// withResultLimit returns a context carrying the largest result size.
+func withResultLimit(ctx context.Context, limit int64) context.Context {
+	return context.WithValue(ctx, resultLimitKey{}, limit)
+}
+
+// resultLimit returns the largest result size a Worker set in ctx, or the
+// default MaxResultBytes outside a Worker.
+func resultLimit(ctx context.Context) int64 {
+	if n, ok := ctx.Value(resultLimitKey{}).(int64); ok && n > 0 {
+		return n
+	}
+	return defaultWorkerMaxResultBytes
+}
+
+// resultSize is what a result counts against MaxResultBytes: its body, its
+// Content-Type, and the names and values of its other headers.
+func resultSize(res *Result) int64 {
+	n := int64(len(res.Body) + len(res.ContentType))
+	for k, vs := range res.Header {
+		n += int64(len(k))
+		for _, v := range vs {
+			n += int64(len(v))
+		}
+	}
+	return n
+}
+
+// tooLargeProblem is the problem of a request whose result is larger than
+// limit bytes. Its status is 500: the server made an answer it will not
+// keep, which is no fault of the client's request and will not change
+// when the client tries again.
+func tooLargeProblem(limit int64) *Problem {
+	return &Problem{
+		Title:  statusText(http.StatusInternalServerError),
+		Status: http.StatusInternalServerError,
+		Detail: "the result is larger than the " + strconv.FormatInt(limit, 10) + " bytes the server keeps",
+	}
+}
+
+// resultTooLarge is the permanent failure of a request whose result is
+// larger than limit bytes.
+func resultTooLarge(limit int64) error {
+	return Permanent(&problemError{problem: tooLargeProblem(limit), err: ErrResultTooLarge}, http.StatusInternalServerError)
 }
 
 // idAlphabet is Crockford's base32 alphabet: URL-safe, no ambiguous letters.

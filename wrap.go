@@ -34,7 +34,10 @@ import (
 // refused for statuses that allow none, and writing past a declared
 // Content-Length fails with http.ErrContentLength. It implements
 // http.Flusher (Flush commits the header, as on a connection). Hop-by-hop
-// headers are not recorded.
+// headers are not recorded. The body is buffered up to the Worker's
+// MaxResultBytes (10 MiB outside a Worker): the Write that would pass it
+// fails with ErrResultTooLarge, nothing more is kept, and the request fails
+// for good with a 500 problem that says the result was too large.
 //
 // Whatever status next answers with, including a 4xx or 5xx, is the
 // request's result: the request succeeds and the result URL replays that
@@ -50,15 +53,23 @@ func HandlerProcessor(next http.Handler) Processor {
 		if err != nil {
 			return nil, unreplayable(err)
 		}
-		rw := newRecorder(req.Method)
+		limit := resultLimit(ctx)
+		rw := newRecorder(req.Method, limit)
 		next.ServeHTTP(rw, r)
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if rw.err != nil {
+		switch {
+		case errors.Is(rw.err, ErrResultTooLarge):
+			return nil, resultTooLarge(limit)
+		case rw.err != nil:
 			return nil, unreplayable(rw.err)
 		}
-		return rw.result(), nil
+		res := rw.result()
+		if resultSize(res) > limit {
+			return nil, resultTooLarge(limit)
+		}
+		return res, nil
 	})
 }
 
@@ -124,12 +135,13 @@ type recorder struct {
 	status    int
 	committed bool // the header is final (Content-Type sniffed)
 	declared  int64
+	limit     int64 // the largest body kept (MaxResultBytes)
 	body      bytes.Buffer
 	err       error
 }
 
-func newRecorder(method string) *recorder {
-	return &recorder{head: method == http.MethodHead, header: make(http.Header), declared: -1}
+func newRecorder(method string, limit int64) *recorder {
+	return &recorder{head: method == http.MethodHead, header: make(http.Header), declared: -1, limit: limit}
 }
 
 // Header implements http.ResponseWriter.
@@ -176,6 +188,12 @@ func (rw *recorder) Write(p []byte) (int, error) {
 	}
 	if rw.declared >= 0 && int64(rw.body.Len())+int64(len(p)) > rw.declared {
 		return 0, http.ErrContentLength
+	}
+	if int64(rw.body.Len())+int64(len(p)) > rw.limit {
+		// The request fails; what was buffered is of no more use.
+		rw.err = fmt.Errorf("%w: the response body passed %d bytes", ErrResultTooLarge, rw.limit)
+		rw.body = bytes.Buffer{}
+		return 0, rw.err
 	}
 	return rw.body.Write(p)
 }
@@ -303,8 +321,9 @@ type AsyncOptions struct {
 	// it. The default is HandlerOptions's defaults with KeepHeaders
 	// []string{"*"}.
 	Handler HandlerOptions
-	// Worker configures the Worker that runs the wrapped handler. The
-	// default is WorkerOptions's defaults.
+	// Worker configures the Worker that runs the wrapped handler; its
+	// MaxResultBytes bounds the response buffered and stored. The default
+	// is WorkerOptions's defaults.
 	Worker WorkerOptions
 }
 
