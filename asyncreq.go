@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -129,17 +130,24 @@ type Result struct {
 //
 //   - a non-nil *Result and a nil error: the request succeeded, and the
 //     result is stored and served at the result URL;
-//   - an error made with Permanent (or a *Problem): the request failed for
-//     good; it is not retried and the status document shows the problem;
+//   - an error made with Permanent (also when wrapped), or a *Problem
+//     returned as it is: the request failed for good; it is not retried and
+//     the status document shows the problem;
 //   - an error made with RetryAfter: the attempt failed; the request is
 //     retried after the given delay while attempts remain;
 //   - any other error, or a panic: the attempt failed; the request is retried
 //     with exponential backoff and jitter while attempts remain, and fails
-//     with 500 after the last one;
+//     with 500 after the last one. This includes a *Problem wrapped in
+//     another error: that is another service's answer (a client's
+//     ResponseError, say), and neither its verdict nor its detail is meant
+//     for this request's client;
 //   - ctx.Err() after ctx ends: the worker decides by the cancellation
 //     cause (context.Cause): a client's cancel records the request as
 //     canceled, a worker shutdown hands it back without spending an attempt,
 //     and a timeout counts as a failed attempt.
+//
+// A Result larger than the Worker's MaxResultBytes fails the request for
+// good instead of being stored.
 //
 // Because a worker can crash after the work is done but before the outcome
 // is recorded, a request can be processed more than once; its outcome is
@@ -188,6 +196,10 @@ var (
 	ErrTimeout = errors.New("asyncreq: processing timed out")
 	// ErrClosed means the Store or Queue was closed.
 	ErrClosed = errors.New("asyncreq: closed")
+	// ErrResultTooLarge means a result is larger than the Worker's
+	// MaxResultBytes. HandlerProcessor's writer fails the Write that passes
+	// the limit with it, and the failure it returns wraps it.
+	ErrResultTooLarge = errors.New("asyncreq: result too large")
 )
 
 // PermanentError is a failure that must not be retried. Status is the HTTP
@@ -214,13 +226,26 @@ func (e *PermanentError) Unwrap() error { return e.Err }
 // Permanent marks err as a permanent failure shown with the given HTTP status
 // (for example 422 for input that can never be processed; 0 means 500).
 // The message of err becomes the problem's detail, so it must be fit for the
-// client to read. Permanent(nil, status) returns nil.
+// client to read. When err is itself a *Problem, that problem is shown, with
+// status as its Status if it names none; a *Problem deeper in err's chain
+// only contributes its text. Permanent(nil, status) returns nil.
 func Permanent(err error, status int) error {
 	if err == nil {
 		return nil
 	}
 	return &PermanentError{Err: err, Status: status}
 }
+
+// problemError is a failure whose problem document is all the client
+// sees; err, which it wraps as well, is for the log. Permanent(&problemError{...})
+// is shown as that problem.
+type problemError struct {
+	problem *Problem
+	err     error
+}
+
+func (e *problemError) Error() string   { return e.problem.Error() + ": " + e.err.Error() }
+func (e *problemError) Unwrap() []error { return []error{e.problem, e.err} }
 
 // RetryAfterError asks for another attempt after Delay.
 type RetryAfterError struct {
@@ -286,6 +311,79 @@ func ReportProgress(ctx context.Context, percent int, message string) error {
 	}
 	percent = min(max(percent, 0), 100)
 	return f(ctx, Progress{Percent: percent, Message: message})
+}
+
+// ownerKey is the context key under which HandlerProcessor puts the
+// owner of the request it replays.
+type ownerKey struct{}
+
+// withOwner returns a context carrying owner for OwnerFromContext; an
+// empty owner is none.
+func withOwner(ctx context.Context, owner string) context.Context {
+	if owner == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, ownerKey{}, owner)
+}
+
+// OwnerFromContext returns the owner of the request a handler wrapped by
+// HandlerProcessor (or NewAsync) is running for: what HandlerOptions.Owner
+// returned when the request was submitted. So the handler knows its caller
+// without the credential that proved it, which is not stored by default
+// (see AsyncOptions). ok is false outside such a handler, and for a
+// request that has no owner (no Owner function, or it returned "").
+func OwnerFromContext(ctx context.Context) (owner string, ok bool) {
+	owner, ok = ctx.Value(ownerKey{}).(string)
+	return owner, ok
+}
+
+// resultLimitKey is the context key under which a Worker tells
+// HandlerProcessor its MaxResultBytes.
+type resultLimitKey struct{}
+
+// withResultLimit returns a context carrying the largest result size.
+func withResultLimit(ctx context.Context, limit int64) context.Context {
+	return context.WithValue(ctx, resultLimitKey{}, limit)
+}
+
+// resultLimit returns the largest result size a Worker set in ctx, or the
+// default MaxResultBytes outside a Worker.
+func resultLimit(ctx context.Context) int64 {
+	if n, ok := ctx.Value(resultLimitKey{}).(int64); ok && n > 0 {
+		return n
+	}
+	return defaultWorkerMaxResultBytes
+}
+
+// resultSize is what a result counts against MaxResultBytes: its body, its
+// Content-Type, and the names and values of its other headers.
+func resultSize(res *Result) int64 {
+	n := int64(len(res.Body) + len(res.ContentType))
+	for k, vs := range res.Header {
+		n += int64(len(k))
+		for _, v := range vs {
+			n += int64(len(v))
+		}
+	}
+	return n
+}
+
+// tooLargeProblem is the problem of a request whose result is larger than
+// limit bytes. Its status is 500: the server made an answer it will not
+// keep, which is no fault of the client's request and will not change
+// when the client tries again.
+func tooLargeProblem(limit int64) *Problem {
+	return &Problem{
+		Title:  statusText(http.StatusInternalServerError),
+		Status: http.StatusInternalServerError,
+		Detail: "the result is larger than the " + strconv.FormatInt(limit, 10) + " bytes the server keeps",
+	}
+}
+
+// resultTooLarge is the permanent failure of a request whose result is
+// larger than limit bytes.
+func resultTooLarge(limit int64) error {
+	return Permanent(&problemError{problem: tooLargeProblem(limit), err: ErrResultTooLarge}, http.StatusInternalServerError)
 }
 
 // idAlphabet is Crockford's base32 alphabet: URL-safe, no ambiguous letters.

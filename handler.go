@@ -1056,12 +1056,84 @@ func (h *Handler) keptHeader(in http.Header) http.Header {
 }
 
 // keptByStar reports whether the KeepHeaders entry "*" keeps header k.
+//
+// Besides the headers this handler interprets and those of the transfer,
+// "*" leaves out every header that may carry a credential: Authorization,
+// Cookie, and each header whose name, split into parts at '-' and '_',
+// has a part that contains auth, bearer, token, secret, signature,
+// password, passwd, credential, cookie, session, jwt, csrf, xsrf, hmac or
+// key, or is sig, pass, pwd, otp, pin, sid or dpop (case-insensitively):
+// X-Api-Key, Api-Key, X-Amz-Security-Token, X-CSRF-Token, X-Auth-User,
+// Stripe-Signature, X-Hub-Signature-256, Ocp-Apim-Subscription-Key,
+// Cf-Access-Client-Secret, X-Session-Id. Matching parts of names catches
+// the vendors' variants of the usual names; a header left out by mistake
+// is still kept when it is listed by name.
 func keptByStar(k string, in http.Header) bool {
 	switch k {
 	case "Authorization", "Cookie", "Prefer", "Idempotency-Key", "Content-Length", "Content-Type", "Expect", "Host":
 		return false
 	}
-	return !hopByHop[k] && !connectionListed(k, in)
+	if hopByHop[k] || connectionListed(k, in) {
+		return false
+	}
+	// One pass over the name, matching case-insensitively: c|0x20 is c in
+	// lower case for an ASCII letter, and no other byte becomes one.
+	has := func(i int, frag string) bool {
+		if len(k)-i < len(frag) {
+			return false
+		}
+		for j := 0; j < len(frag); j++ {
+			if k[i+j]|0x20 != frag[j] {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(k); i++ {
+		var secret bool
+		switch k[i] | 0x20 {
+		case 'a':
+			secret = has(i, "auth")
+		case 'b':
+			secret = has(i, "bearer")
+		case 'c':
+			secret = has(i, "credential") || has(i, "cookie") || has(i, "csrf")
+		case 'h':
+			secret = has(i, "hmac")
+		case 'j':
+			secret = has(i, "jwt")
+		case 'k':
+			secret = has(i, "key")
+		case 'p':
+			secret = has(i, "password") || has(i, "passwd")
+		case 's':
+			secret = has(i, "secret") || has(i, "signature") || has(i, "session")
+		case 't':
+			secret = has(i, "token")
+		case 'x':
+			secret = has(i, "xsrf")
+		}
+		if secret {
+			return false
+		}
+	}
+	for rest := k; rest != ""; {
+		part := rest
+		if i := strings.IndexAny(rest, "-_"); i >= 0 {
+			part, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = ""
+		}
+		if len(part) != 3 && len(part) != 4 {
+			continue
+		}
+		for _, word := range [...]string{"sig", "pass", "pwd", "otp", "pin", "sid", "dpop"} {
+			if strings.EqualFold(part, word) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // idempotencyKey returns the request's Idempotency-Key, unquoted if it is

@@ -69,6 +69,15 @@ type WorkerOptions struct {
 	// text that is kept from clients), panics with their stacks, and
 	// backend errors. The default discards them.
 	Logger *slog.Logger
+
+	// MaxResultBytes is the largest Result stored, counting its Body, its
+	// ContentType and the names and values of its Header. A larger one
+	// fails the request for good, without being stored, with a 500 problem
+	// that says the result was too large: the processor made an answer the
+	// server will not keep, and another attempt would make the same one.
+	// HandlerProcessor stops buffering the wrapped handler's response as
+	// soon as its body passes this limit. The default is 10 MiB.
+	MaxResultBytes int64
 }
 
 // The defaults of WorkerOptions.
@@ -82,6 +91,8 @@ const (
 	defaultWorkerPurgeBatch    = 1000
 	defaultWorkerSweepInterval = 30 * time.Second
 	defaultWorkerSweepAge      = time.Minute
+
+	defaultWorkerMaxResultBytes = 10 << 20
 
 	// workerSweepBatch is how many unenqueued ids one ListUnenqueued call
 	// asks for.
@@ -119,6 +130,12 @@ func (o *WorkerOptions) withDefaults() (WorkerOptions, error) {
 		return c, fmt.Errorf("asyncreq: WorkerOptions.MaxAttempts must not be negative, got %d", c.MaxAttempts)
 	case c.MaxAttempts == 0:
 		c.MaxAttempts = defaultWorkerMaxAttempts
+	}
+	switch {
+	case c.MaxResultBytes < 0:
+		return c, fmt.Errorf("asyncreq: WorkerOptions.MaxResultBytes must not be negative, got %d", c.MaxResultBytes)
+	case c.MaxResultBytes == 0:
+		c.MaxResultBytes = defaultWorkerMaxResultBytes
 	}
 	switch {
 	case c.PurgeBatch < 0:
@@ -188,8 +205,12 @@ var (
 //   - success: the record becomes succeeded with the Result (a nil *Result
 //     is stored as an empty 200 answer) and expires after its Retention;
 //     the lease is acked;
-//   - an error made with Permanent, or a *Problem: the record becomes
-//     failed with that problem (500 when it names no status); acked;
+//   - a Result larger than MaxResultBytes: the record becomes failed with
+//     a 500 problem that says so, and the result is not stored; acked;
+//   - an error made with Permanent (also wrapped), or a *Problem returned
+//     as it is: the record becomes failed with that problem (500 when it
+//     names no status); acked. A *Problem wrapped in another error is
+//     another service's answer and counts as any other error;
 //   - any other error, a panic, or a timeout: while attempts remain the
 //     record goes back to pending and the lease is nacked with a backoff
 //     (or the delay of an error made with RetryAfter); after the last
@@ -754,7 +775,8 @@ type panicError struct{ value any }
 
 func (e *panicError) Error() string { return fmt.Sprintf("asyncreq: processor panicked: %v", e.value) }
 
-// call calls the processor, turning a panic into an error.
+// call calls the processor, turning a panic into an error. The context
+// tells HandlerProcessor the result limit.
 func (w *Worker) call(ctx context.Context, j *job, req *Request) (res *Result, err error) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -762,7 +784,7 @@ func (w *Worker) call(ctx context.Context, j *job, req *Request) (res *Result, e
 			res, err = nil, &panicError{value: v}
 		}
 	}()
-	return w.proc.Process(ctx, req)
+	return w.proc.Process(withResultLimit(ctx, w.opts.MaxResultBytes), req)
 }
 
 // progress records p on the record, if j still holds it.
@@ -889,6 +911,15 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 	if err == nil {
 		if res == nil {
 			res = &Result{}
+		}
+		if n := resultSize(res); n > w.opts.MaxResultBytes {
+			err = fmt.Errorf("%w: %d bytes, more than MaxResultBytes (%d)", ErrResultTooLarge, n, w.opts.MaxResultBytes)
+			j.log.Error("asyncreq: request failed: result too large", "err", err)
+			w.record(ctx, j, "failed", 0, func(rec *Record) {
+				finalize(rec, StateFailed, now)
+				rec.Error = tooLargeProblem(w.opts.MaxResultBytes)
+			})
+			return
 		}
 		w.record(ctx, j, "succeeded", 0, func(rec *Record) {
 			finalize(rec, StateSucceeded, now)
@@ -1076,39 +1107,58 @@ func (w *Worker) backoff(n int) time.Duration {
 
 // permanentProblem returns the problem a permanent failure is recorded
 // with, or nil if err is not permanent.
+//
+// A failure is permanent when the processor says so: a *PermanentError
+// anywhere in err's chain, or a *Problem that is err itself. A *Problem
+// found only deeper in the chain is not a verdict on this request but an
+// answer some other service gave (a client's ResponseError wrapped with
+// %w, or a RetryAfter of it): taken as permanent, a passing 503 would fail
+// the request for good and hand that service's detail to the client.
 func permanentProblem(err error) *Problem {
+	if p, ok := err.(*Problem); ok {
+		if p == nil {
+			return nil
+		}
+		return problemOf(p, 0)
+	}
 	var pe *PermanentError
-	isPermanent := errors.As(err, &pe)
-	inner := err
-	if isPermanent {
-		inner = pe.Err
-	}
-	var p *Problem
-	if errors.As(inner, &p) && p != nil {
-		c := *p
-		if c.Status == 0 && isPermanent {
-			c.Status = pe.Status
-		}
-		if !validProblemStatus(c.Status) {
-			c.Status = http.StatusInternalServerError
-		}
-		if c.Title == "" {
-			c.Title = statusText(c.Status)
-		}
-		return &c
-	}
-	if !isPermanent {
+	if !errors.As(err, &pe) {
 		return nil
+	}
+	detail := "processing failed"
+	switch e := pe.Err.(type) {
+	case *Problem:
+		if e != nil {
+			return problemOf(e, pe.Status)
+		}
+	case *problemError:
+		return problemOf(e.problem, pe.Status)
+	case nil:
+	default:
+		detail = e.Error()
 	}
 	status := pe.Status
 	if !validProblemStatus(status) {
 		status = http.StatusInternalServerError
 	}
-	detail := "processing failed"
-	if pe.Err != nil {
-		detail = pe.Err.Error()
-	}
 	return &Problem{Title: statusText(status), Status: status, Detail: detail}
+}
+
+// problemOf returns a copy of p to record, with status when p names none
+// (500 when neither names an error status) and the status's title when p
+// has none.
+func problemOf(p *Problem, status int) *Problem {
+	c := *p
+	if c.Status == 0 {
+		c.Status = status
+	}
+	if !validProblemStatus(c.Status) {
+		c.Status = http.StatusInternalServerError
+	}
+	if c.Title == "" {
+		c.Title = statusText(c.Status)
+	}
+	return &c
 }
 
 // validProblemStatus reports whether s is an error status a failed request

@@ -287,8 +287,8 @@ func TestWorkerPermanentFailure(t *testing.T) {
 			want: asyncreq.Problem{Type: "https://example.com/too-big", Title: "Too big", Status: 413, Detail: "at most 10 pages"},
 		},
 		{
-			name: "wrapped problem without title",
-			err:  fmt.Errorf("checking: %w", &asyncreq.Problem{Status: 409, Detail: "stale version"}),
+			name: "permanent problem without title",
+			err:  asyncreq.Permanent(&asyncreq.Problem{Status: 409, Detail: "stale version"}, 0),
 			want: asyncreq.Problem{Title: "Conflict", Status: 409, Detail: "stale version"},
 		},
 		{

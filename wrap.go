@@ -21,8 +21,10 @@ import (
 // path and query the request was submitted to, the headers the Handler
 // kept (see HandlerOptions.KeepHeaders), the Content-Type and the body, and
 // a context that is canceled when the request is canceled, times out or
-// the worker stops. It may call ReportProgress with r.Context() to show
-// progress on the status document.
+// the worker stops. The context carries the request's owner, which
+// OwnerFromContext returns, so next knows its caller without the
+// credentials, which are not kept by default. It may call ReportProgress
+// with r.Context() to show progress on the status document.
 //
 // next writes to an in-memory http.ResponseWriter with the semantics of
 // net/http's: WriteHeader takes effect once and snapshots the header map
@@ -32,7 +34,10 @@ import (
 // refused for statuses that allow none, and writing past a declared
 // Content-Length fails with http.ErrContentLength. It implements
 // http.Flusher (Flush commits the header, as on a connection). Hop-by-hop
-// headers are not recorded.
+// headers are not recorded. The body is buffered up to the Worker's
+// MaxResultBytes (10 MiB outside a Worker): the Write that would pass it
+// fails with ErrResultTooLarge, nothing more is kept, and the request fails
+// for good with a 500 problem that says the result was too large.
 //
 // Whatever status next answers with, including a 4xx or 5xx, is the
 // request's result: the request succeeds and the result URL replays that
@@ -43,19 +48,28 @@ import (
 // it as a failed attempt.
 func HandlerProcessor(next http.Handler) Processor {
 	return ProcessorFunc(func(ctx context.Context, req *Request) (*Result, error) {
+		ctx = withOwner(ctx, req.Owner)
 		r, err := replayRequest(ctx, req)
 		if err != nil {
 			return nil, unreplayable(err)
 		}
-		rw := newRecorder(req.Method)
+		limit := resultLimit(ctx)
+		rw := newRecorder(req.Method, limit)
 		next.ServeHTTP(rw, r)
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if rw.err != nil {
+		switch {
+		case errors.Is(rw.err, ErrResultTooLarge):
+			return nil, resultTooLarge(limit)
+		case rw.err != nil:
 			return nil, unreplayable(rw.err)
 		}
-		return rw.result(), nil
+		res := rw.result()
+		if resultSize(res) > limit {
+			return nil, resultTooLarge(limit)
+		}
+		return res, nil
 	})
 }
 
@@ -64,11 +78,11 @@ func HandlerProcessor(next http.Handler) Processor {
 // (what the client sees) says only that; err, which it wraps, is for the
 // Worker's log.
 func unreplayable(err error) error {
-	return Permanent(fmt.Errorf("%w: %w", &Problem{
+	return Permanent(&problemError{problem: &Problem{
 		Title:  statusText(http.StatusInternalServerError),
 		Status: http.StatusInternalServerError,
 		Detail: "the handler's response cannot be replayed",
-	}, err), http.StatusInternalServerError)
+	}, err: err}, http.StatusInternalServerError)
 }
 
 // replayRequest rebuilds the server-side request that req recorded.
@@ -121,12 +135,13 @@ type recorder struct {
 	status    int
 	committed bool // the header is final (Content-Type sniffed)
 	declared  int64
+	limit     int64 // the largest body kept (MaxResultBytes)
 	body      bytes.Buffer
 	err       error
 }
 
-func newRecorder(method string) *recorder {
-	return &recorder{head: method == http.MethodHead, header: make(http.Header), declared: -1}
+func newRecorder(method string, limit int64) *recorder {
+	return &recorder{head: method == http.MethodHead, header: make(http.Header), declared: -1, limit: limit}
 }
 
 // Header implements http.ResponseWriter.
@@ -173,6 +188,12 @@ func (rw *recorder) Write(p []byte) (int, error) {
 	}
 	if rw.declared >= 0 && int64(rw.body.Len())+int64(len(p)) > rw.declared {
 		return 0, http.ErrContentLength
+	}
+	if int64(rw.body.Len())+int64(len(p)) > rw.limit {
+		// The request fails; what was buffered is of no more use.
+		rw.err = fmt.Errorf("%w: the response body passed %d bytes", ErrResultTooLarge, rw.limit)
+		rw.body = bytes.Buffer{}
+		return 0, rw.err
 	}
 	return rw.body.Write(p)
 }
@@ -271,14 +292,38 @@ type Async struct {
 type AsyncOptions struct {
 	// Handler configures the HTTP side. Its KeepHeaders, when nil, is
 	// []string{"*"}: the wrapped handler sees every end-to-end request
-	// header except credentials (see HandlerOptions.KeepHeaders). Set it
-	// to a non-nil empty slice to keep none, or list "Authorization" or
-	// "Cookie" next to "*" when the wrapped handler needs them and the
-	// Store may hold them. The default is HandlerOptions's defaults with
-	// KeepHeaders []string{"*"}.
+	// header except those that may carry credentials, which are not stored
+	// unless listed by name. "*" leaves out Authorization,
+	// Proxy-Authorization, Cookie, and every header whose name, split into
+	// parts at '-' and '_', has a part that contains auth, bearer, token,
+	// secret, signature, password, passwd, credential, cookie, session,
+	// jwt, csrf, xsrf, hmac or key, or is sig, pass, pwd, otp, pin, sid or
+	// dpop, in any case: X-Api-Key, Api-Key, X-Auth-Token,
+	// X-Amz-Security-Token, X-CSRF-Token, X-XSRF-Token, Stripe-Signature,
+	// Ocp-Apim-Subscription-Key, Cf-Access-Client-Secret, X-Session-Id.
+	// (It also leaves out the headers the Handler interprets and those of
+	// the transfer; see HandlerOptions.KeepHeaders.)
+	//
+	// The default is this deny-list rather than a short allow-list because
+	// the wrapped handler is meant to run as if it had been called
+	// synchronously: an allow-list would silently drop the application's
+	// own headers (a tenant, a locale, a trace id), and users would widen
+	// it to everything, credentials included. Credential headers follow
+	// naming conventions that matching parts of names catches, new vendor
+	// names included; one named unlike any of them would still be kept,
+	// so an application with such a header lists the headers it wants
+	// instead. The handler needs no credential to know its caller:
+	// OwnerFromContext returns the owner HandlerOptions.Owner found.
+	//
+	// Set it to a non-nil empty slice to keep none, to a list of names to
+	// keep only those, or list "Authorization" (or any other credential)
+	// next to "*" when the wrapped handler needs it and the Store may hold
+	// it. The default is HandlerOptions's defaults with KeepHeaders
+	// []string{"*"}.
 	Handler HandlerOptions
-	// Worker configures the Worker that runs the wrapped handler. The
-	// default is WorkerOptions's defaults.
+	// Worker configures the Worker that runs the wrapped handler; its
+	// MaxResultBytes bounds the response buffered and stored. The default
+	// is WorkerOptions's defaults.
 	Worker WorkerOptions
 }
 
