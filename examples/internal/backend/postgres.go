@@ -10,7 +10,7 @@ import (
 )
 
 // openPostgres keeps every endpoint in one PostgreSQL database, in the
-// schema "asyncreq", each with a queue of its own.
+// schema cfg.Schema, each with a queue of its own.
 func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 	pcfg, err := pgxpool.ParseConfig(cfg.Postgres)
 	if err != nil {
@@ -19,6 +19,9 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 	// Room for the workers' calls, the accepts' group commits and the
 	// handlers' reads.
 	pcfg.MaxConns = int32(max(16, 2*cfg.Concurrency+8))
+	if cfg.PostgresConns > 0 {
+		pcfg.MaxConns = int32(cfg.PostgresConns)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -27,7 +30,7 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	if err := postgres.Migrate(ctx, pool, nil); err != nil {
+	if err := postgres.Migrate(ctx, pool, &postgres.Options{Schema: cfg.Schema}); err != nil {
 		pool.Close()
 		return nil, err
 	}
@@ -40,7 +43,7 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 		// measured with runs of the two alternating (loadtest, 32 clients):
 		// end-to-end p50 14.1-16.7 ms against 15.9-18.4 ms with two, accept
 		// 10,900-11,700 req/s against 8,600-11,700.
-		return postgres.New(pool, &postgres.Options{Queue: name, Logger: cfg.Logger, Committers: 1})
+		return postgres.New(pool, &postgres.Options{Schema: cfg.Schema, Queue: name, Logger: cfg.Logger, Committers: 1})
 	})
 	return b, nil
 }
