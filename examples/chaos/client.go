@@ -126,11 +126,17 @@ type sighting struct {
 	result  string // the result body, when succeeded
 }
 
+// giveUp is how long a client tries to get one request answered.
+const giveUp = 30 * time.Second
+
 // submit posts body with an Idempotency-Key to API first, and after a
 // network error, a 5xx or a 409 posts it again with the same key to the
-// other API, until it is answered or ctx ends. It returns the id of the
-// accepted request, or "" when it was not answered 202.
+// other API, until it is answered, giveUp has passed or ctx ends. It
+// returns the id of the accepted request, or "" when it was not answered
+// 202.
 func (a *api) submit(ctx context.Context, key string, body []byte, first int, st *submitStats) string {
+	ctx, cancel := context.WithTimeout(ctx, giveUp)
+	defer cancel()
 	h := http.Header{"Content-Type": {"text/plain"}, "Idempotency-Key": {key}}
 	delay := 10 * time.Millisecond
 	for try := first; ; try++ {
@@ -216,8 +222,8 @@ func (a *api) get(ctx context.Context, path string, h http.Header) (*answer, err
 }
 
 // client submits requests one after another through the APIs in turn
-// until submitting ends; a request being retried then still gets until
-// ctx ends. It waits for its own requests as a client would, keeping at
+// until submitting ends; a request being retried then goes on until it is
+// answered. It waits for its own requests as a client would, keeping at
 // most window of them unfinished: once it has that many, it long-polls the
 // oldest for up to a second before it goes on, taking note of what it
 // finished with.

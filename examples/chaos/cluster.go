@@ -150,14 +150,15 @@ func (c *cluster) kill(ctx context.Context, s *slot) error {
 	return err
 }
 
-// chaos kills one process every interval until ctx ends, taking the
+// chaos kills one process every interval until the time until has come
+// and at least minKills kills were done, or ctx ends, taking the
 // processes in a new random order every four kills so that each is killed
 // as often as the others. It returns the first restart that failed.
-func (c *cluster) chaos(ctx context.Context, every time.Duration, rng *rand.Rand) error {
+func (c *cluster) chaos(ctx context.Context, until time.Time, minKills int, every time.Duration, rng *rand.Rand) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var order []int
-	for {
+	for kills := 0; kills < minKills || time.Now().Before(until); kills++ {
 		select {
 		case <-ctx.Done():
 			return nil
@@ -168,10 +169,11 @@ func (c *cluster) chaos(ctx context.Context, every time.Duration, rng *rand.Rand
 		}
 		s := c.slots[order[0]]
 		order = order[1:]
-		if err := c.kill(context.WithoutCancel(ctx), s); err != nil {
+		if err := c.kill(ctx, s); err != nil {
 			return err
 		}
 	}
+	return nil
 }
 
 // stop ends every process with SIGTERM (SIGKILL after a grace period) and

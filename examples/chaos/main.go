@@ -62,6 +62,7 @@ type config struct {
 	redis       string
 	duration    time.Duration // of the kills
 	killEvery   time.Duration
+	minKills    int // kills go on past duration until there were as many
 	clients     int
 	window      int // unfinished requests a client keeps
 	lease       time.Duration
@@ -80,6 +81,7 @@ func main() {
 	flag.StringVar(&c.redis, "redis", envOr("ASYNCREQ_TEST_REDIS", "redis://127.0.0.1:6379/0"), "Redis URL")
 	flag.DurationVar(&c.duration, "d", 30*time.Second, "how long processes are killed for")
 	flag.DurationVar(&c.killEvery, "kill-every", time.Second, "time between two kills")
+	flag.IntVar(&c.minKills, "min-kills", 0, "kill on after -d until this many processes were killed")
 	flag.IntVar(&c.clients, "clients", 32, "clients submitting at once")
 	flag.IntVar(&c.window, "window", 8, "unfinished requests each client keeps")
 	flag.DurationVar(&c.lease, "lease", 2*time.Second, "the workers' lease")
@@ -172,16 +174,16 @@ func run(ctx context.Context, c config) (rep *Report, err error) {
 	a := newAPI(cl.apiURL, c.clients)
 	defer a.close()
 
-	rep = &Report{Backend: c.backend, Kills: c.duration}
+	rep = &Report{Backend: c.backend}
 	// Kills and new submits end together; a submit being retried then
-	// gets a little longer, with every process up.
-	killing, stopKilling := context.WithTimeout(ctx, c.duration)
-	defer stopKilling()
-	retrying, stopRetrying := context.WithTimeout(ctx, c.duration+30*time.Second)
-	defer stopRetrying()
+	// goes on until it is answered (see api.submit).
+	start := time.Now()
+	submitting, stopSubmitting := context.WithCancel(ctx)
+	defer stopSubmitting()
 	chaosDone := make(chan error, 1)
 	go func() {
-		chaosDone <- cl.chaos(killing, c.killEvery, rand.New(rand.NewPCG(c.seed, c.seed)))
+		defer stopSubmitting()
+		chaosDone <- cl.chaos(ctx, start.Add(c.duration), c.minKills, c.killEvery, rand.New(rand.NewPCG(c.seed, c.seed)))
 	}()
 	var (
 		mu   sync.Mutex
@@ -190,7 +192,7 @@ func run(ctx context.Context, c config) (rep *Report, err error) {
 	)
 	for n := range c.clients {
 		wg.Go(func() {
-			r, st := a.client(killing, retrying, n, c.window)
+			r, st := a.client(submitting, ctx, n, c.window)
 			mu.Lock()
 			defer mu.Unlock()
 			reqs = append(reqs, r...)
@@ -202,8 +204,9 @@ func run(ctx context.Context, c config) (rep *Report, err error) {
 		return rep, err
 	}
 	rep.Killed = cl.killed
+	rep.Kills = time.Since(start).Round(100 * time.Millisecond)
 
-	start := time.Now()
+	start = time.Now()
 	dctx, cancel := context.WithTimeout(ctx, c.drain)
 	defer cancel()
 	drain(dctx, a, reqs)
