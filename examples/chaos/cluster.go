@@ -136,6 +136,7 @@ func (c *cluster) kill(ctx context.Context, s *slot) error {
 		return fmt.Errorf("kill %s: %w", s.name, err)
 	}
 	<-s.proc.exited
+	s.proc = nil
 	c.killed[s.role]++
 	start := time.Now()
 	// A restart can meet the database still busy with the dead process's
