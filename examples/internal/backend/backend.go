@@ -26,6 +26,14 @@ type Config struct {
 	Postgres string
 	Redis    string
 	NATS     string
+	// Schema is the PostgreSQL schema of the postgres engine's tables.
+	// Default "asyncreq".
+	Schema string
+	// PostgresConns caps the postgres engine's connections. Default
+	// max(16, 2×Concurrency+8).
+	PostgresConns int
+	// RedisPrefix starts every key of the redis engine. Default "asyncreq:".
+	RedisPrefix string
 	// AMQP, if set, is a RabbitMQ URL: the queues are RabbitMQ queues and
 	// the engine named by Name keeps the records.
 	AMQP string

@@ -10,7 +10,7 @@ import (
 )
 
 // openPostgres keeps every endpoint in one PostgreSQL database, in the
-// schema "asyncreq", each with a queue of its own.
+// schema cfg.Schema, each with a queue of its own.
 func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 	pcfg, err := pgxpool.ParseConfig(cfg.Postgres)
 	if err != nil {
@@ -22,6 +22,9 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 	// the server share: the Store's group commits need far fewer
 	// connections than calls in flight.
 	pcfg.MaxConns = int32(min(72, max(16, 2*cfg.Concurrency+8)))
+	if cfg.PostgresConns > 0 {
+		pcfg.MaxConns = int32(cfg.PostgresConns)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -30,14 +33,14 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	if err := postgres.Migrate(ctx, pool, nil); err != nil {
+	if err := postgres.Migrate(ctx, pool, &postgres.Options{Schema: cfg.Schema}); err != nil {
 		pool.Close()
 		return nil, err
 	}
 	b := &Backend{}
 	b.onClose(pool.Close)
 	perEndpoint(b, func(_ context.Context, name string) (*postgres.Store, error) {
-		opts := &postgres.Options{Queue: name, Logger: cfg.Logger}
+		opts := &postgres.Options{Schema: cfg.Schema, Queue: name, Logger: cfg.Logger}
 		if !cfg.Defaults {
 			// One group-commit transaction in flight per kind (accepts,
 			// updates, acks) rather than the default two: on a 2-CPU

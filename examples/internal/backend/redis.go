@@ -33,7 +33,7 @@ func openRedis(ctx context.Context, cfg Config) (*Backend, error) {
 	b := &Backend{}
 	b.onClose(func() { _ = c.Close() })
 	perEndpoint(b, func(_ context.Context, name string) (*redis.Backend, error) {
-		return redis.New(c, &redis.Options{Prefix: "asyncreq:", Queue: name})
+		return redis.New(c, &redis.Options{Prefix: cfg.RedisPrefix, Queue: name})
 	})
 	return b, nil
 }
