@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -104,6 +105,9 @@ const (
 	defaultRetention    = 24 * time.Hour
 	defaultTombstoneTTL = 7 * 24 * time.Hour
 
+	// firstBodyBuffer is the first buffer a submitted body is read into;
+	// it doubles as the bytes arrive.
+	firstBodyBuffer = 4 << 10
 	// maxIdempotencyKeyLen bounds the Idempotency-Key header.
 	maxIdempotencyKeyLen = 255
 	// cleanupTimeout bounds the writes that finish an accept (the mark
@@ -474,6 +478,12 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 
 // readBody reads the request body up to MaxBodyBytes. It returns a
 // non-zero status when the body is too large or cannot be read.
+//
+// The buffer grows with the bytes that arrive, never ahead of them: a
+// Content-Length is the peer's claim, and sizing memory by it would let
+// connections that announce MaxBodyBytes and send one byte hold
+// MaxBodyBytes each. Only a small announced body (at most
+// firstBodyBuffer) is read into a buffer of its exact size.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int) {
 	limit := h.opts.MaxBodyBytes
 	if r.ContentLength > limit {
@@ -483,13 +493,12 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int)
 		return nil, 0
 	}
 	rd := http.MaxBytesReader(w, r.Body, limit)
-	var body []byte
-	if r.ContentLength > 0 {
-		// Read the announced length at once, plus one byte to see EOF.
-		body = make([]byte, 0, r.ContentLength+1)
-	} else {
-		body = make([]byte, 0, 512)
+	size := int64(firstBodyBuffer)
+	if r.ContentLength >= 0 && r.ContentLength < firstBodyBuffer {
+		// The announced length plus one byte to see EOF in one read.
+		size = r.ContentLength + 1
 	}
+	body := make([]byte, 0, min(size, limit+1))
 	for {
 		n, err := rd.Read(body[len(body):cap(body)])
 		body = body[:len(body)+n]
@@ -503,7 +512,9 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int)
 			return nil, http.StatusBadRequest
 		}
 		if len(body) == cap(body) {
-			body = append(body, 0)[:len(body)]
+			// Double what has arrived, up to the limit plus the byte that
+			// tells the limit was passed (the reader stops there).
+			body = slices.Grow(body, int(min(int64(len(body)), limit+1-int64(len(body)))))
 		}
 	}
 	if len(body) == 0 {

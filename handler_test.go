@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -256,6 +257,59 @@ func TestSubmitBodyTooLarge(t *testing.T) {
 	// Exactly the limit is fine, as is an empty body.
 	postJob(t, h, "0123456789")
 	postJob(t, h, "")
+}
+
+// trickleBody is a request body that sends a few bytes, whatever the
+// Content-Length said, and notes the largest buffer it was handed.
+type trickleBody struct {
+	data   []byte
+	maxCap int
+}
+
+func (b *trickleBody) Read(p []byte) (int, error) {
+	b.maxCap = max(b.maxCap, cap(p))
+	if len(b.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, b.data)
+	b.data = b.data[n:]
+	return n, nil
+}
+
+func (b *trickleBody) Close() error { return nil }
+
+// A peer's Content-Length is a claim, not bytes: the handler's buffer
+// grows with what arrives, so connections that announce the largest body
+// and send a byte cost a byte each, not MaxBodyBytes.
+func TestSubmitBodyGrowsWithArrivingBytes(t *testing.T) {
+	b := newMemory(t)
+	h := newTestHandler(t, b, b, nil) // MaxBodyBytes 1 MiB
+	const announced = 1 << 20
+	submit := func() *trickleBody {
+		body := &trickleBody{data: []byte("x")}
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		r.Body, r.ContentLength = body, announced
+		rr := httptest.NewRecorder()
+		h.ServeHTTP(rr, r)
+		require.Equal(t, http.StatusAccepted, rr.Code, rr.Body.String())
+		return body
+	}
+	assert.LessOrEqual(t, submit().maxCap, 4<<10, "the read buffer is sized by the Content-Length, not by the bytes")
+
+	const n = 50
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		submit()
+	}
+	runtime.ReadMemStats(&after)
+	perRequest := (after.TotalAlloc - before.TotalAlloc) / n
+	assert.Less(t, perRequest, uint64(64<<10), "bytes allocated per request that announced %d bytes and sent 1", announced)
+
+	// The limit still holds against the Content-Length and the bytes.
+	checkProblem(t, serveReq(t, h, http.MethodPost, "/", strings.Repeat("x", announced+1)), http.StatusRequestEntityTooLarge)
+	postJob(t, h, strings.Repeat("x", announced))
 }
 
 func TestSubmitValidator(t *testing.T) {
