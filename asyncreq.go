@@ -114,8 +114,11 @@ type Result struct {
 	// ContentType is the Content-Type of Body.
 	ContentType string `json:"content_type,omitempty"`
 	// Header holds further response headers to serve with the result.
-	// Hop-by-hop headers and headers the handler sets itself (Content-Length,
-	// ETag, Date) are not replayed.
+	// Hop-by-hop headers, headers the handler sets itself (Content-Length,
+	// ETag, Date) and, unless HandlerOptions.ReplaySetCookie is set,
+	// Set-Cookie are not replayed. The result of a record with an Owner is
+	// served with Cache-Control private, whatever Header says: public and
+	// s-maxage are dropped from it.
 	Header http.Header `json:"header,omitempty"`
 	// Body is the result's bytes.
 	Body []byte `json:"body,omitempty"`

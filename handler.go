@@ -84,6 +84,15 @@ type HandlerOptions struct {
 	// example `Bearer realm="reports"`. The default is "Bearer".
 	Challenge string
 
+	// ReplaySetCookie makes a result replay the Set-Cookie headers its
+	// Processor set (a handler wrapped by HandlerProcessor or NewAsync,
+	// for example). A result is served to whoever fetches it as its owner,
+	// possibly long after and from another client than the submit, and a
+	// Set-Cookie there would hand that client the cookie a synchronous
+	// call would have given the caller; and a shared cache must not keep
+	// one. The default is false: Set-Cookie is not replayed.
+	ReplaySetCookie bool
+
 	// AcceptedWhilePending makes the status URL answer a request that is
 	// not finished with 202 Accepted and a Location pointing at the same
 	// status URL, for generic pollers that treat any other 2xx as done.
@@ -661,6 +670,9 @@ func (h *Handler) writeOutcome(w http.ResponseWriter, r *http.Request, rec *Reco
 	case StateSucceeded:
 		h.writeResult(w, r, rec)
 	case StateFailed, StateCanceled:
+		if rec.Owner != "" {
+			w.Header().Set("Cache-Control", "private")
+		}
 		h.sendProblem(w, r, failureProblem(rec), http.StatusInternalServerError)
 	default:
 		statusURL := st.statusURL(rec.ID)
@@ -698,7 +710,8 @@ func failureProblem(rec *Record) *Problem {
 }
 
 // writeResult serves a succeeded request's result with its status code,
-// Content-Type, the headers it may carry, and a strong ETag.
+// Content-Type, the headers it may carry, and a strong ETag. The result of
+// an owned record is private: no shared cache may keep it for another.
 func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, rec *Record) {
 	res := rec.Result
 	if res == nil {
@@ -707,7 +720,7 @@ func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, rec *Recor
 	hdr := w.Header()
 	for k, vs := range res.Header {
 		k = http.CanonicalHeaderKey(k)
-		if notReplayed(k, res.Header) {
+		if notReplayed(k, res.Header) || k == "Set-Cookie" && !h.opts.ReplaySetCookie {
 			continue
 		}
 		if k == "Vary" {
@@ -715,6 +728,9 @@ func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, rec *Recor
 			continue
 		}
 		hdr[k] = append([]string(nil), vs...)
+	}
+	if rec.Owner != "" {
+		hdr["Cache-Control"] = privateCacheControl(hdr["Cache-Control"])
 	}
 	ctype := res.ContentType
 	if ctype == "" {
@@ -770,6 +786,59 @@ func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, rec *Recor
 	}
 }
 
+// privateCacheControl returns the Cache-Control of a result that only its
+// owner may see: the result's own directives (cc) without those that let
+// a shared cache store it (public, s-maxage, and private with field names,
+// which leaves the other fields shareable), and with private added unless
+// private or no-store is there already.
+func privateCacheControl(cc []string) []string {
+	var out []string
+	private := false
+	for _, v := range cc {
+		for _, d := range splitDirectives(v) {
+			name, arg, hasArg := strings.Cut(d, "=")
+			switch name = strings.ToLower(strings.TrimSpace(name)); {
+			case name == "public", name == "s-maxage", name == "private" && hasArg && strings.TrimSpace(arg) != "":
+				continue
+			case name == "private", name == "no-store":
+				private = true
+			}
+			out = append(out, d)
+		}
+	}
+	if !private {
+		out = append(out, "private")
+	}
+	return []string{strings.Join(out, ", ")}
+}
+
+// splitDirectives splits a Cache-Control value at the commas outside
+// quoted strings and trims the directives, leaving out empty ones.
+func splitDirectives(v string) []string {
+	var out []string
+	quoted, escaped, start := false, false, 0
+	add := func(end int) {
+		if d := strings.TrimSpace(v[start:end]); d != "" {
+			out = append(out, d)
+		}
+		start = end + 1
+	}
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case escaped:
+			escaped = false
+		case quoted && c == '\\':
+			escaped = true
+		case c == '"':
+			quoted = !quoted
+		case c == ',' && !quoted:
+			add(i)
+		}
+	}
+	add(len(v))
+	return out
+}
+
 // resultETag returns a strong entity tag of the result's representation:
 // its content type and body.
 func resultETag(res *Result, ctype string) string {
@@ -821,7 +890,8 @@ var hopByHop = map[string]bool{
 
 // notReplayed reports whether the result header k is left out when a
 // result is served: hop-by-hop headers (with those named by Connection) and
-// the headers the handler sets itself.
+// the headers the handler sets itself. (Set-Cookie is left out too unless
+// HandlerOptions.ReplaySetCookie is set; see writeResult.)
 func notReplayed(k string, h http.Header) bool {
 	switch k {
 	case "Content-Length", "Content-Type", "Etag", "Date":

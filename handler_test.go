@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -696,6 +697,111 @@ func TestResult(t *testing.T) {
 	id4 := postJob(t, h, "w")
 	setRecord(t, b, id4, succeed(&asyncreq.Result{StatusCode: 42, Body: []byte("x")}))
 	checkProblem(t, serveReq(t, h, http.MethodGet, "/"+id4, ""), http.StatusInternalServerError)
+}
+
+// A result replays the processor's headers but not its Set-Cookie, which
+// would hand the cookie to whoever fetches the result, unless the user
+// asks for it.
+func TestResultDoesNotReplaySetCookie(t *testing.T) {
+	res := &asyncreq.Result{
+		ContentType: "text/plain",
+		Header:      http.Header{"Set-Cookie": {"session=abc; HttpOnly"}, "X-Report": {"1"}},
+		Body:        []byte("done"),
+	}
+	for _, replay := range []bool{false, true} {
+		b := newMemory(t)
+		h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{ReplaySetCookie: replay})
+		id := postJob(t, h, "x")
+		setRecord(t, b, id, succeed(res))
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			rr := serveReq(t, h, method, "/"+id, "")
+			require.Equal(t, http.StatusOK, rr.Code)
+			assert.Equal(t, "1", rr.Header().Get("X-Report"))
+			if replay {
+				assert.Equal(t, []string{"session=abc; HttpOnly"}, rr.Header()["Set-Cookie"], "ReplaySetCookie replays it")
+			} else {
+				assert.Empty(t, rr.Header()["Set-Cookie"], "%s of the result replayed Set-Cookie", method)
+			}
+		}
+	}
+
+	// Nor on a submit answered with the result.
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New(nil)
+		defer b.Close()
+		h := newTestHandler(t, b, b, nil)
+		done := finishAfter(b, time.Second, succeed(res))
+		rr := serveReq(t, h, http.MethodPost, "/", "x", "Prefer", "wait=5")
+		<-done
+		require.Equal(t, http.StatusOK, rr.Code)
+		assert.Empty(t, rr.Header()["Set-Cookie"])
+	})
+}
+
+// What one owner's requests answer must not be stored by a shared cache
+// and served to another: status answers are no-store, results and
+// failures of owned records private, whatever the result's own
+// Cache-Control allowed.
+func TestOwnedAnswersAreNotSharedByCaches(t *testing.T) {
+	b := newMemory(t)
+	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+		Owner: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
+	})
+	status := func(id string) *httptest.ResponseRecorder {
+		return serveReq(t, h, http.MethodGet, "/"+id+"/status", "", "X-User", "ann")
+	}
+	result := func(id string) *httptest.ResponseRecorder {
+		return serveReq(t, h, http.MethodGet, "/"+id, "", "X-User", "ann")
+	}
+
+	pending := postJob(t, h, "x", "X-User", "ann")
+	assert.Equal(t, "no-store", status(pending).Header().Get("Cache-Control"), "status of a pending request")
+	assert.Equal(t, "no-store", result(pending).Header().Get("Cache-Control"), "result of a pending request")
+
+	for _, tc := range []struct {
+		own  []string // the result's own Cache-Control
+		want string
+	}{
+		{nil, "private"},
+		{[]string{"public, max-age=3600"}, "max-age=3600, private"},
+		{[]string{"max-age=60, s-maxage=600", "Public"}, "max-age=60, private"},
+		{[]string{`private="Set-Cookie", max-age=60`}, "max-age=60, private"},
+		{[]string{"no-store"}, "no-store"},
+		{[]string{"private, max-age=60"}, "private, max-age=60"},
+	} {
+		id := postJob(t, h, "x", "X-User", "ann")
+		res := &asyncreq.Result{ContentType: "text/plain", Body: []byte("done")}
+		if tc.own != nil {
+			res.Header = http.Header{"Cache-Control": tc.own}
+		}
+		setRecord(t, b, id, succeed(res))
+		rr := status(id)
+		require.Equal(t, http.StatusSeeOther, rr.Code)
+		assert.Equal(t, "no-store", rr.Header().Get("Cache-Control"), "status of a succeeded request")
+		rr = result(id)
+		require.Equal(t, http.StatusOK, rr.Code)
+		assert.Equal(t, tc.want, strings.Join(rr.Header()["Cache-Control"], ", "), "result with Cache-Control %q", tc.own)
+		rr = serveReq(t, h, http.MethodGet, "/"+id, "", "X-User", "ann", "If-None-Match", rr.Header().Get("ETag"))
+		require.Equal(t, http.StatusNotModified, rr.Code)
+		assert.Equal(t, tc.want, strings.Join(rr.Header()["Cache-Control"], ", "), "304 of a result with Cache-Control %q", tc.own)
+	}
+
+	failed := postJob(t, h, "x", "X-User", "ann")
+	setRecord(t, b, failed, func(r *asyncreq.Record) {
+		r.State = asyncreq.StateFailed
+		r.Error = &asyncreq.Problem{Status: http.StatusUnprocessableEntity, Detail: "no"}
+	})
+	assert.Equal(t, "no-store", status(failed).Header().Get("Cache-Control"), "status of a failed request")
+	rr := result(failed)
+	checkProblem(t, rr, http.StatusUnprocessableEntity)
+	assert.Equal(t, "private", rr.Header().Get("Cache-Control"), "failure of an owned request")
+
+	// A record without an owner keeps the result's own Cache-Control.
+	anon := postJob(t, h, "x")
+	setRecord(t, b, anon, succeed(&asyncreq.Result{Header: http.Header{"Cache-Control": {"public, max-age=60"}}, Body: []byte("x")}))
+	rr = serveReq(t, h, http.MethodGet, "/"+anon, "")
+	require.Equal(t, http.StatusOK, rr.Code)
+	assert.Equal(t, "public, max-age=60", rr.Header().Get("Cache-Control"))
 }
 
 func TestResultFailed(t *testing.T) {
