@@ -3,6 +3,7 @@ package asyncreq
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -60,8 +61,11 @@ type HandlerOptions struct {
 	// those describing the transfer (Content-Length, Expect, hop-by-hop
 	// headers); a header excluded by "*" is still kept when it is also
 	// listed by name. Kept headers are stored with the request, so list
-	// credentials only when the Store may hold them. The default is none
-	// (NewAsync's default is "*").
+	// credentials only when the Store may hold them. They are part of what
+	// an Idempotency-Key repeat must match, except the headers that change
+	// with every attempt (Date, tracing headers such as Traceparent and
+	// X-Request-Id, and those proxies add, such as X-Forwarded-For and
+	// Via). The default is none (NewAsync's default is "*").
 	KeepHeaders []string
 
 	// Validate, if set, checks a submitted request before anything is
@@ -438,12 +442,10 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 
 	now := h.now().UTC()
-	sum := sha256.Sum256(body)
 	rec := &Record{
 		ID:             NewID(),
 		Owner:          owner,
 		IdempotencyKey: key,
-		BodyHash:       hex.EncodeToString(sum[:]),
 		State:          StatePending,
 		Method:         r.Method,
 		URL:            st.orig.URL.RequestURI(),
@@ -455,6 +457,7 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 		Retention:      h.opts.Retention,
 		TombstoneTTL:   h.opts.TombstoneTTL,
 	}
+	rec.BodyHash = fingerprint(rec)
 	prefs := parsePrefer(r.Header)
 	rec, ok = h.accept(w, r, rec)
 	if !ok {
@@ -572,8 +575,9 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 		return rec, true
 	case errors.Is(err, ErrDuplicate) && existing != nil:
 		switch {
-		case existing.BodyHash != rec.BodyHash:
-			h.problem(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request body")
+		case !sameRequest(existing, rec):
+			h.problem(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request "+
+				"(method, path and query, Content-Type, headers or body)")
 			return nil, false
 		case !existing.Enqueued && existing.State == StatePending:
 			// Not known to be queued yet: the first submit is still
@@ -589,6 +593,75 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 		h.unavailable(w, r)
 		return nil, false
 	}
+}
+
+// fingerprint returns what Record.BodyHash holds: the hex SHA-256 of what
+// makes a submitted request the one it is, for Idempotency-Key repeats. It
+// covers the method, the path and query, the Content-Type, the kept
+// headers (but not those that change with every attempt; see
+// attemptHeaders) and the body, each field prefixed with its length, so
+// that two different requests never hash the same bytes by running
+// together ("/?a=b" + "c" is not "/?a=bc" + "").
+func fingerprint(rec *Record) string {
+	s := sha256.New()
+	var n [8]byte
+	length := func(l int) {
+		binary.BigEndian.PutUint64(n[:], uint64(l))
+		_, _ = s.Write(n[:])
+	}
+	field := func(v string) {
+		length(len(v))
+		_, _ = io.WriteString(s, v)
+	}
+	field(rec.Method)
+	field(rec.URL)
+	field(rec.ContentType)
+	names := make([]string, 0, len(rec.Header))
+	for k := range rec.Header {
+		if k = http.CanonicalHeaderKey(k); !attemptHeaders[k] {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	length(len(names))
+	for _, k := range names {
+		vs := rec.Header.Values(k)
+		field(k)
+		length(len(vs))
+		for _, v := range vs {
+			field(v)
+		}
+	}
+	length(len(rec.Body))
+	_, _ = s.Write(rec.Body)
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(s.Sum(sum[:0]))
+}
+
+// attemptHeaders are request headers that describe one attempt to send a
+// request rather than the request: tracing, request ids and what proxies
+// add. Clients, proxies and tracers set them anew on every retry, so a
+// fingerprint that covered them would refuse every retried submit with a
+// kept (KeepHeaders "*") tracing header. They are still kept and handed
+// to the Processor.
+var attemptHeaders = map[string]bool{
+	"Date": true, "Traceparent": true, "Tracestate": true, "Baggage": true,
+	"X-Request-Id": true, "X-Correlation-Id": true, "X-Amzn-Trace-Id": true,
+	"X-Cloud-Trace-Context": true, "Uber-Trace-Id": true, "Sentry-Trace": true, "B3": true,
+	"X-B3-Traceid": true, "X-B3-Spanid": true, "X-B3-Parentspanid": true, "X-B3-Sampled": true, "X-B3-Flags": true,
+	"Forwarded": true, "Via": true, "X-Forwarded-For": true, "X-Forwarded-Host": true,
+	"X-Forwarded-Proto": true, "X-Forwarded-Port": true, "X-Real-Ip": true,
+}
+
+// sameRequest reports whether a submit (rec) repeats the request that
+// made existing, by their fingerprints. A record written while BodyHash
+// held the hash of the body alone is compared by the body alone.
+func sameRequest(existing, rec *Record) bool {
+	if existing.BodyHash == rec.BodyHash {
+		return true
+	}
+	sum := sha256.Sum256(rec.Body)
+	return existing.BodyHash == hex.EncodeToString(sum[:])
 }
 
 // rollback deletes a record whose enqueue failed, so that no half-made

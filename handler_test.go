@@ -3,6 +3,8 @@ package asyncreq_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -376,6 +378,63 @@ func TestIdempotencyKey(t *testing.T) {
 	again = serveReq(t, h, http.MethodPost, "/", "body", "Idempotency-Key", "k1", "X-User", "ann")
 	require.Equal(t, http.StatusAccepted, again.Code)
 	assert.Equal(t, id, readDoc(t, again).ID)
+}
+
+// A repeat of an Idempotency-Key is the same request only if everything
+// the processor sees is the same: method, path and query, Content-Type,
+// kept headers and body. Headers that change with every attempt (tracing,
+// request ids, forwarding) are no part of it, or retries through a proxy
+// or an instrumented client would all be refused.
+func TestIdempotencyKeyComparesTheWholeRequest(t *testing.T) {
+	b := newMemory(t)
+	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{KeepHeaders: []string{"*"}})
+	post := func(target, body string, hdr ...string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, target, strings.NewReader(body))
+		for i := 0; i < len(hdr); i += 2 {
+			r.Header.Add(hdr[i], hdr[i+1])
+		}
+		r.Header.Set("Idempotency-Key", "report-1")
+		rr := httptest.NewRecorder()
+		h.ServeHTTP(rr, r)
+		return rr
+	}
+	first := post("/?format=pdf", "q3", "Content-Type", "text/plain", "Accept-Language", "en", "Traceparent", "00-a-1-01")
+	require.Equal(t, http.StatusAccepted, first.Code, first.Body.String())
+	id := readDoc(t, first).ID
+
+	again := post("/?format=pdf", "q3", "Content-Type", "text/plain", "Accept-Language", "en",
+		"Traceparent", "00-b-2-01", "X-Request-Id", "r2", "X-Forwarded-For", "10.0.0.2")
+	require.Equal(t, http.StatusAccepted, again.Code, "a retry with new tracing headers: %s", again.Body.String())
+	assert.Equal(t, id, readDoc(t, again).ID)
+
+	for name, rr := range map[string]*httptest.ResponseRecorder{
+		"another query":        post("/?format=csv", "q3", "Content-Type", "text/plain", "Accept-Language", "en"),
+		"no query":             post("/", "q3", "Content-Type", "text/plain", "Accept-Language", "en"),
+		"another Content-Type": post("/?format=pdf", "q3", "Content-Type", "application/json", "Accept-Language", "en"),
+		"no Content-Type":      post("/?format=pdf", "q3", "Accept-Language", "en"),
+		"another kept header":  post("/?format=pdf", "q3", "Content-Type", "text/plain", "Accept-Language", "fr"),
+		"a kept header more":   post("/?format=pdf", "q3", "Content-Type", "text/plain", "Accept-Language", "en", "X-Region", "eu"),
+		"another body":         post("/?format=pdf", "q4", "Content-Type", "text/plain", "Accept-Language", "en"),
+		// Fields must not run together: "/?format=pdf" + "q3" is not
+		// "/?format=pdfq" + "3".
+		"fields shifted": post("/?format=pdfq", "3", "Content-Type", "text/plain", "Accept-Language", "en"),
+	} {
+		p := checkProblem(t, rr, http.StatusUnprocessableEntity)
+		assert.NotEmpty(t, p.Detail, name)
+	}
+	records, entries := b.Len()
+	assert.Equal(t, 1, records, "no request was made by a mismatched repeat")
+	assert.Equal(t, 1, entries)
+
+	// A record written when the key compared the body alone (its BodyHash
+	// the hash of the body) still answers a repeat with that body.
+	legacy := postJob(t, h, "old", "Idempotency-Key", "legacy")
+	sum := sha256.Sum256([]byte("old"))
+	setRecord(t, b, legacy, func(r *asyncreq.Record) { r.BodyHash = hex.EncodeToString(sum[:]) })
+	rr := serveReq(t, h, http.MethodPost, "/", "old", "Idempotency-Key", "legacy")
+	require.Equal(t, http.StatusAccepted, rr.Code, rr.Body.String())
+	assert.Equal(t, legacy, readDoc(t, rr).ID)
+	checkProblem(t, serveReq(t, h, http.MethodPost, "/", "new", "Idempotency-Key", "legacy"), http.StatusUnprocessableEntity)
 }
 
 func TestIdempotencyRace(t *testing.T) {

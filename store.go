@@ -19,8 +19,13 @@ type Record struct {
 	// IdempotencyKey is the client's Idempotency-Key, or "". Owner and
 	// IdempotencyKey together are unique among the records of a Store.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
-	// BodyHash identifies the submitted content for idempotent repeats:
-	// the hex SHA-256 of the body.
+	// BodyHash is the fingerprint of the submitted request that tells an
+	// idempotent repeat from another request with the same key: the hex
+	// SHA-256 of its method, path and query, Content-Type, kept headers
+	// (less those that change with every attempt, such as Traceparent and
+	// X-Forwarded-For) and body, each field length-prefixed. (It keeps
+	// its name from when it hashed the body alone; a record written then
+	// is still compared by its body.) Stores keep it as an opaque string.
 	BodyHash string `json:"body_hash,omitempty"`
 
 	// State is where the request stands.
