@@ -476,8 +476,15 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	if wait > 0 && rec.State.Final() {
 		w.Header().Set("Preference-Applied", "wait="+seconds(wait))
-		w.Header().Set("Content-Location", st.resultURL(rec.ID))
-		h.writeOutcome(w, r, rec, st)
+		if successful(rec) {
+			w.Header().Set("Content-Location", st.resultURL(rec.ID))
+			h.writeResult(w, r, rec)
+			return
+		}
+		// A failure's own 4xx or 5xx would read as a submit that was not
+		// accepted, and be sent again: the answer points at the status.
+		w.Header().Set("Location", st.statusURL(rec.ID))
+		h.writeDocument(w, r, http.StatusSeeOther, h.statusDocument(rec, st))
 		return
 	}
 	if prefs.respondAsync {
@@ -486,6 +493,21 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Location", st.statusURL(rec.ID))
 	w.Header().Set("Retry-After", h.retryAfter)
 	h.writeDocument(w, r, http.StatusAccepted, h.statusDocument(rec, st))
+}
+
+// successful reports whether rec succeeded with a 2xx result, the only
+// final outcome a submit answers with inline (Prefer: wait); a failure, a
+// cancel and a result that is itself an error answer (a wrapped handler's
+// 503) are answered 303 to the status URL.
+func successful(rec *Record) bool {
+	if rec.State != StateSucceeded {
+		return false
+	}
+	code := http.StatusOK
+	if rec.Result != nil && rec.Result.StatusCode != 0 {
+		code = rec.Result.StatusCode
+	}
+	return code >= 200 && code <= 299
 }
 
 // readBody reads the request body up to MaxBodyBytes. It returns a

@@ -39,6 +39,7 @@ func TestHandler(t *testing.T, newBackend func(t *testing.T) (asyncreq.Store, as
 			{"PermanentFailureIsFinalProblem", k.permanentFailure},
 			{"LargeBodyReachesProcessorAndResultComesBack", k.largeBody},
 			{"PreferWaitAnswersWithResult", k.preferWait},
+			{"PreferWaitFailureIsSeeOtherToStatus", k.preferWaitFailure},
 			{"PreferWaitTimesOutWithAccepted", k.preferWaitTimeout},
 			{"PreferRespondAsyncAnswersAtOnce", k.preferRespondAsync},
 		}},
@@ -483,6 +484,27 @@ func (k *handlerKit) preferWait(t *testing.T, ctx context.Context) {
 	r = e.do(t, ctx, http.MethodGet, loc.String(), nil)
 	require.Equal(t, http.StatusOK, r.StatusCode)
 	assert.Equal(t, report(body), r.body)
+}
+
+func (k *handlerKit) preferWaitFailure(t *testing.T, ctx context.Context) {
+	e := k.newEnv(t)
+	const detail = "the input is not a report"
+	e.startWorker(t, ctx, func(_ context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+		return nil, asyncreq.Permanent(errors.New(detail), http.StatusUnprocessableEntity)
+	}, nil, nil)
+	r := e.submit(t, ctx, []byte("not a report"), "Prefer", "wait=10")
+	require.Equal(t, http.StatusSeeOther, r.StatusCode,
+		"a submit with Prefer: wait whose request failed in time answers 303, never the failure's own status; body: %s", r.body)
+	assert.Equal(t, "wait=10", r.Header.Get("Preference-Applied"))
+	doc := statusDoc(t, r)
+	assert.Equal(t, asyncreq.StateFailed, doc.Status)
+	require.NotNil(t, doc.Error)
+	assert.Equal(t, http.StatusUnprocessableEntity, doc.Error.Status)
+	loc := e.resolve(t, r, r.Header.Get("Location"))
+	assert.Equal(t, mount+"/"+doc.ID+"/status", loc.Path, "Location is the status URL")
+	r = e.do(t, ctx, http.MethodGet, loc.String(), nil)
+	require.Equal(t, http.StatusOK, r.StatusCode)
+	assert.Equal(t, detail, statusDoc(t, r).Error.Detail)
 }
 
 func (k *handlerKit) preferWaitTimeout(t *testing.T, ctx context.Context) {
