@@ -169,7 +169,8 @@ var (
 	// ErrNotFound means no record (or queue entry) with that id exists.
 	ErrNotFound = errors.New("asyncreq: not found")
 	// ErrGone means the record existed but was purged or deleted; its
-	// tombstone still lasts.
+	// tombstone still lasts. Stores return it as a *GoneError, which
+	// carries the record's owner.
 	ErrGone = errors.New("asyncreq: gone")
 	// ErrDuplicate is returned by Store.Create and Accepter.Accept when a
 	// record with the same owner and idempotency key already exists.
@@ -192,6 +193,24 @@ var (
 	// ErrClosed means the Store or Queue was closed.
 	ErrClosed = errors.New("asyncreq: closed")
 )
+
+// GoneError is what a Store returns for a record that was purged or
+// deleted while its tombstone lasts: errors.Is(err, ErrGone) holds, and
+// Owner is the Owner the record had, kept with the tombstone. A Handler
+// with an Owner function answers 410 Gone only to that owner; to any
+// other, and when a Store returns ErrGone without a *GoneError, it answers
+// 404, as for an id never used, so that nobody learns another owner's
+// record existed.
+type GoneError struct {
+	// Owner is the Owner of the record the tombstone stands for.
+	Owner string
+}
+
+// Error implements error.
+func (e *GoneError) Error() string { return ErrGone.Error() }
+
+// Unwrap returns ErrGone.
+func (e *GoneError) Unwrap() error { return ErrGone }
 
 // PermanentError is a failure that must not be retried. Status is the HTTP
 // status the failed request's problem document shows (and the result URL

@@ -282,8 +282,9 @@ func sameValue(a, b any) (same bool) {
 // arrived (with the caller's path values, for Owner and Validate) and the
 // base path that URLs are built from.
 type reqState struct {
-	orig *http.Request
-	base string
+	orig  *http.Request
+	base  string
+	owner string // the caller's owner, once Owner has run
 }
 
 type reqStateKey struct{}
@@ -378,13 +379,14 @@ func (h *Handler) methodNotAllowed(allow string) http.HandlerFunc {
 	}
 }
 
-// owner runs the Owner function. When it fails, owner has answered and
-// returns false.
+// owner runs the Owner function and notes its answer in st. When it
+// fails, owner has answered and returns false.
 func (h *Handler) owner(w http.ResponseWriter, r *http.Request, st *reqState) (string, bool) {
 	if h.opts.Owner == nil {
 		return "", true
 	}
 	o, err := h.opts.Owner(st.orig)
+	st.owner = o
 	if err != nil {
 		// Only a 401 carries it; a *Problem with another status does not.
 		challenge := func(status int) {
@@ -1084,7 +1086,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, st *reqState) (
 // storeError answers for an error from the Store: 404, 410, or 503.
 func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrGone) && !h.goneTo(err, state(r).owner):
 		h.problem(w, r, http.StatusNotFound, "no request with this id")
 	case errors.Is(err, ErrGone):
 		h.problem(w, r, http.StatusGone, "the request was deleted or has expired")
@@ -1092,6 +1094,17 @@ func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) 
 		h.logBackend(r.Context(), "asyncreq: store", r.PathValue("id"), err)
 		h.unavailable(w, r)
 	}
+}
+
+// goneTo reports whether a Store's ErrGone may be answered 410 to owner:
+// only a tombstone of owner's own record may say that the record existed.
+// A tombstone whose owner the Store did not tell (ErrGone without a
+// *GoneError) is 410 only when there are no owners.
+func (h *Handler) goneTo(err error, owner string) bool {
+	if ge := (*GoneError)(nil); errors.As(err, &ge) && ge != nil {
+		return ge.Owner == owner
+	}
+	return h.opts.Owner == nil
 }
 
 // errNoRecord is what the handler makes of a Store that returned neither

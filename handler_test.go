@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -649,6 +650,51 @@ func TestNotFoundAndGone(t *testing.T) {
 	checkProblem(t, serveReq(t, h, http.MethodGet, "/"+id+"/status", ""), http.StatusGone)
 	checkProblem(t, serveReq(t, h, http.MethodGet, "/"+id, ""), http.StatusGone)
 	checkProblem(t, serveReq(t, h, http.MethodDelete, "/"+id, ""), http.StatusGone)
+}
+
+// A tombstone says a record existed: only its owner may learn that. To
+// anyone else a deleted or purged record answers as an id never used.
+func TestGoneOnlyToItsOwner(t *testing.T) {
+	b := newMemory(t)
+	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+		Owner: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
+	})
+	unknown := asyncreq.NewID()
+	deleted := postJob(t, h, "x", "X-User", "alice")
+	setRecord(t, b, deleted, succeed(&asyncreq.Result{}))
+	require.Equal(t, http.StatusNoContent, serveReq(t, h, http.MethodDelete, "/"+deleted, "", "X-User", "alice").Code)
+
+	for _, target := range []string{"/" + deleted + "/status", "/" + deleted} {
+		checkProblem(t, serveReq(t, h, http.MethodGet, target, "", "X-User", "alice"), http.StatusGone)
+		for _, user := range []string{"mallory", ""} {
+			got := serveReq(t, h, http.MethodGet, target, "", "X-User", user)
+			checkProblem(t, got, http.StatusNotFound)
+			want := serveReq(t, h, http.MethodGet, strings.Replace(target, deleted, unknown, 1), "", "X-User", user)
+			assert.Equal(t, want.Body.String(), got.Body.String(), "%s to %q answers as an unknown id", target, user)
+			assert.Equal(t, want.Header(), got.Header(), "%s to %q answers as an unknown id", target, user)
+		}
+	}
+	checkProblem(t, serveReq(t, h, http.MethodDelete, "/"+deleted, "", "X-User", "mallory"), http.StatusNotFound)
+	checkProblem(t, serveReq(t, h, http.MethodDelete, "/"+deleted, "", "X-User", "alice"), http.StatusGone)
+
+	// A Store that cannot tell a tombstone's owner (a plain ErrGone) gets
+	// 404 when there are owners, and 410 when there are none.
+	plain := plainGone{b}
+	checkProblem(t, serveReq(t, newTestHandler(t, plain, b, &asyncreq.HandlerOptions{
+		Owner: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
+	}), http.MethodGet, "/"+deleted+"/status", "", "X-User", "alice"), http.StatusNotFound)
+	checkProblem(t, serveReq(t, newTestHandler(t, plain, b, nil), http.MethodGet, "/"+deleted+"/status", ""), http.StatusGone)
+}
+
+// plainGone is a Store that answers a tombstone with ErrGone alone.
+type plainGone struct{ asyncreq.Store }
+
+func (s plainGone) Get(ctx context.Context, id string) (*asyncreq.Record, error) {
+	rec, err := s.Store.Get(ctx, id)
+	if errors.Is(err, asyncreq.ErrGone) {
+		return nil, asyncreq.ErrGone
+	}
+	return rec, err
 }
 
 func TestUnknownPathsAndMethods(t *testing.T) {

@@ -128,6 +128,9 @@ type Store interface {
 
 	// Get returns the record with the given id, ErrNotFound if there is
 	// none, or ErrGone if it was purged or deleted and its tombstone lasts.
+	// ErrGone is returned as a *GoneError naming the record's Owner, which
+	// the tombstone keeps: without it a Handler with owners cannot tell
+	// whom it may answer 410, and answers 404 to all.
 	Get(ctx context.Context, id string) (*Record, error)
 
 	// Update atomically reads the record with the given id, calls fn with a
@@ -141,14 +144,14 @@ type Store interface {
 	Update(ctx context.Context, id string, fn func(*Record) error) (*Record, error)
 
 	// Delete removes the record with the given id and its idempotency key.
-	// If tombstone is true, a tombstone is kept for the record's
-	// TombstoneTTL so that Get answers ErrGone. Delete returns ErrNotFound
-	// if there is no such record.
+	// If tombstone is true, a tombstone that keeps the record's Owner is
+	// kept for the record's TombstoneTTL so that Get answers ErrGone.
+	// Delete returns ErrNotFound if there is no such record.
 	Delete(ctx context.Context, id string, tombstone bool) error
 
 	// Purge deletes up to limit records in a final state whose ExpiresAt is
-	// not after now, keeping a tombstone for each until ExpiresAt plus its
-	// TombstoneTTL, and drops tombstones that have run out. It returns how
+	// not after now, keeping a tombstone (with the record's Owner) for each
+	// until ExpiresAt plus its TombstoneTTL, and drops tombstones that have run out. It returns how
 	// many records it deleted. A Store whose engine expires keys by itself
 	// may do nothing and return 0.
 	Purge(ctx context.Context, now time.Time, limit int) (int, error)

@@ -58,6 +58,7 @@ func TestHandler(t *testing.T, newBackend func(t *testing.T) (asyncreq.Store, as
 			{"PendingIsCanceledAndNeverRuns", k.deletePending},
 			{"RunningCancelsProcessorContext", k.deleteRunning},
 			{"FinalIsDeletedThenGone", k.deleteFinal},
+			{"GoneIsNotFoundToOtherOwners", k.goneToOwnerOnly},
 		}},
 		{"Worker", []testCase{
 			{"DeadWorkersRequestIsRedeliveredAndItsOutcomeFenced", k.workerDies},
@@ -806,6 +807,23 @@ func (k *handlerKit) deleteFinal(t *testing.T, ctx context.Context) {
 	problem(t, e.do(t, ctx, http.MethodGet, "/"+id, nil), http.StatusGone)
 	again := e.accepted(t, e.submit(t, ctx, []byte("delete me"), "Idempotency-Key", "del"))
 	assert.NotEqual(t, id, again, "the key of a deleted request makes a new request")
+}
+
+func (k *handlerKit) goneToOwnerOnly(t *testing.T, ctx context.Context) {
+	e := k.newEnv(t)
+	e.startWorker(t, ctx, echo(nil), nil, nil)
+	id := e.accepted(t, e.submit(t, ctx, []byte("alice's"), ownerHeader, "alice"))
+	e.waitState(t, ctx, id, asyncreq.StateSucceeded, patience, ownerHeader, "alice")
+	r := e.do(t, ctx, http.MethodDelete, "/"+id, nil, ownerHeader, "alice")
+	require.Equal(t, http.StatusNoContent, r.StatusCode, "DELETE of a finished request; body: %s", r.body)
+	problem(t, e.do(t, ctx, http.MethodGet, "/"+id+"/status", nil, ownerHeader, "alice"), http.StatusGone)
+	for _, owner := range []string{"mallory", ""} {
+		for _, req := range []struct{ method, target string }{
+			{http.MethodGet, "/" + id + "/status"}, {http.MethodGet, "/" + id}, {http.MethodDelete, "/" + id},
+		} {
+			problem(t, e.do(t, ctx, req.method, req.target, nil, ownerHeader, owner), http.StatusNotFound)
+		}
+	}
 }
 
 // partitioned wraps a Queue and cuts a worker off from it, as if the
