@@ -72,7 +72,8 @@
 // # Writing a backend
 //
 // A backend implements [Store] (five methods) and [Queue] (five methods),
-// maps its native errors onto this package's sentinels, and proves itself
+// maps its native errors onto this package's sentinels (a tombstone keeps
+// its record's owner and answers with a [*GoneError]), and proves itself
 // with the asyncreqtest conformance kit: its test file calls
 // asyncreqtest.TestBackend with a factory. Capabilities beyond the minimum
 // are optional interfaces detected by type assertion, each with a written
@@ -95,7 +96,7 @@
 // Fixed conditions are sentinels ([ErrNotFound], [ErrGone],
 // [ErrDuplicate], [ErrLeaseLost], ...) compared with errors.Is; failures
 // that carry data are types ([*PermanentError], [*RetryAfterError],
-// [*Problem]) found with errors.As. Context errors are returned unwrapped.
+// [*GoneError], [*Problem]) found with errors.As. Context errors are returned unwrapped.
 // No Go error text reaches an HTTP client: the handler logs it through the
 // *slog.Logger in its options and answers a problem document.
 package asyncreq
