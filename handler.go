@@ -642,15 +642,17 @@ func fingerprint(rec *Record) string {
 	field(rec.ContentType)
 	names := make([]string, 0, len(rec.Header))
 	for k := range rec.Header {
-		if k = http.CanonicalHeaderKey(k); !attemptHeaders[k] {
+		if !attemptHeaders[http.CanonicalHeaderKey(k)] {
 			names = append(names, k)
 		}
 	}
-	slices.Sort(names)
+	slices.SortFunc(names, func(a, b string) int {
+		return strings.Compare(http.CanonicalHeaderKey(a), http.CanonicalHeaderKey(b))
+	})
 	length(len(names))
 	for _, k := range names {
-		vs := rec.Header.Values(k)
-		field(k)
+		vs := rec.Header[k]
+		field(http.CanonicalHeaderKey(k))
 		length(len(vs))
 		for _, v := range vs {
 			field(v)
