@@ -115,8 +115,11 @@ type Result struct {
 	// ContentType is the Content-Type of Body.
 	ContentType string `json:"content_type,omitempty"`
 	// Header holds further response headers to serve with the result.
-	// Hop-by-hop headers and headers the handler sets itself (Content-Length,
-	// ETag, Date) are not replayed.
+	// Hop-by-hop headers, headers the handler sets itself (Content-Length,
+	// ETag, Date) and, unless HandlerOptions.ReplaySetCookie is set,
+	// Set-Cookie are not replayed. The result of a record with an Owner is
+	// served with Cache-Control private, whatever Header says: public and
+	// s-maxage are dropped from it.
 	Header http.Header `json:"header,omitempty"`
 	// Body is the result's bytes.
 	Body []byte `json:"body,omitempty"`
@@ -174,7 +177,8 @@ var (
 	// ErrNotFound means no record (or queue entry) with that id exists.
 	ErrNotFound = errors.New("asyncreq: not found")
 	// ErrGone means the record existed but was purged or deleted; its
-	// tombstone still lasts.
+	// tombstone still lasts. Stores return it as a *GoneError, which
+	// carries the record's owner.
 	ErrGone = errors.New("asyncreq: gone")
 	// ErrDuplicate is returned by Store.Create and Accepter.Accept when a
 	// record with the same owner and idempotency key already exists.
@@ -201,6 +205,24 @@ var (
 	// the limit with it, and the failure it returns wraps it.
 	ErrResultTooLarge = errors.New("asyncreq: result too large")
 )
+
+// GoneError is what a Store returns for a record that was purged or
+// deleted while its tombstone lasts: errors.Is(err, ErrGone) holds, and
+// Owner is the Owner the record had, kept with the tombstone. A Handler
+// with an Owner function answers 410 Gone only to that owner; to any
+// other, and when a Store returns ErrGone without a *GoneError, it answers
+// 404, as for an id never used, so that nobody learns another owner's
+// record existed.
+type GoneError struct {
+	// Owner is the Owner of the record the tombstone stands for.
+	Owner string
+}
+
+// Error implements error.
+func (e *GoneError) Error() string { return ErrGone.Error() }
+
+// Unwrap returns ErrGone.
+func (e *GoneError) Unwrap() error { return ErrGone }
 
 // PermanentError is a failure that must not be retried. Status is the HTTP
 // status the failed request's problem document shows (and the result URL

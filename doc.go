@@ -36,12 +36,15 @@
 //
 //	POST   B               202 + Location: B/{id}/status + Retry-After + status document
 //	                       (413 over the body limit, 503 when the backend cannot accept,
-//	                       Idempotency-Key: same body same answer, other body 422, racing 409;
-//	                       Prefer: wait=N answers 200 with the result if done in time)
+//	                       Idempotency-Key: same request same answer, any difference 422,
+//	                       racing 409; Prefer: wait=N answers with the 2xx result if it
+//	                       succeeded in time, 303 to the status URL if it failed)
 //	GET    B/{id}/status   200 + Retry-After while pending or running; 303 + Location when
 //	                       succeeded; 200 with error when failed or canceled; 404; 410 Gone
+//	                       (to the record's owner only); Cache-Control: no-store
 //	GET    B/{id}          200 with the result, ETag, 304 on If-None-Match; 404 before it is
-//	                       done; the failure's problem document when it failed
+//	                       done; the failure's problem document when it failed; private
+//	                       when the record has an owner; no Set-Cookie unless asked
 //	DELETE B/{id}          202 while stopping pending or running work; 204 when a finished
 //	                       record was deleted
 //
@@ -69,7 +72,8 @@
 // # Writing a backend
 //
 // A backend implements [Store] (five methods) and [Queue] (five methods),
-// maps its native errors onto this package's sentinels, and proves itself
+// maps its native errors onto this package's sentinels (a tombstone keeps
+// its record's owner and answers with a [*GoneError]), and proves itself
 // with the asyncreqtest conformance kit: its test file calls
 // asyncreqtest.TestBackend with a factory. Capabilities beyond the minimum
 // are optional interfaces detected by type assertion, each with a written
@@ -92,7 +96,7 @@
 // Fixed conditions are sentinels ([ErrNotFound], [ErrGone],
 // [ErrDuplicate], [ErrLeaseLost], ...) compared with errors.Is; failures
 // that carry data are types ([*PermanentError], [*RetryAfterError],
-// [*Problem]) found with errors.As. Context errors are returned unwrapped.
+// [*GoneError], [*Problem]) found with errors.As. Context errors are returned unwrapped.
 // No Go error text reaches an HTTP client: the handler logs it through the
 // *slog.Logger in its options and answers a problem document.
 package asyncreq

@@ -3,6 +3,7 @@ package asyncreq
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -59,8 +61,11 @@ type HandlerOptions struct {
 	// those describing the transfer (Content-Length, Expect, hop-by-hop
 	// headers); a header excluded by "*" is still kept when it is also
 	// listed by name. Kept headers are stored with the request, so list
-	// credentials only when the Store may hold them. The default is none
-	// (NewAsync's default is "*").
+	// credentials only when the Store may hold them. They are part of what
+	// an Idempotency-Key repeat must match, except the headers that change
+	// with every attempt (Date, tracing headers such as Traceparent and
+	// X-Request-Id, and those proxies add, such as X-Forwarded-For and
+	// Via). The default is none (NewAsync's default is "*").
 	KeepHeaders []string
 
 	// Validate, if set, checks a submitted request before anything is
@@ -83,6 +88,15 @@ type HandlerOptions struct {
 	// example `Bearer realm="reports"`. The default is "Bearer".
 	Challenge string
 
+	// ReplaySetCookie makes a result replay the Set-Cookie headers its
+	// Processor set (a handler wrapped by HandlerProcessor or NewAsync,
+	// for example). A result is served to whoever fetches it as its owner,
+	// possibly long after and from another client than the submit, and a
+	// Set-Cookie there would hand that client the cookie a synchronous
+	// call would have given the caller; and a shared cache must not keep
+	// one. The default is false: Set-Cookie is not replayed.
+	ReplaySetCookie bool
+
 	// AcceptedWhilePending makes the status URL answer a request that is
 	// not finished with 202 Accepted and a Location pointing at the same
 	// status URL, for generic pollers that treat any other 2xx as done.
@@ -104,6 +118,9 @@ const (
 	defaultRetention    = 24 * time.Hour
 	defaultTombstoneTTL = 7 * 24 * time.Hour
 
+	// firstBodyBuffer is the first buffer a submitted body is read into;
+	// it doubles as the bytes arrive.
+	firstBodyBuffer = 4 << 10
 	// maxIdempotencyKeyLen bounds the Idempotency-Key header.
 	maxIdempotencyKeyLen = 255
 	// cleanupTimeout bounds the writes that finish an accept (the mark
@@ -265,8 +282,9 @@ func sameValue(a, b any) (same bool) {
 // arrived (with the caller's path values, for Owner and Validate) and the
 // base path that URLs are built from.
 type reqState struct {
-	orig *http.Request
-	base string
+	orig  *http.Request
+	base  string
+	owner string // the caller's owner, once Owner has run
 }
 
 type reqStateKey struct{}
@@ -361,13 +379,14 @@ func (h *Handler) methodNotAllowed(allow string) http.HandlerFunc {
 	}
 }
 
-// owner runs the Owner function. When it fails, owner has answered and
-// returns false.
+// owner runs the Owner function and notes its answer in st. When it
+// fails, owner has answered and returns false.
 func (h *Handler) owner(w http.ResponseWriter, r *http.Request, st *reqState) (string, bool) {
 	if h.opts.Owner == nil {
 		return "", true
 	}
 	o, err := h.opts.Owner(st.orig)
+	st.owner = o
 	if err != nil {
 		// Only a 401 carries it; a *Problem with another status does not.
 		challenge := func(status int) {
@@ -425,12 +444,10 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 
 	now := h.now().UTC()
-	sum := sha256.Sum256(body)
 	rec := &Record{
 		ID:             NewID(),
 		Owner:          owner,
 		IdempotencyKey: key,
-		BodyHash:       hex.EncodeToString(sum[:]),
 		State:          StatePending,
 		Method:         r.Method,
 		URL:            st.orig.URL.RequestURI(),
@@ -442,6 +459,7 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 		Retention:      h.opts.Retention,
 		TombstoneTTL:   h.opts.TombstoneTTL,
 	}
+	rec.BodyHash = fingerprint(rec)
 	prefs := parsePrefer(r.Header)
 	rec, ok = h.accept(w, r, rec)
 	if !ok {
@@ -460,8 +478,15 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	if wait > 0 && rec.State.Final() {
 		w.Header().Set("Preference-Applied", "wait="+seconds(wait))
-		w.Header().Set("Content-Location", st.resultURL(rec.ID))
-		h.writeOutcome(w, r, rec, st)
+		if successful(rec) {
+			w.Header().Set("Content-Location", st.resultURL(rec.ID))
+			h.writeResult(w, r, rec)
+			return
+		}
+		// A failure's own 4xx or 5xx would read as a submit that was not
+		// accepted, and be sent again: the answer points at the status.
+		w.Header().Set("Location", st.statusURL(rec.ID))
+		h.writeDocument(w, r, http.StatusSeeOther, h.statusDocument(rec, st))
 		return
 	}
 	if prefs.respondAsync {
@@ -472,8 +497,29 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	h.writeDocument(w, r, http.StatusAccepted, h.statusDocument(rec, st))
 }
 
+// successful reports whether rec succeeded with a 2xx result, the only
+// final outcome a submit answers with inline (Prefer: wait); a failure, a
+// cancel and a result that is itself an error answer (a wrapped handler's
+// 503) are answered 303 to the status URL.
+func successful(rec *Record) bool {
+	if rec.State != StateSucceeded {
+		return false
+	}
+	code := http.StatusOK
+	if rec.Result != nil && rec.Result.StatusCode != 0 {
+		code = rec.Result.StatusCode
+	}
+	return code >= 200 && code <= 299
+}
+
 // readBody reads the request body up to MaxBodyBytes. It returns a
 // non-zero status when the body is too large or cannot be read.
+//
+// The buffer grows with the bytes that arrive, never ahead of them: a
+// Content-Length is the peer's claim, and sizing memory by it would let
+// connections that announce MaxBodyBytes and send one byte hold
+// MaxBodyBytes each. Only a small announced body (at most
+// firstBodyBuffer) is read into a buffer of its exact size.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int) {
 	limit := h.opts.MaxBodyBytes
 	if r.ContentLength > limit {
@@ -483,13 +529,12 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int)
 		return nil, 0
 	}
 	rd := http.MaxBytesReader(w, r.Body, limit)
-	var body []byte
-	if r.ContentLength > 0 {
-		// Read the announced length at once, plus one byte to see EOF.
-		body = make([]byte, 0, r.ContentLength+1)
-	} else {
-		body = make([]byte, 0, 512)
+	size := int64(firstBodyBuffer)
+	if r.ContentLength >= 0 && r.ContentLength < firstBodyBuffer {
+		// The announced length plus one byte to see EOF in one read.
+		size = r.ContentLength + 1
 	}
+	body := make([]byte, 0, min(size, limit+1))
 	for {
 		n, err := rd.Read(body[len(body):cap(body)])
 		body = body[:len(body)+n]
@@ -503,7 +548,9 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int)
 			return nil, http.StatusBadRequest
 		}
 		if len(body) == cap(body) {
-			body = append(body, 0)[:len(body)]
+			// Double what has arrived, up to the limit plus the byte that
+			// tells the limit was passed (the reader stops there).
+			body = slices.Grow(body, int(min(int64(len(body)), limit+1-int64(len(body)))))
 		}
 	}
 	if len(body) == 0 {
@@ -552,8 +599,9 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 		return rec, true
 	case errors.Is(err, ErrDuplicate) && existing != nil:
 		switch {
-		case existing.BodyHash != rec.BodyHash:
-			h.problem(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request body")
+		case !sameRequest(existing, rec):
+			h.problem(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request "+
+				"(method, path and query, Content-Type, headers or body)")
 			return nil, false
 		case !existing.Enqueued && existing.State == StatePending:
 			// Not known to be queued yet: the first submit is still
@@ -569,6 +617,77 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 		h.unavailable(w, r)
 		return nil, false
 	}
+}
+
+// fingerprint returns what Record.BodyHash holds: the hex SHA-256 of what
+// makes a submitted request the one it is, for Idempotency-Key repeats. It
+// covers the method, the path and query, the Content-Type, the kept
+// headers (but not those that change with every attempt; see
+// attemptHeaders) and the body, each field prefixed with its length, so
+// that two different requests never hash the same bytes by running
+// together ("/?a=b" + "c" is not "/?a=bc" + "").
+func fingerprint(rec *Record) string {
+	s := sha256.New()
+	var n [8]byte
+	length := func(l int) {
+		binary.BigEndian.PutUint64(n[:], uint64(l))
+		_, _ = s.Write(n[:])
+	}
+	field := func(v string) {
+		length(len(v))
+		_, _ = io.WriteString(s, v)
+	}
+	field(rec.Method)
+	field(rec.URL)
+	field(rec.ContentType)
+	names := make([]string, 0, len(rec.Header))
+	for k := range rec.Header {
+		if !attemptHeaders[http.CanonicalHeaderKey(k)] {
+			names = append(names, k)
+		}
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		return strings.Compare(http.CanonicalHeaderKey(a), http.CanonicalHeaderKey(b))
+	})
+	length(len(names))
+	for _, k := range names {
+		vs := rec.Header[k]
+		field(http.CanonicalHeaderKey(k))
+		length(len(vs))
+		for _, v := range vs {
+			field(v)
+		}
+	}
+	length(len(rec.Body))
+	_, _ = s.Write(rec.Body)
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(s.Sum(sum[:0]))
+}
+
+// attemptHeaders are request headers that describe one attempt to send a
+// request rather than the request: tracing, request ids and what proxies
+// add. Clients, proxies and tracers set them anew on every retry, so a
+// fingerprint that covered them would refuse every retried submit with a
+// kept (KeepHeaders "*") tracing header. They are still kept and handed
+// to the Processor.
+var attemptHeaders = map[string]bool{
+	"Date": true, "Traceparent": true, "Tracestate": true, "Baggage": true,
+	"X-Request-Id": true, "X-Correlation-Id": true, "X-Amzn-Trace-Id": true,
+	"X-Cloud-Trace-Context": true, "Uber-Trace-Id": true, "Sentry-Trace": true, "B3": true,
+	"X-B3-Traceid": true, "X-B3-Spanid": true, "X-B3-Parentspanid": true, "X-B3-Sampled": true, "X-B3-Flags": true,
+	"Forwarded": true, "Via": true, "X-Forwarded-For": true, "X-Forwarded-Host": true,
+	"X-Forwarded-Proto": true, "X-Forwarded-Port": true, "X-Real-Ip": true,
+}
+
+// sameRequest reports whether a submit (rec) repeats the request that
+// made existing, by their fingerprints. A record written while BodyHash
+// held the hash of the body alone is compared by the body alone.
+func sameRequest(existing, rec *Record) bool {
+	if existing.BodyHash == rec.BodyHash {
+		return true
+	}
+	sum := sha256.Sum256(rec.Body)
+	return existing.BodyHash == hex.EncodeToString(sum[:])
 }
 
 // rollback deletes a record whose enqueue failed, so that no half-made
@@ -650,6 +769,9 @@ func (h *Handler) writeOutcome(w http.ResponseWriter, r *http.Request, rec *Reco
 	case StateSucceeded:
 		h.writeResult(w, r, rec)
 	case StateFailed, StateCanceled:
+		if rec.Owner != "" {
+			w.Header().Set("Cache-Control", "private")
+		}
 		h.sendProblem(w, r, failureProblem(rec), http.StatusInternalServerError)
 	default:
 		statusURL := st.statusURL(rec.ID)
@@ -687,7 +809,8 @@ func failureProblem(rec *Record) *Problem {
 }
 
 // writeResult serves a succeeded request's result with its status code,
-// Content-Type, the headers it may carry, and a strong ETag.
+// Content-Type, the headers it may carry, and a strong ETag. The result of
+// an owned record is private: no shared cache may keep it for another.
 func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, rec *Record) {
 	res := rec.Result
 	if res == nil {
@@ -696,7 +819,7 @@ func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, rec *Recor
 	hdr := w.Header()
 	for k, vs := range res.Header {
 		k = http.CanonicalHeaderKey(k)
-		if notReplayed(k, res.Header) {
+		if notReplayed(k, res.Header) || k == "Set-Cookie" && !h.opts.ReplaySetCookie {
 			continue
 		}
 		if k == "Vary" {
@@ -704,6 +827,9 @@ func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, rec *Recor
 			continue
 		}
 		hdr[k] = append([]string(nil), vs...)
+	}
+	if rec.Owner != "" {
+		hdr["Cache-Control"] = privateCacheControl(hdr["Cache-Control"])
 	}
 	ctype := res.ContentType
 	if ctype == "" {
@@ -759,6 +885,59 @@ func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, rec *Recor
 	}
 }
 
+// privateCacheControl returns the Cache-Control of a result that only its
+// owner may see: the result's own directives (cc) without those that let
+// a shared cache store it (public, s-maxage, and private with field names,
+// which leaves the other fields shareable), and with private added unless
+// private or no-store is there already.
+func privateCacheControl(cc []string) []string {
+	var out []string
+	private := false
+	for _, v := range cc {
+		for _, d := range splitDirectives(v) {
+			name, arg, hasArg := strings.Cut(d, "=")
+			switch name = strings.ToLower(strings.TrimSpace(name)); {
+			case name == "public", name == "s-maxage", name == "private" && hasArg && strings.TrimSpace(arg) != "":
+				continue
+			case name == "private", name == "no-store":
+				private = true
+			}
+			out = append(out, d)
+		}
+	}
+	if !private {
+		out = append(out, "private")
+	}
+	return []string{strings.Join(out, ", ")}
+}
+
+// splitDirectives splits a Cache-Control value at the commas outside
+// quoted strings and trims the directives, leaving out empty ones.
+func splitDirectives(v string) []string {
+	var out []string
+	quoted, escaped, start := false, false, 0
+	add := func(end int) {
+		if d := strings.TrimSpace(v[start:end]); d != "" {
+			out = append(out, d)
+		}
+		start = end + 1
+	}
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case escaped:
+			escaped = false
+		case quoted && c == '\\':
+			escaped = true
+		case c == '"':
+			quoted = !quoted
+		case c == ',' && !quoted:
+			add(i)
+		}
+	}
+	add(len(v))
+	return out
+}
+
 // resultETag returns a strong entity tag of the result's representation:
 // its content type and body.
 func resultETag(res *Result, ctype string) string {
@@ -810,7 +989,8 @@ var hopByHop = map[string]bool{
 
 // notReplayed reports whether the result header k is left out when a
 // result is served: hop-by-hop headers (with those named by Connection) and
-// the headers the handler sets itself.
+// the headers the handler sets itself. (Set-Cookie is left out too unless
+// HandlerOptions.ReplaySetCookie is set; see writeResult.)
 func notReplayed(k string, h http.Header) bool {
 	switch k {
 	case "Content-Length", "Content-Type", "Etag", "Date":
@@ -908,7 +1088,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, st *reqState) (
 // storeError answers for an error from the Store: 404, 410, or 503.
 func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrGone) && !h.goneTo(err, state(r).owner):
 		h.problem(w, r, http.StatusNotFound, "no request with this id")
 	case errors.Is(err, ErrGone):
 		h.problem(w, r, http.StatusGone, "the request was deleted or has expired")
@@ -916,6 +1096,17 @@ func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) 
 		h.logBackend(r.Context(), "asyncreq: store", r.PathValue("id"), err)
 		h.unavailable(w, r)
 	}
+}
+
+// goneTo reports whether a Store's ErrGone may be answered 410 to owner:
+// only a tombstone of owner's own record may say that the record existed.
+// A tombstone whose owner the Store did not tell (ErrGone without a
+// *GoneError) is 410 only when there are no owners.
+func (h *Handler) goneTo(err error, owner string) bool {
+	if ge := (*GoneError)(nil); errors.As(err, &ge) && ge != nil {
+		return ge.Owner == owner
+	}
+	return h.opts.Owner == nil
 }
 
 // errNoRecord is what the handler makes of a Store that returned neither

@@ -3,14 +3,19 @@ package asyncreq_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -258,6 +263,60 @@ func TestSubmitBodyTooLarge(t *testing.T) {
 	postJob(t, h, "")
 }
 
+// trickleBody is a request body that sends a few bytes, whatever the
+// Content-Length said, and notes the largest buffer it was handed.
+type trickleBody struct {
+	data   []byte
+	maxCap int
+}
+
+func (b *trickleBody) Read(p []byte) (int, error) {
+	b.maxCap = max(b.maxCap, cap(p))
+	if len(b.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, b.data)
+	b.data = b.data[n:]
+	return n, nil
+}
+
+func (b *trickleBody) Close() error { return nil }
+
+// A peer's Content-Length is a claim, not bytes: the handler's buffer
+// grows with what arrives, so connections that announce the largest body
+// and send a byte cost a byte each, not MaxBodyBytes.
+func TestSubmitBodyGrowsWithArrivingBytes(t *testing.T) {
+	b := newMemory(t)
+	h := newTestHandler(t, b, b, nil) // MaxBodyBytes 1 MiB
+	const announced = 1 << 20
+	submit := func() *trickleBody {
+		body := &trickleBody{data: []byte("x")}
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		r.Body, r.ContentLength = body, announced
+		rr := httptest.NewRecorder()
+		h.ServeHTTP(rr, r)
+		require.Equal(t, http.StatusAccepted, rr.Code, rr.Body.String())
+		return body
+	}
+	assert.LessOrEqual(t, submit().maxCap, 4<<10, "the read buffer is sized by the Content-Length, not by the bytes")
+
+	const n = 50
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		submit()
+	}
+	runtime.ReadMemStats(&after)
+	perRequest := (after.TotalAlloc - before.TotalAlloc) / n
+	t.Logf("%d bytes allocated per request announcing %d bytes and sending 1", perRequest, announced)
+	assert.Less(t, perRequest, uint64(64<<10), "bytes allocated per request that announced %d bytes and sent 1", announced)
+
+	// The limit still holds against the Content-Length and the bytes.
+	checkProblem(t, serveReq(t, h, http.MethodPost, "/", strings.Repeat("x", announced+1)), http.StatusRequestEntityTooLarge)
+	postJob(t, h, strings.Repeat("x", announced))
+}
+
 func TestSubmitValidator(t *testing.T) {
 	b := newMemory(t)
 	var seen []byte
@@ -321,6 +380,63 @@ func TestIdempotencyKey(t *testing.T) {
 	again = serveReq(t, h, http.MethodPost, "/", "body", "Idempotency-Key", "k1", "X-User", "ann")
 	require.Equal(t, http.StatusAccepted, again.Code)
 	assert.Equal(t, id, readDoc(t, again).ID)
+}
+
+// A repeat of an Idempotency-Key is the same request only if everything
+// the processor sees is the same: method, path and query, Content-Type,
+// kept headers and body. Headers that change with every attempt (tracing,
+// request ids, forwarding) are no part of it, or retries through a proxy
+// or an instrumented client would all be refused.
+func TestIdempotencyKeyComparesTheWholeRequest(t *testing.T) {
+	b := newMemory(t)
+	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{KeepHeaders: []string{"*"}})
+	post := func(target, body string, hdr ...string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, target, strings.NewReader(body))
+		for i := 0; i < len(hdr); i += 2 {
+			r.Header.Add(hdr[i], hdr[i+1])
+		}
+		r.Header.Set("Idempotency-Key", "report-1")
+		rr := httptest.NewRecorder()
+		h.ServeHTTP(rr, r)
+		return rr
+	}
+	first := post("/?format=pdf", "q3", "Content-Type", "text/plain", "Accept-Language", "en", "Traceparent", "00-a-1-01")
+	require.Equal(t, http.StatusAccepted, first.Code, first.Body.String())
+	id := readDoc(t, first).ID
+
+	again := post("/?format=pdf", "q3", "Content-Type", "text/plain", "Accept-Language", "en",
+		"Traceparent", "00-b-2-01", "X-Request-Id", "r2", "X-Forwarded-For", "10.0.0.2")
+	require.Equal(t, http.StatusAccepted, again.Code, "a retry with new tracing headers: %s", again.Body.String())
+	assert.Equal(t, id, readDoc(t, again).ID)
+
+	for name, rr := range map[string]*httptest.ResponseRecorder{
+		"another query":        post("/?format=csv", "q3", "Content-Type", "text/plain", "Accept-Language", "en"),
+		"no query":             post("/", "q3", "Content-Type", "text/plain", "Accept-Language", "en"),
+		"another Content-Type": post("/?format=pdf", "q3", "Content-Type", "application/json", "Accept-Language", "en"),
+		"no Content-Type":      post("/?format=pdf", "q3", "Accept-Language", "en"),
+		"another kept header":  post("/?format=pdf", "q3", "Content-Type", "text/plain", "Accept-Language", "fr"),
+		"a kept header more":   post("/?format=pdf", "q3", "Content-Type", "text/plain", "Accept-Language", "en", "X-Region", "eu"),
+		"another body":         post("/?format=pdf", "q4", "Content-Type", "text/plain", "Accept-Language", "en"),
+		// Fields must not run together: "/?format=pdf" + "q3" is not
+		// "/?format=pdfq" + "3".
+		"fields shifted": post("/?format=pdfq", "3", "Content-Type", "text/plain", "Accept-Language", "en"),
+	} {
+		p := checkProblem(t, rr, http.StatusUnprocessableEntity)
+		assert.NotEmpty(t, p.Detail, name)
+	}
+	records, entries := b.Len()
+	assert.Equal(t, 1, records, "no request was made by a mismatched repeat")
+	assert.Equal(t, 1, entries)
+
+	// A record written when the key compared the body alone (its BodyHash
+	// the hash of the body) still answers a repeat with that body.
+	legacy := postJob(t, h, "old", "Idempotency-Key", "legacy")
+	sum := sha256.Sum256([]byte("old"))
+	setRecord(t, b, legacy, func(r *asyncreq.Record) { r.BodyHash = hex.EncodeToString(sum[:]) })
+	rr := serveReq(t, h, http.MethodPost, "/", "old", "Idempotency-Key", "legacy")
+	require.Equal(t, http.StatusAccepted, rr.Code, rr.Body.String())
+	assert.Equal(t, legacy, readDoc(t, rr).ID)
+	checkProblem(t, serveReq(t, h, http.MethodPost, "/", "new", "Idempotency-Key", "legacy"), http.StatusUnprocessableEntity)
 }
 
 func TestIdempotencyRace(t *testing.T) {
@@ -537,6 +653,51 @@ func TestNotFoundAndGone(t *testing.T) {
 	checkProblem(t, serveReq(t, h, http.MethodDelete, "/"+id, ""), http.StatusGone)
 }
 
+// A tombstone says a record existed: only its owner may learn that. To
+// anyone else a deleted or purged record answers as an id never used.
+func TestGoneOnlyToItsOwner(t *testing.T) {
+	b := newMemory(t)
+	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+		Owner: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
+	})
+	unknown := asyncreq.NewID()
+	deleted := postJob(t, h, "x", "X-User", "alice")
+	setRecord(t, b, deleted, succeed(&asyncreq.Result{}))
+	require.Equal(t, http.StatusNoContent, serveReq(t, h, http.MethodDelete, "/"+deleted, "", "X-User", "alice").Code)
+
+	for _, target := range []string{"/" + deleted + "/status", "/" + deleted} {
+		checkProblem(t, serveReq(t, h, http.MethodGet, target, "", "X-User", "alice"), http.StatusGone)
+		for _, user := range []string{"mallory", ""} {
+			got := serveReq(t, h, http.MethodGet, target, "", "X-User", user)
+			checkProblem(t, got, http.StatusNotFound)
+			want := serveReq(t, h, http.MethodGet, strings.Replace(target, deleted, unknown, 1), "", "X-User", user)
+			assert.Equal(t, want.Body.String(), got.Body.String(), "%s to %q answers as an unknown id", target, user)
+			assert.Equal(t, want.Header(), got.Header(), "%s to %q answers as an unknown id", target, user)
+		}
+	}
+	checkProblem(t, serveReq(t, h, http.MethodDelete, "/"+deleted, "", "X-User", "mallory"), http.StatusNotFound)
+	checkProblem(t, serveReq(t, h, http.MethodDelete, "/"+deleted, "", "X-User", "alice"), http.StatusGone)
+
+	// A Store that cannot tell a tombstone's owner (a plain ErrGone) gets
+	// 404 when there are owners, and 410 when there are none.
+	plain := plainGone{b}
+	checkProblem(t, serveReq(t, newTestHandler(t, plain, b, &asyncreq.HandlerOptions{
+		Owner: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
+	}), http.MethodGet, "/"+deleted+"/status", "", "X-User", "alice"), http.StatusNotFound)
+	checkProblem(t, serveReq(t, newTestHandler(t, plain, b, nil), http.MethodGet, "/"+deleted+"/status", ""), http.StatusGone)
+}
+
+// plainGone is a Store that answers a tombstone with ErrGone alone.
+type plainGone struct{ asyncreq.Store }
+
+func (s plainGone) Get(ctx context.Context, id string) (*asyncreq.Record, error) {
+	rec, err := s.Store.Get(ctx, id)
+	if errors.Is(err, asyncreq.ErrGone) {
+		return nil, asyncreq.ErrGone
+	}
+	return rec, err
+}
+
 func TestUnknownPathsAndMethods(t *testing.T) {
 	b := newMemory(t)
 	h := newTestHandler(t, b, b, nil)
@@ -642,6 +803,111 @@ func TestResult(t *testing.T) {
 	id4 := postJob(t, h, "w")
 	setRecord(t, b, id4, succeed(&asyncreq.Result{StatusCode: 42, Body: []byte("x")}))
 	checkProblem(t, serveReq(t, h, http.MethodGet, "/"+id4, ""), http.StatusInternalServerError)
+}
+
+// A result replays the processor's headers but not its Set-Cookie, which
+// would hand the cookie to whoever fetches the result, unless the user
+// asks for it.
+func TestResultDoesNotReplaySetCookie(t *testing.T) {
+	res := &asyncreq.Result{
+		ContentType: "text/plain",
+		Header:      http.Header{"Set-Cookie": {"session=abc; HttpOnly"}, "X-Report": {"1"}},
+		Body:        []byte("done"),
+	}
+	for _, replay := range []bool{false, true} {
+		b := newMemory(t)
+		h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{ReplaySetCookie: replay})
+		id := postJob(t, h, "x")
+		setRecord(t, b, id, succeed(res))
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			rr := serveReq(t, h, method, "/"+id, "")
+			require.Equal(t, http.StatusOK, rr.Code)
+			assert.Equal(t, "1", rr.Header().Get("X-Report"))
+			if replay {
+				assert.Equal(t, []string{"session=abc; HttpOnly"}, rr.Header()["Set-Cookie"], "ReplaySetCookie replays it")
+			} else {
+				assert.Empty(t, rr.Header()["Set-Cookie"], "%s of the result replayed Set-Cookie", method)
+			}
+		}
+	}
+
+	// Nor on a submit answered with the result.
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New(nil)
+		defer b.Close()
+		h := newTestHandler(t, b, b, nil)
+		done := finishAfter(b, time.Second, succeed(res))
+		rr := serveReq(t, h, http.MethodPost, "/", "x", "Prefer", "wait=5")
+		<-done
+		require.Equal(t, http.StatusOK, rr.Code)
+		assert.Empty(t, rr.Header()["Set-Cookie"])
+	})
+}
+
+// What one owner's requests answer must not be stored by a shared cache
+// and served to another: status answers are no-store, results and
+// failures of owned records private, whatever the result's own
+// Cache-Control allowed.
+func TestOwnedAnswersAreNotSharedByCaches(t *testing.T) {
+	b := newMemory(t)
+	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+		Owner: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
+	})
+	status := func(id string) *httptest.ResponseRecorder {
+		return serveReq(t, h, http.MethodGet, "/"+id+"/status", "", "X-User", "ann")
+	}
+	result := func(id string) *httptest.ResponseRecorder {
+		return serveReq(t, h, http.MethodGet, "/"+id, "", "X-User", "ann")
+	}
+
+	pending := postJob(t, h, "x", "X-User", "ann")
+	assert.Equal(t, "no-store", status(pending).Header().Get("Cache-Control"), "status of a pending request")
+	assert.Equal(t, "no-store", result(pending).Header().Get("Cache-Control"), "result of a pending request")
+
+	for _, tc := range []struct {
+		own  []string // the result's own Cache-Control
+		want string
+	}{
+		{nil, "private"},
+		{[]string{"public, max-age=3600"}, "max-age=3600, private"},
+		{[]string{"max-age=60, s-maxage=600", "Public"}, "max-age=60, private"},
+		{[]string{`private="Set-Cookie", max-age=60`}, "max-age=60, private"},
+		{[]string{"no-store"}, "no-store"},
+		{[]string{"private, max-age=60"}, "private, max-age=60"},
+	} {
+		id := postJob(t, h, "x", "X-User", "ann")
+		res := &asyncreq.Result{ContentType: "text/plain", Body: []byte("done")}
+		if tc.own != nil {
+			res.Header = http.Header{"Cache-Control": tc.own}
+		}
+		setRecord(t, b, id, succeed(res))
+		rr := status(id)
+		require.Equal(t, http.StatusSeeOther, rr.Code)
+		assert.Equal(t, "no-store", rr.Header().Get("Cache-Control"), "status of a succeeded request")
+		rr = result(id)
+		require.Equal(t, http.StatusOK, rr.Code)
+		assert.Equal(t, tc.want, strings.Join(rr.Header()["Cache-Control"], ", "), "result with Cache-Control %q", tc.own)
+		rr = serveReq(t, h, http.MethodGet, "/"+id, "", "X-User", "ann", "If-None-Match", rr.Header().Get("ETag"))
+		require.Equal(t, http.StatusNotModified, rr.Code)
+		assert.Equal(t, tc.want, strings.Join(rr.Header()["Cache-Control"], ", "), "304 of a result with Cache-Control %q", tc.own)
+	}
+
+	failed := postJob(t, h, "x", "X-User", "ann")
+	setRecord(t, b, failed, func(r *asyncreq.Record) {
+		r.State = asyncreq.StateFailed
+		r.Error = &asyncreq.Problem{Status: http.StatusUnprocessableEntity, Detail: "no"}
+	})
+	assert.Equal(t, "no-store", status(failed).Header().Get("Cache-Control"), "status of a failed request")
+	rr := result(failed)
+	checkProblem(t, rr, http.StatusUnprocessableEntity)
+	assert.Equal(t, "private", rr.Header().Get("Cache-Control"), "failure of an owned request")
+
+	// A record without an owner keeps the result's own Cache-Control.
+	anon := postJob(t, h, "x")
+	setRecord(t, b, anon, succeed(&asyncreq.Result{Header: http.Header{"Cache-Control": {"public, max-age=60"}}, Body: []byte("x")}))
+	rr = serveReq(t, h, http.MethodGet, "/"+anon, "")
+	require.Equal(t, http.StatusOK, rr.Code)
+	assert.Equal(t, "public, max-age=60", rr.Header().Get("Cache-Control"))
 }
 
 func TestResultFailed(t *testing.T) {

@@ -65,22 +65,44 @@ func TestSubmitPreferWaitSucceededInTime(t *testing.T) {
 	})
 }
 
+// A submit whose request ends in time in anything but a 2xx result is
+// answered 303 to the status URL, never with the failure's own 4xx or 5xx:
+// a client or proxy would read that as a submit that was not accepted,
+// and send it again.
 func TestSubmitPreferWaitFailedInTime(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b := memory.New(nil)
-		defer b.Close()
-		h := newTestHandler(t, b, b, nil)
-		done := finishAfter(b, time.Second, func(r *asyncreq.Record) {
+	for name, finish := range map[string]func(*asyncreq.Record){
+		"failed": func(r *asyncreq.Record) {
 			r.State = asyncreq.StateFailed
 			r.Error = &asyncreq.Problem{Status: http.StatusUnprocessableEntity, Detail: "not UTF-8"}
+		},
+		"failed without a status": func(r *asyncreq.Record) { r.State = asyncreq.StateFailed },
+		"canceled":                func(r *asyncreq.Record) { r.State = asyncreq.StateCanceled },
+		"succeeded with a 503 result": succeed(&asyncreq.Result{
+			StatusCode: http.StatusServiceUnavailable, ContentType: "text/plain", Body: []byte("upstream down"),
+		}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := memory.New(nil)
+				defer b.Close()
+				h := newTestHandler(t, b, b, nil)
+				done := finishAfter(b, time.Second, finish)
+				rr := serveReq(t, h, http.MethodPost, "/", "x", "Prefer", "wait=5")
+				<-done
+				require.Equal(t, http.StatusSeeOther, rr.Code, rr.Body.String())
+				doc := readDoc(t, rr)
+				assert.True(t, doc.Status.Final())
+				assert.Equal(t, "/"+doc.ID+"/status", rr.Header().Get("Location"))
+				assert.Equal(t, "wait=5", rr.Header().Get("Preference-Applied"))
+				assert.Equal(t, "Prefer", rr.Header().Get("Vary"))
+				assert.Empty(t, rr.Header().Get("Content-Location"), "the answer is not the result")
+				if doc.Status != asyncreq.StateSucceeded {
+					require.NotNil(t, doc.Error)
+					assert.GreaterOrEqual(t, doc.Error.Status, 400, "the status document carries the failure")
+				}
+			})
 		})
-		rr := serveReq(t, h, http.MethodPost, "/", "x", "Prefer", "wait=5")
-		<-done
-		p := checkProblem(t, rr, http.StatusUnprocessableEntity)
-		assert.Equal(t, "not UTF-8", p.Detail)
-		assert.Equal(t, "wait=5", rr.Header().Get("Preference-Applied"))
-		assert.NotEmpty(t, rr.Header().Get("Content-Location"))
-	})
+	}
 }
 
 func TestSubmitPreferWaitTimesOutAtMaxWait(t *testing.T) {

@@ -19,8 +19,13 @@ type Record struct {
 	// IdempotencyKey is the client's Idempotency-Key, or "". Owner and
 	// IdempotencyKey together are unique among the records of a Store.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
-	// BodyHash identifies the submitted content for idempotent repeats:
-	// the hex SHA-256 of the body.
+	// BodyHash is the fingerprint of the submitted request that tells an
+	// idempotent repeat from another request with the same key: the hex
+	// SHA-256 of its method, path and query, Content-Type, kept headers
+	// (less those that change with every attempt, such as Traceparent and
+	// X-Forwarded-For) and body, each field length-prefixed. (It keeps
+	// its name from when it hashed the body alone; a record written then
+	// is still compared by its body.) Stores keep it as an opaque string.
 	BodyHash string `json:"body_hash,omitempty"`
 
 	// State is where the request stands.
@@ -123,6 +128,9 @@ type Store interface {
 
 	// Get returns the record with the given id, ErrNotFound if there is
 	// none, or ErrGone if it was purged or deleted and its tombstone lasts.
+	// ErrGone is returned as a *GoneError naming the record's Owner, which
+	// the tombstone keeps: without it a Handler with owners cannot tell
+	// whom it may answer 410, and answers 404 to all.
 	Get(ctx context.Context, id string) (*Record, error)
 
 	// Update atomically reads the record with the given id, calls fn with a
@@ -136,14 +144,14 @@ type Store interface {
 	Update(ctx context.Context, id string, fn func(*Record) error) (*Record, error)
 
 	// Delete removes the record with the given id and its idempotency key.
-	// If tombstone is true, a tombstone is kept for the record's
-	// TombstoneTTL so that Get answers ErrGone. Delete returns ErrNotFound
-	// if there is no such record.
+	// If tombstone is true, a tombstone that keeps the record's Owner is
+	// kept for the record's TombstoneTTL so that Get answers ErrGone.
+	// Delete returns ErrNotFound if there is no such record.
 	Delete(ctx context.Context, id string, tombstone bool) error
 
 	// Purge deletes up to limit records in a final state whose ExpiresAt is
-	// not after now, keeping a tombstone for each until ExpiresAt plus its
-	// TombstoneTTL, and drops tombstones that have run out. It returns how
+	// not after now, keeping a tombstone (with the record's Owner) for each
+	// until ExpiresAt plus its TombstoneTTL, and drops tombstones that have run out. It returns how
 	// many records it deleted. A Store whose engine expires keys by itself
 	// may do nothing and return 0.
 	Purge(ctx context.Context, now time.Time, limit int) (int, error)

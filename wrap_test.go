@@ -286,8 +286,14 @@ func TestAsyncReplaysAsIfSynchronous(t *testing.T) {
 	assert.NotEmpty(t, rr.Header().Get("Content-Location"))
 	assert.Equal(t, "1", rr.Header().Get("X-Report"))
 
-	// The handler's own error answer is replayed too.
+	// The handler's own error answer is the result, replayed at the
+	// result URL; the submit answers 303 to the status URL, not with the
+	// error, which would read as a submit that was not accepted.
 	rr = serveReq(t, a, http.MethodPost, "/", "", "Prefer", "wait=10")
+	require.Equal(t, http.StatusSeeOther, rr.Code, rr.Body.String())
+	rr = serveReq(t, a, http.MethodGet, rr.Header().Get("Location"), "")
+	require.Equal(t, http.StatusSeeOther, rr.Code, rr.Body.String())
+	rr = serveReq(t, a, http.MethodGet, rr.Header().Get("Location"), "")
 	require.Equal(t, http.StatusUnprocessableEntity, rr.Code)
 	assert.Equal(t, "empty body\n", rr.Body.String())
 }

@@ -48,7 +48,9 @@ func testTime() time.Time {
 	return time.Now().Truncate(time.Microsecond).Add(321 * time.Nanosecond).In(zone)
 }
 
-// bodyHash is the hex SHA-256 of body, as the handler records it.
+// bodyHash is the hex SHA-256 of body: a value of the form of the
+// handler's request fingerprints (Record.BodyHash), which Stores keep as
+// an opaque string.
 func bodyHash(body []byte) string {
 	sum := sha256.Sum256(body)
 	return hex.EncodeToString(sum[:])

@@ -39,6 +39,7 @@ func TestHandler(t *testing.T, newBackend func(t *testing.T) (asyncreq.Store, as
 			{"PermanentFailureIsFinalProblem", k.permanentFailure},
 			{"LargeBodyReachesProcessorAndResultComesBack", k.largeBody},
 			{"PreferWaitAnswersWithResult", k.preferWait},
+			{"PreferWaitFailureIsSeeOtherToStatus", k.preferWaitFailure},
 			{"PreferWaitTimesOutWithAccepted", k.preferWaitTimeout},
 			{"PreferRespondAsyncAnswersAtOnce", k.preferRespondAsync},
 		}},
@@ -57,6 +58,7 @@ func TestHandler(t *testing.T, newBackend func(t *testing.T) (asyncreq.Store, as
 			{"PendingIsCanceledAndNeverRuns", k.deletePending},
 			{"RunningCancelsProcessorContext", k.deleteRunning},
 			{"FinalIsDeletedThenGone", k.deleteFinal},
+			{"GoneIsNotFoundToOtherOwners", k.goneToOwnerOnly},
 		}},
 		{"Worker", []testCase{
 			{"DeadWorkersRequestIsRedeliveredAndItsOutcomeFenced", k.workerDies},
@@ -485,6 +487,27 @@ func (k *handlerKit) preferWait(t *testing.T, ctx context.Context) {
 	assert.Equal(t, report(body), r.body)
 }
 
+func (k *handlerKit) preferWaitFailure(t *testing.T, ctx context.Context) {
+	e := k.newEnv(t)
+	const detail = "the input is not a report"
+	e.startWorker(t, ctx, func(_ context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+		return nil, asyncreq.Permanent(errors.New(detail), http.StatusUnprocessableEntity)
+	}, nil, nil)
+	r := e.submit(t, ctx, []byte("not a report"), "Prefer", "wait=10")
+	require.Equal(t, http.StatusSeeOther, r.StatusCode,
+		"a submit with Prefer: wait whose request failed in time answers 303, never the failure's own status; body: %s", r.body)
+	assert.Equal(t, "wait=10", r.Header.Get("Preference-Applied"))
+	doc := statusDoc(t, r)
+	assert.Equal(t, asyncreq.StateFailed, doc.Status)
+	require.NotNil(t, doc.Error)
+	assert.Equal(t, http.StatusUnprocessableEntity, doc.Error.Status)
+	loc := e.resolve(t, r, r.Header.Get("Location"))
+	assert.Equal(t, mount+"/"+doc.ID+"/status", loc.Path, "Location is the status URL")
+	r = e.do(t, ctx, http.MethodGet, loc.String(), nil)
+	require.Equal(t, http.StatusOK, r.StatusCode)
+	assert.Equal(t, detail, statusDoc(t, r).Error.Detail)
+}
+
 func (k *handlerKit) preferWaitTimeout(t *testing.T, ctx context.Context) {
 	e := k.newEnv(t)
 	g := newGate(t)
@@ -784,6 +807,23 @@ func (k *handlerKit) deleteFinal(t *testing.T, ctx context.Context) {
 	problem(t, e.do(t, ctx, http.MethodGet, "/"+id, nil), http.StatusGone)
 	again := e.accepted(t, e.submit(t, ctx, []byte("delete me"), "Idempotency-Key", "del"))
 	assert.NotEqual(t, id, again, "the key of a deleted request makes a new request")
+}
+
+func (k *handlerKit) goneToOwnerOnly(t *testing.T, ctx context.Context) {
+	e := k.newEnv(t)
+	e.startWorker(t, ctx, echo(nil), nil, nil)
+	id := e.accepted(t, e.submit(t, ctx, []byte("alice's"), ownerHeader, "alice"))
+	e.waitState(t, ctx, id, asyncreq.StateSucceeded, patience, ownerHeader, "alice")
+	r := e.do(t, ctx, http.MethodDelete, "/"+id, nil, ownerHeader, "alice")
+	require.Equal(t, http.StatusNoContent, r.StatusCode, "DELETE of a finished request; body: %s", r.body)
+	problem(t, e.do(t, ctx, http.MethodGet, "/"+id+"/status", nil, ownerHeader, "alice"), http.StatusGone)
+	for _, owner := range []string{"mallory", ""} {
+		for _, req := range []struct{ method, target string }{
+			{http.MethodGet, "/" + id + "/status"}, {http.MethodGet, "/" + id}, {http.MethodDelete, "/" + id},
+		} {
+			problem(t, e.do(t, ctx, req.method, req.target, nil, ownerHeader, owner), http.StatusNotFound)
+		}
+	}
 }
 
 // partitioned wraps a Queue and cuts a worker off from it, as if the

@@ -52,6 +52,7 @@ func TestStore(t *testing.T, newStore func(t *testing.T) asyncreq.Store, opts *O
 		{"Delete", []testCase{
 			{"WithoutTombstoneIsNotFound", k.deleteWithoutTombstone},
 			{"WithTombstoneIsGone", k.deleteWithTombstone},
+			{"TombstoneNamesOwner", k.deleteTombstoneOwner},
 			{"UnknownIsNotFound", k.deleteUnknown},
 			{"FreesIdempotencyKey", k.deleteFreesKey},
 		}},
@@ -415,6 +416,34 @@ func (k *storeKit) deleteWithTombstone(t *testing.T, ctx context.Context) {
 	require.False(t, called, "Update must not call fn for a tombstone")
 }
 
+// requireGone requires err to be ErrGone as a *asyncreq.GoneError naming
+// owner, the owner of the record the tombstone stands for.
+func requireGone(t *testing.T, err error, owner string, msg string) {
+	t.Helper()
+	require.ErrorIs(t, err, asyncreq.ErrGone, msg)
+	var ge *asyncreq.GoneError
+	require.ErrorAs(t, err, &ge, "%s: ErrGone must come as a *asyncreq.GoneError that names the record's owner, "+
+		"so that a handler answers 410 to that owner only", msg)
+	require.Equal(t, owner, ge.Owner, "%s: the owner the tombstone keeps", msg)
+}
+
+// deleteTombstoneOwner checks that a tombstone keeps its record's owner:
+// a handler must answer it 410 to that owner and 404 to any other.
+func (k *storeKit) deleteTombstoneOwner(t *testing.T, ctx context.Context) {
+	s := k.newStore(t)
+	recs := []*asyncreq.Record{newRecord("alice", "k"), newRecord("tenant/é 1", ""), newRecord("", "")}
+	recs[0].State = asyncreq.StateSucceeded
+	recs[0].ExpiresAt = testTime().Add(time.Hour)
+	create(t, ctx, s, recs...)
+	for _, rec := range recs {
+		require.NoError(t, s.Delete(ctx, rec.ID, true))
+		_, err := s.Get(ctx, rec.ID)
+		requireGone(t, err, rec.Owner, "Get after Delete with a tombstone")
+		_, err = s.Update(ctx, rec.ID, func(*asyncreq.Record) error { return nil })
+		requireGone(t, err, rec.Owner, "Update after Delete with a tombstone")
+	}
+}
+
 func (k *storeKit) deleteUnknown(t *testing.T, ctx context.Context) {
 	s := k.newStore(t)
 	create(t, ctx, s, newRecord("", ""))
@@ -528,7 +557,7 @@ func (k *storeKit) purge(t *testing.T, ctx context.Context) {
 			if rec == short && errors.Is(err, asyncreq.ErrNotFound) {
 				continue // its tombstone may already have run out
 			}
-			require.ErrorIs(t, err, asyncreq.ErrGone, "a purged record must be Gone while its tombstone lasts")
+			requireGone(t, err, rec.Owner, "a purged record must be Gone while its tombstone lasts")
 		}
 		return true
 	}, says("final records whose ExpiresAt passed must be purged (Get answering ErrGone)"))
@@ -540,7 +569,7 @@ func (k *storeKit) purge(t *testing.T, ctx context.Context) {
 		requireSameRecord(t, rec, got)
 	}
 	_, err = s.Get(ctx, deleted.ID)
-	require.ErrorIs(t, err, asyncreq.ErrGone, "Purge must keep a tombstone that has not run out")
+	requireGone(t, err, deleted.Owner, "Purge must keep a tombstone that has not run out")
 
 	sleep(ctx, time.Until(expireAt.Add(shortTomb+50*time.Millisecond)))
 	eventually(t, ctx, patience, 100*time.Millisecond, func() bool {
@@ -555,7 +584,7 @@ func (k *storeKit) purge(t *testing.T, ctx context.Context) {
 	}, says("a tombstone must go (Get answering ErrNotFound) once ExpiresAt plus TombstoneTTL passed"))
 	for _, rec := range expired {
 		_, err := s.Get(ctx, rec.ID)
-		require.ErrorIs(t, err, asyncreq.ErrGone, "a tombstone that has not run out must stay")
+		requireGone(t, err, rec.Owner, "a tombstone that has not run out must stay")
 	}
 }
 

@@ -240,7 +240,9 @@ var submitOnlyHeaders = []string{
 // Submit sends a request with the given method, URL and body (nil for
 // none) to an asynchronous endpoint and returns the operation it started.
 // The returned operation is finished at once if the server answered with
-// the result (a 2xx other than 202, or a 303).
+// the result (a 2xx other than 202, or a 303 to it), or with a 303 to the
+// status URL and a status document that says the request failed or was
+// canceled.
 //
 // An answer that is neither (4xx, 5xx) returns a *ResponseError. With an
 // idempotency key, network errors and 409, 429, 502, 503 and 504 answers

@@ -114,6 +114,62 @@ func TestSubmitSeeOther(t *testing.T) {
 	assert.Equal(t, "seven", string(res.Body))
 }
 
+// TestSubmitPreferWaitFailureDialects: a submit with Prefer: wait whose
+// request failed in time, as asyncreq servers answer it: 303 to the status
+// URL with the status document, 303 to the status URL without a body, and
+// (servers before the 303) the failure's own status with
+// Content-Location and Preference-Applied. Each is a finished operation
+// whose Wait returns the failure, never a failed submit or a "result".
+func TestSubmitPreferWaitFailureDialects(t *testing.T) {
+	const id = "0J7Q4ZK2XHD8Q6M5R3W1T9YV0C"
+	failedDoc := `{"id":"` + id + `","status":"failed","created_at":"2026-11-26T10:00:00Z",` +
+		`"updated_at":"2026-11-26T10:00:01Z","attempts":1,"status_url":"/jobs/` + id + `/status",` +
+		`"error":{"type":"about:blank","title":"Unprocessable Content","status":422,"detail":"not UTF-8"}}`
+	for name, submit := range map[string]http.HandlerFunc{
+		"303 with the status document": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Location", "/jobs/"+id+"/status")
+			w.Header().Set("Preference-Applied", "wait=5")
+			writeJSON(w, http.StatusSeeOther, failedDoc)
+		},
+		"303 without a body": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Location", "/jobs/"+id+"/status")
+			w.WriteHeader(http.StatusSeeOther)
+		},
+		"the failure's own status": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Location", "/jobs/"+id)
+			w.Header().Set("Preference-Applied", "wait=5")
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			_, _ = io.WriteString(w, `{"type":"about:blank","title":"Unprocessable Content","status":422,"detail":"not UTF-8"}`)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			mux := http.NewServeMux()
+			mux.HandleFunc("POST /jobs", submit)
+			mux.HandleFunc("GET /jobs/"+id+"/status", func(w http.ResponseWriter, r *http.Request) {
+				writeJSON(w, http.StatusOK, failedDoc)
+			})
+			mux.HandleFunc("GET /jobs/"+id, func(w http.ResponseWriter, r *http.Request) {
+				t.Errorf("the result URL of a failed request was fetched")
+				http.Error(w, "not here", http.StatusNotFound)
+			})
+			srv := newServer(t, mux)
+			c := newTestClient(t, nil)
+			op, err := c.Submit(t.Context(), http.MethodPost, srv.URL+"/jobs", []byte("x"), &SubmitOptions{Wait: 5 * time.Second})
+			require.NoError(t, err, "a request that failed in time is not a failed submit")
+			assert.Equal(t, id, op.ID())
+			assert.Equal(t, srv.URL+"/jobs/"+id+"/status", op.StatusURL())
+			_, err = op.Wait(t.Context(), nil)
+			var oe *OperationError
+			require.ErrorAs(t, err, &oe)
+			assert.Equal(t, asyncreq.StateFailed, oe.State)
+			assert.Equal(t, http.StatusUnprocessableEntity, oe.Problem.Status)
+			assert.Equal(t, "not UTF-8", oe.Problem.Detail)
+			assert.True(t, op.Done())
+		})
+	}
+}
+
 // TestSubmitWithoutLocation: a 202 that names no status URL is a protocol
 // error.
 func TestSubmitWithoutLocation(t *testing.T) {

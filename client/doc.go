@@ -16,7 +16,11 @@
 //   - 202 Accepted with a Location: the status URL to poll;
 //   - 200 (or another 2xx) at once: the request finished inline, and that
 //     answer is the result;
-//   - 303 See Other: the request finished, and the result is at Location.
+//   - 303 See Other: the request finished, and the result is at Location;
+//     or, when Location is the status URL (asyncreq's answer to Prefer:
+//     wait for a request that failed, was canceled or whose result is an
+//     error answer), the status document, sent along or polled, tells the
+//     outcome, and a failure is an [*OperationError], not a failed submit.
 //
 // A submit is retried (on network errors and on 429, 502, 503 and 504, and
 // 409 while the first copy is still being accepted) only when it carries an

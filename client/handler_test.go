@@ -210,6 +210,9 @@ func TestRealHandlerPreferWait(t *testing.T) {
 	assert.Equal(t, "INLINE", string(res.Body))
 }
 
+// A request that fails within the wait is answered 303 to its status URL
+// (with the status document): the operation is finished with the failure,
+// and a token resumes it from the status URL.
 func TestRealHandlerPreferWaitFailure(t *testing.T) {
 	url := realServer(t, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 		return nil, asyncreq.Permanent(errors.New("nope"), http.StatusUnprocessableEntity)
@@ -217,10 +220,38 @@ func TestRealHandlerPreferWaitFailure(t *testing.T) {
 	c := newTestClient(t, nil)
 	op, err := c.Submit(t.Context(), http.MethodPost, url, nil, &SubmitOptions{Wait: 10 * time.Second})
 	require.NoError(t, err, "a request that failed within the wait is not a failed submit")
+	require.True(t, asyncreq.ValidID(op.ID()))
+	assert.Equal(t, url+op.ID()+"/status", op.StatusURL())
 	_, err = op.Wait(t.Context(), nil)
 	var oe *OperationError
 	require.ErrorAs(t, err, &oe)
 	assert.Equal(t, http.StatusUnprocessableEntity, oe.Problem.Status)
+	assert.Equal(t, op.ID(), oe.ID)
+
+	tok, err := op.ResumeToken()
+	require.NoError(t, err)
+	resumed, err := c.Resume(tok)
+	require.NoError(t, err)
+	_, err = resumed.Wait(t.Context(), nil)
+	require.ErrorAs(t, err, &oe, "the resumed operation reads the failure from the status URL")
+	assert.Equal(t, http.StatusUnprocessableEntity, oe.Problem.Status)
+}
+
+// A result that is itself an error answer (a wrapped handler's 503) is the
+// request's result, not a failed submit: the operation follows the 303 to
+// it.
+func TestRealHandlerPreferWaitErrorResult(t *testing.T) {
+	url := realServer(t, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+		return &asyncreq.Result{StatusCode: http.StatusServiceUnavailable, ContentType: "text/plain", Body: []byte("upstream down")}, nil
+	}), nil)
+	c := newTestClient(t, nil)
+	op, err := c.Submit(t.Context(), http.MethodPost, url, nil, &SubmitOptions{Wait: 10 * time.Second})
+	require.NoError(t, err)
+	res, err := op.Wait(t.Context(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+	assert.Equal(t, "upstream down", string(res.Body))
+	assert.Equal(t, url+op.ID(), res.URL)
 }
 
 func TestRealHandlerIdempotentSubmit(t *testing.T) {

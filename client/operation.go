@@ -299,6 +299,12 @@ func (op *Operation) handleSubmit(r *response) error {
 		if loc == nil {
 			return fmt.Errorf("%w: %d from %s without a Location", ErrProtocol, r.statusCode, r.url.Redacted())
 		}
+		if op.seeOtherStatusLocked(r, doc, loc) {
+			if doc != nil && doc.Status.Final() && (doc.Status != asyncreq.StateSucceeded || doc.ResultURL != "") {
+				return op.finishLocked(r, doc)
+			}
+			return nil // the status URL tells the rest
+		}
 		op.resultURL = loc
 		op.done = true
 		op.idFromResultURL()
@@ -318,6 +324,41 @@ func (op *Operation) handleSubmit(r *response) error {
 		return nil
 	}
 	return r.responseError()
+}
+
+// seeOtherStatusLocked takes in a redirect answering the submit that
+// points at the request's status rather than at its result, and reports
+// whether it did. asyncreq answers a submit with Prefer: wait whose
+// request ended in time in anything but a 2xx result (failed, canceled,
+// or a result that is itself an error answer) with 303 to the status URL
+// and the status document; the status URL, polled, tells the outcome.
+// Such a redirect is one with a status document of a request that did not
+// succeed, or one whose Location is the status URL (the document's
+// status_url, or a path of asyncreq's status layout). Any other redirect
+// leads to the result.
+func (op *Operation) seeOtherStatusLocked(r *response, doc *asyncreq.StatusDocument, loc *url.URL) bool {
+	toStatus := isStatusLayout(loc)
+	if doc != nil && doc.StatusURL != "" {
+		if su, err := r.url.Parse(doc.StatusURL); err == nil && su.String() == loc.String() {
+			toStatus = true
+		}
+	}
+	if !toStatus && (doc == nil || doc.Status == asyncreq.StateSucceeded) {
+		return false
+	}
+	op.statusURL = loc
+	op.lastHeader = r.header
+	if op.id == "" && isStatusLayout(loc) {
+		op.id = path.Base(strings.TrimSuffix(loc.Path, "/status"))
+	}
+	return true
+}
+
+// isStatusLayout reports whether u looks like an asyncreq status URL: a
+// path ending in /{id}/status.
+func isStatusLayout(u *url.URL) bool {
+	rest, ok := strings.CutSuffix(u.Path, "/status")
+	return ok && asyncreq.ValidID(path.Base(rest))
 }
 
 // finalOnSubmitLocked takes in an error answer to a submit that the server

@@ -40,7 +40,7 @@ type Backend struct {
 	closed     bool
 	records    map[string]*asyncreq.Record
 	idem       map[idemKey]string
-	tombs      map[string]time.Time // id -> tombstone end
+	tombs      map[string]tombstone // by id
 	unenqueued map[string]struct{}  // ids of records with Enqueued false, not final
 	expiries   timeHeap             // final records by ExpiresAt (lazily pruned)
 	tombHeap   timeHeap             // tombstones by end (lazily pruned)
@@ -65,6 +65,13 @@ var (
 
 type idemKey struct{ owner, key string }
 
+// tombstone is what is left of a purged or deleted record: when it runs
+// out, and whose record it was.
+type tombstone struct {
+	until time.Time
+	owner string
+}
+
 // entry is one queue entry. gen changes on every delivery and settlement,
 // so a stale lease handle can be told from the current one.
 type entry struct {
@@ -87,7 +94,7 @@ func New(opts *Options) *Backend {
 		now:        time.Now,
 		records:    make(map[string]*asyncreq.Record),
 		idem:       make(map[idemKey]string),
-		tombs:      make(map[string]time.Time),
+		tombs:      make(map[string]tombstone),
 		unenqueued: make(map[string]struct{}),
 		watchers:   make(map[string][]chan struct{}),
 		wake:       make(chan struct{}),
@@ -220,9 +227,9 @@ func (b *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) 
 // missing tells ErrGone from ErrNotFound for an id without a record. The
 // caller holds b.mu.
 func (b *Backend) missing(id string) error {
-	if until, ok := b.tombs[id]; ok {
-		if b.now().Before(until) {
-			return asyncreq.ErrGone
+	if tb, ok := b.tombs[id]; ok {
+		if b.now().Before(tb.until) {
+			return &asyncreq.GoneError{Owner: tb.owner}
 		}
 		delete(b.tombs, id)
 	}
@@ -288,7 +295,7 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 	}
 	b.remove(rec)
 	if tombstone && rec.TombstoneTTL > 0 {
-		b.tomb(id, b.now().Add(rec.TombstoneTTL))
+		b.tomb(rec, b.now().Add(rec.TombstoneTTL))
 	}
 	return nil
 }
@@ -306,9 +313,11 @@ func (b *Backend) remove(rec *asyncreq.Record) {
 	b.notify(rec.ID)
 }
 
-func (b *Backend) tomb(id string, until time.Time) {
-	b.tombs[id] = until
-	heap.Push(&b.tombHeap, timed{at: until, id: id})
+// tomb keeps a tombstone of rec until the given time. The caller holds
+// b.mu.
+func (b *Backend) tomb(rec *asyncreq.Record, until time.Time) {
+	b.tombs[rec.ID] = tombstone{until: until, owner: rec.Owner}
+	heap.Push(&b.tombHeap, timed{at: until, id: rec.ID})
 }
 
 // Purge implements asyncreq.Store.
@@ -326,13 +335,13 @@ func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, err
 		}
 		b.remove(rec)
 		if rec.TombstoneTTL > 0 {
-			b.tomb(rec.ID, rec.ExpiresAt.Add(rec.TombstoneTTL))
+			b.tomb(rec, rec.ExpiresAt.Add(rec.TombstoneTTL))
 		}
 		n++
 	}
 	for b.tombHeap.Len() > 0 && !b.tombHeap[0].at.After(now) {
 		t := heap.Pop(&b.tombHeap).(timed)
-		if until, ok := b.tombs[t.id]; ok && until.Equal(t.at) {
+		if tb, ok := b.tombs[t.id]; ok && tb.until.Equal(t.at) {
 			delete(b.tombs, t.id)
 		}
 	}

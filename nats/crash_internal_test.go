@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -147,4 +148,28 @@ func TestLargeBodiesAreChunkedAndCleanedUp(t *testing.T) {
 	require.ErrorIs(t, err, jetstream.ErrKeyNotFound)
 	_, err = b.kv.Get(ctx, prefixExpiry+rec.ID)
 	require.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+}
+
+// TestLegacyTombstoneNamesNoOwner: a tombstone written before tombstones
+// kept their owner (its end alone) is a plain ErrGone, which a handler
+// with owners answers 404; one written now names the owner, even one with
+// a newline.
+func TestLegacyTombstoneNamesNoOwner(t *testing.T) {
+	b := newTestBackend(t)
+	ctx := t.Context()
+	rec := pendingRecord("alice\nand bob", "")
+	_, err := b.Create(ctx, rec)
+	require.NoError(t, err)
+	require.NoError(t, b.Delete(ctx, rec.ID, true))
+	_, err = b.Get(ctx, rec.ID)
+	var ge *asyncreq.GoneError
+	require.ErrorAs(t, err, &ge)
+	require.Equal(t, "alice\nand bob", ge.Owner)
+
+	legacy := append([]byte{kindTombstone}, time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)...)
+	_, err = b.kv.Put(ctx, prefixRecord+rec.ID, legacy)
+	require.NoError(t, err)
+	_, err = b.Get(ctx, rec.ID)
+	require.ErrorIs(t, err, asyncreq.ErrGone)
+	require.False(t, errors.As(err, &ge), "a tombstone without an owner names none")
 }

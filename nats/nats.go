@@ -10,7 +10,8 @@
 // storage:
 //
 //   - the key-value bucket Options.Bucket, history 1, holding
-//     "r.<id>" (a record, or its tombstone after it is purged or deleted),
+//     "r.<id>" (a record, or its tombstone after it is purged or deleted:
+//     when it runs out and the record's owner),
 //     "b.<id>.<tag>.<n>" (the chunks of a body or result larger than 64 KiB,
 //     since a value is limited to the server's max_payload),
 //     "i.<hash>" (the idempotency key of an owner, pointing at a record id),

@@ -73,6 +73,7 @@ type stored struct {
 	body   *blobRef         // where rec.Body is kept, if not inline
 	result *blobRef         // where rec.Result.Body is kept, if not inline
 	until  time.Time        // tombstone end
+	owner  *string          // the owner a tombstone keeps (nil: none kept)
 	rev    uint64
 }
 
@@ -98,8 +99,12 @@ func (r *blobRef) key(id string, i int) string {
 	return prefixBlob + id + "." + r.Tag + "." + strconv.Itoa(i)
 }
 
-func encodeTombstone(until time.Time) []byte {
-	return append([]byte{kindTombstone}, until.UTC().Format(time.RFC3339Nano)...)
+// encodeTombstone returns the value of a tombstone of a record of owner:
+// its end, a newline and the owner. (A tombstone written before they kept
+// the owner ends after the time.)
+func encodeTombstone(until time.Time, owner string) []byte {
+	v := append([]byte{kindTombstone}, until.UTC().Format(time.RFC3339Nano)...)
+	return append(append(v, '\n'), owner...)
 }
 
 func decode(e jetstream.KeyValueEntry) (*stored, error) {
@@ -116,11 +121,15 @@ func decode(e jetstream.KeyValueEntry) (*stored, error) {
 		}
 		s.rec, s.body, s.result = env.Rec, env.Body, env.Result
 	case kindTombstone:
-		t, err := time.Parse(time.RFC3339Nano, string(v[1:]))
+		until, owner, hasOwner := strings.Cut(string(v[1:]), "\n")
+		t, err := time.Parse(time.RFC3339Nano, until)
 		if err != nil {
 			return nil, fmt.Errorf("nats: key %s: decode tombstone: %w", e.Key(), err)
 		}
 		s.until = t
+		if hasOwner {
+			s.owner = &owner
+		}
 	default:
 		return nil, fmt.Errorf("nats: key %s: unknown value kind %q", e.Key(), v[0])
 	}
@@ -296,10 +305,13 @@ func (b *Backend) loadOnce(ctx context.Context, id string, withBodies bool) (*st
 		return nil, err
 	}
 	if s.rec == nil {
-		if b.opts.Now().Before(s.until) {
+		switch {
+		case !b.opts.Now().Before(s.until):
+			return nil, asyncreq.ErrNotFound
+		case s.owner == nil:
 			return nil, asyncreq.ErrGone
 		}
-		return nil, asyncreq.ErrNotFound
+		return nil, &asyncreq.GoneError{Owner: *s.owner}
 	}
 	if withBodies {
 		if err := b.fill(ctx, id, s); err != nil {
@@ -520,7 +532,7 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 			if _, err := b.kv.Put(ctx, prefixExpiry+id, dueValue(until)); err != nil {
 				return ctxErr(ctx, fmt.Errorf("nats: delete %s: marker: %w", id, err))
 			}
-			_, err = b.kv.Update(ctx, prefixRecord+id, encodeTombstone(until), s.rev)
+			_, err = b.kv.Update(ctx, prefixRecord+id, encodeTombstone(until, rec.Owner), s.rev)
 		} else {
 			err = b.kv.Delete(ctx, prefixRecord+id, jetstream.LastRevision(s.rev))
 		}
@@ -707,7 +719,7 @@ func (b *Backend) purgeOne(ctx context.Context, id string, now time.Time) (bool,
 		}
 		keepTomb := rec.TombstoneTTL > 0 && rec.ExpiresAt.Add(rec.TombstoneTTL).After(now)
 		if keepTomb {
-			_, err = b.kv.Update(ctx, prefixRecord+id, encodeTombstone(rec.ExpiresAt.Add(rec.TombstoneTTL)), s.rev)
+			_, err = b.kv.Update(ctx, prefixRecord+id, encodeTombstone(rec.ExpiresAt.Add(rec.TombstoneTTL), rec.Owner), s.rev)
 		} else {
 			err = b.kv.Delete(ctx, prefixRecord+id, jetstream.LastRevision(s.rev))
 		}

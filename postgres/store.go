@@ -280,17 +280,21 @@ func (s *Store) Get(ctx context.Context, id string) (*asyncreq.Record, error) {
 	return rec, nil
 }
 
-// missing returns asyncreq.ErrGone if id has a live tombstone, else
-// asyncreq.ErrNotFound.
+// missing returns a *asyncreq.GoneError naming the record's owner if id
+// has a live tombstone, else asyncreq.ErrNotFound. A tombstone written
+// before tombstones kept their owner is a plain asyncreq.ErrGone.
 func (s *Store) missing(ctx context.Context, id string) error {
-	var gone bool
-	if err := s.pool.QueryRow(ctx, s.sql.tombstoned, s.queue, id, time.Now()).Scan(&gone); err != nil {
+	var owner *string
+	err := s.pool.QueryRow(ctx, s.sql.tombstoned, s.queue, id, time.Now()).Scan(&owner)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return asyncreq.ErrNotFound
+	case err != nil:
 		return s.fail(ctx, "get "+id, err)
-	}
-	if gone {
+	case owner == nil:
 		return asyncreq.ErrGone
 	}
-	return asyncreq.ErrNotFound
+	return &asyncreq.GoneError{Owner: *owner}
 }
 
 // Update implements asyncreq.Store: it calls fn on the record, and writes
@@ -576,8 +580,8 @@ func newStatements(schema string) statements {
 		get:         f(`SELECT {{cols}} FROM {{s}}.records WHERE queue = $1 AND id = $2`),
 		selectByKey: f(`SELECT {{cols}} FROM {{s}}.records
 			WHERE queue = $1 AND owner = $2 AND idempotency_key = $3 AND idempotency_key <> ''`),
-		tombstoned: f(`SELECT EXISTS (SELECT 1 FROM {{s}}.tombstones
-			WHERE queue = $1 AND id = $2 AND expires_at > $3)`),
+		tombstoned: f(`SELECT owner FROM {{s}}.tombstones
+			WHERE queue = $1 AND id = $2 AND expires_at > $3`),
 		// update's optimistic form: a record is written only if its row
 		// version (xmin) is still the one read ($3). It commits on its own
 		// (see Store.Update), and returns the ids written with their new
@@ -591,12 +595,12 @@ func newStatements(schema string) statements {
 			WHERE queue = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE`),
 		delete: f(`WITH d AS (
 				DELETE FROM {{s}}.records WHERE queue = $1 AND id = $2
-				RETURNING id, tombstone_ttl_ns
+				RETURNING id, owner, tombstone_ttl_ns
 			), t AS (
-				INSERT INTO {{s}}.tombstones (queue, id, expires_at)
-				SELECT $1, d.id, $4::timestamptz + d.tombstone_ttl_ns / 1000 * interval '1 microsecond'
+				INSERT INTO {{s}}.tombstones (queue, id, owner, expires_at)
+				SELECT $1, d.id, d.owner, $4::timestamptz + d.tombstone_ttl_ns / 1000 * interval '1 microsecond'
 				FROM d WHERE $3 AND d.tombstone_ttl_ns > 0
-				ON CONFLICT (queue, id) DO UPDATE SET expires_at = excluded.expires_at
+				ON CONFLICT (queue, id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
 			)
 			SELECT count(*) FROM d`),
 		// The rows to delete are picked once, in a materialized CTE that
@@ -612,13 +616,13 @@ func newStatements(schema string) statements {
 			), d AS (
 				DELETE FROM {{s}}.records AS r USING c
 				WHERE r.queue = $1 AND r.id = c.id
-				RETURNING r.id, r.expires_at, r.tombstone_ttl_ns
+				RETURNING r.id, r.owner, r.expires_at, r.tombstone_ttl_ns
 			), t AS (
-				INSERT INTO {{s}}.tombstones (queue, id, expires_at)
-				SELECT $1, d.id, d.expires_at + d.tombstone_ttl_ns / 1000 * interval '1 microsecond'
+				INSERT INTO {{s}}.tombstones (queue, id, owner, expires_at)
+				SELECT $1, d.id, d.owner, d.expires_at + d.tombstone_ttl_ns / 1000 * interval '1 microsecond'
 				FROM d
 				WHERE d.expires_at + d.tombstone_ttl_ns / 1000 * interval '1 microsecond' > $2
-				ON CONFLICT (queue, id) DO UPDATE SET expires_at = excluded.expires_at
+				ON CONFLICT (queue, id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
 			)
 			SELECT count(*) FROM d`),
 		purgeTombstones: f(`WITH c AS MATERIALIZED (

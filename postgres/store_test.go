@@ -38,6 +38,19 @@ func TestMigrate(t *testing.T) {
 
 	s, err := postgres.New(pool, opts)
 	require.NoError(t, err)
+
+	// A tombstone written before tombstones kept their owner (version 2)
+	// is gone to nobody in particular: a plain ErrGone, which a handler
+	// with owners answers 404.
+	legacy := asyncreq.NewID()
+	_, err = pool.Exec(ctx, "INSERT INTO "+pgx.Identifier{schema, "tombstones"}.Sanitize()+
+		" (queue, id, expires_at) VALUES ('default', $1, now() + interval '1 hour')", legacy)
+	require.NoError(t, err)
+	_, err = s.Get(ctx, legacy)
+	require.ErrorIs(t, err, asyncreq.ErrGone)
+	var ge *asyncreq.GoneError
+	require.False(t, errors.As(err, &ge), "a tombstone without an owner names none")
+
 	require.NoError(t, s.Close())
 	require.NoError(t, s.Close(), "second Close")
 }

@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -188,6 +189,39 @@ func TestFinalRecordExpires(t *testing.T) {
 	require.ErrorIs(t, err, asyncreq.ErrGone)
 	_, err = b.Create(ctx, testRecord("", "key-2"))
 	require.NoError(t, err, "the idempotency key expired with its record")
+}
+
+// TestLegacyTombstoneNamesNoOwner: a tombstone written before tombstones
+// kept their owner ("1") is a plain ErrGone, which a handler with owners
+// answers 404; one written now names the owner.
+func TestLegacyTombstoneNamesNoOwner(t *testing.T) {
+	c := newClient(t)
+	prefix := newPrefix(t, c)
+	b, err := redis.New(c, &redis.Options{Prefix: prefix})
+	require.NoError(t, err)
+	defer b.Close()
+	ctx := t.Context()
+
+	rec := testRecord("alice", "")
+	_, err = b.Create(ctx, rec)
+	require.NoError(t, err)
+	require.NoError(t, b.Delete(ctx, rec.ID, true))
+	var tomb string
+	for _, k := range keys(t, c, prefix) {
+		if strings.HasSuffix(k, ":t:"+rec.ID) {
+			tomb = k
+		}
+	}
+	require.NotEmpty(t, tomb, "Delete with a tombstone leaves one")
+	_, err = b.Get(ctx, rec.ID)
+	var ge *asyncreq.GoneError
+	require.ErrorAs(t, err, &ge)
+	assert.Equal(t, "alice", ge.Owner)
+
+	require.NoError(t, c.Set(ctx, tomb, "1", time.Hour).Err())
+	_, err = b.Get(ctx, rec.ID)
+	require.ErrorIs(t, err, asyncreq.ErrGone)
+	assert.False(t, errors.As(err, &ge), "a tombstone without an owner names none")
 }
 
 // TestAckedEntriesAreDeleted checks that settled entries leave nothing in

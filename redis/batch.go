@@ -179,7 +179,7 @@ func (g *creates) next() *createCall {
 // Flags of a record in createScript's arguments.
 const (
 	createEnqueue    = 1 << iota // add it to the stream
-	createExpiry                 // expireAt and tombAt follow
+	createExpiry                 // expireAt, tombAt and the owner follow
 	createUnenqueued             // its score in the unenqueued set follows
 	createBody                   // its body follows
 	createResult                 // its result's body follows
@@ -216,7 +216,7 @@ func (b *Backend) runCreates(ctx context.Context, batch []*createCall) ([]any, e
 		}
 		args = append(args, rec.ID, flags, ms(b.tombstoneTTL(rec)), c.meta)
 		if expireAt > 0 {
-			args = append(args, expireAt, tombAt)
+			args = append(args, expireAt, tombAt, rec.Owner)
 		}
 		if score != "" {
 			args = append(args, score)

@@ -14,7 +14,7 @@
 // Every key starts with Options.Prefix and carries the hash tag {Queue}:
 //
 //	<prefix>{<queue>}:r:<id>         record (hash: d, b, r, v, k, t, x)
-//	<prefix>{<queue>}:t:<id>         tombstone
+//	<prefix>{<queue>}:t:<id>         tombstone ("o:" + the record's owner)
 //	<prefix>{<queue>}:k:<n>:<owner>:<key>  idempotency key -> id
 //	<prefix>{<queue>}:q              stream of entries (id, n)
 //	<prefix>{<queue>}:d              delayed entries (sorted set by due time)

@@ -27,15 +27,16 @@ import goredis "github.com/redis/go-redis/v9"
 // idempotency key (ik, may be false) and its tombstone (KEYS[2]): expireAt
 // and tombAt are Unix milliseconds, 0 for none. The record's field x marks
 // that an expiry was set, so that the common write of a record that never
-// had one costs nothing here.
+// had one costs nothing here. A tombstone's value is "o:" and the owner of
+// its record (tombstones written before they kept the owner hold "1").
 const expiryLua = `
-local function apply_expiry(rec, tomb, ik, had, expireAt, tombAt)
+local function apply_expiry(rec, tomb, ik, had, expireAt, tombAt, owner)
   if expireAt > 0 then
     redis.call('HSET', rec, 'x', 1)
     redis.call('PEXPIREAT', rec, expireAt)
     if ik then redis.call('PEXPIREAT', ik, expireAt) end
     if tombAt > 0 then
-      redis.call('SET', tomb, '1', 'PXAT', tombAt)
+      redis.call('SET', tomb, 'o:' .. owner, 'PXAT', tombAt)
     end
   elseif had then
     redis.call('HDEL', rec, 'x')
@@ -55,9 +56,9 @@ end
 // KEYS: stream, unenqueued set.
 // ARGV: the key prefix with the queue's hash tag (Backend.base), then per
 // record: id, flags (the create* constants in batch.go), tombstone TTL ms,
-// the record's field d, and as the flags say: expireAt ms and tombAt ms, its
-// score in the unenqueued set, its body, its result's body, its idempotency
-// key's key. Only what a record has is sent: each argument costs the server
+// the record's field d, and as the flags say: expireAt ms, tombAt ms and
+// its owner, its score in the unenqueued set, its body, its result's body,
+// its idempotency key's key. Only what a record has is sent: each argument costs the server
 // a string of its own.
 //
 // Returns per record: 1 when created, {d, b, r} of the earlier record of a
@@ -67,7 +68,7 @@ end
 var createScript = goredis.NewScript(expiryLua + `
 local base = ARGV[1]
 
-local function create(id, ik, enqueue, ttl, d, expireAt, tombAt, score, body, result)
+local function create(id, ik, enqueue, ttl, d, expireAt, tombAt, owner, score, body, result)
   if ik then
     local other = redis.call('GET', ik)
     if other then
@@ -89,7 +90,7 @@ local function create(id, ik, enqueue, ttl, d, expireAt, tombAt, score, body, re
     redis.call('HSET', rec, 'k', ik)
     redis.call('SET', ik, id)
   end
-  apply_expiry(rec, base .. 't:' .. id, ik, false, expireAt, tombAt)
+  apply_expiry(rec, base .. 't:' .. id, ik, false, expireAt, tombAt, owner)
   if enqueue then
     redis.call('XADD', KEYS[1], '*', 'id', id, 'n', 0)
   end
@@ -104,16 +105,16 @@ local i, n = 2, #ARGV
 while i <= n do
   local id, flags, ttl, d = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   i = i + 4
-  local expireAt, tombAt, score, body, result, ik = 0, 0, false, false, false, false
+  local expireAt, tombAt, owner, score, body, result, ik = 0, 0, '', false, false, false, false
   if bit.band(flags, 2) ~= 0 then
-    expireAt, tombAt = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-    i = i + 2
+    expireAt, tombAt, owner = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
+    i = i + 3
   end
   if bit.band(flags, 4) ~= 0 then score = ARGV[i]; i = i + 1 end
   if bit.band(flags, 8) ~= 0 then body = ARGV[i]; i = i + 1 end
   if bit.band(flags, 16) ~= 0 then result = ARGV[i]; i = i + 1 end
   if bit.band(flags, 32) ~= 0 then ik = ARGV[i]; i = i + 1 end
-  local ok, res = pcall(create, id, ik, bit.band(flags, 1) ~= 0, ttl, d, expireAt, tombAt, score, body, result)
+  local ok, res = pcall(create, id, ik, bit.band(flags, 1) ~= 0, ttl, d, expireAt, tombAt, owner, score, body, result)
   if not ok then
     if type(res) == 'table' and res.err then res = res.err end
     res = tostring(res)
@@ -129,9 +130,9 @@ return out
 //
 // KEYS: record, tombstone, unenqueued set.
 // ARGV: version read, tombstone TTL ms, expireAt ms, tombAt ms, watch
-// channel, number of fields to delete, their names, then the fields to set
-// and their values, and last the id and its score in the unenqueued set
-// ("": not unenqueued).
+// channel, the record's owner, number of fields to delete, their names,
+// then the fields to set and their values, and last the id and its score in
+// the unenqueued set ("": not unenqueued).
 //
 // Returns {1} when stored, {-1} if the record is gone, and on a version
 // conflict {0, d, b, r, v}: the record as it is, so that the caller can try
@@ -143,24 +144,25 @@ if cur[1] ~= ARGV[1] then
   local now = redis.call('HMGET', KEYS[1], 'd', 'b', 'r')
   return {0, now[1], now[2], now[3], cur[1]}
 end
-local ndel = tonumber(ARGV[6])
+local ndel = tonumber(ARGV[7])
 if ndel > 0 then
-  redis.call('HDEL', KEYS[1], unpack(ARGV, 7, 6 + ndel))
+  redis.call('HDEL', KEYS[1], unpack(ARGV, 8, 7 + ndel))
 end
 local last = #ARGV
-redis.call('HSET', KEYS[1], 'v', tonumber(cur[1]) + 1, 't', ARGV[2], unpack(ARGV, 7 + ndel, last - 2))
+redis.call('HSET', KEYS[1], 'v', tonumber(cur[1]) + 1, 't', ARGV[2], unpack(ARGV, 8 + ndel, last - 2))
 if ARGV[last] == '' then
   redis.call('ZREM', KEYS[3], ARGV[last - 1])
 else
   redis.call('ZADD', KEYS[3], ARGV[last], ARGV[last - 1])
 end
-apply_expiry(KEYS[1], KEYS[2], cur[2], cur[3], tonumber(ARGV[3]), tonumber(ARGV[4]))
+apply_expiry(KEYS[1], KEYS[2], cur[2], cur[3], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6])
 redis.call('PUBLISH', ARGV[5], '')
 return {1}
 `)
 
 // deleteScript removes a record and its idempotency key, and keeps or
-// drops its tombstone.
+// drops its tombstone, which names the record's owner (read from its field
+// d; "1", no owner, if d cannot be read).
 //
 // KEYS: record, tombstone, unenqueued set.
 // ARGV: keep a tombstone (0/1), tombstone TTL ms to use when the record has
@@ -168,13 +170,20 @@ return {1}
 //
 // Returns 1 when deleted, 0 when there was no record.
 var deleteScript = goredis.NewScript(`
-local cur = redis.call('HMGET', KEYS[1], 'k', 't')
+local cur = redis.call('HMGET', KEYS[1], 'k', 't', 'd')
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
 if cur[1] then redis.call('DEL', cur[1]) end
 if ARGV[1] == '1' then
   local ttl = tonumber(cur[2] or '0') or 0
   if ttl <= 0 then ttl = tonumber(ARGV[2]) end
-  redis.call('SET', KEYS[2], '1', 'PX', ttl)
+  local tomb = '1'
+  local ok, rec = pcall(cjson.decode, cur[3] or '')
+  if ok and type(rec) == 'table' then
+    local owner = rec['owner']
+    if owner == nil then owner = '' end
+    if type(owner) == 'string' then tomb = 'o:' .. owner end
+  end
+  redis.call('SET', KEYS[2], tomb, 'PX', ttl)
 else
   redis.call('DEL', KEYS[2])
 end

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/asyncreq/asyncreq"
@@ -153,14 +154,19 @@ func (b *Backend) read(ctx context.Context, id string) (*asyncreq.Record, stored
 	}
 	if len(v) != 4 || v[0] == nil || v[3] == nil {
 		b.cache.Drop(id)
-		gone, err := b.rdb.Exists(ctx, b.tombstoneKey(id)).Result()
-		if err != nil {
+		tomb, err := b.rdb.Get(ctx, b.tombstoneKey(id)).Result()
+		switch {
+		case errors.Is(err, goredis.Nil):
+			return nil, stored{}, asyncreq.ErrNotFound
+		case err != nil:
 			return nil, stored{}, wrap(ctx, "get "+id, err)
 		}
-		if gone > 0 {
-			return nil, stored{}, asyncreq.ErrGone
+		// A tombstone written before tombstones kept their owner ("1")
+		// names none.
+		if owner, ok := strings.CutPrefix(tomb, "o:"); ok {
+			return nil, stored{}, &asyncreq.GoneError{Owner: owner}
 		}
-		return nil, stored{}, asyncreq.ErrNotFound
+		return nil, stored{}, asyncreq.ErrGone
 	}
 	st, err := storedOf(v[:3], v[3])
 	if err != nil {
@@ -236,7 +242,7 @@ func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Recor
 			}
 		}
 		expireAt, tombAt := b.expiry(rec)
-		args := append([]any{st.version, ms(b.tombstoneTTL(rec)), expireAt, tombAt, b.watchChannel(id), len(del)}, del...)
+		args := append([]any{st.version, ms(b.tombstoneTTL(rec)), expireAt, tombAt, b.watchChannel(id), rec.Owner, len(del)}, del...)
 		args = append(args, set...)
 		args = append(args, id, unenqueuedScore(rec))
 		res, err := updateScript.Run(ctx, b.rdb, []string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey}, args...).Slice()

@@ -378,7 +378,7 @@ func TestQueuesAndPrefixesShareAFile(t *testing.T) {
 }
 
 func TestMigrationVersion(t *testing.T) {
-	_, path := openTemp(t, nil)
+	b, path := openTemp(t, nil)
 	ctx := t.Context()
 	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
 	require.NoError(t, err)
@@ -396,13 +396,29 @@ func TestMigrationVersion(t *testing.T) {
 		require.NoError(t, rows.Err())
 		return vs
 	}
-	require.Equal(t, []int{sqlite.SchemaVersion}, versions("asyncreq_"))
+	var all []int
+	for v := 1; v <= sqlite.SchemaVersion; v++ {
+		all = append(all, v)
+	}
+	require.Equal(t, all, versions("asyncreq_"), "every migration ran, once")
 
 	// Reopening migrates nothing again.
 	again, err := sqlite.Open(ctx, path, nil)
 	require.NoError(t, err)
 	require.NoError(t, again.Close())
-	require.Equal(t, []int{sqlite.SchemaVersion}, versions("asyncreq_"))
+	require.Equal(t, all, versions("asyncreq_"))
+
+	// A tombstone written before tombstones kept their owner (version 2)
+	// is gone to nobody in particular: a plain ErrGone, which a handler
+	// with owners answers 404.
+	legacy := asyncreq.NewID()
+	_, err = db.Exec(`INSERT INTO asyncreq_tombstones (queue, id, until) VALUES ('default', ?, ?)`,
+		legacy, time.Now().Add(time.Hour).UnixNano())
+	require.NoError(t, err)
+	_, err = b.Get(ctx, legacy)
+	require.ErrorIs(t, err, asyncreq.ErrGone)
+	var ge *asyncreq.GoneError
+	require.False(t, errors.As(err, &ge), "a tombstone without an owner names none")
 
 	// A schema newer than this package is refused.
 	_, err = db.Exec(`INSERT INTO asyncreq_schema_version (version) VALUES (99)`)

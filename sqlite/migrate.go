@@ -55,7 +55,7 @@ func loadMigrations() ([]migration, error) {
 
 // SchemaVersion is the schema version this package creates and expects.
 // The version of a database is kept in the table <TablePrefix>schema_version.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migrate brings the tables of prefix up to SchemaVersion in one
 // transaction. A database whose schema is newer than this package knows is

@@ -30,7 +30,7 @@ func newQueries(prefix string) queries {
 	return queries{
 		getRecord: r(`SELECT data, body, result_body FROM {{prefix}}records
 			WHERE queue = ?1 AND id = ?2`),
-		getTombstone: r(`SELECT until FROM {{prefix}}tombstones
+		getTombstone: r(`SELECT until, owner FROM {{prefix}}tombstones
 			WHERE queue = ?1 AND id = ?2`),
 		getByIdemKey: r(`SELECT data, body, result_body FROM {{prefix}}records
 			WHERE queue = ?1 AND owner = ?2 AND idem_key = ?3`),
@@ -46,18 +46,18 @@ func newQueries(prefix string) queries {
 			SET state = ?3, enqueued = ?4, expires_at = ?5, tombstone_ttl = ?6, data = ?7, result_body = ?8, body = ?9
 			WHERE queue = ?1 AND id = ?2`),
 		deleteRecord: r(`DELETE FROM {{prefix}}records WHERE queue = ?1 AND id = ?2
-			RETURNING tombstone_ttl`),
-		putTombstone: r(`INSERT INTO {{prefix}}tombstones (queue, id, until) VALUES (?1, ?2, ?3)
-			ON CONFLICT (queue, id) DO UPDATE SET until = max(until, excluded.until)`),
+			RETURNING tombstone_ttl, owner`),
+		putTombstone: r(`INSERT INTO {{prefix}}tombstones (queue, id, until, owner) VALUES (?1, ?2, ?3, ?4)
+			ON CONFLICT (queue, id) DO UPDATE SET until = max(until, excluded.until), owner = excluded.owner`),
 		// purgeRecords deletes up to ?3 final records expired at ?2 and
-		// returns when each one's tombstone runs out.
+		// returns when each one's tombstone runs out, and its owner.
 		purgeRecords: r(`DELETE FROM {{prefix}}records
 			WHERE rowid IN (
 				SELECT rowid FROM {{prefix}}records
 				WHERE queue = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2
 					AND state IN ('succeeded', 'failed', 'canceled')
 				ORDER BY expires_at LIMIT ?3)
-			RETURNING id, expires_at + tombstone_ttl`),
+			RETURNING id, expires_at + tombstone_ttl, owner`),
 		purgeTombstones: r(`DELETE FROM {{prefix}}tombstones
 			WHERE queue = ?1 AND id IN (
 				SELECT id FROM {{prefix}}tombstones WHERE queue = ?1 AND until <= ?2 LIMIT ?3)`),

@@ -236,33 +236,37 @@ func (b *Backend) missing(ctx context.Context, id string) error {
 		return readErr(ctx, "get", err)
 	}
 	var until int64
-	err = st.QueryRowContext(ctx, b.queue, id).Scan(&until)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return asyncreq.ErrNotFound
-	case err != nil:
+	var owner sql.NullString
+	err = st.QueryRowContext(ctx, b.queue, id).Scan(&until, &owner)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return readErr(ctx, "get "+id, err)
-	case until > b.now().UnixNano():
-		return asyncreq.ErrGone
-	default:
-		return asyncreq.ErrNotFound
 	}
+	return b.tombstoneErr(err, until, owner)
 }
 
 // missingTx is missing inside a write.
 func (b *Backend) missingTx(t *wtx, id string) error {
 	var until int64
-	err := t.queryRow(b.sql.getTombstone, b.queue, id).Scan(&until)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return asyncreq.ErrNotFound
-	case err != nil:
+	var owner sql.NullString
+	err := t.queryRow(b.sql.getTombstone, b.queue, id).Scan(&until, &owner)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
-	case until > b.now().UnixNano():
-		return asyncreq.ErrGone
-	default:
-		return asyncreq.ErrNotFound
 	}
+	return b.tombstoneErr(err, until, owner)
+}
+
+// tombstoneErr is what a read of a tombstone (its error, end and owner)
+// answers: a *asyncreq.GoneError while it lasts, ErrNotFound when there
+// is none or it ran out. A tombstone written before tombstones kept their
+// owner (NULL) is a plain ErrGone.
+func (b *Backend) tombstoneErr(err error, until int64, owner sql.NullString) error {
+	switch {
+	case err != nil, until <= b.now().UnixNano():
+		return asyncreq.ErrNotFound
+	case !owner.Valid:
+		return asyncreq.ErrGone
+	}
+	return &asyncreq.GoneError{Owner: owner.String}
 }
 
 // errChangedIdentity is returned by Update when fn changed a field that
@@ -373,7 +377,8 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 	defer b.exit()
 	del := func(t *wtx) error {
 		var ttl int64
-		err := t.queryRow(b.sql.deleteRecord, b.queue, id).Scan(&ttl)
+		var owner string
+		err := t.queryRow(b.sql.deleteRecord, b.queue, id).Scan(&ttl, &owner)
 		if errors.Is(err, sql.ErrNoRows) {
 			return asyncreq.ErrNotFound
 		}
@@ -381,7 +386,7 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 			return err
 		}
 		if tombstone && ttl > 0 {
-			if _, err := t.exec(b.sql.putTombstone, b.queue, id, b.now().UnixNano()+ttl); err != nil {
+			if _, err := t.exec(b.sql.putTombstone, b.queue, id, b.now().UnixNano()+ttl, owner); err != nil {
 				return err
 			}
 		}
@@ -411,13 +416,13 @@ func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, err
 			return err
 		}
 		type tomb struct {
-			id    string
-			until int64
+			id, owner string
+			until     int64
 		}
 		var tombs []tomb
 		for rows.Next() {
 			var tb tomb
-			if err := rows.Scan(&tb.id, &tb.until); err != nil {
+			if err := rows.Scan(&tb.id, &tb.until, &tb.owner); err != nil {
 				_ = rows.Close()
 				return err
 			}
@@ -433,7 +438,7 @@ func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, err
 			return err
 		}
 		for _, tb := range tombs {
-			if _, err := t.exec(b.sql.putTombstone, b.queue, tb.id, tb.until); err != nil {
+			if _, err := t.exec(b.sql.putTombstone, b.queue, tb.id, tb.until, tb.owner); err != nil {
 				return err
 			}
 		}
