@@ -94,7 +94,9 @@ type HandlerOptions struct {
 	// possibly long after and from another client than the submit, and a
 	// Set-Cookie there would hand that client the cookie a synchronous
 	// call would have given the caller; and a shared cache must not keep
-	// one. The default is false: Set-Cookie is not replayed.
+	// one. The default is false: Set-Cookie is not replayed, and NewAsync's
+	// wrapped handler does not even store it (HandlerProcessor never
+	// does).
 	ReplaySetCookie bool
 
 	// AcceptedWhilePending makes the status URL answer a request that is

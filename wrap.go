@@ -46,7 +46,16 @@ import (
 // with an invalid status code is a permanent failure (500), as it would be
 // a panic in net/http; a panic in next is left to the Worker, which counts
 // it as a failed attempt.
-func HandlerProcessor(next http.Handler) Processor {
+//
+// Set-Cookie is not recorded: a cookie is a credential, and the Handler
+// does not replay it by default (HandlerOptions.ReplaySetCookie), so
+// keeping it would only store a secret. NewAsync records it when its
+// Handler options set ReplaySetCookie.
+func HandlerProcessor(next http.Handler) Processor { return handlerProcessor(next, false) }
+
+// handlerProcessor is HandlerProcessor, recording Set-Cookie only if
+// keepSetCookie.
+func handlerProcessor(next http.Handler, keepSetCookie bool) Processor {
 	return ProcessorFunc(func(ctx context.Context, req *Request) (*Result, error) {
 		ctx = withOwner(ctx, req.Owner)
 		r, err := replayRequest(ctx, req)
@@ -66,6 +75,12 @@ func HandlerProcessor(next http.Handler) Processor {
 			return nil, unreplayable(rw.err)
 		}
 		res := rw.result()
+		if !keepSetCookie {
+			res.Header.Del("Set-Cookie")
+			if len(res.Header) == 0 {
+				res.Header = nil
+			}
+		}
 		if resultSize(res) > limit {
 			return nil, resultTooLarge(limit)
 		}
@@ -346,7 +361,7 @@ func NewAsync(next http.Handler, store Store, queue Queue, opts *AsyncOptions) (
 	if err != nil {
 		return nil, err
 	}
-	w, err := NewWorker(store, queue, HandlerProcessor(next), &o.Worker)
+	w, err := NewWorker(store, queue, handlerProcessor(next, o.Handler.ReplaySetCookie), &o.Worker)
 	if err != nil {
 		return nil, err
 	}

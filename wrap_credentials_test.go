@@ -94,3 +94,33 @@ func TestOwnerFromContext(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"bob", "<none>"}, got)
 }
+
+// A wrapped handler's Set-Cookie is a credential: unless ReplaySetCookie
+// asks for it to be replayed, it is not even stored with the result.
+func TestAsyncStoresNoSetCookieByDefault(t *testing.T) {
+	for _, replay := range []bool{false, true} {
+		b := newMemory(t)
+		a, err := asyncreq.NewAsync(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.SetCookie(w, &http.Cookie{Name: "session", Value: "s3cr3t", HttpOnly: true})
+			w.Header().Set("X-Report", "1")
+			_, _ = w.Write([]byte("done"))
+		}), b, b, &asyncreq.AsyncOptions{Handler: asyncreq.HandlerOptions{ReplaySetCookie: replay}})
+		require.NoError(t, err)
+		require.NoError(t, a.Start(t.Context()))
+		rr := serveReq(t, a, http.MethodPost, "/", "x", "Prefer", "wait=10")
+		require.NoError(t, a.Stop(context.Background()))
+		require.Equal(t, http.StatusOK, rr.Code, rr.Body.String())
+		id := strings.TrimPrefix(rr.Header().Get("Content-Location"), "/")
+
+		rec, err := b.Get(t.Context(), id)
+		require.NoError(t, err)
+		require.NotNil(t, rec.Result)
+		assert.Equal(t, "1", rec.Result.Header.Get("X-Report"))
+		if replay {
+			assert.Equal(t, []string{"session=s3cr3t; HttpOnly"}, rec.Result.Header["Set-Cookie"])
+			assert.Equal(t, []string{"session=s3cr3t; HttpOnly"}, rr.Header()["Set-Cookie"])
+		} else {
+			assert.Empty(t, rec.Result.Header["Set-Cookie"], "the cookie was stored")
+		}
+	}
+}
