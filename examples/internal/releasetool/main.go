@@ -3,16 +3,29 @@
 //
 //	releasetool check [-version VERSION]
 //	releasetool require -version VERSION
+//	releasetool tidy
 //	releasetool publish -version VERSION -out PROXYDIR [-repo DIR] [-rev REV] DIR...
 //
 // check reports what would make the modules fail their users once tagged:
 // a module missing from go.work, a module path that does not match its
-// directory (and so its tag prefix), a replace directive, and a requirement
-// on one of the project's modules that is not one common release version
-// (with -version: not VERSION).
+// directory (and so its tag prefix), a replace directive in a go.mod, and a
+// requirement on one of the project's modules that is not one common
+// release version (with -version: not VERSION). It also checks that go.work
+// replaces that version of every module of the workspace by its directory:
+// a workspace module only sets a root of the module graph, and without the
+// replace the go command would fetch the go.mod of the version required
+// (golang/go#66516), which before the release exists nowhere.
 //
 // require sets every requirement on one of the project's modules, in every
-// go.mod of the workspace, to VERSION: the edit of a release commit.
+// go.mod of the workspace, to VERSION, and go.work's replaces with it: the
+// edit of a release commit.
+//
+// tidy runs go mod tidy in every module of the workspace. go mod tidy
+// ignores go.work, so in a nested module it would fetch the root at the
+// version required, which is not this tree's root (and before the first
+// release, not anywhere): tidy points each required module of the project
+// at its directory with a replace directive while go mod tidy runs, and
+// removes the directive afterwards.
 //
 // publish writes the modules in the given directories ("." for the root)
 // of REV into PROXYDIR laid out as a module proxy ("go help goproxy"), as
@@ -25,6 +38,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -48,6 +62,7 @@ import (
 const usage = `usage:
 	releasetool check [-version VERSION]
 	releasetool require -version VERSION
+	releasetool tidy
 	releasetool publish -version VERSION -out PROXYDIR [-repo DIR] [-rev REV] DIR...`
 
 func main() {
@@ -66,6 +81,9 @@ func main() {
 	case "require":
 		_ = fset.Parse(os.Args[2:])
 		err = setRequirements(*version)
+	case "tidy":
+		_ = fset.Parse(os.Args[2:])
+		err = tidy()
 	case "publish":
 		repo := fset.String("repo", ".", "the git repository's work tree")
 		rev := fset.String("rev", "HEAD", "the revision to publish")
@@ -107,6 +125,14 @@ type mod struct {
 }
 
 func (m mod) gomod() string { return path.Join(m.dir, "go.mod") }
+
+// workDir is dir as go.work names a directory.
+func workDir(dir string) string {
+	if dir == "." {
+		return "./"
+	}
+	return "./" + dir
+}
 
 // workspace reads go.work and the go.mod of every module it uses.
 func workspace() (mods []mod, work *modfile.WorkFile, err error) {
@@ -179,7 +205,7 @@ func check(version string) error {
 			return err
 		}
 	}
-	mods, _, err := workspace()
+	mods, work, err := workspace()
 	if err != nil {
 		return err
 	}
@@ -243,6 +269,22 @@ func check(version string) error {
 		problem("the project's modules are required at more than one version (the modules are released together, at one version):\n\t%s",
 			strings.Join(list, "\n\t"))
 	}
+	if len(order) == 1 {
+		v := order[0]
+		for _, m := range mods {
+			p := m.file.Module.Mod.Path
+			if !slices.ContainsFunc(work.Replace, func(r *modfile.Replace) bool {
+				return r.Old.Path == p && r.Old.Version == v && r.New.Version == "" && path.Clean(r.New.Path) == m.dir
+			}) {
+				problem("go.work: no replace %s %s => %s: the workspace would fetch that version instead of using the directory", p, v, workDir(m.dir))
+			}
+		}
+		for _, r := range work.Replace {
+			if project[r.Old.Path] && r.Old.Version != v {
+				problem("go.work: replace %s %s: the project's modules are required at %s", r.Old.Path, r.Old.Version, v)
+			}
+		}
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("check:\n%s", strings.Join(problems, "\n"))
 	}
@@ -258,13 +300,34 @@ func setRequirements(version string) error {
 	if err := checkVersion(version); err != nil {
 		return err
 	}
-	mods, _, err := workspace()
+	mods, work, err := workspace()
 	if err != nil {
 		return err
 	}
 	project := map[string]bool{}
 	for _, m := range mods {
 		project[m.file.Module.Mod.Path] = true
+	}
+	for _, r := range slices.Clone(work.Replace) {
+		if project[r.Old.Path] {
+			if err := work.DropReplace(r.Old.Path, r.Old.Version); err != nil {
+				return err
+			}
+		}
+	}
+	work.Cleanup()
+	var b strings.Builder
+	b.Write(bytes.TrimRight(modfile.Format(work.Syntax), "\n"))
+	b.WriteString("\n\n// Each module's version as required by the others is this directory.\nreplace (\n")
+	for _, m := range mods {
+		fmt.Fprintf(&b, "\t%s %s => %s\n", m.file.Module.Mod.Path, version, workDir(m.dir))
+	}
+	b.WriteString(")\n")
+	if _, err := modfile.ParseWork("go.work", []byte(b.String()), nil); err != nil {
+		return err
+	}
+	if err := os.WriteFile("go.work", []byte(b.String()), 0o666); err != nil {
+		return err
 	}
 	for _, m := range mods {
 		changed := false
@@ -279,16 +342,97 @@ func setRequirements(version string) error {
 		if !changed {
 			continue
 		}
-		m.file.Cleanup()
-		data, err := m.file.Format()
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(m.gomod(), data, 0o666); err != nil {
+		if err := writeMod(m.gomod(), m.file); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func tidy() error {
+	mods, _, err := workspace()
+	if err != nil {
+		return err
+	}
+	dirOf := map[string]string{}
+	for _, m := range mods {
+		dirOf[m.file.Module.Mod.Path] = m.dir
+	}
+	for _, m := range mods {
+		if err := tidyModule(m, dirOf); err != nil {
+			return fmt.Errorf("%s: %w", m.gomod(), err)
+		}
+	}
+	return nil
+}
+
+// tidyModule runs go mod tidy in m with the project's modules that m
+// requires replaced by their directories (dirOf maps module paths to
+// directories).
+func tidyModule(m mod, dirOf map[string]string) (err error) {
+	var replaced []string
+	for _, r := range m.file.Require {
+		dir, ok := dirOf[r.Mod.Path]
+		if !ok {
+			continue
+		}
+		rel, err := filepath.Rel(filepath.FromSlash(m.dir), filepath.FromSlash(dir))
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if rel != ".." && !strings.HasPrefix(rel, "../") {
+			rel = "./" + rel
+		}
+		if err := m.file.AddReplace(r.Mod.Path, "", rel, ""); err != nil {
+			return err
+		}
+		replaced = append(replaced, r.Mod.Path)
+	}
+	if len(replaced) > 0 {
+		orig, err := os.ReadFile(m.gomod())
+		if err != nil {
+			return err
+		}
+		if err := writeMod(m.gomod(), m.file); err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil {
+				// go mod tidy leaves go.mod alone when it fails.
+				if werr := os.WriteFile(m.gomod(), orig, 0o666); werr != nil {
+					err = errors.Join(err, werr)
+				}
+				return
+			}
+			f, rerr := readMod(m.gomod())
+			if rerr == nil {
+				for _, p := range replaced {
+					if rerr = f.DropReplace(p, ""); rerr != nil {
+						break
+					}
+				}
+			}
+			if rerr == nil {
+				rerr = writeMod(m.gomod(), f)
+			}
+			err = rerr
+		}()
+	}
+	cmd := exec.Command("go", "mod", "tidy")
+	cmd.Dir = filepath.FromSlash(m.dir)
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	return cmd.Run()
+}
+
+func writeMod(file string, f *modfile.File) error {
+	f.Cleanup()
+	data, err := f.Format()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, data, 0o666)
 }
 
 func publish(repo, rev, version, out string, dirs []string) error {

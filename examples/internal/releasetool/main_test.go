@@ -40,8 +40,9 @@ func tree(t *testing.T, files map[string]string) string {
 // other at v0.1.0.
 func released() map[string]string {
 	return map[string]string{
-		"go.work": "go 1.25.0\n\nuse (\n\t.\n\t./a\n\t./cmd/b\n)\n",
-		"go.mod":  "module example.com/p\n\ngo 1.25\n",
+		"go.work": "go 1.25.0\n\nuse (\n\t.\n\t./a\n\t./cmd/b\n)\n\n" +
+			"replace (\n\texample.com/p v0.1.0 => ./\n\texample.com/p/a v0.1.0 => ./a\n\texample.com/p/cmd/b v0.1.0 => ./cmd/b\n)\n",
+		"go.mod": "module example.com/p\n\ngo 1.25\n",
 		"a/go.mod": "module example.com/p/a\n\ngo 1.25.0\n\n" +
 			"require (\n\texample.com/p v0.1.0\n\texample.com/other v1.2.3\n)\n",
 		"cmd/b/go.mod": "module example.com/p/cmd/b\n\ngo 1.25.0\n\n" +
@@ -92,6 +93,19 @@ func TestCheckReportsWhatBreaksUsers(t *testing.T) {
 	assert.NotContains(t, err.Error(), "testdata", "the go command ignores testdata")
 }
 
+func TestCheckWantsTheWorkspaceToReplaceTheRequiredVersion(t *testing.T) {
+	files := released()
+	files["go.work"] = "go 1.25.0\n\nuse (\n\t.\n\t./a\n\t./cmd/b\n)\n\n" +
+		"replace (\n\texample.com/p v0.0.9 => ./\n\texample.com/p/a v0.1.0 => ./a\n\texample.com/p/cmd/b v0.1.0 => ../elsewhere\n)\n"
+	tree(t, files)
+	err := check("")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "go.work: no replace example.com/p v0.1.0 => ./:")
+	assert.Contains(t, err.Error(), "go.work: no replace example.com/p/cmd/b v0.1.0 => ./cmd/b:")
+	assert.Contains(t, err.Error(), "go.work: replace example.com/p v0.0.9: the project's modules are required at v0.1.0")
+	assert.NotContains(t, err.Error(), "example.com/p/a v0.1.0 =>")
+}
+
 func TestCheckWantsOneVersion(t *testing.T) {
 	files := released()
 	files["cmd/b/go.mod"] = strings.ReplaceAll(files["cmd/b/go.mod"], "example.com/p/a v0.1.0", "example.com/p/a v0.1.1")
@@ -114,7 +128,19 @@ func TestRequireSetsTheProjectsRequirements(t *testing.T) {
 	root, err := os.ReadFile("go.mod")
 	require.NoError(t, err)
 	assert.Equal(t, "module example.com/p\n\ngo 1.25\n", string(root))
+	work, err := os.ReadFile("go.work")
+	require.NoError(t, err)
+	wantWork := "go 1.25.0\n\nuse (\n\t.\n\t./a\n\t./cmd/b\n)\n\n" +
+		"// Each module's version as required by the others is this directory.\n" +
+		"replace (\n\texample.com/p v0.2.0-rc.1 => ./\n\texample.com/p/a v0.2.0-rc.1 => ./a\n\texample.com/p/cmd/b v0.2.0-rc.1 => ./cmd/b\n)\n"
+	assert.Equal(t, wantWork, string(work))
 	require.NoError(t, check("v0.2.0-rc.1"))
+
+	// Again: nothing changes.
+	require.NoError(t, setRequirements("v0.2.0-rc.1"))
+	work, err = os.ReadFile("go.work")
+	require.NoError(t, err)
+	assert.Equal(t, wantWork, string(work))
 
 	assert.Error(t, setRequirements("v0.0.0"))
 }
@@ -213,4 +239,35 @@ func TestPublishLaysOutAProxy(t *testing.T) {
 
 	assert.ErrorContains(t, publish(dir, "HEAD", "v0.3.0", out, []string{"nope"}), "publish nope")
 	assert.ErrorContains(t, publish(dir, "HEAD", "v2.0.0", out, []string{"a"}), "invalid version")
+}
+
+func TestTidyUsesTheWorkspacesModules(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("tidy runs go mod tidy: go is not on PATH")
+	}
+	files := released()
+	files["a/a.go"] = "package a\n\nimport _ \"example.com/p\"\n"
+	files["cmd/b/main.go"] = "package main\n\nimport _ \"example.com/p/a\"\n\nfunc main() {}\n"
+	tree(t, files)
+	// example.com/p v0.1.0 is nowhere to be fetched: only this tree has it.
+	t.Setenv("GOPROXY", "off")
+	t.Setenv("GOFLAGS", "-mod=mod")
+
+	require.NoError(t, tidy())
+	a, err := os.ReadFile("a/go.mod")
+	require.NoError(t, err)
+	assert.Equal(t, "module example.com/p/a\n\ngo 1.25.0\n\nrequire example.com/p v0.1.0\n", string(a),
+		"tidy drops the unused requirement and keeps no replace")
+	b, err := os.ReadFile("cmd/b/go.mod")
+	require.NoError(t, err)
+	assert.Equal(t, "module example.com/p/cmd/b\n\ngo 1.25.0\n\n"+
+		"// b uses a.\nrequire (\n\texample.com/p v0.1.0 // indirect\n\texample.com/p/a v0.1.0\n)\n", string(b))
+
+	// A failing go mod tidy leaves go.mod as it was.
+	files["a/a.go"] = "package a\n\nimport _ \"example.com/nowhere\"\n"
+	tree(t, files)
+	require.Error(t, tidy())
+	a, err = os.ReadFile("a/go.mod")
+	require.NoError(t, err)
+	assert.Equal(t, files["a/go.mod"], string(a))
 }
