@@ -3,7 +3,6 @@ package asyncreq_test
 import (
 	"context"
 	"net/http"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -12,79 +11,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/asyncreqtest"
 	"github.com/asyncreq/asyncreq/memory"
 )
 
-// processView is one process's view of a Store that other processes share:
-// every method reaches the same records, but Watch sees only the changes
-// made through this view, as the SQLite backend's Watch sees only its own
-// process's writes and PostgreSQL's does with DisableListen. A handler on
-// one view and a worker on another are an API process and a worker process
-// on one database.
-type processView struct {
-	asyncreq.Store
-	mu      sync.Mutex
-	watches map[string][]chan struct{}
-}
-
-var _ asyncreq.Watcher = (*processView)(nil)
-
-func newProcessView(s asyncreq.Store) *processView {
-	return &processView{Store: s, watches: make(map[string][]chan struct{})}
-}
-
-func (v *processView) Update(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
-	rec, err := v.Store.Update(ctx, id, fn)
-	if err == nil {
-		v.changed(id)
-	}
-	return rec, err
-}
-
-func (v *processView) Delete(ctx context.Context, id string, tombstone bool) error {
-	err := v.Store.Delete(ctx, id, tombstone)
-	if err == nil {
-		v.changed(id)
-	}
-	return err
-}
-
-// Watch implements asyncreq.Watcher for the changes made through v.
-func (v *processView) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	ch := make(chan struct{})
-	v.mu.Lock()
-	v.watches[id] = append(v.watches[id], ch)
-	v.mu.Unlock()
-	context.AfterFunc(ctx, func() {
-		v.mu.Lock()
-		defer v.mu.Unlock()
-		chs := v.watches[id]
-		for i, c := range chs {
-			if c == ch {
-				close(ch)
-				v.watches[id] = append(chs[:i:i], chs[i+1:]...)
-				if len(v.watches[id]) == 0 {
-					delete(v.watches, id)
-				}
-				return
-			}
-		}
-	})
-	return ch, nil
-}
-
-// changed closes the watches of id made through v.
-func (v *processView) changed(id string) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for _, ch := range v.watches[id] {
-		close(ch)
-	}
-	delete(v.watches, id)
-}
+// The tests of this file run the handler and the worker as two processes
+// on one database: each on its own asyncreqtest.InstanceView of a memory
+// Backend, whose Watch sees only the changes made through that view, as
+// the SQLite backend's Watch sees only its own process's writes (and
+// PostgreSQL's does with DisableListen).
 
 // update changes a stored record as a worker would, from a goroutine other
 // than the test's; a failure shows in what the test reads afterwards.
@@ -103,7 +38,7 @@ func TestPreferWaitSeesAnotherProcessesOutcome(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
-		api, worker := newProcessView(b), newProcessView(b)
+		api, worker := asyncreqtest.InstanceView(b), asyncreqtest.InstanceView(b)
 		h := newTestHandler(t, api, queueOnly{b}, nil)
 		startTestWorker(t, worker, queueOnly{b}, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 			time.Sleep(time.Second)
@@ -128,7 +63,7 @@ func TestStatusLongPollSeesAnotherProcessesChange(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
-		api, worker := newProcessView(b), newProcessView(b)
+		api, worker := asyncreqtest.InstanceView(b), asyncreqtest.InstanceView(b)
 		h := newTestHandler(t, api, queueOnly{b}, &asyncreq.HandlerOptions{MaxWait: 30 * time.Second})
 		id := postJob(t, h, "x")
 
@@ -171,7 +106,7 @@ func TestDeleteCancelsProcessorInAnotherProcess(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
-		api, worker := newProcessView(b), newProcessView(b)
+		api, worker := asyncreqtest.InstanceView(b), asyncreqtest.InstanceView(b)
 		h := newTestHandler(t, api, queueOnly{b}, nil)
 		started := make(chan struct{})
 		cause := make(chan error, 1)
