@@ -786,6 +786,10 @@ func (k *handlerKit) deleteRunning(t *testing.T, ctx context.Context) {
 	case <-time.After(patience):
 		t.Fatalf("the processor did not start within %v", patience)
 	}
+	// The worker reads the record as it starts the processor; let that
+	// read pass, so that only a watch or a later read can show it the
+	// DELETE.
+	sleep(ctx, 250*time.Millisecond)
 	r := e.do(t, ctx, http.MethodDelete, "/"+id, nil)
 	require.Equal(t, http.StatusAccepted, r.StatusCode, "DELETE of a running request; body: %s", r.body)
 	statusDoc(t, r)
