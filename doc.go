@@ -71,7 +71,9 @@
 // A backend implements [Store] (five methods) and [Queue] (five methods),
 // maps its native errors onto this package's sentinels, and proves itself
 // with the asyncreqtest conformance kit: its test file calls
-// asyncreqtest.TestBackend with a factory. Capabilities beyond the minimum
+// asyncreqtest.TestBackend with a factory, and, when several processes may
+// share the backend's data, asyncreqtest.TestTwoInstances with a factory of
+// two instances on the same data. Capabilities beyond the minimum
 // are optional interfaces detected by type assertion, each with a written
 // fallback: [Accepter] (record and enqueue atomically), [Watcher] (change
 // notification for long polls and cancels), [UnenqueuedLister] (recovery
