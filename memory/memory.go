@@ -11,6 +11,9 @@
 // entries: records and idempotency keys are in maps, and expiry, delayed
 // entries and leases are kept in heaps. Dequeue waits on a channel, never by
 // sleeping and polling.
+//
+// Watch (asyncreq.Watcher) sees every change of a record at once: a
+// Backend lives in one process, so every change goes through it.
 package memory
 
 import (
