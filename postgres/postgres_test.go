@@ -8,7 +8,7 @@ import (
 	"github.com/asyncreq/asyncreq/asyncreqtest"
 )
 
-// backend is the conformance kit's factory: a fresh Store on a schema of
+// backend is the conformance kit's factory: a fresh Backend on a schema of
 // its own per case.
 func backend(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
 	s, _ := newStore(t, nil)
