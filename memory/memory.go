@@ -12,6 +12,9 @@
 // entries and leases are kept in heaps. Dequeue waits on a channel, never by
 // sleeping and polling.
 //
+// Watch (asyncreq.Watcher) sees every change of a record at once: a
+// Backend lives in one process, so every change goes through it.
+//
 // The type follows the convention of every asyncreq backend module: the
 // value that is both Store and Queue is a Backend, made by New, with nil
 // opts meaning the defaults. Unlike the others, New takes no ctx and

@@ -99,6 +99,14 @@
 // Lease.Delivery. Delayed messages count against the consumer's
 // MaxAckPending (Options.MaxAckPending).
 //
+// # Watching
+//
+// Watch is cross-process: it is a key-value watch on the record's key,
+// kept by the server, so it sees a change made through any Backend on the
+// bucket, in any process. A worker process's outcome ends a long poll in
+// an API process at once, and a client's cancel reaches the worker running
+// the request at once.
+//
 // # Durability
 //
 // Enqueue returns nil once JetStream acknowledged the publish, and every

@@ -4,7 +4,7 @@ import (
 	"strconv"
 
 	"github.com/asyncreq/asyncreq"
-	"github.com/asyncreq/asyncreq/internal/reccache"
+	"github.com/asyncreq/asyncreq/reccache"
 )
 
 // The version cache keeps, for records this Backend recently read or wrote,

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
-	"github.com/asyncreq/asyncreq/internal/reccache"
+	"github.com/asyncreq/asyncreq/reccache"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
