@@ -4,6 +4,13 @@
 // asyncreq.UnenqueuedLister, an asyncreq.Watcher and an
 // asyncreq.BatchDequeuer.
 //
+// Its names follow the convention of every asyncreq backend module: the
+// type that is both Store and Queue is Backend, and since the caller hands
+// in a JetStream context on a connection it owns, the constructor is
+// New(ctx, js, opts), where ctx bounds the creation of the bucket, stream
+// and consumer and nil opts means the defaults. The Backend's Close leaves
+// the connection open; close it after the Backend.
+//
 // # Layout
 //
 // New creates (or updates) three things with the configured replicas and
