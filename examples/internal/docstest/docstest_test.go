@@ -1,0 +1,132 @@
+package docstest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// repoRoot is the directory holding go.work, above this package.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(".")
+	require.NoError(t, err)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		require.NotEqual(t, dir, parent, "no go.work above the docstest package")
+		dir = parent
+	}
+}
+
+// docFiles are README.md and every docs/*.md of the repository.
+func docFiles(t *testing.T) []string {
+	t.Helper()
+	root := repoRoot(t)
+	files, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	require.NoError(t, err)
+	return append([]string{filepath.Join(root, "README.md")}, files...)
+}
+
+// TestDocsCompile builds and vets every ```go block of README.md and
+// docs/*.md.
+func TestDocsCompile(t *testing.T) {
+	var all []Block
+	for _, f := range docFiles(t) {
+		src, err := os.ReadFile(f)
+		require.NoError(t, err)
+		blocks, err := Extract(f, src)
+		require.NoError(t, err)
+		all = append(all, blocks...)
+	}
+	require.NotEmpty(t, all, "no ```go blocks found: is the extraction broken?")
+	require.NoError(t, Check(".", all))
+	t.Logf("%d code blocks compiled", len(all))
+}
+
+// writeDoc writes a Markdown file with the given text to a temporary
+// directory and returns its blocks.
+func writeDoc(t *testing.T, text string) []Block {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "broken.md")
+	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
+	blocks, err := Extract(path, []byte(text))
+	require.NoError(t, err)
+	return blocks
+}
+
+func TestCheckFailsOnUndefinedName(t *testing.T) {
+	blocks := writeDoc(t, "# Doc\n\nText.\n\n```go\npackage main\n\nimport \"github.com/asyncreq/asyncreq\"\n\nfunc main() {\n\t_ = asyncreq.NoSuchFunction()\n}\n```\n")
+	require.Len(t, blocks, 1)
+	err := Check(".", blocks)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "NoSuchFunction")
+	assert.Contains(t, err.Error(), "broken.md:11", "the error points at the Markdown line")
+}
+
+func TestCheckFailsOnWrongArguments(t *testing.T) {
+	blocks := writeDoc(t, "```go\npackage main\n\nimport \"github.com/asyncreq/asyncreq/memory\"\n\nfunc main() {\n\tb := memory.New(nil, nil, nil)\n\tdefer b.Close()\n}\n```\n")
+	require.Error(t, Check(".", blocks))
+}
+
+func TestCheckFailsOnAFragment(t *testing.T) {
+	blocks := writeDoc(t, "```go\nfmt.Println(\"no package clause\")\n```\n")
+	err := Check(".", blocks)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "complete Go file")
+}
+
+func TestCheckFailsOnMainWithoutMain(t *testing.T) {
+	blocks := writeDoc(t, "```go\npackage main\n\nfunc notMain() {}\n```\n")
+	require.Error(t, Check(".", blocks))
+}
+
+func TestCheckFailsOnUnformattedCode(t *testing.T) {
+	blocks := writeDoc(t, "```go\npackage main\n\nfunc main() {\n    println(1)\n}\n```\n")
+	err := Check(".", blocks)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "gofmt")
+}
+
+func TestCheckFailsOnAVetFinding(t *testing.T) {
+	blocks := writeDoc(t, "```go\npackage main\n\nimport \"fmt\"\n\nfunc main() {\n\tfmt.Printf(\"%d\\n\", \"text\")\n}\n```\n")
+	err := Check(".", blocks)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "go vet")
+}
+
+func TestCheckBuildsTestFiles(t *testing.T) {
+	good := writeDoc(t, "```go\npackage mine_test\n\nimport \"testing\"\n\nfunc TestX(t *testing.T) {}\n```\n")
+	require.NoError(t, Check(".", good))
+	bad := writeDoc(t, "```go\npackage mine_test\n\nimport \"testing\"\n\nfunc TestX(t *testing.T) { t.NoSuchMethod() }\n```\n")
+	require.Error(t, Check(".", bad))
+}
+
+func TestCheckLeavesNothingBehind(t *testing.T) {
+	blocks := writeDoc(t, "```go\npackage main\n\nfunc main() {}\n```\n")
+	require.NoError(t, Check(".", blocks))
+	left, err := filepath.Glob("_snippets*")
+	require.NoError(t, err)
+	assert.Empty(t, left)
+}
+
+func TestExtract(t *testing.T) {
+	src := "intro\n\n```sh\ngo test ./...\n```\n\n- item\n\n  ```go\n  package a\n\n  func F() {}\n  ```\n\n````go\npackage b\n```\n````\n~~~text\n```go\n~~~\n"
+	blocks, err := Extract("x.md", []byte(src))
+	require.NoError(t, err)
+	require.Len(t, blocks, 2)
+	assert.Equal(t, 10, blocks[0].Line)
+	assert.Equal(t, "package a\n\nfunc F() {}\n", string(blocks[0].Code))
+	assert.Equal(t, 16, blocks[1].Line)
+	assert.Equal(t, "package b\n```\n", string(blocks[1].Code))
+
+	_, err = Extract("x.md", []byte("```go\npackage a\n"))
+	assert.ErrorContains(t, err, "not closed")
+	assert.True(t, strings.HasPrefix(Block{File: "x.md", Line: 3}.String(), "x.md:3"))
+}
