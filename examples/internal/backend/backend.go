@@ -46,7 +46,7 @@ type Config struct {
 	// Defaults opens every engine with its package's default options: only
 	// what this Config names (queue names, lease, prefetch) and the
 	// connection pool sizes are set. Otherwise an engine may be tuned for
-	// the machine the figures in the README come from (see its opener).
+	// the machine the figures in docs/benchmarks.md come from (see its opener).
 	Defaults bool
 	// Logger receives the engines' logs.
 	Logger *slog.Logger
