@@ -130,3 +130,36 @@ func TestExtract(t *testing.T) {
 	assert.ErrorContains(t, err, "not closed")
 	assert.True(t, strings.HasPrefix(Block{File: "x.md", Line: 3}.String(), "x.md:3"))
 }
+
+// TestDocsLinks checks every relative link of README.md, docs/*.md and the
+// other Markdown files at the root: the file exists and the anchor names
+// one of its headings.
+func TestDocsLinks(t *testing.T) {
+	root := repoRoot(t)
+	files := docFiles(t)
+	for _, name := range []string{"CONTRIBUTING.md", "CHANGELOG.md", "RELEASING.md"} {
+		files = append(files, filepath.Join(root, name))
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		require.NoError(t, err)
+		for _, err := range CheckLinks(f, src) {
+			t.Error(err)
+		}
+	}
+}
+
+func TestCheckLinksFindsBrokenOnes(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "other.md"), []byte("# Other\n\n## NATS JetStream (`nats/`)\n\n## Setup\n\n## Setup\n"), 0o644))
+	doc := filepath.Join(dir, "doc.md")
+	src := []byte("# Doc\n\n[ok](other.md) [ok](other.md#nats-jetstream-nats) [ok](other.md#setup-1) [ok](#doc) [web](https://example.com/x#y)\n" +
+		"[missing file](nope.md) [missing anchor](other.md#nope) [missing here](#nope)\n```sh\n# not a heading\n```\n")
+	require.NoError(t, os.WriteFile(doc, src, 0o644))
+	errs := CheckLinks(doc, src)
+	require.Len(t, errs, 3, "%v", errs)
+	assert.Contains(t, errs[0].Error(), "nope.md")
+	assert.Contains(t, errs[1].Error(), "other.md#nope")
+	assert.Contains(t, errs[2].Error(), "#nope")
+	assert.False(t, Anchors(src)["not-a-heading"])
+}
