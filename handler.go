@@ -130,7 +130,7 @@ const (
 	// refused it), which run even when the client has gone.
 	cleanupTimeout = 10 * time.Second
 	// pollMin and pollMax bound the interval between Store reads of a long
-	// poll when the Store does not implement Watcher.
+	// poll, with or without a Watcher (see Handler.await).
 	pollMin = 20 * time.Millisecond
 	pollMax = 500 * time.Millisecond
 )
@@ -1156,10 +1156,17 @@ func (h *Handler) capWait(d time.Duration) time.Duration {
 }
 
 // await reads the record until done holds for it or d passes or ctx ends,
-// and returns the last record read (rec when no read succeeded). It waits on
-// the Store's Watcher when it has one and polls the Store otherwise. It
-// returns an error only when the Store fails, or the record is gone,
-// before d passes and ctx ends.
+// and returns the last record read (rec when no read succeeded).
+//
+// A watch is a hint, never the only source of truth: a Store's Watcher may
+// miss changes (SQLite's sees only its own process's writes, PostgreSQL's
+// only its own Store's without LISTEN). So await reads the record on the
+// same schedule whether or not it holds a watch, pollMin after the last
+// read at first and twice as long each time up to pollMax, and a change the
+// watch reports only cuts the current pause short. When d passes it reads
+// the record once more, so that the answer is as fresh as the deadline.
+// It returns an error only when the Store fails before d passes, or the
+// record is gone.
 func (h *Handler) await(ctx context.Context, rec *Record, d time.Duration, done func(*Record) bool) (*Record, error) {
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
@@ -1167,29 +1174,32 @@ func (h *Handler) await(ctx context.Context, rec *Record, d time.Duration, done 
 	last := rec
 	watcher := h.watcher
 	wait := pollMin
-	// Each watch is released before the next one is made.
+	// The watch held, nil when none is. Each watch is released before the
+	// next one is made.
+	var changed <-chan struct{}
 	stopWatch := func() {}
 	defer func() { stopWatch() }()
+poll:
 	for {
-		var ch <-chan struct{}
-		if watcher != nil {
+		if watcher != nil && changed == nil {
 			stopWatch()
 			c, stop, err := watch(wctx, watcher, id)
 			switch {
 			case err == nil:
-				ch, stopWatch = c, stop
+				changed, stopWatch = c, stop
 			case wctx.Err() != nil:
-				return last, nil
+				break poll
 			default:
 				// Polling still answers the client; note the failure.
 				h.logBackend(ctx, "asyncreq: watch failed; polling instead", id, err)
-				watcher = nil
+				watcher, stopWatch = nil, func() {}
 			}
 		}
+		// Read after watching: a change in between is then not missed.
 		cur, err := checkRecord(h.store.Get(wctx, id))
 		if err != nil {
 			if wctx.Err() != nil && !isMissing(err) {
-				return last, nil
+				break poll
 			}
 			return last, err
 		}
@@ -1197,23 +1207,35 @@ func (h *Handler) await(ctx context.Context, rec *Record, d time.Duration, done 
 		if done(cur) {
 			return cur, nil
 		}
-		if ch == nil {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-wctx.Done():
-				t.Stop()
-				return last, nil
-			}
-			wait = min(2*wait, pollMax)
-			continue
-		}
+		t := time.NewTimer(wait)
 		select {
-		case <-ch:
+		case <-changed:
+			changed = nil
+		case <-t.C:
+			wait = min(2*wait, pollMax)
 		case <-wctx.Done():
-			return last, nil
+		}
+		t.Stop()
+		if wctx.Err() != nil {
+			break poll
 		}
 	}
+	// The deadline: one last read, bounded like a pause, unless the
+	// client has gone.
+	if ctx.Err() != nil {
+		return last, nil
+	}
+	rctx, cancelRead := context.WithTimeout(ctx, pollMax)
+	defer cancelRead()
+	cur, err := checkRecord(h.store.Get(rctx, id))
+	switch {
+	case err == nil:
+		return cur, nil
+	case isMissing(err):
+		return last, err
+	}
+	h.logBackend(rctx, "asyncreq: last read of a long poll", id, err)
+	return last, nil
 }
 
 // watch watches the record id until stop is called or ctx ends. A Watcher

@@ -234,8 +234,8 @@ var (
 // at the claim, without running again.
 //
 // A client's cancel (Record.CancelRequested) is noticed at once when the
-// Store implements Watcher, and otherwise at the next heartbeat, when the
-// worker reads the record. The processor's context is then canceled with
+// Store implements Watcher and its watch sees the change, and otherwise at
+// the next heartbeat, when the worker reads the record. The processor's context is then canceled with
 // cause ErrCanceled.
 //
 // The worker takes leases only while it has free capacity (Concurrency),
@@ -804,8 +804,10 @@ func (w *Worker) progress(ctx context.Context, j *job, p Progress) error {
 // heartbeat extends j's lease every LeaseDuration/3 until ctx ends, and
 // cancels the processor with cause ErrCanceled when the client cancels the
 // request, or with ErrLeaseLost when the lease or the record's lease token
-// is lost. It watches the record when the Store is a Watcher, and reads it
-// at every beat otherwise.
+// is lost. It reads the record at every beat; when the Store is a Watcher
+// it also watches the record and reads it at each change the watch
+// reports. A watch is only a hint: a Watcher may miss changes made by
+// other processes (see Watcher), and the beat's read catches those.
 func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(max(w.opts.LeaseDuration/3, time.Millisecond))
 	defer t.Stop()
@@ -859,11 +861,12 @@ func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCau
 			default:
 				j.log.Warn("asyncreq: extend lease", "err", err)
 			}
-			if changed == nil && checking {
-				if w.watcher != nil {
-					rewatch = true
+			if checking {
+				if w.watcher != nil && changed == nil {
+					rewatch = true // watches again, then reads
 				} else if !w.check(ctx, j, cancel) {
 					checking = false
+					changed = nil
 				}
 			}
 		}

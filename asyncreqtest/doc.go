@@ -45,6 +45,35 @@
 // calls TestStore or TestQueue alone; a Queue that is paired with another
 // backend's Store also calls TestHandler with the pair.
 //
+// # Two instances
+//
+// A backend that several processes share (a database file, a server) also
+// calls TestTwoInstances, with a factory that opens two instances on the
+// same fresh data, each with its own connections, as an API process and a
+// worker process would:
+//
+//	func TestTwoInstances(t *testing.T) {
+//		asyncreqtest.TestTwoInstances(t, func(t *testing.T) (one, two asyncreqtest.Instance) {
+//			prefix := asyncreq.NewID()
+//			open := func() asyncreqtest.Instance {
+//				b, err := mybackend.New(t.Context(), url, &mybackend.Options{Prefix: prefix})
+//				if err != nil {
+//					t.Fatal(err)
+//				}
+//				t.Cleanup(func() { b.Close() })
+//				return asyncreqtest.Instance{Store: b, Queue: b}
+//			}
+//			return open(), open()
+//		}, nil)
+//	}
+//
+// Its cases run the handler on instance one and the workers on instance
+// two, so that nothing reaches the other side but through the backend: a
+// Watcher that sees only its own process's changes is then blind to the
+// other instance's, as it is in production. A Queue paired in its tests
+// with an in-memory Store gives each instance its own InstanceView of one
+// Store, which watches that way.
+//
 // # What is checked
 //
 // Each case is a subtest named after the contract it checks, grouped by
@@ -84,6 +113,14 @@
 // 410 answers, and a worker that dies mid-request: its request is
 // delivered again when the lease runs out, runs as attempt 2, and the
 // dead worker's late outcome is fenced off.
+//
+// TestTwoInstances checks, with the handler and the workers on two
+// instances, the outcome of a request run on the other instance (303, the
+// result, a permanent failure), a Prefer: wait submit and a long poll
+// answered soon after the other instance finished the request, DELETE of
+// a pending request and of one running on the other instance (its
+// processor's context is canceled), and an idempotency key repeated on
+// either instance.
 //
 // # Time, precision and limits
 //

@@ -32,7 +32,11 @@ import (
 // when Options.NoLeaseExpiry is set.
 func TestHandler(t *testing.T, newBackend func(t *testing.T) (asyncreq.Store, asyncreq.Queue), opts *Options) {
 	t.Helper()
-	k := &handlerKit{cfg: newConfig(t, opts), newBackend: newBackend}
+	k := &handlerKit{cfg: newConfig(t, opts), newInstances: func(t *testing.T) (Instance, Instance) {
+		s, q := newBackend(t)
+		one := Instance{Store: s, Queue: q}
+		return one, one
+	}}
 	runGroups(t, k.cfg, []group{
 		{"Submit", []testCase{
 			{"AcceptedThenRunningThenSeeOtherThenResult", k.lifecycle},
@@ -67,8 +71,11 @@ func TestHandler(t *testing.T, newBackend func(t *testing.T) (asyncreq.Store, as
 }
 
 type handlerKit struct {
-	cfg        config
-	newBackend func(t *testing.T) (asyncreq.Store, asyncreq.Queue)
+	cfg config
+	// newInstances returns the instance of the handler and that of the
+	// workers: the same one in TestHandler, two on the same data in
+	// TestTwoInstances.
+	newInstances func(t *testing.T) (one, two Instance)
 }
 
 const (
@@ -81,10 +88,13 @@ const (
 )
 
 // env is one case's server: a handler over a fresh backend, with a worker.
+// The handler runs on instance one and the workers on instance two, which
+// are one instance in TestHandler.
 type env struct {
 	k      *handlerKit
-	store  asyncreq.Store
-	queue  asyncreq.Queue
+	one    Instance
+	store  asyncreq.Store // the workers' Store: instance two's
+	queue  asyncreq.Queue // the workers' Queue: instance two's
 	srv    *httptest.Server
 	client *http.Client
 	log    *slog.Logger
@@ -94,24 +104,34 @@ type env struct {
 // server and every worker started with startWorker stop when t ends.
 func (k *handlerKit) newEnv(t *testing.T) *env {
 	t.Helper()
-	store, queue := k.newBackend(t)
+	one, two := k.newInstances(t)
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	h, err := asyncreq.NewHandler(store, queue, &asyncreq.HandlerOptions{
+	e := &env{k: k, one: one, store: two.Store, queue: two.Queue, log: log}
+	e.srv = e.serve(t, one)
+	client := *e.srv.Client()
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	e.client = &client
+	return e
+}
+
+// serve starts a test server with a handler on in, mounted under mount,
+// and closes it when t ends.
+func (e *env) serve(t *testing.T, in Instance) *httptest.Server {
+	t.Helper()
+	h, err := asyncreq.NewHandler(in.Store, in.Queue, &asyncreq.HandlerOptions{
 		RetryAfter: retryAfter,
 		MaxWait:    10 * time.Second,
 		Owner: func(r *http.Request) (string, error) {
 			return r.Header.Get(ownerHeader), nil
 		},
-		Logger: log,
+		Logger: e.log,
 	})
 	require.NoError(t, err, "NewHandler")
 	mux := http.NewServeMux()
 	mux.Handle(mount+"/", http.StripPrefix(mount, h))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	client := *srv.Client()
-	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &env{k: k, store: store, queue: queue, srv: srv, client: &client, log: log}
+	return srv
 }
 
 // workerOptions returns the options of the kit's workers: short leases and
@@ -128,8 +148,9 @@ func (e *env) workerOptions() *asyncreq.WorkerOptions {
 	}
 }
 
-// startWorker starts a worker running p on the env's backend, or on queue
-// instead when it is not nil, and stops it when t ends.
+// startWorker starts a worker running p on the env's worker instance, or
+// on queue instead of its Queue when queue is not nil, and stops it when t
+// ends.
 func (e *env) startWorker(t *testing.T, ctx context.Context, p asyncreq.ProcessorFunc, opts *asyncreq.WorkerOptions, queue asyncreq.Queue) *asyncreq.Worker {
 	t.Helper()
 	if opts == nil {
@@ -471,9 +492,16 @@ func (k *handlerKit) largeBody(t *testing.T, ctx context.Context) {
 
 func (k *handlerKit) preferWait(t *testing.T, ctx context.Context) {
 	e := k.newEnv(t)
-	e.startWorker(t, ctx, echo(nil), nil, nil)
+	// The processor takes a moment, so that the handler waits for a
+	// change it has not seen at its first read.
+	e.startWorker(t, ctx, func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+		sleep(ctx, 250*time.Millisecond)
+		return echo(nil)(ctx, req)
+	}, nil, nil)
 	body := []byte("wait for me")
+	start := time.Now()
 	r := e.submit(t, ctx, body, "Prefer", "wait=10")
+	assert.Less(t, time.Since(start), 250*time.Millisecond+patience, "a submit with Prefer: wait answers soon after the request finished")
 	require.Equal(t, http.StatusOK, r.StatusCode, "a submit with Prefer: wait that finishes in time answers with the result; body: %s", r.body)
 	assert.Equal(t, report(body), r.body)
 	assert.Equal(t, "application/json", r.Header.Get("Content-Type"))
@@ -781,6 +809,10 @@ func (k *handlerKit) deleteRunning(t *testing.T, ctx context.Context) {
 	case <-time.After(patience):
 		t.Fatalf("the processor did not start within %v", patience)
 	}
+	// The worker reads the record as it starts the processor; let that
+	// read pass, so that only a watch or a later read can show it the
+	// DELETE.
+	sleep(ctx, 250*time.Millisecond)
 	r := e.do(t, ctx, http.MethodDelete, "/"+id, nil)
 	require.Equal(t, http.StatusAccepted, r.StatusCode, "DELETE of a running request; body: %s", r.body)
 	statusDoc(t, r)

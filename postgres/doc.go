@@ -72,6 +72,21 @@
 // with the record, and a Worker whose Store and Queue are one Store
 // records an outcome in one commit.
 //
+// # Watching
+//
+// Watch (asyncreq.Watcher) is cross-process: a Store that changes a record
+// sends a NOTIFY on the schema's channel once the change has committed, and
+// every Store on the schema, in any process, closes its watches of that
+// record when it arrives on its LISTEN connection. If that connection is
+// lost, every watch is closed when it is back, since a change may have been
+// missed; a NOTIFY that fails is logged, and other processes miss its
+// change. With Options.DisableListen there is no LISTEN connection, and
+// Watch sees only the changes made through its own Store; Handlers and
+// Workers take a watch as a hint and read the record on their own schedule
+// too (a long poll at least every 500ms and at its deadline, a worker at
+// every heartbeat), so another process's change then reaches them within
+// that time instead of at once.
+//
 // # Retention
 //
 // Purge deletes expired final records in bounded batches, skipping rows

@@ -6,6 +6,7 @@ import (
 
 	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/asyncreqtest"
+	"github.com/asyncreq/asyncreq/postgres"
 )
 
 // backend is the conformance kit's factory: a fresh Store on a schema of
@@ -19,4 +20,30 @@ func TestConformance(t *testing.T) {
 	testDSN(t)
 	t.Parallel()
 	asyncreqtest.TestBackend(t, backend, &asyncreqtest.Options{LeaseTTL: time.Second})
+}
+
+// TestTwoInstances runs the kit's two-instance cases with the handler on
+// one Store and the workers on another, each on its own pool, on one
+// schema, as an API process and a worker process: with LISTEN, and with
+// DisableListen, where each Store's Watch sees only its own changes.
+func TestTwoInstances(t *testing.T) {
+	testDSN(t)
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		opts *postgres.Options
+	}{
+		{"Listen", nil},
+		{"DisableListen", &postgres.Options{DisableListen: true}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			asyncreqtest.TestTwoInstances(t, func(t *testing.T) (asyncreqtest.Instance, asyncreqtest.Instance) {
+				poolA, poolB := newPool(t, 4), newPool(t, 4)
+				schema := newSchema(t, poolA)
+				a := newStoreOn(t, poolA, schema, c.opts)
+				b := newStoreOn(t, poolB, schema, c.opts)
+				return asyncreqtest.Instance{Store: a, Queue: a}, asyncreqtest.Instance{Store: b, Queue: b}
+			}, &asyncreqtest.Options{LeaseTTL: time.Second})
+		})
+	}
 }

@@ -83,6 +83,11 @@
 // subscription. If the pub/sub connection fails, every watch is released
 // as if its record had changed.
 //
+// Watch is cross-process: the PUBLISH reaches every Backend subscribed to
+// the record's channel, in any process, so a worker process's outcome
+// ends a long poll in an API process at once, and a client's cancel
+// reaches the worker running the request at once.
+//
 // # Durability
 //
 // A 202 from a handler on this backend is as durable as the Redis server's

@@ -37,3 +37,16 @@ func TestConformanceAutoPipeline(t *testing.T) {
 		return b, b
 	}, &asyncreqtest.Options{LeaseTTL: time.Second})
 }
+
+// TestTwoInstances runs the kit's two-instance cases with the handler on
+// one Backend and the workers on another, each on a client of its own, on
+// one key prefix, as an API process and a worker process.
+func TestTwoInstances(t *testing.T) {
+	redisOptions(t)
+	asyncreqtest.TestTwoInstances(t, func(t *testing.T) (asyncreqtest.Instance, asyncreqtest.Instance) {
+		prefix := newPrefix(t, newClient(t))
+		a, _ := newBackend(t, &redis.Options{Prefix: prefix})
+		b, _ := newBackend(t, &redis.Options{Prefix: prefix})
+		return asyncreqtest.Instance{Store: a, Queue: a}, asyncreqtest.Instance{Store: b, Queue: b}
+	}, &asyncreqtest.Options{LeaseTTL: time.Second})
+}

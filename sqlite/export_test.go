@@ -4,3 +4,8 @@ package sqlite
 // the number of writes in the transaction; an error from f fails the
 // commit. It must be set before the writes it is to see are made.
 func SetCommitHook(b *Backend, f func(writes int) error) { b.eng.commitHook = f }
+
+// SharesEngine reports whether a and b share this process's engine of
+// their file (connections, writer and watches), as every Open of one
+// absolute path in a process does.
+func SharesEngine(a, b *Backend) bool { return a.eng == b.eng }

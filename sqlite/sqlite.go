@@ -39,6 +39,17 @@
 // open the same file too; their writes are serialised by SQLite's locks,
 // waiting up to Options.BusyTimeout, and their enqueues are noticed within
 // Options.MaxPollInterval.
+//
+// # Watching
+//
+// Watch (asyncreq.Watcher) is not cross-process: it sees the changes made
+// through any Backend on the file in this process, at once, and none made
+// by other processes, since SQLite tells no one of another connection's
+// commit. Handlers and Workers take a watch as a hint and read the record
+// on their own schedule too (a long poll at least every 500ms and at its
+// deadline, a worker at every heartbeat), so with an API process and a
+// worker process on one file a long poll sees the worker's outcome, and a
+// worker a client's cancel, within that time instead of at once.
 package sqlite
 
 import (

@@ -491,7 +491,8 @@ func (b *Backend) ListUnenqueued(ctx context.Context, before time.Time, limit in
 
 // Watch implements asyncreq.Watcher. It sees the changes made through any
 // Backend on the same file in this process; changes made by other
-// processes are not seen (callers fall back to their own polling interval).
+// processes are not seen (Handlers and Workers read the record on their
+// own schedule as well; see the package doc).
 func (b *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
 	if err := b.enter(ctx); err != nil {
 		return nil, err
