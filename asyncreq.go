@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -45,39 +44,6 @@ type Progress struct {
 	Percent int `json:"percent"`
 	// Message is a short human-readable description of the current step.
 	Message string `json:"message,omitempty"`
-}
-
-// Problem is an RFC 9457 problem document. It is also an error, so a
-// validator or processor can return one to choose the exact answer.
-type Problem struct {
-	// Type is a URI reference that identifies the problem type.
-	// The default is "about:blank".
-	Type string `json:"type,omitempty"`
-	// Title is a short summary of the problem type.
-	Title string `json:"title,omitempty"`
-	// Status is the HTTP status code of the answer.
-	Status int `json:"status,omitempty"`
-	// Detail explains this occurrence of the problem to the client.
-	Detail string `json:"detail,omitempty"`
-	// Instance is a URI reference that identifies this occurrence.
-	Instance string `json:"instance,omitempty"`
-}
-
-// Error implements error.
-func (p *Problem) Error() string {
-	if p.Detail != "" {
-		return fmt.Sprintf("asyncreq: %d %s: %s", p.Status, p.Title, p.Detail)
-	}
-	return fmt.Sprintf("asyncreq: %d %s", p.Status, p.Title)
-}
-
-// ServeHTTP answers with p as an application/problem+json document, as
-// the Handler writes its own: a Status that is not an error status becomes
-// 500, an empty Type "about:blank" and an empty Title the status's RFC
-// 9110 reason phrase. A handler wrapped by NewAsync, or any other, can use
-// it to answer errors the way asyncreq does.
-func (p *Problem) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	writeProblem(w, r, normalProblem(p, http.StatusInternalServerError))
 }
 
 // Request is what a Processor receives: the recorded HTTP request, and
@@ -258,17 +224,6 @@ func Permanent(err error, status int) error {
 	return &PermanentError{Err: err, Status: status}
 }
 
-// problemError is a failure whose problem document is all the client
-// sees; err, which it wraps as well, is for the log. Permanent(&problemError{...})
-// is shown as that problem.
-type problemError struct {
-	problem *Problem
-	err     error
-}
-
-func (e *problemError) Error() string   { return e.problem.Error() + ": " + e.err.Error() }
-func (e *problemError) Unwrap() []error { return []error{e.problem, e.err} }
-
 // RetryAfterError asks for another attempt after Delay.
 type RetryAfterError struct {
 	// Err is the failure of the attempt.
@@ -295,18 +250,6 @@ func RetryAfter(err error, delay time.Duration) error {
 		return nil
 	}
 	return &RetryAfterError{Err: err, Delay: delay}
-}
-
-// statusText is the reason phrase of an HTTP status code for problem
-// titles: http.StatusText, with the names RFC 9110 gives 413 and 422.
-func statusText(code int) string {
-	switch code {
-	case http.StatusRequestEntityTooLarge:
-		return "Content Too Large"
-	case http.StatusUnprocessableEntity:
-		return "Unprocessable Content"
-	}
-	return http.StatusText(code)
 }
 
 // progressKey is the context key under which a Worker installs the function
@@ -388,24 +331,6 @@ func resultSize(res *Result) int64 {
 		}
 	}
 	return n
-}
-
-// tooLargeProblem is the problem of a request whose result is larger than
-// limit bytes. Its status is 500: the server made an answer it will not
-// keep, which is no fault of the client's request and will not change
-// when the client tries again.
-func tooLargeProblem(limit int64) *Problem {
-	return &Problem{
-		Title:  statusText(http.StatusInternalServerError),
-		Status: http.StatusInternalServerError,
-		Detail: "the result is larger than the " + strconv.FormatInt(limit, 10) + " bytes the server keeps",
-	}
-}
-
-// resultTooLarge is the permanent failure of a request whose result is
-// larger than limit bytes.
-func resultTooLarge(limit int64) error {
-	return Permanent(&problemError{problem: tooLargeProblem(limit), err: ErrResultTooLarge}, http.StatusInternalServerError)
 }
 
 // idAlphabet is Crockford's base32 alphabet: URL-safe, no ambiguous letters.

@@ -297,7 +297,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.opts.BasePath != "" {
 		rest, ok := strings.CutPrefix(p, h.opts.BasePath)
 		if !ok || rest != "" && rest[0] != '/' {
-			h.problem(w, r, http.StatusNotFound, "no such resource")
+			sendError(w, r, http.StatusNotFound, "no such resource")
 			return
 		}
 		p = rest
@@ -307,7 +307,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p = "/"
 	}
 	if !routable(p) {
-		h.problem(w, r, http.StatusNotFound, "no such resource")
+		sendError(w, r, http.StatusNotFound, "no such resource")
 		return
 	}
 	st := &reqState{orig: r, base: h.basePath(r, suffix)}
@@ -377,7 +377,7 @@ func (st *reqState) resultURL(id string) string { return st.base + "/" + id }
 func (h *Handler) methodNotAllowed(allow string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", allow)
-		h.problem(w, r, http.StatusMethodNotAllowed, "the method "+strconv.Quote(r.Method)+" is not allowed here; allowed: "+allow)
+		sendError(w, r, http.StatusMethodNotAllowed, "the method "+strconv.Quote(r.Method)+" is not allowed here; allowed: "+allow)
 	}
 }
 
@@ -398,14 +398,14 @@ func (h *Handler) owner(w http.ResponseWriter, r *http.Request, st *reqState) (s
 		}
 		var p *Problem
 		if errors.As(err, &p) && p != nil {
-			np := normalProblem(p, http.StatusUnauthorized)
+			np := servedProblem(p, http.StatusUnauthorized)
 			challenge(np.Status)
 			writeProblem(w, r, np)
 			return "", false
 		}
 		h.log.LogAttrs(r.Context(), slog.LevelDebug, "asyncreq: owner rejected request", slog.Any("err", err))
 		challenge(http.StatusUnauthorized)
-		h.problem(w, r, http.StatusUnauthorized, "the request is not authenticated")
+		sendError(w, r, http.StatusUnauthorized, "the request is not authenticated")
 		return "", false
 	}
 	return o, true
@@ -421,15 +421,15 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	key, ok := idempotencyKey(r.Header)
 	if !ok {
-		h.problem(w, r, http.StatusBadRequest, "the Idempotency-Key header must be one non-empty key of at most 255 printable characters")
+		sendError(w, r, http.StatusBadRequest, "the Idempotency-Key header must be one non-empty key of at most 255 printable characters")
 		return
 	}
 	body, status := h.readBody(w, r)
 	if status != 0 {
 		if status == http.StatusRequestEntityTooLarge {
-			h.problem(w, r, status, "the request body is larger than "+strconv.FormatInt(h.opts.MaxBodyBytes, 10)+" bytes")
+			sendError(w, r, status, "the request body is larger than "+strconv.FormatInt(h.opts.MaxBodyBytes, 10)+" bytes")
 		} else {
-			h.problem(w, r, status, "the request body could not be read")
+			sendError(w, r, status, "the request body could not be read")
 		}
 		return
 	}
@@ -437,9 +437,9 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 		if err := h.opts.Validate(st.orig, body); err != nil {
 			var p *Problem
 			if errors.As(err, &p) && p != nil {
-				h.sendProblem(w, r, p, http.StatusUnprocessableEntity)
+				sendProblem(w, r, p, http.StatusUnprocessableEntity)
 			} else {
-				h.problem(w, r, http.StatusUnprocessableEntity, err.Error())
+				sendError(w, r, http.StatusUnprocessableEntity, err.Error())
 			}
 			return
 		}
@@ -602,7 +602,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 	case errors.Is(err, ErrDuplicate) && existing != nil:
 		switch {
 		case !sameRequest(existing, rec):
-			h.problem(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request "+
+			sendError(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request "+
 				"(method, path and query, Content-Type, headers or body)")
 			return nil, false
 		case !existing.Enqueued && existing.State == StatePending:
@@ -610,7 +610,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 			// between Store and Queue (or was interrupted there, and the
 			// worker's sweep will enqueue it).
 			w.Header().Set("Retry-After", h.retryAfter)
-			h.problem(w, r, http.StatusConflict, "a request with this Idempotency-Key is still being accepted; retry later")
+			sendError(w, r, http.StatusConflict, "a request with this Idempotency-Key is still being accepted; retry later")
 			return nil, false
 		}
 		return existing, true
@@ -774,28 +774,15 @@ func (h *Handler) writeOutcome(w http.ResponseWriter, r *http.Request, rec *Reco
 		if rec.Owner != "" {
 			w.Header().Set("Cache-Control", "private")
 		}
-		h.sendProblem(w, r, failureProblem(rec), http.StatusInternalServerError)
+		sendProblem(w, r, failureProblem(rec), http.StatusInternalServerError)
 	default:
 		statusURL := st.statusURL(rec.ID)
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("Retry-After", h.retryAfter)
-		writeProblem(w, r, &pendingProblem{
-			Problem: Problem{
-				Type:   "about:blank",
-				Title:  statusText(http.StatusNotFound),
-				Status: http.StatusNotFound,
-				Detail: "the request is " + string(rec.State) + "; its result is not available yet; see " + statusURL,
-			},
-			StatusURL: statusURL,
-		})
+		p := servedProblem(newProblem(http.StatusNotFound,
+			"the request is "+string(rec.State)+"; its result is not available yet; see "+statusURL), http.StatusNotFound)
+		writeProblem(w, r, &pendingProblem{Problem: *p, StatusURL: statusURL})
 	}
-}
-
-// pendingProblem is the problem a result URL answers before the request
-// finished: it points at the status URL with an extension member.
-type pendingProblem struct {
-	Problem
-	StatusURL string `json:"status_url"`
 }
 
 // failureProblem returns the problem a failed or canceled record answers
@@ -862,7 +849,7 @@ func (h *Handler) writeResult(w http.ResponseWriter, r *http.Request, rec *Recor
 		for k := range hdr {
 			delete(hdr, k)
 		}
-		h.problem(w, r, http.StatusInternalServerError, "the result cannot be served")
+		sendError(w, r, http.StatusInternalServerError, "the result cannot be served")
 		return
 	}
 	// If-None-Match is evaluated for GET and HEAD only: on a submit
@@ -1025,7 +1012,7 @@ func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	if !ValidID(id) {
-		h.problem(w, r, http.StatusNotFound, "no request with this id")
+		sendError(w, r, http.StatusNotFound, "no request with this id")
 		return
 	}
 	ctx := r.Context()
@@ -1072,7 +1059,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, st *reqState) (
 	}
 	id := r.PathValue("id")
 	if !ValidID(id) {
-		h.problem(w, r, http.StatusNotFound, "no request with this id")
+		sendError(w, r, http.StatusNotFound, "no request with this id")
 		return nil, false
 	}
 	rec, err := checkRecord(h.store.Get(r.Context(), id))
@@ -1081,7 +1068,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, st *reqState) (
 		return nil, false
 	}
 	if rec.Owner != owner {
-		h.problem(w, r, http.StatusNotFound, "no request with this id")
+		sendError(w, r, http.StatusNotFound, "no request with this id")
 		return nil, false
 	}
 	return rec, true
@@ -1091,9 +1078,9 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, st *reqState) (
 func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, ErrNotFound), errors.Is(err, ErrGone) && !h.goneTo(err, state(r).owner):
-		h.problem(w, r, http.StatusNotFound, "no request with this id")
+		sendError(w, r, http.StatusNotFound, "no request with this id")
 	case errors.Is(err, ErrGone):
-		h.problem(w, r, http.StatusGone, "the request was deleted or has expired")
+		sendError(w, r, http.StatusGone, "the request was deleted or has expired")
 	default:
 		h.logBackend(r.Context(), "asyncreq: store", r.PathValue("id"), err)
 		h.unavailable(w, r)
@@ -1142,7 +1129,7 @@ func (h *Handler) logBackend(ctx context.Context, msg, id string, err error) {
 // unavailable answers 503 with Retry-After.
 func (h *Handler) unavailable(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Retry-After", h.retryAfter)
-	h.problem(w, r, http.StatusServiceUnavailable, "the service cannot handle the request right now; retry later")
+	sendError(w, r, http.StatusServiceUnavailable, "the service cannot handle the request right now; retry later")
 }
 
 // seconds formats d in whole seconds, rounded up.
@@ -1438,7 +1425,7 @@ func (h *Handler) statusDocument(rec *Record, st *reqState) *StatusDocument {
 	case StateSucceeded:
 		doc.ResultURL = st.resultURL(rec.ID)
 	case StateFailed, StateCanceled:
-		doc.Error = normalProblem(failureProblem(rec), http.StatusInternalServerError)
+		doc.Error = servedProblem(failureProblem(rec), http.StatusInternalServerError)
 	}
 	return doc
 }
@@ -1449,7 +1436,7 @@ func (h *Handler) writeDocument(w http.ResponseWriter, r *http.Request, code int
 	if err != nil {
 		h.log.LogAttrs(r.Context(), slog.LevelError, "asyncreq: encoding a status document",
 			slog.String("id", doc.ID), slog.Any("err", err))
-		h.problem(w, r, http.StatusInternalServerError, "the status document could not be encoded")
+		sendError(w, r, http.StatusInternalServerError, "the status document could not be encoded")
 		return
 	}
 	b = append(b, '\n')
@@ -1562,63 +1549,6 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
-}
-
-// problem answers with a problem document of the given status.
-func (h *Handler) problem(w http.ResponseWriter, r *http.Request, status int, detail string) {
-	writeProblem(w, r, &Problem{Type: "about:blank", Title: statusText(status), Status: status, Detail: detail})
-}
-
-// sendProblem answers with p, its status made an error status (def when
-// it is not one) and its empty members filled in.
-func (h *Handler) sendProblem(w http.ResponseWriter, r *http.Request, p *Problem, def int) {
-	writeProblem(w, r, normalProblem(p, def))
-}
-
-// normalProblem returns a copy of p with an error status (def when p's is
-// not one) and its type and title filled in.
-func normalProblem(p *Problem, def int) *Problem {
-	c := *p
-	if c.Status < 400 || c.Status > 599 {
-		c.Status = def
-	}
-	if c.Type == "" {
-		c.Type = "about:blank"
-	}
-	if c.Title == "" {
-		c.Title = statusText(c.Status)
-	}
-	return &c
-}
-
-// problemStatus returns the status of a problem document value.
-func problemStatus(v any) int {
-	switch p := v.(type) {
-	case *Problem:
-		return p.Status
-	case *pendingProblem:
-		return p.Status
-	}
-	return http.StatusInternalServerError
-}
-
-// writeProblem answers with a problem document.
-func writeProblem(w http.ResponseWriter, r *http.Request, v any) {
-	code := problemStatus(v)
-	b, err := json.Marshal(v)
-	if err != nil { // cannot happen: the documents are plain strings and ints
-		b = []byte(`{"type":"about:blank","title":"Internal Server Error","status":500}`)
-		code = http.StatusInternalServerError
-	}
-	b = append(b, '\n')
-	hdr := w.Header()
-	hdr.Set("Content-Type", "application/problem+json")
-	hdr.Set("Content-Length", strconv.Itoa(len(b)))
-	hdr.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(b)
-	}
 }
 
 // validToken reports whether s is an RFC 9110 token, as header names are.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -1106,83 +1105,4 @@ func (w *Worker) backoff(n int) time.Duration {
 		return lo
 	}
 	return lo + rand.N(ceil-lo+1)
-}
-
-// permanentProblem returns the problem a permanent failure is recorded
-// with, or nil if err is not permanent.
-//
-// A failure is permanent when the processor says so: a *PermanentError
-// anywhere in err's chain, or a *Problem that is err itself. A *Problem
-// found only deeper in the chain is not a verdict on this request but an
-// answer some other service gave (a client's ResponseError wrapped with
-// %w, or a RetryAfter of it): taken as permanent, a passing 503 would fail
-// the request for good and hand that service's detail to the client.
-func permanentProblem(err error) *Problem {
-	if p, ok := err.(*Problem); ok {
-		if p == nil {
-			return nil
-		}
-		return problemOf(p, 0)
-	}
-	var pe *PermanentError
-	if !errors.As(err, &pe) {
-		return nil
-	}
-	detail := "processing failed"
-	switch e := pe.Err.(type) {
-	case *Problem:
-		if e != nil {
-			return problemOf(e, pe.Status)
-		}
-	case *problemError:
-		return problemOf(e.problem, pe.Status)
-	case nil:
-	default:
-		detail = e.Error()
-	}
-	status := pe.Status
-	if !validProblemStatus(status) {
-		status = http.StatusInternalServerError
-	}
-	return &Problem{Title: statusText(status), Status: status, Detail: detail}
-}
-
-// problemOf returns a copy of p to record, with status when p names none
-// (500 when neither names an error status) and the status's title when p
-// has none.
-func problemOf(p *Problem, status int) *Problem {
-	c := *p
-	if c.Status == 0 {
-		c.Status = status
-	}
-	if !validProblemStatus(c.Status) {
-		c.Status = http.StatusInternalServerError
-	}
-	if c.Title == "" {
-		c.Title = statusText(c.Status)
-	}
-	return &c
-}
-
-// validProblemStatus reports whether s is an error status a failed request
-// can answer with.
-func validProblemStatus(s int) bool { return 400 <= s && s <= 599 }
-
-// failedProblem is the problem of a request that failed for a reason whose
-// text is kept from the client.
-func failedProblem(detail string) *Problem {
-	return &Problem{
-		Title:  statusText(http.StatusInternalServerError),
-		Status: http.StatusInternalServerError,
-		Detail: detail,
-	}
-}
-
-// canceledProblem is the problem of a request canceled while running.
-func canceledProblem() *Problem {
-	return &Problem{
-		Title:  statusText(http.StatusConflict),
-		Status: http.StatusConflict,
-		Detail: "the request was canceled",
-	}
 }

@@ -93,11 +93,7 @@ func handlerProcessor(next http.Handler, keepSetCookie bool) Processor {
 // (what the client sees) says only that; err, which it wraps, is for the
 // Worker's log.
 func unreplayable(err error) error {
-	return Permanent(&problemError{problem: &Problem{
-		Title:  statusText(http.StatusInternalServerError),
-		Status: http.StatusInternalServerError,
-		Detail: "the handler's response cannot be replayed",
-	}, err: err}, http.StatusInternalServerError)
+	return Permanent(&problemError{problem: failedProblem("the handler's response cannot be replayed"), err: err}, http.StatusInternalServerError)
 }
 
 // replayRequest rebuilds the server-side request that req recorded.
