@@ -9,34 +9,6 @@ import (
 	"time"
 )
 
-// State is the lifecycle state of a request.
-type State string
-
-// The states of a request. StatePending and StateRunning are not finished;
-// the other three are final.
-const (
-	StatePending   State = "pending"
-	StateRunning   State = "running"
-	StateSucceeded State = "succeeded"
-	StateFailed    State = "failed"
-	StateCanceled  State = "canceled"
-)
-
-// Final reports whether s is one of the final states (succeeded, failed,
-// canceled).
-func (s State) Final() bool {
-	return s == StateSucceeded || s == StateFailed || s == StateCanceled
-}
-
-// Valid reports whether s is one of the five known states.
-func (s State) Valid() bool {
-	switch s {
-	case StatePending, StateRunning, StateSucceeded, StateFailed, StateCanceled:
-		return true
-	}
-	return false
-}
-
 // Progress is what a processor reported about a running request. It appears
 // on the status document while the request runs.
 type Progress struct {

@@ -586,10 +586,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 			// mark is made even when the client has gone, but a hung Store
 			// must not hold the answer forever.
 			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-			_, uerr := h.store.Update(uctx, rec.ID, func(c *Record) error {
-				c.Enqueued = true
-				return nil
-			})
+			_, uerr := h.store.Update(uctx, rec.ID, (*Record).MarkEnqueued)
 			cancel()
 			if uerr != nil && !isMissing(uerr) {
 				h.logBackend(ctx, "asyncreq: marking a request enqueued", rec.ID, uerr)
@@ -605,7 +602,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 			sendError(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request "+
 				"(method, path and query, Content-Type, headers or body)")
 			return nil, false
-		case !existing.Enqueued && existing.State == StatePending:
+		case existing.needsEnqueue():
 			// Not known to be queued yet: the first submit is still
 			// between Store and Queue (or was interrupted there, and the
 			// worker's sweep will enqueue it).
@@ -1018,22 +1015,7 @@ func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	now := h.now().UTC()
 	rec, err := checkRecord(h.store.Update(ctx, id, func(c *Record) error {
-		if c.Owner != owner {
-			return ErrNotFound
-		}
-		switch c.State {
-		case StatePending:
-			finalize(c, StateCanceled, now)
-			c.Error = canceledProblem()
-		case StateRunning:
-			if !c.CancelRequested {
-				c.CancelRequested = true
-				c.UpdatedAt = now
-			}
-		default:
-			return ErrFinished
-		}
-		return nil
+		return c.RequestCancel(owner, now)
 	}))
 	switch {
 	case err == nil:
@@ -1067,7 +1049,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, st *reqState) (
 		h.storeError(w, r, err)
 		return nil, false
 	}
-	if rec.Owner != owner {
+	if !rec.visibleTo(owner) {
 		sendError(w, r, http.StatusNotFound, "no request with this id")
 		return nil, false
 	}
@@ -1077,7 +1059,7 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, st *reqState) (
 // storeError answers for an error from the Store: 404, 410, or 503.
 func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrGone) && !h.goneTo(err, state(r).owner):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrGone) && !goneTo(err, state(r).owner, h.opts.Owner != nil):
 		sendError(w, r, http.StatusNotFound, "no request with this id")
 	case errors.Is(err, ErrGone):
 		sendError(w, r, http.StatusGone, "the request was deleted or has expired")
@@ -1085,35 +1067,6 @@ func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) 
 		h.logBackend(r.Context(), "asyncreq: store", r.PathValue("id"), err)
 		h.unavailable(w, r)
 	}
-}
-
-// goneTo reports whether a Store's ErrGone may be answered 410 to owner:
-// only a tombstone of owner's own record may say that the record existed.
-// A tombstone whose owner the Store did not tell (ErrGone without a
-// *GoneError) is 410 only when there are no owners.
-func (h *Handler) goneTo(err error, owner string) bool {
-	if ge := (*GoneError)(nil); errors.As(err, &ge) && ge != nil {
-		return ge.Owner == owner
-	}
-	return h.opts.Owner == nil
-}
-
-// errNoRecord is what the handler makes of a Store that returned neither
-// a record nor an error.
-var errNoRecord = errors.New("asyncreq: store returned neither a record nor an error")
-
-// checkRecord turns a Store's (nil, nil) answer into errNoRecord, so that a
-// faulty backend gets a 503 and a log line, not a panic.
-func checkRecord(rec *Record, err error) (*Record, error) {
-	if err == nil && rec == nil {
-		return nil, errNoRecord
-	}
-	return rec, err
-}
-
-// isMissing reports whether err says a record does not exist (any more).
-func isMissing(err error) bool {
-	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrGone)
 }
 
 // logBackend logs a backend error. An error caused by the client going

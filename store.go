@@ -10,7 +10,8 @@ import (
 // Record is everything a Store keeps about one request. The handler creates
 // it, the worker moves it through its states, and the Store only keeps it:
 // all the rules about which change is allowed live in this package, in the
-// functions passed to Store.Update.
+// transitions of a Record (Claim, Succeed, RequestCancel, ...; see State
+// for the table) that the Handler and the Worker pass to Store.Update.
 type Record struct {
 	// ID is the request's identifier (see NewID).
 	ID string `json:"id"`

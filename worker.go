@@ -535,16 +535,16 @@ var errSwept = errors.New("asyncreq: record needs no sweep")
 // sweepOne enqueues and marks the listed record id if it is still pending
 // and unmarked. It returns false when the sweep should stop.
 func (w *Worker) sweepOne(ctx context.Context, id string) bool {
-	rec, err := w.store.Get(ctx, id)
+	rec, err := checkRecord(w.store.Get(ctx, id))
 	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrGone):
+	case isMissing(err):
 		return true // deleted since it was listed
 	case err != nil:
 		if ctx.Err() == nil {
 			w.log.Error("asyncreq: sweep read record", "id", id, "err", err)
 		}
 		return false
-	case rec == nil || rec.State != StatePending || rec.Enqueued:
+	case !rec.needsEnqueue():
 		return true
 	}
 	if err := w.queue.Enqueue(ctx, id, 0); err != nil {
@@ -554,15 +554,14 @@ func (w *Worker) sweepOne(ctx context.Context, id string) bool {
 		return false
 	}
 	_, err = w.store.Update(ctx, id, func(rec *Record) error {
-		if rec.Enqueued {
-			return errSwept // a worker claimed it already
+		if !rec.needsEnqueue() {
+			return errSwept // a worker claimed it already, or it was canceled
 		}
-		rec.Enqueued = true
-		return nil
+		return rec.MarkEnqueued()
 	})
 	switch {
 	case err == nil, errors.Is(err, errSwept):
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrGone):
+	case isMissing(err):
 		// Deleted since; the worker that gets the entry acks it.
 	default:
 		// It is listed and enqueued again next time, which a worker
@@ -576,11 +575,9 @@ func (w *Worker) sweepOne(ctx context.Context, id string) bool {
 	return true
 }
 
-// Internal outcomes of a claim that mean "nothing to run".
-var (
-	errClaimFinal   = errors.New("asyncreq: record already final")
-	errClaimSettled = errors.New("asyncreq: record settled at claim")
-)
+// errClaimSettled is the outcome of a claim that settled the record
+// instead of running it (see Record.Claim).
+var errClaimSettled = errors.New("asyncreq: record settled at claim")
 
 // job is one lease being worked on.
 type job struct {
@@ -615,7 +612,7 @@ func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 	rec, err := w.claim(ctx, j)
 	switch {
 	case err == nil:
-	case errors.Is(err, errClaimFinal), errors.Is(err, ErrNotFound), errors.Is(err, ErrGone):
+	case errors.Is(err, ErrFinished), isMissing(err):
 		// Delivered again after its outcome was recorded, or deleted.
 		j.log.Debug("asyncreq: skipping a request that is finished or gone", "err", err)
 		ack()
@@ -650,66 +647,27 @@ func (w *Worker) settleContext(ctx context.Context) (context.Context, context.Ca
 	return context.WithTimeout(context.WithoutCancel(ctx), w.opts.LeaseDuration)
 }
 
-// claim marks the record running under j's token. A final record gives
-// errClaimFinal; a record whose cancel was requested, or that used up its
-// attempts in earlier crashed runs, is settled here and gives
-// errClaimSettled.
+// claim marks the record running under j's token (see Record.Claim). A
+// final record gives ErrFinished; a record Claim settled instead (its
+// cancel was requested, or it used up its attempts in earlier crashed
+// runs) gives errClaimSettled.
 func (w *Worker) claim(ctx context.Context, j *job) (*Record, error) {
 	now := time.Now()
-	var settled State
-	rec, err := w.store.Update(ctx, j.lease.ID, func(rec *Record) error {
-		settled = ""
-		if rec.State.Final() {
-			return errClaimFinal
-		}
-		rec.UpdatedAt = now
-		rec.Progress = nil
-		switch {
-		case rec.CancelRequested:
-			settled = StateCanceled
-			finalize(rec, StateCanceled, now)
-			rec.Error = canceledProblem()
-		case rec.Attempts >= w.opts.MaxAttempts:
-			// Every attempt was started and none recorded an outcome:
-			// the processor keeps killing its worker.
-			settled = StateFailed
-			finalize(rec, StateFailed, now)
-			rec.Error = failedProblem("processing failed")
-		default:
-			rec.State = StateRunning
-			rec.Attempts++
-			rec.LeaseToken = j.token
-			// It came from the Queue: should the accept's own mark have
-			// failed, the sweep must not enqueue it a second time.
-			rec.Enqueued = true
-		}
-		return nil
-	})
+	rec, err := checkRecord(w.store.Update(ctx, j.lease.ID, func(rec *Record) error {
+		return rec.Claim(j.token, w.opts.MaxAttempts, now)
+	}))
 	if err != nil {
 		return nil, err
 	}
-	if rec == nil {
-		return nil, errors.New("asyncreq: Store.Update returned no record")
-	}
-	switch settled {
+	switch rec.State {
+	case StateRunning:
+		return rec, nil
 	case StateCanceled:
 		j.log.Info("asyncreq: request canceled before it ran")
-		return nil, errClaimSettled
-	case StateFailed:
+	default:
 		j.log.Error("asyncreq: request failed: attempts used up without an outcome (the processor may crash its worker)", "attempts", rec.Attempts)
-		return nil, errClaimSettled
 	}
-	return rec, nil
-}
-
-// finalize makes rec final in state s at now. Progress belongs to a
-// running request and is dropped.
-func finalize(rec *Record, s State, now time.Time) {
-	rec.State = s
-	rec.LeaseToken = ""
-	rec.Progress = nil
-	rec.UpdatedAt = now
-	rec.ExpiresAt = now.Add(rec.Retention)
+	return nil, errClaimSettled
 }
 
 // attempt is what one Process call came to.
@@ -790,12 +748,7 @@ func (w *Worker) call(ctx context.Context, j *job, req *Request) (res *Result, e
 func (w *Worker) progress(ctx context.Context, j *job, p Progress) error {
 	now := time.Now()
 	_, err := w.store.Update(ctx, j.lease.ID, func(rec *Record) error {
-		if rec.LeaseToken != j.token {
-			return ErrLeaseLost
-		}
-		rec.Progress = &p
-		rec.UpdatedAt = now
-		return nil
+		return rec.SetProgress(j.token, p, now)
 	})
 	return err
 }
@@ -876,15 +829,12 @@ func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCau
 // the request or the record no longer carries j's token. It returns false
 // once there is nothing more to watch for.
 func (w *Worker) check(ctx context.Context, j *job, cancel context.CancelCauseFunc) bool {
-	rec, err := w.store.Get(ctx, j.lease.ID)
+	rec, err := checkRecord(w.store.Get(ctx, j.lease.ID))
 	switch {
-	case err == nil && rec == nil:
-		j.log.Warn("asyncreq: read record: the Store returned neither a record nor an error")
-		return true
 	case err == nil:
 	case ctx.Err() != nil:
 		return false
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrGone):
+	case isMissing(err):
 		j.log.Warn("asyncreq: record vanished while running; canceling the processor")
 		cancel(ErrLeaseLost)
 		return false
@@ -893,7 +843,7 @@ func (w *Worker) check(ctx context.Context, j *job, cancel context.CancelCauseFu
 		return true
 	}
 	switch {
-	case rec.LeaseToken != j.token:
+	case !rec.heldBy(j.token):
 		j.log.Warn("asyncreq: request taken over by a newer attempt; canceling the processor")
 		cancel(ErrLeaseLost)
 		return false
@@ -917,26 +867,17 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 		if n := resultSize(res); n > w.opts.MaxResultBytes {
 			err = fmt.Errorf("%w: %d bytes, more than MaxResultBytes (%d)", ErrResultTooLarge, n, w.opts.MaxResultBytes)
 			j.log.Error("asyncreq: request failed: result too large", "err", err)
-			w.record(ctx, j, "failed", 0, func(rec *Record) {
-				finalize(rec, StateFailed, now)
-				rec.Error = tooLargeProblem(w.opts.MaxResultBytes)
-			})
+			p := tooLargeProblem(w.opts.MaxResultBytes)
+			w.record(ctx, j, "failed", 0, func(rec *Record) error { return rec.Fail(j.token, p, now) })
 			return
 		}
-		w.record(ctx, j, "succeeded", 0, func(rec *Record) {
-			finalize(rec, StateSucceeded, now)
-			rec.Result = res
-			rec.Error = nil
-		})
+		w.record(ctx, j, "succeeded", 0, func(rec *Record) error { return rec.Succeed(j.token, res, now) })
 		return
 	}
 
 	if p := permanentProblem(err); p != nil {
 		j.log.Info("asyncreq: request failed permanently", "status", p.Status, "err", err)
-		w.record(ctx, j, "failed", 0, func(rec *Record) {
-			finalize(rec, StateFailed, now)
-			rec.Error = p
-		})
+		w.record(ctx, j, "failed", 0, func(rec *Record) error { return rec.Fail(j.token, p, now) })
 		return
 	}
 
@@ -949,25 +890,11 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 		return
 	case errors.Is(cause, ErrShutdown):
 		j.log.Info("asyncreq: handing the request back at shutdown", "err", err)
-		w.record(ctx, j, "handed back", 0, func(rec *Record) {
-			if rec.CancelRequested {
-				finalize(rec, StateCanceled, now)
-				rec.Error = canceledProblem()
-				return
-			}
-			rec.State = StatePending
-			rec.Attempts = max(rec.Attempts-1, 0)
-			rec.LeaseToken = ""
-			rec.Progress = nil
-			rec.UpdatedAt = now
-		})
+		w.record(ctx, j, "handed back", 0, func(rec *Record) error { return rec.HandBack(j.token, now) })
 		return
 	case errors.Is(cause, ErrCanceled):
 		j.log.Info("asyncreq: request canceled while running", "err", err)
-		w.record(ctx, j, "canceled", 0, func(rec *Record) {
-			finalize(rec, StateCanceled, now)
-			rec.Error = canceledProblem()
-		})
+		w.record(ctx, j, "canceled", 0, func(rec *Record) error { return rec.Cancel(j.token, now) })
 		return
 	case errors.Is(cause, ErrTimeout):
 		detail = "processing timed out"
@@ -977,10 +904,8 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 
 	if rec.Attempts >= w.opts.MaxAttempts {
 		j.log.Error("asyncreq: request failed: attempts used up", "err", err, "attempts", rec.Attempts)
-		w.record(ctx, j, "failed", 0, func(rec *Record) {
-			finalize(rec, StateFailed, now)
-			rec.Error = failedProblem(detail)
-		})
+		p := failedProblem(detail)
+		w.record(ctx, j, "failed", 0, func(rec *Record) error { return rec.Fail(j.token, p, now) })
 		return
 	}
 	delay := w.backoff(rec.Attempts)
@@ -989,32 +914,20 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 		delay = max(ra.Delay, 0)
 	}
 	j.log.Warn("asyncreq: attempt failed; retrying", "err", err, "retry_in", delay)
-	w.record(ctx, j, "retry", delay, func(rec *Record) {
-		if rec.CancelRequested {
-			// The client canceled while the attempt failed: no retry.
-			finalize(rec, StateCanceled, now)
-			rec.Error = canceledProblem()
-			return
-		}
-		rec.State = StatePending
-		rec.LeaseToken = ""
-		rec.Progress = nil
-		rec.UpdatedAt = now
-		rec.Error = failedProblem(fmt.Sprintf("attempt %d of %d failed: %s; retrying", rec.Attempts, w.opts.MaxAttempts, detail))
-	})
+	p := failedProblem(fmt.Sprintf("attempt %d of %d failed: %s; retrying", rec.Attempts, w.opts.MaxAttempts, detail))
+	w.record(ctx, j, "retry", delay, func(rec *Record) error { return rec.Retry(j.token, p, now) })
 }
 
-// record writes an outcome with fn if j still holds the record, then
-// settles the lease: Ack when the record became final, Nack after delay
-// when it went back to pending. With a Completer the write and the Ack are
-// one step.
-func (w *Worker) record(ctx context.Context, j *job, what string, delay time.Duration, fn func(*Record)) {
+// record writes an outcome with the transition fn, which refuses with
+// ErrLeaseLost when j no longer holds the record, then settles the lease:
+// Ack when the record became final, Nack after delay when it went back to
+// pending. With a Completer the write and the Ack are one step.
+func (w *Worker) record(ctx context.Context, j *job, what string, delay time.Duration, fn func(*Record) error) {
 	var final bool
 	write := func(rec *Record) error {
-		if rec.LeaseToken != j.token {
-			return ErrLeaseLost
+		if err := fn(rec); err != nil {
+			return err
 		}
-		fn(rec)
 		final = rec.State.Final()
 		return nil
 	}
@@ -1026,7 +939,7 @@ func (w *Worker) record(ctx context.Context, j *job, what string, delay time.Dur
 	}
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrNotFound), errors.Is(err, ErrGone):
+	case errors.Is(err, ErrLeaseLost), isMissing(err):
 		j.log.Warn("asyncreq: outcome not recorded: the request is no longer this attempt's", "outcome", what, "err", err)
 		w.release(ctx, j)
 		return
@@ -1075,7 +988,7 @@ func (w *Worker) release(ctx context.Context, j *job) {
 func (w *Worker) releaseIfSuperseded(ctx context.Context, j *job) {
 	rec, err := w.store.Get(ctx, j.lease.ID)
 	switch {
-	case err == nil && rec != nil && rec.LeaseToken == j.token:
+	case err == nil && rec != nil && rec.heldBy(j.token):
 		return
 	case err != nil && !isMissing(err):
 		j.log.Warn("asyncreq: read record of an abandoned attempt; leaving its lease to run out", "err", err)

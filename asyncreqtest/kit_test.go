@@ -168,6 +168,20 @@ var faults = []fault{
 		},
 	},
 	{
+		name: "UpdateDropsCancelRequested", kit: "store",
+		pattern: "^Lifecycle$/^RequestCancelOfRunningIsSeenByTheAttempt$", want: "Lifecycle/RequestCancelOfRunningIsSeenByTheAttempt",
+		make: func(m *memory.Backend) *backend {
+			return dropOnUpdate(m, func(r *asyncreq.Record) { r.CancelRequested = false })
+		},
+	},
+	{
+		name: "UpdateDropsEnqueued", kit: "store",
+		pattern: "^Lifecycle$/^MarkEnqueued$", want: "Lifecycle/MarkEnqueued",
+		make: func(m *memory.Backend) *backend {
+			return dropOnUpdate(m, func(r *asyncreq.Record) { r.Enqueued = false })
+		},
+	},
+	{
 		name: "PurgeDoesNothing", kit: "store",
 		pattern: "^Purge$/", want: "Purge/RemovesOnlyExpiredFinalRecordsAndKeepsTombstones",
 		make: func(m *memory.Backend) *backend {
@@ -219,6 +233,22 @@ var faults = []fault{
 			return b
 		},
 	},
+}
+
+// dropOnUpdate returns a backend whose Update stores what fn left less
+// what drop clears: a Store that has no place for a field.
+func dropOnUpdate(m *memory.Backend, drop func(*asyncreq.Record)) *backend {
+	b := &backend{Backend: m}
+	b.update = func(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+		return m.Update(ctx, id, func(r *asyncreq.Record) error {
+			if err := fn(r); err != nil {
+				return err
+			}
+			drop(r)
+			return nil
+		})
+	}
+	return b
 }
 
 // TestKitCatchesFaults runs the kit, in a child process, against memory
