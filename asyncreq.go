@@ -250,61 +250,6 @@ func ReportProgress(ctx context.Context, percent int, message string) error {
 	return f(ctx, Progress{Percent: percent, Message: message})
 }
 
-// ownerKey is the context key under which HandlerProcessor puts the
-// owner of the request it replays.
-type ownerKey struct{}
-
-// withOwner returns a context carrying owner for OwnerFromContext; an
-// empty owner is none.
-func withOwner(ctx context.Context, owner string) context.Context {
-	if owner == "" {
-		return ctx
-	}
-	return context.WithValue(ctx, ownerKey{}, owner)
-}
-
-// OwnerFromContext returns the owner of the request a handler wrapped by
-// HandlerProcessor (or NewAsync) is running for: what HandlerOptions.Owner
-// returned when the request was submitted. So the handler knows its caller
-// without the credential that proved it, which is not stored by default
-// (see AsyncOptions). ok is false outside such a handler, and for a
-// request that has no owner (no Owner function, or it returned "").
-func OwnerFromContext(ctx context.Context) (owner string, ok bool) {
-	owner, ok = ctx.Value(ownerKey{}).(string)
-	return owner, ok
-}
-
-// resultLimitKey is the context key under which a Worker tells
-// HandlerProcessor its MaxResultBytes.
-type resultLimitKey struct{}
-
-// withResultLimit returns a context carrying the largest result size.
-func withResultLimit(ctx context.Context, limit int64) context.Context {
-	return context.WithValue(ctx, resultLimitKey{}, limit)
-}
-
-// resultLimit returns the largest result size a Worker set in ctx, or the
-// default MaxResultBytes outside a Worker.
-func resultLimit(ctx context.Context) int64 {
-	if n, ok := ctx.Value(resultLimitKey{}).(int64); ok && n > 0 {
-		return n
-	}
-	return defaultWorkerMaxResultBytes
-}
-
-// resultSize is what a result counts against MaxResultBytes: its body, its
-// Content-Type, and the names and values of its other headers.
-func resultSize(res *Result) int64 {
-	n := int64(len(res.Body) + len(res.ContentType))
-	for k, vs := range res.Header {
-		n += int64(len(k))
-		for _, v := range vs {
-			n += int64(len(v))
-		}
-	}
-	return n
-}
-
 // idAlphabet is Crockford's base32 alphabet: URL-safe, no ambiguous letters.
 const idAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -349,30 +294,3 @@ func ValidID(id string) bool {
 
 // newToken returns a random lease token.
 func newToken() string { return NewID() }
-
-// StatusDocument is the JSON document the status URL serves (see the HTTP
-// contract in the package documentation). Clients decode it; the handler
-// builds it from a Record.
-type StatusDocument struct {
-	// ID is the request's identifier.
-	ID string `json:"id"`
-	// Status is where the request stands.
-	Status State `json:"status"`
-	// CreatedAt and UpdatedAt are when the request was accepted and last
-	// changed, in UTC.
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-	// Attempts is the number of attempts started so far.
-	Attempts int `json:"attempts"`
-	// Progress is what the processor last reported while running, or nil.
-	Progress *Progress `json:"progress,omitempty"`
-	// StatusURL is the URL of this document.
-	StatusURL string `json:"status_url"`
-	// ResultURL is the URL of the result, once the request has succeeded.
-	ResultURL string `json:"result_url,omitempty"`
-	// Error is the failure of a failed or canceled request, or nil.
-	Error *Problem `json:"error,omitempty"`
-	// ExpiresAt is when a finished request will be purged; zero while it
-	// is not finished.
-	ExpiresAt time.Time `json:"expires_at,omitzero"`
-}

@@ -225,3 +225,15 @@ func writeProblem(w http.ResponseWriter, r *http.Request, v any) {
 		_, _ = w.Write(b)
 	}
 }
+
+// failureProblem returns the problem a failed or canceled record answers
+// with.
+func failureProblem(rec *Record) *Problem {
+	if rec.Error != nil {
+		return rec.Error
+	}
+	if rec.State == StateCanceled {
+		return canceledProblem()
+	}
+	return failedProblem("processing failed")
+}

@@ -202,3 +202,17 @@ type Watcher interface {
 	// record exists.
 	Watch(ctx context.Context, id string) (<-chan struct{}, error)
 }
+
+// watch watches the record id until stop is called or ctx ends. A Watcher
+// releases a watch only when its context ends, so a caller that watches
+// again after each change must stop the watch it replaces, or watches
+// pile up for as long as ctx lasts.
+func watch(ctx context.Context, w Watcher, id string) (changed <-chan struct{}, stop func(), err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	ch, err := w.Watch(wctx, id)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return ch, cancel, nil
+}

@@ -374,3 +374,27 @@ func (a *Async) Start(ctx context.Context) error { return a.worker.Start(ctx) }
 // (see Worker.Stop). The HTTP side keeps accepting requests, which wait in
 // the Queue; shut the http.Server down first.
 func (a *Async) Stop(ctx context.Context) error { return a.worker.Stop(ctx) }
+
+// ownerKey is the context key under which HandlerProcessor puts the
+// owner of the request it replays.
+type ownerKey struct{}
+
+// withOwner returns a context carrying owner for OwnerFromContext; an
+// empty owner is none.
+func withOwner(ctx context.Context, owner string) context.Context {
+	if owner == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, ownerKey{}, owner)
+}
+
+// OwnerFromContext returns the owner of the request a handler wrapped by
+// HandlerProcessor (or NewAsync) is running for: what HandlerOptions.Owner
+// returned when the request was submitted. So the handler knows its caller
+// without the credential that proved it, which is not stored by default
+// (see AsyncOptions). ok is false outside such a handler, and for a
+// request that has no owner (no Owner function, or it returned "").
+func OwnerFromContext(ctx context.Context) (owner string, ok bool) {
+	owner, ok = ctx.Value(ownerKey{}).(string)
+	return owner, ok
+}
