@@ -47,7 +47,7 @@ func walkContract(t *testing.T, srv http.Handler, b *memory.Backend, submitPath,
 
 func TestMountStdMuxStripPrefix(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, nil)
+	h := newTestHandler(t, b, nil)
 	mux := http.NewServeMux()
 	jobs := http.StripPrefix("/jobs", h)
 	mux.Handle("/jobs", jobs)
@@ -64,7 +64,7 @@ func TestMountStdMuxStripPrefix(t *testing.T) {
 
 func TestMountStdMuxBasePath(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{BasePath: "/jobs/"})
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{BasePath: "/jobs/"})
 	mux := http.NewServeMux()
 	mux.Handle("/jobs", h)
 	mux.Handle("/jobs/", h)
@@ -78,27 +78,27 @@ func TestMountChi(t *testing.T) {
 
 	t.Run("Mount with BasePath", func(t *testing.T) {
 		r := chi.NewRouter()
-		r.Mount("/jobs", newTestHandler(t, b, b, &asyncreq.HandlerOptions{BasePath: "/jobs"}))
+		r.Mount("/jobs", newTestHandler(t, b, &asyncreq.HandlerOptions{BasePath: "/jobs"}))
 		walkContract(t, r, b, "/jobs", "/jobs")
 		walkContract(t, r, b, "/jobs/", "/jobs")
 	})
 	t.Run("Mount with StripPrefix", func(t *testing.T) {
 		r := chi.NewRouter()
-		r.Mount("/jobs", http.StripPrefix("/jobs", newTestHandler(t, b, b, nil)))
+		r.Mount("/jobs", http.StripPrefix("/jobs", newTestHandler(t, b, nil)))
 		walkContract(t, r, b, "/jobs", "/jobs")
 	})
 	t.Run("nested routers", func(t *testing.T) {
 		r := chi.NewRouter()
 		r.Route("/api", func(r chi.Router) {
 			r.Route("/v2", func(r chi.Router) {
-				r.Mount("/jobs", newTestHandler(t, b, b, &asyncreq.HandlerOptions{BasePath: "/api/v2/jobs"}))
+				r.Mount("/jobs", newTestHandler(t, b, &asyncreq.HandlerOptions{BasePath: "/api/v2/jobs"}))
 			})
 		})
 		walkContract(t, r, b, "/api/v2/jobs", "/api/v2/jobs")
 	})
 	t.Run("StripPrefix in front of chi", func(t *testing.T) {
 		r := chi.NewRouter()
-		r.Mount("/jobs", newTestHandler(t, b, b, &asyncreq.HandlerOptions{BasePath: "/jobs"}))
+		r.Mount("/jobs", newTestHandler(t, b, &asyncreq.HandlerOptions{BasePath: "/jobs"}))
 		outer := http.NewServeMux()
 		outer.Handle("/tenant/", http.StripPrefix("/tenant", r))
 		walkContract(t, outer, b, "/tenant/jobs", "/tenant/jobs")
@@ -109,7 +109,7 @@ func TestMountChi(t *testing.T) {
 // request line, not a test helper, sets RequestURI.
 func TestMountOverTheWire(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, nil)
+	h := newTestHandler(t, b, nil)
 	r := chi.NewRouter()
 	r.Mount("/jobs", http.StripPrefix("/jobs", h))
 	srv := httptest.NewServer(r)
@@ -141,7 +141,7 @@ func TestMountOverTheWire(t *testing.T) {
 func TestRoutingLeavesTheCallersRequestAlone(t *testing.T) {
 	b := newMemory(t)
 	var owner string
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{
 		BasePath: "/t",
 		Owner: func(r *http.Request) (string, error) {
 			owner = r.PathValue("tenant")

@@ -11,8 +11,8 @@ import (
 // Queue, and the HTTP contract on it. The lease is the consumer's AckWait.
 func TestConformance(t *testing.T) {
 	connect(t)
-	asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+	asyncreqtest.TestBackend(t, func(t *testing.T) asyncreq.Backend {
 		b := newBackend(t, nil, nil)
-		return b, b
+		return b
 	}, &asyncreqtest.Options{LeaseTTL: testAckWait})
 }

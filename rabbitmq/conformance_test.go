@@ -22,10 +22,10 @@ func TestConformance(t *testing.T) {
 		}, opts)
 	})
 	t.Run("Handler", func(t *testing.T) {
-		asyncreqtest.TestHandler(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+		asyncreqtest.TestHandler(t, func(t *testing.T) asyncreq.Backend {
 			store := memory.New(nil)
 			t.Cleanup(func() { _ = store.Close() })
-			return store, newQueue(t, u, nil)
+			return asyncreq.Pair(store, newQueue(t, u, nil))
 		}, opts)
 	})
 }

@@ -48,7 +48,7 @@ func run(addr string) error {
 	defer backend.Close()
 
 	// The standard mux: StripPrefix tells the handler where its paths start.
-	std, err := asyncreq.NewHandler(backend, backend, &asyncreq.HandlerOptions{Logger: logger})
+	std, err := asyncreq.NewHandler(backend, &asyncreq.HandlerOptions{Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -59,7 +59,7 @@ func run(addr string) error {
 	// chi: Mount does not strip the prefix, so the handler is given it as
 	// BasePath. Both handlers share one backend here; in an application
 	// each endpoint would usually have a queue of its own.
-	viaChi, err := asyncreq.NewHandler(backend, backend, &asyncreq.HandlerOptions{BasePath: "/api/v1/jobs", Logger: logger})
+	viaChi, err := asyncreq.NewHandler(backend, &asyncreq.HandlerOptions{BasePath: "/api/v1/jobs", Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -69,7 +69,7 @@ func run(addr string) error {
 	})
 	mux.Handle("/api/", r)
 
-	w, err := asyncreq.NewWorker(backend, backend, upper, &asyncreq.WorkerOptions{Logger: logger})
+	w, err := asyncreq.NewWorker(backend, upper, &asyncreq.WorkerOptions{Logger: logger})
 	if err != nil {
 		return err
 	}
