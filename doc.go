@@ -75,7 +75,9 @@
 // maps its native errors onto this package's sentinels (a tombstone keeps
 // its record's owner and answers with a [*GoneError]), and proves itself
 // with the asyncreqtest conformance kit: its test file calls
-// asyncreqtest.TestBackend with a factory. Capabilities beyond the minimum
+// asyncreqtest.TestBackend with a factory, and, when several processes may
+// share the backend's data, asyncreqtest.TestTwoInstances with a factory of
+// two instances on the same data. Capabilities beyond the minimum
 // are optional interfaces detected by type assertion, each with a written
 // fallback: [Accepter] (record and enqueue atomically), [Watcher] (change
 // notification for long polls and cancels), [UnenqueuedLister] (recovery

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/memory"
 )
@@ -73,8 +71,10 @@ func ExampleNewHandler() {
 	// submit with Prefer: wait: 200 AGAIN
 }
 
-// This example serves the contract on chi, mounted at /jobs. chi's Mount
-// does not strip the prefix, so the handler is told it with BasePath.
+// This example serves the contract at /jobs on a ServeMux without
+// StripPrefix, so the handler is told the prefix with BasePath. A router
+// that mounts without stripping, such as chi's Mount, is given it the same
+// way (examples/routers).
 func ExampleHandlerOptions_basePath() {
 	backend := memory.New(nil)
 	defer backend.Close()
@@ -85,11 +85,12 @@ func ExampleHandlerOptions_basePath() {
 	if err != nil {
 		panic(err)
 	}
-	r := chi.NewRouter()
-	r.Mount("/jobs", jobs)
+	mux := http.NewServeMux()
+	mux.Handle("/jobs", jobs)
+	mux.Handle("/jobs/", jobs)
 
 	w := httptest.NewRecorder()
-	r.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/jobs", strings.NewReader("x")))
+	mux.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/jobs", strings.NewReader("x")))
 	fmt.Println(w.Code, w.Header().Get("Retry-After"), strings.HasPrefix(w.Header().Get("Location"), "/jobs/"))
 	// Output:
 	// 202 2 true

@@ -3,7 +3,6 @@ module github.com/asyncreq/asyncreq
 go 1.25
 
 require (
-	github.com/go-chi/chi/v5 v5.5.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
 	go.uber.org/mock v0.6.0

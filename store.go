@@ -189,8 +189,25 @@ type UnenqueuedLister interface {
 }
 
 // Watcher is implemented by a Store that can tell when a record changes.
-// Handlers use it for long polls (Prefer: wait) and workers to notice a
-// client's cancel at once; without it both poll the Store.
+// Handlers use it to answer long polls (Prefer: wait) as soon as the record
+// changes, and workers to notice a client's cancel at once.
+//
+// A watch is a hint, never the only source of truth: a Watcher may miss
+// changes, typically those made by other processes, and the Handler and
+// the Worker read the record on their own schedule whether or not they
+// hold a watch. A long poll reads it every 20ms at first, twice as long
+// each time up to every 500ms, and once more at its deadline; a worker
+// reads it at every heartbeat (WorkerOptions.LeaseDuration/3). A Watcher
+// that misses a change only makes it be noticed that much later.
+//
+// Whether the backends in this repository see other processes' changes:
+//
+//   - memory: a Backend lives in one process and sees every change;
+//   - sqlite: no; Watch sees the changes made in its own process only;
+//   - postgres: yes, by LISTEN/NOTIFY, unless Options.DisableListen is
+//     set, when it sees its own Store's changes only;
+//   - redis: yes, by PUBLISH from the scripts that change a record;
+//   - nats: yes, by a key-value watch held by the server.
 //
 // Watch may be called concurrently, any number of times for one id. A
 // watch holds resources until its context ends, so callers end the

@@ -238,8 +238,8 @@ var (
 //
 // A client's cancel (Record.CancelRequested) is noticed at once when the
 // Store implements Watcher and its watch sees the change, and otherwise at
-// the next heartbeat, when the worker reads the record. The processor's context is then canceled with
-// cause ErrCanceled.
+// the next heartbeat, when the worker reads the record. The processor's
+// context is then canceled with cause ErrCanceled.
 //
 // The worker takes leases only while it has free capacity (Concurrency),
 // several at a time when the Queue implements BatchDequeuer. Every

@@ -31,7 +31,7 @@
 //			t.Skip("set MYBACKEND_TEST_URL to run the conformance kit against a server")
 //		}
 //		asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
-//			b, err := mybackend.New(t.Context(), url, &mybackend.Options{Prefix: asyncreq.NewID()})
+//			b, err := mybackend.Open(t.Context(), url, &mybackend.Options{Prefix: asyncreq.NewID()})
 //			if err != nil {
 //				t.Fatal(err)
 //			}

@@ -486,8 +486,8 @@ func (e *tooManyRedirectsError) Unwrap() error { return ErrProtocol }
 // maxRedirects bounds the redirects followed within one step.
 const maxRedirects = 10
 
-// response is a fully read HTTP answer.
-type response struct {
+// answer is a fully read HTTP answer.
+type answer struct {
 	method     string
 	url        *url.URL // the URL that answered
 	statusCode int
@@ -497,7 +497,7 @@ type response struct {
 
 // contentType returns the answer's media type, lowercased, without
 // parameters.
-func (r *response) contentType() string {
+func (r *answer) contentType() string {
 	mt, _, err := mime.ParseMediaType(r.header.Get("Content-Type"))
 	if err != nil {
 		return ""
@@ -506,7 +506,7 @@ func (r *response) contentType() string {
 }
 
 // responseError turns the answer into a *ResponseError.
-func (r *response) responseError() *ResponseError {
+func (r *answer) responseError() *ResponseError {
 	e := &ResponseError{
 		Method:     r.method,
 		URL:        r.url.Redacted(),
@@ -527,7 +527,7 @@ func (r *response) responseError() *ResponseError {
 }
 
 // location resolves the answer's Location header against its URL.
-func (r *response) location() (*url.URL, error) {
+func (r *answer) location() (*url.URL, error) {
 	loc := r.header.Get("Location")
 	if loc == "" {
 		return nil, nil

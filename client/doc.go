@@ -31,10 +31,10 @@
 // # Polling and waiting
 //
 // [Operation.Poll] asks the status URL once. [Operation.Wait] polls until
-// the request is finished and returns its [Result]. Between polls it honours
-// Retry-After in both forms (seconds and HTTP-date), held between
-// [Options.PollMin] and [Options.PollMax] and with jitter added; without
-// Retry-After it backs off exponentially. With [Options.LongPoll] it sends
+// the request is finished and returns its result, a [Response]. Between
+// polls it honours Retry-After in both forms (seconds and HTTP-date), held
+// between [Options.PollMin] and [Options.PollMax] and with jitter added;
+// without Retry-After it backs off exponentially. With [Options.LongPoll] it sends
 // Prefer: wait=N so that a server that supports long polls holds the
 // answer until something changes.
 //
@@ -72,8 +72,8 @@
 // # Tracking
 //
 // A [Tracker] keeps the resume token of every pending operation in a
-// [TrackerStore] ([NewMemoryStore], or the durable [NewFileStore]), polls
-// them in the background with bounded concurrency, and delivers each
-// outcome once, to a callback or a channel. After a restart it picks up the
+// [TrackerStore] ([NewMemoryTrackerStore], or the durable
+// [OpenFileTrackerStore]), polls them in the background with bounded
+// concurrency, and delivers each outcome once, to a callback or a channel. After a restart it picks up the
 // operations its store still holds.
 package client

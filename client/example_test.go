@@ -125,7 +125,7 @@ func ExampleTracker() {
 	ctx := context.Background()
 
 	c, _ := client.New(&client.Options{PollMax: 20 * time.Millisecond})
-	// NewFileStore keeps the pending operations across restarts; the
+	// OpenFileTrackerStore keeps the pending operations across restarts; the
 	// memory store (the default) does for this example.
 	tr, err := client.NewTracker(c, &client.TrackerOptions{Concurrency: 2})
 	if err != nil {

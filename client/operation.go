@@ -17,11 +17,15 @@ import (
 	"github.com/asyncreq/asyncreq"
 )
 
-// Result is the outcome of a finished request: the answer its result URL
-// (or an inline submit) gave. A status code other than 2xx is not an error
-// here: a server replaying a wrapped handler's response serves whatever that
-// handler answered.
-type Result struct {
+// Response is the HTTP response that gave a finished request's result: the
+// answer of its result URL, or of the submit when the server answered
+// inline, read whole. It is what the client received, so it carries the
+// header the server sent and the URL that answered, where an
+// asyncreq.Result is what a processor returned for the server to store
+// and serve. A status code other than 2xx is not an error here: a server
+// replaying a wrapped handler's response serves whatever that handler
+// answered.
+type Response struct {
 	// StatusCode is the answer's status code.
 	StatusCode int
 	// Header is the answer's header.
@@ -30,19 +34,20 @@ type Result struct {
 	ContentType string
 	// Body is the answer's body.
 	Body []byte
-	// URL is where the result was read from.
+	// URL is the URL that answered: the result URL, or the submit URL
+	// when the server answered inline.
 	URL string
 }
 
-func (r *Result) clone() *Result {
+func (r *Response) clone() *Response {
 	c := *r
 	c.Header = r.Header.Clone()
 	c.Body = bytes.Clone(r.Body)
 	return &c
 }
 
-func resultOf(r *response) *Result {
-	return &Result{
+func responseOf(r *answer) *Response {
+	return &Response{
 		StatusCode:  r.statusCode,
 		Header:      r.header,
 		ContentType: r.header.Get("Content-Type"),
@@ -76,7 +81,7 @@ type Operation struct {
 	lastHeader    http.Header // of the last status answer, for Retry-After
 	preferApplied bool        // the last status answer applied Prefer: wait
 	done          bool
-	result        *Result
+	result        *Response
 	err           error // the final outcome when it is a failure
 	bo            backoff
 	errBo         backoff
@@ -157,7 +162,7 @@ func (op *Operation) trusts(u *url.URL) bool {
 // do sends one request and reads its answer, following 307 and 308
 // redirects (and 301, 302 and, if seeOther, 303 for GET and HEAD) itself.
 // proto headers are always sent; caller headers only to trusted origins.
-func (op *Operation) do(ctx context.Context, method string, u *url.URL, body []byte, proto, caller http.Header, seeOther bool) (*response, error) {
+func (op *Operation) do(ctx context.Context, method string, u *url.URL, body []byte, proto, caller http.Header, seeOther bool) (*answer, error) {
 	for hop := 0; ; hop++ {
 		req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
 		if err != nil {
@@ -194,7 +199,7 @@ func (op *Operation) do(ctx context.Context, method string, u *url.URL, body []b
 			}
 			return nil, fmt.Errorf("client: reading the answer: %w", &url.Error{Op: method, URL: u.Redacted(), Err: err})
 		}
-		r := &response{method: method, url: u, statusCode: resp.StatusCode, header: resp.Header, body: data}
+		r := &answer{method: method, url: u, statusCode: resp.StatusCode, header: resp.Header, body: data}
 		follow := false
 		safe := method == http.MethodGet || method == http.MethodHead
 		switch resp.StatusCode {
@@ -226,7 +231,7 @@ func (op *Operation) do(ctx context.Context, method string, u *url.URL, body []b
 // the answer is not one (not JSON, or no known status). The status is
 // matched case-insensitively, so "Running" and "Succeeded" from other
 // servers are understood.
-func parseDoc(r *response) *asyncreq.StatusDocument {
+func parseDoc(r *answer) *asyncreq.StatusDocument {
 	if !isJSON(r.contentType()) || len(r.body) == 0 {
 		return nil
 	}
@@ -254,7 +259,7 @@ func parseDoc(r *response) *asyncreq.StatusDocument {
 }
 
 // handleSubmit takes in the answer to the submit.
-func (op *Operation) handleSubmit(r *response) error {
+func (op *Operation) handleSubmit(r *answer) error {
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	doc := parseDoc(r)
@@ -311,7 +316,7 @@ func (op *Operation) handleSubmit(r *response) error {
 		return nil
 	case r.statusCode >= 200 && r.statusCode < 300:
 		op.done = true
-		op.result = resultOf(r)
+		op.result = responseOf(r)
 		if cl := r.header.Get("Content-Location"); cl != "" {
 			if u, err := r.url.Parse(cl); err == nil {
 				op.resultURL = u
@@ -336,7 +341,7 @@ func (op *Operation) handleSubmit(r *response) error {
 // succeed, or one whose Location is the status URL (the document's
 // status_url, or a path of asyncreq's status layout). Any other redirect
 // leads to the result.
-func (op *Operation) seeOtherStatusLocked(r *response, doc *asyncreq.StatusDocument, loc *url.URL) bool {
+func (op *Operation) seeOtherStatusLocked(r *answer, doc *asyncreq.StatusDocument, loc *url.URL) bool {
 	toStatus := isStatusLayout(loc)
 	if doc != nil && doc.StatusURL != "" {
 		if su, err := r.url.Parse(doc.StatusURL); err == nil && su.String() == loc.String() {
@@ -367,7 +372,7 @@ func isStatusLayout(u *url.URL) bool {
 // answer. Where the Content-Location has asyncreq's layout, the operation
 // polls the status URL next to tell the two apart; elsewhere the answer is
 // the result. It reports false for an ordinary error answer.
-func (op *Operation) finalOnSubmitLocked(r *response) bool {
+func (op *Operation) finalOnSubmitLocked(r *answer) bool {
 	cl := r.header.Get("Content-Location")
 	if cl == "" || !strings.Contains(strings.ToLower(r.header.Get("Preference-Applied")), "wait") {
 		return false
@@ -387,7 +392,7 @@ func (op *Operation) finalOnSubmitLocked(r *response) bool {
 		return true
 	}
 	op.done = true
-	op.result = resultOf(r)
+	op.result = responseOf(r)
 	return true
 }
 
@@ -403,7 +408,7 @@ func (op *Operation) idFromResultURL() {
 }
 
 // finishLocked records a final status document.
-func (op *Operation) finishLocked(r *response, doc *asyncreq.StatusDocument) error {
+func (op *Operation) finishLocked(r *answer, doc *asyncreq.StatusDocument) error {
 	op.done = true
 	switch doc.Status {
 	case asyncreq.StateSucceeded:
@@ -414,7 +419,7 @@ func (op *Operation) finishLocked(r *response, doc *asyncreq.StatusDocument) err
 			}
 			op.resultURL = u
 		} else {
-			op.result = resultOf(r)
+			op.result = responseOf(r)
 		}
 	default:
 		p := doc.Error
@@ -504,7 +509,7 @@ func (op *Operation) Poll(ctx context.Context) (*asyncreq.StatusDocument, error)
 		// Any other 2xx: the request finished and this answer is the
 		// result (Azure's Location poller, Durable Functions' 200).
 		op.done = true
-		op.result = resultOf(r)
+		op.result = responseOf(r)
 	default:
 		return nil, r.responseError()
 	}
@@ -530,13 +535,13 @@ func (op *Operation) errorDelay(err error) time.Duration {
 	return op.c.retryDelay(err, &op.errBo)
 }
 
-// Result returns the outcome of a finished request: its *Result, or an
+// Result returns the outcome of a finished request: its *Response, or an
 // *OperationError for a failed or canceled one. It fetches the result from
 // the result URL the first time (following redirects; the caller's headers
 // go only to trusted origins) and keeps it. A result URL answering 404 or
 // 410 returns a *ResponseError wrapping asyncreq.ErrNotFound or
 // asyncreq.ErrGone. Before the request is finished it returns ErrNotDone.
-func (op *Operation) Result(ctx context.Context) (*Result, error) {
+func (op *Operation) Result(ctx context.Context) (*Response, error) {
 	op.mu.Lock()
 	done, res, ferr, resultURL := op.done, op.result, op.err, op.resultURL
 	op.mu.Unlock()
@@ -557,7 +562,7 @@ func (op *Operation) Result(ctx context.Context) (*Result, error) {
 	if r.statusCode == http.StatusNotFound || r.statusCode == http.StatusGone {
 		return nil, r.responseError()
 	}
-	res = resultOf(r)
+	res = responseOf(r)
 	op.mu.Lock()
 	op.result = res
 	op.mu.Unlock()
@@ -570,7 +575,7 @@ func (op *Operation) Result(ctx context.Context) (*Result, error) {
 // off exponentially without one. Transient errors (network errors, 408,
 // 429, 5xx) are retried up to Options.MaxPollErrors in a row; other errors
 // end the wait. When ctx ends, Wait returns ctx.Err().
-func (op *Operation) Wait(ctx context.Context, opts *WaitOptions) (*Result, error) {
+func (op *Operation) Wait(ctx context.Context, opts *WaitOptions) (*Response, error) {
 	var o WaitOptions
 	if opts != nil {
 		o = *opts
@@ -579,7 +584,7 @@ func (op *Operation) Wait(ctx context.Context, opts *WaitOptions) (*Result, erro
 	for {
 		var err error
 		if op.Done() {
-			var res *Result
+			var res *Response
 			res, err = op.Result(ctx)
 			if err == nil || !isNetworkError(err) {
 				return res, err

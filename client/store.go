@@ -37,22 +37,22 @@ type TrackerStore interface {
 	List(ctx context.Context) ([]TrackedOperation, error)
 }
 
-// MemoryStore is a TrackerStore that keeps operations in memory: they are
-// tracked until the process ends.
-type MemoryStore struct {
+// MemoryTrackerStore is a TrackerStore that keeps operations in memory:
+// they are tracked until the process ends.
+type MemoryTrackerStore struct {
 	mu  sync.Mutex
 	ops map[string]string
 }
 
-var _ TrackerStore = (*MemoryStore)(nil)
+var _ TrackerStore = (*MemoryTrackerStore)(nil)
 
-// NewMemoryStore returns an empty MemoryStore.
-func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{ops: make(map[string]string)}
+// NewMemoryTrackerStore returns an empty MemoryTrackerStore.
+func NewMemoryTrackerStore() *MemoryTrackerStore {
+	return &MemoryTrackerStore{ops: make(map[string]string)}
 }
 
 // Put implements TrackerStore.
-func (s *MemoryStore) Put(ctx context.Context, op TrackedOperation) error {
+func (s *MemoryTrackerStore) Put(ctx context.Context, op TrackedOperation) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func (s *MemoryStore) Put(ctx context.Context, op TrackedOperation) error {
 }
 
 // Delete implements TrackerStore.
-func (s *MemoryStore) Delete(ctx context.Context, key string) error {
+func (s *MemoryTrackerStore) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -74,7 +74,7 @@ func (s *MemoryStore) Delete(ctx context.Context, key string) error {
 }
 
 // List implements TrackerStore.
-func (s *MemoryStore) List(ctx context.Context) ([]TrackedOperation, error) {
+func (s *MemoryTrackerStore) List(ctx context.Context) ([]TrackedOperation, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -91,34 +91,34 @@ func listOf(m map[string]string) []TrackedOperation {
 	return out
 }
 
-// FileStore is a durable TrackerStore kept in one JSON file. Every change
-// rewrites the file atomically: the new content goes to a temporary file in
-// the same directory, which is synced to disk and renamed over the old one,
-// and the directory is synced, so after a crash the file holds either the
-// old or the new set, never a mix. It suits up to a few thousand pending
-// operations; one process at a time may use a file.
-type FileStore struct {
+// FileTrackerStore is a durable TrackerStore kept in one JSON file. Every
+// change rewrites the file atomically: the new content goes to a temporary
+// file in the same directory, which is synced to disk and renamed over the
+// old one, and the directory is synced, so after a crash the file holds
+// either the old or the new set, never a mix. It suits up to a few
+// thousand pending operations; one process at a time may use a file.
+type FileTrackerStore struct {
 	path string
 	mu   sync.Mutex
 	ops  map[string]string
 }
 
-var _ TrackerStore = (*FileStore)(nil)
+var _ TrackerStore = (*FileTrackerStore)(nil)
 
-// fileFormat is the content of a FileStore's file.
+// fileFormat is the content of a FileTrackerStore's file.
 type fileFormat struct {
 	Version    int                `json:"version"`
 	Operations []TrackedOperation `json:"operations"`
 }
 
-// NewFileStore opens the FileStore kept at path, reading the operations it
-// holds. A missing file is an empty store (it is created on the first
-// change); a file that is not a store's returns an error.
-func NewFileStore(path string) (*FileStore, error) {
+// OpenFileTrackerStore opens the FileTrackerStore kept at path, reading the
+// operations it holds. A missing file is an empty store (it is created on
+// the first change); a file that is not a store's returns an error.
+func OpenFileTrackerStore(path string) (*FileTrackerStore, error) {
 	if path == "" {
-		return nil, errors.New("client: NewFileStore: empty path")
+		return nil, errors.New("client: OpenFileTrackerStore: empty path")
 	}
-	s := &FileStore{path: path, ops: make(map[string]string)}
+	s := &FileTrackerStore{path: path, ops: make(map[string]string)}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s, nil
@@ -140,7 +140,7 @@ func NewFileStore(path string) (*FileStore, error) {
 }
 
 // Put implements TrackerStore.
-func (s *FileStore) Put(ctx context.Context, op TrackedOperation) error {
+func (s *FileTrackerStore) Put(ctx context.Context, op TrackedOperation) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -159,7 +159,7 @@ func (s *FileStore) Put(ctx context.Context, op TrackedOperation) error {
 }
 
 // Delete implements TrackerStore.
-func (s *FileStore) Delete(ctx context.Context, key string) error {
+func (s *FileTrackerStore) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func (s *FileStore) Delete(ctx context.Context, key string) error {
 }
 
 // List implements TrackerStore.
-func (s *FileStore) List(ctx context.Context) ([]TrackedOperation, error) {
+func (s *FileTrackerStore) List(ctx context.Context) ([]TrackedOperation, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -188,7 +188,7 @@ func (s *FileStore) List(ctx context.Context) ([]TrackedOperation, error) {
 }
 
 // write replaces the file with ops, atomically and durably.
-func (s *FileStore) write(ops map[string]string) (err error) {
+func (s *FileTrackerStore) write(ops map[string]string) (err error) {
 	data, err := json.MarshalIndent(fileFormat{Version: 1, Operations: listOf(ops)}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("client: encoding tracker store: %w", err)

@@ -32,7 +32,7 @@ type Delivery struct {
 	// Operation is the finished operation.
 	Operation *Operation
 	// Result is the result of a request that succeeded, or nil.
-	Result *Result
+	Result *Response
 	// Err is why there is no result: an *OperationError for a request that
 	// failed or was canceled, a *ResponseError (404 or 410 among them) for
 	// a status or result the server would not give, a *TokenError for a
@@ -42,7 +42,7 @@ type Delivery struct {
 
 // TrackerOptions configures a Tracker. Nil means defaults.
 type TrackerOptions struct {
-	// Store keeps the pending operations. Default NewMemoryStore().
+	// Store keeps the pending operations. Default NewMemoryTrackerStore().
 	Store TrackerStore
 	// Concurrency is how many polls run at once. Default 4.
 	Concurrency int
@@ -100,7 +100,7 @@ func NewTracker(c *Client, opts *TrackerOptions) (*Tracker, error) {
 		o.Concurrency = 4
 	}
 	if o.Store == nil {
-		o.Store = NewMemoryStore()
+		o.Store = NewMemoryTrackerStore()
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -351,7 +351,7 @@ func (t *Tracker) step(ctx context.Context, key string) {
 		_, err = op.Poll(ctx)
 	}
 	if err == nil && op.Done() {
-		var res *Result
+		var res *Response
 		res, err = op.Result(ctx)
 		if err == nil || !isNetworkError(err) {
 			t.finish(ctx, key, Delivery{Key: key, Operation: op, Result: res, Err: err})

@@ -230,7 +230,7 @@ func TestTrackerErrors(t *testing.T) {
 	js := newJobServer()
 	srv := newServer(t, js)
 	c := newTestClient(t, nil)
-	store := NewMemoryStore()
+	store := NewMemoryTrackerStore()
 	col := newCollector()
 	// A token in the store that cannot be resumed is delivered with its error.
 	require.NoError(t, store.Put(t.Context(), TrackedOperation{Key: "bad", Token: "garbage"}))
@@ -292,7 +292,7 @@ func TestTrackerInlineOperation(t *testing.T) {
 	}))
 	c := newTestClient(t, nil)
 	col := newCollector()
-	store := NewMemoryStore()
+	store := NewMemoryTrackerStore()
 	tr, err := NewTracker(c, &TrackerOptions{OnDone: col.onDone, Store: store})
 	require.NoError(t, err)
 	require.NoError(t, tr.Start(t.Context()))
@@ -310,16 +310,16 @@ func TestTrackerInlineOperation(t *testing.T) {
 	assert.Empty(t, list, "an inline operation is never stored")
 }
 
-// TestTrackerRestartFileStore: a tracker is stopped with operations
+// TestTrackerRestartFileTrackerStore: a tracker is stopped with operations
 // pending; a new tracker over the same file picks them up, and every
 // operation is delivered exactly once across the two.
-func TestTrackerRestartFileStore(t *testing.T) {
+func TestTrackerRestartFileTrackerStore(t *testing.T) {
 	js := newJobServer()
 	srv := newServer(t, js)
 	path := filepath.Join(t.TempDir(), "tracked.json")
 	c := newTestClient(t, nil)
 
-	store1, err := NewFileStore(path)
+	store1, err := OpenFileTrackerStore(path)
 	require.NoError(t, err)
 	col1 := newCollector()
 	tr1, err := NewTracker(c, &TrackerOptions{Store: store1, OnDone: col1.onDone, Concurrency: 3})
@@ -344,7 +344,7 @@ func TestTrackerRestartFileStore(t *testing.T) {
 	require.ErrorIs(t, tr1.Start(t.Context()), ErrTrackerStopped)
 
 	// What the first tracker left is on disk.
-	reopened, err := NewFileStore(path)
+	reopened, err := OpenFileTrackerStore(path)
 	require.NoError(t, err)
 	left, err := reopened.List(t.Context())
 	require.NoError(t, err)
@@ -376,7 +376,7 @@ func TestTrackerRestartFileStore(t *testing.T) {
 	}
 	col2.mu.Unlock()
 
-	final, err := NewFileStore(path)
+	final, err := OpenFileTrackerStore(path)
 	require.NoError(t, err)
 	left, err = final.List(t.Context())
 	require.NoError(t, err)
@@ -391,7 +391,7 @@ func TestTrackerRestartFileStore(t *testing.T) {
 func TestTrackerStopWhileDelivering(t *testing.T) {
 	js := newJobServer()
 	srv := newServer(t, js)
-	store := NewMemoryStore()
+	store := NewMemoryTrackerStore()
 	c := newTestClient(t, nil)
 	tr, err := NewTracker(c, &TrackerOptions{Store: store})
 	require.NoError(t, err)
@@ -418,23 +418,23 @@ func TestTrackerStopWhileDelivering(t *testing.T) {
 	}
 }
 
-func TestFileStore(t *testing.T) {
+func TestFileTrackerStore(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "s.json")
-	s, err := NewFileStore(path)
+	s, err := OpenFileTrackerStore(path)
 	require.NoError(t, err)
 	require.NoError(t, s.Put(t.Context(), TrackedOperation{Key: "b", Token: "tb"}))
 	require.NoError(t, s.Put(t.Context(), TrackedOperation{Key: "a", Token: "ta"}))
 	require.NoError(t, s.Put(t.Context(), TrackedOperation{Key: "a", Token: "ta2"}))
 	require.NoError(t, s.Delete(t.Context(), "nope"))
 
-	s2, err := NewFileStore(path)
+	s2, err := OpenFileTrackerStore(path)
 	require.NoError(t, err)
 	list, err := s2.List(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, []TrackedOperation{{"a", "ta2"}, {"b", "tb"}}, list)
 	require.NoError(t, s2.Delete(t.Context(), "a"))
-	s3, err := NewFileStore(path)
+	s3, err := OpenFileTrackerStore(path)
 	require.NoError(t, err)
 	list, err = s3.List(t.Context())
 	require.NoError(t, err)
@@ -445,16 +445,16 @@ func TestFileStore(t *testing.T) {
 	require.Equal(t, context.Canceled, s3.Put(ctx, TrackedOperation{Key: "c"}))
 
 	require.NoError(t, os.WriteFile(path, []byte("{not json"), 0o600))
-	_, err = NewFileStore(path)
+	_, err = OpenFileTrackerStore(path)
 	require.Error(t, err)
 	require.NoError(t, os.WriteFile(path, []byte(`{"version":7}`), 0o600))
-	_, err = NewFileStore(path)
+	_, err = OpenFileTrackerStore(path)
 	require.Error(t, err)
-	_, err = NewFileStore("")
+	_, err = OpenFileTrackerStore("")
 	require.Error(t, err)
 
 	// A store in a directory that is gone reports the write error.
-	gone, err := NewFileStore(filepath.Join(dir, "missing", "s.json"))
+	gone, err := OpenFileTrackerStore(filepath.Join(dir, "missing", "s.json"))
 	require.NoError(t, err)
 	require.Error(t, gone.Put(t.Context(), TrackedOperation{Key: "x", Token: "y"}))
 }
@@ -487,7 +487,7 @@ func TestTrackerChildProcess(t *testing.T) {
 		t.Skip("runs only as the child process of TestTrackerKilledAndRestarted")
 	}
 	c := newTestClient(t, nil)
-	store, err := NewFileStore(storePath)
+	store, err := OpenFileTrackerStore(storePath)
 	require.NoError(t, err)
 	tr, err := NewTracker(c, &TrackerOptions{Store: store, OnDone: func(d Delivery) {
 		fmt.Printf("delivered %s\n", d.Key)
@@ -539,7 +539,7 @@ func TestTrackerKilledAndRestarted(t *testing.T) {
 	require.Empty(t, early, "nothing was finished before the kill")
 
 	js.finishAll()
-	store, err := NewFileStore(path)
+	store, err := OpenFileTrackerStore(path)
 	require.NoError(t, err)
 	col := newCollector()
 	tr, err := NewTracker(newTestClient(t, nil), &TrackerOptions{Store: store, OnDone: col.onDone})

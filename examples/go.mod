@@ -3,20 +3,18 @@ module github.com/asyncreq/asyncreq/examples
 go 1.25.0
 
 require (
-	github.com/asyncreq/asyncreq v0.0.0
-	github.com/asyncreq/asyncreq/nats v0.0.0
-	github.com/asyncreq/asyncreq/postgres v0.0.0
-	github.com/asyncreq/asyncreq/rabbitmq v0.0.0
-	github.com/asyncreq/asyncreq/redis v0.0.0
-	github.com/asyncreq/asyncreq/sqlite v0.0.0
+	github.com/asyncreq/asyncreq v0.1.0
+	github.com/asyncreq/asyncreq/nats v0.1.0
+	github.com/asyncreq/asyncreq/postgres v0.1.0
+	github.com/asyncreq/asyncreq/rabbitmq v0.1.0
+	github.com/asyncreq/asyncreq/redis v0.1.0
+	github.com/asyncreq/asyncreq/sqlite v0.1.0
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/nats-io/nats.go v1.53.1
 	github.com/redis/go-redis/v9 v9.22.0
-	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
-	golang.org/x/term v0.45.0
 )
 
 require (
@@ -28,16 +26,15 @@ require (
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	github.com/klauspost/compress v1.18.5 // indirect
 	github.com/mattn/go-isatty v0.0.24 // indirect
-	github.com/mitchellh/colorstring v0.0.0-20190213212951-d06e56a500db // indirect
 	github.com/nats-io/nkeys v0.4.15 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/ncruces/go-strftime v1.1.0 // indirect
 	github.com/rabbitmq/amqp091-go v1.16.0 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
-	github.com/rivo/uniseg v0.4.7 // indirect
 	go.uber.org/atomic v1.11.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.49.0 // indirect
+	golang.org/x/mod v0.38.0
 	golang.org/x/sync v0.22.0 // indirect
 	golang.org/x/sys v0.47.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
@@ -45,13 +42,4 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 	modernc.org/sqlite v1.57.0 // indirect
-)
-
-replace (
-	github.com/asyncreq/asyncreq => ../
-	github.com/asyncreq/asyncreq/nats => ../nats
-	github.com/asyncreq/asyncreq/postgres => ../postgres
-	github.com/asyncreq/asyncreq/rabbitmq => ../rabbitmq
-	github.com/asyncreq/asyncreq/redis => ../redis
-	github.com/asyncreq/asyncreq/sqlite => ../sqlite
 )

@@ -11,6 +11,15 @@
 // entries: records and idempotency keys are in maps, and expiry, delayed
 // entries and leases are kept in heaps. Dequeue waits on a channel, never by
 // sleeping and polling.
+//
+// Watch (asyncreq.Watcher) sees every change of a record at once: a
+// Backend lives in one process, so every change goes through it.
+//
+// The type follows the convention of every asyncreq backend module: the
+// value that is both Store and Queue is a Backend, made by New, with nil
+// opts meaning the defaults. Unlike the others, New takes no ctx and
+// returns no error: it does no I/O and has nothing that can fail, so
+// memory.New(nil) can stand inline in a test or an example.
 package memory
 
 import (

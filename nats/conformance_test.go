@@ -1,10 +1,15 @@
 package nats_test
 
 import (
+	"context"
 	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/asyncreqtest"
+	"github.com/asyncreq/asyncreq/nats"
 )
 
 // TestConformance runs the asyncreqtest kit: the Backend as Store and as
@@ -14,5 +19,23 @@ func TestConformance(t *testing.T) {
 	asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
 		b := newBackend(t, nil, nil)
 		return b, b
+	}, &asyncreqtest.Options{LeaseTTL: testAckWait})
+}
+
+// TestTwoInstances runs the kit's two-instance cases with the handler on
+// one Backend and the workers on another, each on a connection of its
+// own, on one bucket, stream and consumer, as an API process and a worker
+// process.
+func TestTwoInstances(t *testing.T) {
+	connect(t)
+	asyncreqtest.TestTwoInstances(t, func(t *testing.T) (asyncreqtest.Instance, asyncreqtest.Instance) {
+		opts := testOptions()
+		a := newBackend(t, nil, opts) // removes the bucket and stream when t ends
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		b, err := nats.New(ctx, connect(t), opts)
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, b.Close()) })
+		return asyncreqtest.Instance{Store: a, Queue: a}, asyncreqtest.Instance{Store: b, Queue: b}
 	}, &asyncreqtest.Options{LeaseTTL: testAckWait})
 }

@@ -3,7 +3,7 @@ module github.com/asyncreq/asyncreq/nats
 go 1.25.0
 
 require (
-	github.com/asyncreq/asyncreq v0.0.0
+	github.com/asyncreq/asyncreq v0.1.0
 	github.com/nats-io/nats.go v1.53.1
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
@@ -17,5 +17,3 @@ require (
 	golang.org/x/crypto v0.49.0 // indirect
 	golang.org/x/sys v0.42.0 // indirect
 )
-
-replace github.com/asyncreq/asyncreq => ../

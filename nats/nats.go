@@ -4,6 +4,13 @@
 // asyncreq.UnenqueuedLister, an asyncreq.Watcher and an
 // asyncreq.BatchDequeuer.
 //
+// Its names follow the convention of every asyncreq backend module: the
+// type that is both Store and Queue is Backend, and since the caller hands
+// in a JetStream context on a connection it owns, the constructor is
+// New(ctx, js, opts), where ctx bounds the creation of the bucket, stream
+// and consumer and nil opts means the defaults. The Backend's Close leaves
+// the connection open; close it after the Backend.
+//
 // # Layout
 //
 // New creates (or updates) three things with the configured replicas and
@@ -92,6 +99,14 @@
 // Lease.Delivery. Delayed messages count against the consumer's
 // MaxAckPending (Options.MaxAckPending).
 //
+// # Watching
+//
+// Watch is cross-process: it is a key-value watch on the record's key,
+// kept by the server, so it sees a change made through any Backend on the
+// bucket, in any process. A worker process's outcome ends a long poll in
+// an API process at once, and a client's cancel reaches the worker running
+// the request at once.
+//
 // # Durability
 //
 // Enqueue returns nil once JetStream acknowledged the publish, and every
@@ -103,6 +118,24 @@
 // loss on that machine within the interval. For a stronger promise run
 // three replicas (Options.Replicas = 3), or set sync_interval: always in
 // the server's jetstream configuration.
+//
+// # Replicas
+//
+// With Options.Replicas above 1 the Backend reads records and idempotency
+// keys from the leader of the bucket's stream. A direct get, which the
+// key-value API makes by default, is answered by any replica, and NATS
+// does not promise that it sees the latest write: a replica catching up
+// after a restart or a leader change answers with an older revision, and a
+// worker that reads its own claim back without its lease token takes the
+// request to be another attempt's and lets its delivery go. Body chunks
+// are written once under a new name and never changed, so they are read
+// directly, from the leader only when a replica does not have them yet.
+//
+// A replicated bucket needs nats-server 2.11 or later. Older servers
+// (2.9 was measured) can acknowledge two compare-and-set writes of one key
+// made against the same revision, when they race or when the stream's
+// leader changes: the second replaces the first, a worker's claim is lost,
+// and its request with it.
 package nats
 
 import (
@@ -137,7 +170,9 @@ type Options struct {
 	// leased or waiting for a delayed redelivery. The default is 10000.
 	MaxAckPending int
 	// Replicas is the number of replicas of the bucket and the stream.
-	// The default is 1.
+	// The default is 1. More than one needs a JetStream cluster of
+	// nats-server 2.11 or later (see Replicas in the package
+	// documentation).
 	Replicas int
 	// Storage is where the bucket and the stream keep their data. The
 	// default is jetstream.FileStorage.
@@ -220,6 +255,9 @@ type Backend struct {
 	js   jetstream.JetStream
 	kv   jetstream.KeyValue
 	cons jetstream.Consumer
+	// blobs is kv for reading body chunks, which are written once (see
+	// leaderKV and writtenOnceKV).
+	blobs jetstream.KeyValue
 
 	// inlineMax is the largest body kept inside the record's value;
 	// chunkSize is the size of the chunks of larger ones.
@@ -271,6 +309,11 @@ func New(ctx context.Context, js jetstream.JetStream, opts *Options) (*Backend, 
 	if err != nil {
 		return nil, ctxErr(ctx, fmt.Errorf("nats: bucket %s: %w", o.Bucket, err))
 	}
+	blobs := kv
+	if o.Replicas > 1 {
+		leader := newLeaderKV(js, kv)
+		kv, blobs = leader, &writtenOnceKV{KeyValue: kv, leader: leader}
+	}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        o.Stream,
 		Description: "asyncreq request ids",
@@ -305,6 +348,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts *Options) (*Backend, 
 		opts:        o,
 		js:          js,
 		kv:          kv,
+		blobs:       blobs,
 		cons:        cons,
 		createGrace: time.Minute,
 		done:        make(chan struct{}),

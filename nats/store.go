@@ -206,7 +206,7 @@ func (b *Backend) writeBlob(ctx context.Context, id string, data []byte) (*blobR
 func (b *Backend) readBlob(ctx context.Context, id string, ref *blobRef) ([]byte, error) {
 	data := make([]byte, 0, ref.Size)
 	for i := 0; i < ref.Chunks; i++ {
-		e, err := b.kv.Get(ctx, ref.key(id, i))
+		e, err := b.blobs.Get(ctx, ref.key(id, i))
 		if err != nil {
 			return nil, ctxErr(ctx, fmt.Errorf("nats: read body of %s: %w", id, err)) // ErrKeyNotFound: see loadRecord
 		}

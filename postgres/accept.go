@@ -20,7 +20,7 @@ import (
 // If a record with the same Owner and IdempotencyKey exists, including one
 // accepted in the same batch, Accept stores nothing and returns that record
 // with asyncreq.ErrDuplicate.
-func (s *Store) Accept(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Record, error) {
+func (s *Backend) Accept(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Record, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
@@ -42,7 +42,7 @@ func (s *Store) Accept(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Rec
 // idempotency key taken by a transaction that commits meanwhile is seen.
 // On error other than asyncreq.ErrDuplicate the transaction is aborted and
 // must be rolled back; ErrDuplicate leaves it usable.
-func (s *Store) AcceptTx(ctx context.Context, tx pgx.Tx, rec *asyncreq.Record) (*asyncreq.Record, error) {
+func (s *Backend) AcceptTx(ctx context.Context, tx pgx.Tx, rec *asyncreq.Record) (*asyncreq.Record, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
@@ -66,7 +66,7 @@ func (s *Store) AcceptTx(ctx context.Context, tx pgx.Tx, rec *asyncreq.Record) (
 }
 
 // runAccepts writes a batch of Accepts.
-func (s *Store) runAccepts(ctx context.Context, calls []*call[*asyncreq.Record, *asyncreq.Record]) {
+func (s *Backend) runAccepts(ctx context.Context, calls []*call[*asyncreq.Record, *asyncreq.Record]) {
 	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
 	defer cancel()
 	recs := make([]*asyncreq.Record, len(calls))
@@ -110,7 +110,7 @@ func (s *Store) runAccepts(ctx context.Context, calls []*call[*asyncreq.Record, 
 // failed. fresh, for records without idempotency keys only, inserts them
 // without ON CONFLICT (acceptFresh), so that a duplicate id fails the
 // statement.
-func (s *Store) acceptRecords(ctx context.Context, q querier, recs []*asyncreq.Record, fresh bool) ([]*asyncreq.Record, []error, error) {
+func (s *Backend) acceptRecords(ctx context.Context, q querier, recs []*asyncreq.Record, fresh bool) ([]*asyncreq.Record, []error, error) {
 	stmt := s.sql.acceptBatch
 	if fresh {
 		stmt = s.sql.acceptFresh

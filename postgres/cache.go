@@ -4,16 +4,16 @@ import (
 	"strconv"
 
 	"github.com/asyncreq/asyncreq"
-	"github.com/asyncreq/asyncreq/internal/reccache"
+	"github.com/asyncreq/asyncreq/reccache"
 )
 
-// The version cache keeps, for records this Store recently read or wrote,
+// The version cache keeps, for records this Backend recently read or wrote,
 // the record and its row version (xmin), so that Update and Complete can go
 // straight to the compare-and-set UPDATE without reading the record first:
 // a worker's claim (whose record the dequeue read) and its outcome (whose
 // record the claim wrote) each cost one statement. A stale entry is
 // harmless: the UPDATE finds another xmin and writes nothing, and the
-// update is tried again on the record as read (see Store.updateBatch).
+// update is tried again on the record as read (see Backend.updateBatch).
 // Get always reads the database.
 //
 // An xmin names the transaction that wrote the row version, so two
@@ -45,7 +45,7 @@ func newVersionCache() *reccache.Cache[cached] {
 
 // cacheRecord keeps rec, stored at row version version, in s's cache. rec
 // must not be changed afterwards.
-func (s *Store) cacheRecord(rec *asyncreq.Record, version string) {
+func (s *Backend) cacheRecord(rec *asyncreq.Record, version string) {
 	s.cache.Put(rec.ID, cached{rec: rec, version: version})
 }
 

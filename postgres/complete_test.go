@@ -15,7 +15,7 @@ import (
 
 // accepted accepts a new record on s and returns it with a lease on it
 // held for ttl.
-func accepted(t *testing.T, s *postgres.Store, ttl time.Duration) (*asyncreq.Record, *asyncreq.Lease) {
+func accepted(t *testing.T, s *postgres.Backend, ttl time.Duration) (*asyncreq.Record, *asyncreq.Lease) {
 	t.Helper()
 	ctx := t.Context()
 	rec := testRecord("", "", []byte("body"))
@@ -139,7 +139,7 @@ func TestCompleteConcurrent(t *testing.T) {
 	}
 }
 
-// A record changed by another process after this Store cached it (here,
+// A record changed by another process after this Backend cached it (here,
 // at the dequeue) is updated on its current value: fn's error on the
 // stale copy is not the answer, and the other process's change is kept.
 func TestUpdateStaleCache(t *testing.T) {

@@ -1,7 +1,13 @@
 // Package postgres is an asyncreq backend on PostgreSQL (pgx v5): one
-// Store that is the asyncreq.Store and the asyncreq.Queue of a Handler and
-// its Workers, for API and worker processes on many machines sharing one
-// database.
+// Backend that is the asyncreq.Store and the asyncreq.Queue of a Handler
+// and its Workers, for API and worker processes on many machines sharing
+// one database.
+//
+// Its names follow the convention of every asyncreq backend module: the
+// type that is both Store and Queue is Backend, and since the caller hands
+// in a pool it owns, the constructor is New(ctx, pool, opts), where ctx
+// bounds New's own queries and nil opts means the defaults. The Backend's
+// Close leaves the pool open; close the pool after it.
 //
 // # Setup
 //
@@ -14,7 +20,7 @@
 // own Options.Queue name.
 //
 //	pool, err := pgxpool.New(ctx, "postgres://...")
-//	store, err := postgres.New(pool, &postgres.Options{Queue: "reports", MigrateOnStart: true})
+//	store, err := postgres.New(ctx, pool, &postgres.Options{Queue: "reports", MigrateOnStart: true})
 //	defer store.Close()
 //	h, err := asyncreq.NewHandler(store, store, nil)
 //	w, err := asyncreq.NewWorker(store, store, processor, nil)
@@ -62,26 +68,26 @@
 // queue entry while the record is still pending or running: the request
 // would never finish.
 //
-// Update writes optimistically (see Store.Update): no row lock is held
+// Update writes optimistically (see Backend.Update): no row lock is held
 // across a round trip, and a batch of updates is one statement that
-// commits on its own. It usually needs no read either: the Store keeps the
+// commits on its own. It usually needs no read either: the Backend keeps the
 // records it recently read or wrote with their row versions (a dequeue
 // returns the records of the jobs it claims), and a stale copy only costs
 // a retry. Complete (asyncreq.Completer) writes a worker's outcome and
 // deletes its job in one such statement, so the deletion commits durably
-// with the record, and a Worker whose Store and Queue are one Store
+// with the record, and a Worker whose Store and Queue are one Backend
 // records an outcome in one commit.
 //
 // # Watching
 //
-// Watch (asyncreq.Watcher) is cross-process: a Store that changes a record
+// Watch (asyncreq.Watcher) is cross-process: a Backend that changes a record
 // sends a NOTIFY on the schema's channel once the change has committed, and
-// every Store on the schema, in any process, closes its watches of that
+// every Backend on the schema, in any process, closes its watches of that
 // record when it arrives on its LISTEN connection. If that connection is
 // lost, every watch is closed when it is back, since a change may have been
 // missed; a NOTIFY that fails is logged, and other processes miss its
 // change. With Options.DisableListen there is no LISTEN connection, and
-// Watch sees only the changes made through its own Store; Handlers and
+// Watch sees only the changes made through its own Backend; Handlers and
 // Workers take a watch as a hint and read the record on their own schedule
 // too (a long poll at least every 500ms and at its deadline, a worker at
 // every heartbeat), so another process's change then reaches them within

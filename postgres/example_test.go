@@ -21,18 +21,18 @@ import (
 // that both are stored or neither is. Workers of the "invoices" queue see
 // the request when the transaction commits; the client polls its status
 // URL as if it had been submitted over HTTP.
-func ExampleStore_AcceptTx() {
+func ExampleBackend_AcceptTx() {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	store, err := postgres.New(pool, &postgres.Options{Queue: "invoices", MigrateOnStart: true})
+	backend, err := postgres.New(ctx, pool, &postgres.Options{Queue: "invoices", MigrateOnStart: true})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer store.Close()
+	defer backend.Close()
 
 	const order = "o-1001"
 	body := []byte(`{"order":"o-1001"}`)
@@ -57,7 +57,7 @@ func ExampleStore_AcceptTx() {
 		if _, err := tx.Exec(ctx, `INSERT INTO orders (id, total_cents) VALUES ($1, $2)`, order, 4200); err != nil {
 			return err
 		}
-		existing, err := store.AcceptTx(ctx, tx, rec)
+		existing, err := backend.AcceptTx(ctx, tx, rec)
 		if errors.Is(err, asyncreq.ErrDuplicate) {
 			id = existing.ID // already requested: point at that request
 			return nil

@@ -3,7 +3,7 @@ module github.com/asyncreq/asyncreq/postgres
 go 1.25.0
 
 require (
-	github.com/asyncreq/asyncreq v0.0.0
+	github.com/asyncreq/asyncreq v0.1.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
@@ -17,5 +17,3 @@ require (
 	golang.org/x/sync v0.22.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
 )
-
-replace github.com/asyncreq/asyncreq => ../

@@ -66,17 +66,17 @@ func newSchema(t testing.TB, pool *pgxpool.Pool) string {
 	return schema
 }
 
-// newStore returns a Store on a fresh schema of its own, closed when t
+// newStore returns a Backend on a fresh schema of its own, closed when t
 // ends. opts may be nil; its Schema is replaced.
-func newStore(t testing.TB, opts *postgres.Options) (*postgres.Store, *pgxpool.Pool) {
+func newStore(t testing.TB, opts *postgres.Options) (*postgres.Backend, *pgxpool.Pool) {
 	t.Helper()
 	pool := newPool(t, 8)
 	return newStoreOn(t, pool, newSchema(t, pool), opts), pool
 }
 
-// newStoreOn returns a Store on pool and schema, migrating it, closed when
+// newStoreOn returns a Backend on pool and schema, migrating it, closed when
 // t ends.
-func newStoreOn(t testing.TB, pool *pgxpool.Pool, schema string, opts *postgres.Options) *postgres.Store {
+func newStoreOn(t testing.TB, pool *pgxpool.Pool, schema string, opts *postgres.Options) *postgres.Backend {
 	t.Helper()
 	var o postgres.Options
 	if opts != nil {
@@ -84,7 +84,7 @@ func newStoreOn(t testing.TB, pool *pgxpool.Pool, schema string, opts *postgres.
 	}
 	o.Schema = schema
 	o.MigrateOnStart = true
-	s, err := postgres.New(pool, &o)
+	s, err := postgres.New(t.Context(), pool, &o)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
 	return s

@@ -113,7 +113,7 @@ const (
 // Whenever the connection is reestablished, everything waiting is woken,
 // since notifications may have been missed. ready is closed once the first
 // attempt to listen succeeded or failed.
-func (s *Store) listen(ctx context.Context, ready chan<- struct{}) {
+func (s *Backend) listen(ctx context.Context, ready chan<- struct{}) {
 	defer s.wg.Done()
 	backoff := listenBackoffMin
 	for first := true; ; first = false {
@@ -143,7 +143,7 @@ func (s *Store) listen(ctx context.Context, ready chan<- struct{}) {
 // listenOnce opens a connection, listens until it fails or ctx ends, and
 // reports whether it got as far as listening. On the first attempt it
 // closes ready once it listens.
-func (s *Store) listenOnce(ctx context.Context, first bool, ready chan<- struct{}) (bool, error) {
+func (s *Backend) listenOnce(ctx context.Context, first bool, ready chan<- struct{}) (bool, error) {
 	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
 	if err != nil {
 		return false, err
@@ -172,7 +172,7 @@ func (s *Store) listenOnce(ctx context.Context, first bool, ready chan<- struct{
 }
 
 // dispatch acts on one notification payload.
-func (s *Store) dispatch(payload string) {
+func (s *Backend) dispatch(payload string) {
 	kind, rest, _ := strings.Cut(payload, sep)
 	switch kind {
 	case "j":
@@ -194,7 +194,7 @@ func (s *Store) dispatch(payload string) {
 // each only once. A payload that cannot be sent is dropped: the listeners'
 // polling fallback covers it.
 type notifier struct {
-	s       *Store
+	s       *Backend
 	mu      sync.Mutex
 	pending map[string]struct{}
 	kick    chan struct{} // has an element when pending is not empty
@@ -205,7 +205,7 @@ type notifier struct {
 // notifyTimeout bounds one send.
 const notifyTimeout = 5 * time.Second
 
-func newNotifier(s *Store) *notifier {
+func newNotifier(s *Backend) *notifier {
 	n := &notifier{
 		s:       s,
 		pending: make(map[string]struct{}),

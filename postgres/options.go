@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Options configures a Store and Migrate. A nil *Options means all
+// Options configures a Backend and Migrate. A nil *Options means all
 // defaults; a zero field means that field's default.
 type Options struct {
 	// Schema is the PostgreSQL schema that holds the tables, so they can
@@ -15,7 +15,7 @@ type Options struct {
 	// creates it if it does not exist. The default is "asyncreq".
 	Schema string
 
-	// Queue names the endpoint this Store serves. Stores with different
+	// Queue names the endpoint this Backend serves. Backends with different
 	// Queue names share the schema's tables without seeing each other's
 	// records or jobs. The default is "default".
 	Queue string
@@ -43,11 +43,11 @@ type Options struct {
 
 	// DisableListen turns off the LISTEN connection. Dequeue then finds
 	// work by polling every PollInterval, and Watch only sees changes made
-	// through this Store. Use it where LISTEN is unavailable (a connection
+	// through this Backend. Use it where LISTEN is unavailable (a connection
 	// pooler in transaction mode). The default is false.
 	DisableListen bool
 
-	// Logger receives the Store's background errors (a lost LISTEN
+	// Logger receives the Backend's background errors (a lost LISTEN
 	// connection). The default discards them.
 	Logger *slog.Logger
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/asyncreq/asyncreq/postgres"
 )
 
-// backend is the conformance kit's factory: a fresh Store on a schema of
+// backend is the conformance kit's factory: a fresh Backend on a schema of
 // its own per case.
 func backend(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
 	s, _ := newStore(t, nil)
@@ -23,9 +23,9 @@ func TestConformance(t *testing.T) {
 }
 
 // TestTwoInstances runs the kit's two-instance cases with the handler on
-// one Store and the workers on another, each on its own pool, on one
+// one Backend and the workers on another, each on its own pool, on one
 // schema, as an API process and a worker process: with LISTEN, and with
-// DisableListen, where each Store's Watch sees only its own changes.
+// DisableListen, where each Backend's Watch sees only its own changes.
 func TestTwoInstances(t *testing.T) {
 	testDSN(t)
 	t.Parallel()

@@ -30,7 +30,7 @@ func micros(d time.Duration) int64 { return int64(d / time.Microsecond) }
 
 // Enqueue implements asyncreq.Queue. Each call adds a job, so an id
 // enqueued twice is delivered twice.
-func (s *Store) Enqueue(ctx context.Context, id string, delay time.Duration) error {
+func (s *Backend) Enqueue(ctx context.Context, id string, delay time.Duration) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
@@ -42,7 +42,7 @@ func (s *Store) Enqueue(ctx context.Context, id string, delay time.Duration) err
 }
 
 // Dequeue implements asyncreq.Queue.
-func (s *Store) Dequeue(ctx context.Context, ttl time.Duration) (*asyncreq.Lease, error) {
+func (s *Backend) Dequeue(ctx context.Context, ttl time.Duration) (*asyncreq.Lease, error) {
 	ls, err := s.DequeueBatch(ctx, 1, ttl)
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func (s *Store) Dequeue(ctx context.Context, ttl time.Duration) (*asyncreq.Lease
 // due it waits for a notification of new work (LISTEN/NOTIFY), the time
 // the next job falls due, or Options.PollInterval, whichever comes first.
 // The lease ends ttl after the claim by the database's clock.
-func (s *Store) DequeueBatch(ctx context.Context, limit int, ttl time.Duration) ([]*asyncreq.Lease, error) {
+func (s *Backend) DequeueBatch(ctx context.Context, limit int, ttl time.Duration) ([]*asyncreq.Lease, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
@@ -102,7 +102,7 @@ func (s *Store) DequeueBatch(ctx context.Context, limit int, ttl time.Duration) 
 // its jobs leased to nobody until the leases ran out. If ctx has ended by
 // the time the claim returns, its leases are handed back at once and ctx's
 // error is returned.
-func (s *Store) claim(ctx context.Context, limit int, ttl time.Duration) ([]*asyncreq.Lease, error) {
+func (s *Backend) claim(ctx context.Context, limit int, ttl time.Duration) ([]*asyncreq.Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -133,7 +133,7 @@ func (s *Store) claim(ctx context.Context, limit int, ttl time.Duration) ([]*asy
 
 // scanClaimed reads a row of the claim: the lease, and the job's record
 // with its row version, which it keeps in the version cache.
-func (s *Store) scanClaimed(rows pgx.Rows) (*asyncreq.Lease, error) {
+func (s *Backend) scanClaimed(rows pgx.Rows) (*asyncreq.Lease, error) {
 	h := leaseHandle{queue: s.queue}
 	var (
 		id       string
@@ -160,7 +160,7 @@ func (s *Store) scanClaimed(rows pgx.Rows) (*asyncreq.Lease, error) {
 
 // release hands leases back for immediate delivery. A lease it cannot
 // hand back runs out as usual.
-func (s *Store) release(ctx context.Context, ls []*asyncreq.Lease) {
+func (s *Backend) release(ctx context.Context, ls []*asyncreq.Lease) {
 	ids := make([]int64, 0, len(ls))
 	tokens := make([]string, 0, len(ls))
 	for _, l := range ls {
@@ -176,7 +176,7 @@ func (s *Store) release(ctx context.Context, ls []*asyncreq.Lease) {
 
 // nextDue returns how long an idle Dequeue waits before it looks again:
 // until the next job falls due, at most Options.PollInterval.
-func (s *Store) nextDue(ctx context.Context) (time.Duration, error) {
+func (s *Backend) nextDue(ctx context.Context) (time.Duration, error) {
 	var secs *float64
 	if err := s.pool.QueryRow(ctx, s.sql.nextDue, s.queue).Scan(&secs); err != nil {
 		return 0, s.fail(ctx, "dequeue", err)
@@ -190,9 +190,9 @@ func (s *Store) nextDue(ctx context.Context) (time.Duration, error) {
 	return max(d, time.Millisecond), nil
 }
 
-// handle returns the handle of a lease made by a Store of this package
+// handle returns the handle of a lease made by a Backend of this package
 // for s's queue.
-func (s *Store) handle(l *asyncreq.Lease) (leaseHandle, bool) {
+func (s *Backend) handle(l *asyncreq.Lease) (leaseHandle, bool) {
 	if l == nil {
 		return leaseHandle{}, false
 	}
@@ -201,7 +201,7 @@ func (s *Store) handle(l *asyncreq.Lease) (leaseHandle, bool) {
 }
 
 // Extend implements asyncreq.Queue.
-func (s *Store) Extend(ctx context.Context, l *asyncreq.Lease, ttl time.Duration) error {
+func (s *Backend) Extend(ctx context.Context, l *asyncreq.Lease, ttl time.Duration) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
@@ -225,7 +225,7 @@ func (s *Store) Extend(ctx context.Context, l *asyncreq.Lease, ttl time.Duration
 // Ack implements asyncreq.Queue. Concurrent Acks are settled together in
 // one statement (the same group commit as Accept), and a lone Ack is
 // settled at once.
-func (s *Store) Ack(ctx context.Context, l *asyncreq.Lease) error {
+func (s *Backend) Ack(ctx context.Context, l *asyncreq.Lease) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
@@ -238,7 +238,7 @@ func (s *Store) Ack(ctx context.Context, l *asyncreq.Lease) error {
 }
 
 // runAcks deletes the jobs of a batch of Acks whose leases still hold.
-func (s *Store) runAcks(ctx context.Context, calls []*call[leaseHandle, struct{}]) {
+func (s *Backend) runAcks(ctx context.Context, calls []*call[leaseHandle, struct{}]) {
 	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
 	defer cancel()
 	ids := make([]int64, len(calls))
@@ -277,7 +277,7 @@ func (s *Store) runAcks(ctx context.Context, calls []*call[leaseHandle, struct{}
 }
 
 // Nack implements asyncreq.Queue.
-func (s *Store) Nack(ctx context.Context, l *asyncreq.Lease, delay time.Duration) error {
+func (s *Backend) Nack(ctx context.Context, l *asyncreq.Lease, delay time.Duration) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}

@@ -12,27 +12,27 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
-	"github.com/asyncreq/asyncreq/internal/reccache"
+	"github.com/asyncreq/asyncreq/reccache"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Store is a PostgreSQL backend: one value that is the Store and the Queue
-// of a Handler and Worker, records and enqueues a request in one
+// Backend is the PostgreSQL backend: one value that is the Store and the
+// Queue of a Handler and Worker, records and enqueues a request in one
 // transaction (asyncreq.Accepter), and records a worker's outcome and
 // settles its lease in one (asyncreq.Completer). Create it with New.
 //
-// All methods may be called concurrently. A Store starts background
+// All methods may be called concurrently. A Backend starts background
 // goroutines (the LISTEN connection and the group-commit writers) that
 // Close stops; the pool belongs to the caller and stays open.
-type Store struct {
+type Backend struct {
 	pool    *pgxpool.Pool
 	opts    Options
 	queue   string
 	sql     statements
 	channel string // NOTIFY channel of the schema
-	origin  string // tells this Store's own record notifications apart
+	origin  string // tells this Backend's own record notifications apart
 
 	jobs    waker
 	watches watchSet
@@ -50,13 +50,13 @@ type Store struct {
 }
 
 var (
-	_ asyncreq.Store            = (*Store)(nil)
-	_ asyncreq.Queue            = (*Store)(nil)
-	_ asyncreq.Accepter         = (*Store)(nil)
-	_ asyncreq.Watcher          = (*Store)(nil)
-	_ asyncreq.UnenqueuedLister = (*Store)(nil)
-	_ asyncreq.BatchDequeuer    = (*Store)(nil)
-	_ asyncreq.Completer        = (*Store)(nil)
+	_ asyncreq.Store            = (*Backend)(nil)
+	_ asyncreq.Queue            = (*Backend)(nil)
+	_ asyncreq.Accepter         = (*Backend)(nil)
+	_ asyncreq.Watcher          = (*Backend)(nil)
+	_ asyncreq.UnenqueuedLister = (*Backend)(nil)
+	_ asyncreq.BatchDequeuer    = (*Backend)(nil)
+	_ asyncreq.Completer        = (*Backend)(nil)
 )
 
 // maxBatchBytes is about the most request bytes written in one accept
@@ -80,22 +80,25 @@ func recordSize(rec *asyncreq.Record) int {
 const listenStartWait = 5 * time.Second
 
 // startTimeout bounds the queries New makes (the version check, or the
-// migration with MigrateOnStart).
+// migration with MigrateOnStart) when ctx gives them longer.
 const startTimeout = time.Minute
 
-// New returns a Store on pool for the endpoint opts.Queue, with its tables
-// in opts.Schema. With opts.MigrateOnStart it first runs Migrate;
-// otherwise it checks that the schema is at SchemaVersion and returns an
-// error telling to run Migrate if not. Those queries are bounded by one
-// minute.
+// New returns a Backend on pool for the endpoint opts.Queue, with its
+// tables in opts.Schema; nil opts means the defaults. With
+// opts.MigrateOnStart it first runs Migrate; otherwise it checks that the
+// schema is at SchemaVersion and returns an error telling to run Migrate
+// if not. Those queries are bounded by ctx and by one minute. ctx bounds
+// New alone: the Backend's background work runs until Close. When ctx
+// ends first, New returns ctx.Err().
 //
-// Size the pool for the load: the Store takes a connection per call in
+// Size the pool for the load: the Backend takes a connection per call in
 // flight, plus up to Options.Committers for the group commits of accepts
-// and as many for acks, and one for notifications. The LISTEN connection is
-// opened from the pool's configuration but not taken from the pool; New
-// waits up to 5 seconds for it to listen (if it cannot, Dequeue polls
-// until a retry succeeds). Call Close when done.
-func New(pool *pgxpool.Pool, opts *Options) (*Store, error) {
+// and as many for acks, and one for notifications. The LISTEN connection
+// is opened from the pool's configuration but not taken from the pool;
+// New waits up to 5 seconds for it to listen (if it cannot, Dequeue polls
+// until a retry succeeds). The pool stays the caller's: call Close on the
+// Backend, then close the pool.
+func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, error) {
 	if pool == nil {
 		return nil, errors.New("postgres: New: nil pool")
 	}
@@ -103,15 +106,24 @@ func New(pool *pgxpool.Pool, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	qctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	if o.MigrateOnStart {
-		if err := Migrate(ctx, pool, &o); err != nil {
+		if err := Migrate(qctx, pool, &o); err != nil {
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, cerr
+			}
 			return nil, err
 		}
 	} else {
-		v, err := schemaVersion(ctx, pool, o.Schema)
+		v, err := schemaVersion(qctx, pool, o.Schema)
 		if err != nil {
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, cerr
+			}
 			return nil, fmt.Errorf("postgres: read schema version: %w", err)
 		}
 		if want := SchemaVersion(); v != want {
@@ -119,7 +131,7 @@ func New(pool *pgxpool.Pool, opts *Options) (*Store, error) {
 		}
 	}
 
-	s := &Store{
+	s := &Backend{
 		pool:    pool,
 		opts:    o,
 		queue:   o.Queue,
@@ -145,20 +157,23 @@ func New(pool *pgxpool.Pool, opts *Options) (*Store, error) {
 		// Wait for the first LISTEN, so that notifications flow once New
 		// returns; if it fails, Dequeue polls until a retry succeeds.
 		t := time.NewTimer(listenStartWait)
+		defer t.Stop()
 		select {
 		case <-ready:
 		case <-t.C:
+		case <-ctx.Done():
+			_ = s.Close()
+			return nil, ctx.Err()
 		}
-		t.Stop()
 	}
 	return s, nil
 }
 
-// Close stops the Store's background work: the batches being written
+// Close stops the Backend's background work: the batches being written
 // finish, then every later call returns asyncreq.ErrClosed, waiting
 // Dequeues return it, and open watches are closed. Close does not close
 // the pool. It is idempotent and always returns nil.
-func (s *Store) Close() error {
+func (s *Backend) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.cancel()
@@ -173,16 +188,16 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Queue returns the name of the endpoint this Store serves
+// Queue returns the name of the endpoint this Backend serves
 // (Options.Queue).
-func (s *Store) Queue() string { return s.queue }
+func (s *Backend) Queue() string { return s.queue }
 
-// Schema returns the schema that holds the Store's tables
+// Schema returns the schema that holds the Backend's tables
 // (Options.Schema).
-func (s *Store) Schema() string { return s.opts.Schema }
+func (s *Backend) Schema() string { return s.opts.Schema }
 
 // check returns the error a call must return before it starts.
-func (s *Store) check(ctx context.Context) error {
+func (s *Backend) check(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -194,7 +209,7 @@ func (s *Store) check(ctx context.Context) error {
 
 // fail maps err from an operation to what the caller is told: ctx.Err()
 // when ctx ended, else err wrapped with the operation's name.
-func (s *Store) fail(ctx context.Context, op string, err error) error {
+func (s *Backend) fail(ctx context.Context, op string, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}
@@ -213,7 +228,7 @@ func batchErr(op string, err error) error {
 }
 
 // Create implements asyncreq.Store.
-func (s *Store) Create(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Record, error) {
+func (s *Backend) Create(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Record, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
@@ -245,7 +260,7 @@ func (s *Store) Create(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Rec
 // conflict explains why rec was not inserted: it returns the record that
 // holds rec's idempotency key with asyncreq.ErrDuplicate, an error if rec's
 // id is taken, or (nil, nil) if nothing conflicts any more.
-func (s *Store) conflict(ctx context.Context, q querier, rec *asyncreq.Record) (*asyncreq.Record, error) {
+func (s *Backend) conflict(ctx context.Context, q querier, rec *asyncreq.Record) (*asyncreq.Record, error) {
 	if rec.IdempotencyKey != "" {
 		existing, err := scanRecord(q.QueryRow(ctx, s.sql.selectByKey, s.queue, rec.Owner, rec.IdempotencyKey))
 		switch {
@@ -266,7 +281,7 @@ func (s *Store) conflict(ctx context.Context, q querier, rec *asyncreq.Record) (
 }
 
 // Get implements asyncreq.Store.
-func (s *Store) Get(ctx context.Context, id string) (*asyncreq.Record, error) {
+func (s *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
@@ -283,7 +298,7 @@ func (s *Store) Get(ctx context.Context, id string) (*asyncreq.Record, error) {
 // missing returns a *asyncreq.GoneError naming the record's owner if id
 // has a live tombstone, else asyncreq.ErrNotFound. A tombstone written
 // before tombstones kept their owner is a plain asyncreq.ErrGone.
-func (s *Store) missing(ctx context.Context, id string) error {
+func (s *Backend) missing(ctx context.Context, id string) error {
 	var owner *string
 	err := s.pool.QueryRow(ctx, s.sql.tombstoned, s.queue, id, time.Now()).Scan(&owner)
 	switch {
@@ -305,7 +320,7 @@ func (s *Store) missing(ctx context.Context, id string) error {
 // record), and one UPDATE writes every record still at the row version
 // (xmin) fn saw, committing on its own; each caller is answered after that
 // commit. A lone Update is written at once. The record and its version come
-// from the Store's version cache when this Store recently read or wrote
+// from the Backend's version cache when this Backend recently read or wrote
 // it (a worker's claim and outcome, progress reports), and are read
 // otherwise, the batch's missing records in one statement. A record that
 // changed in between, or whose cached copy was stale, is read again and
@@ -317,7 +332,7 @@ func (s *Store) missing(ctx context.Context, id string) error {
 // another goroutine than the caller's; a panic in it is raised again in
 // the caller. If the database refuses a shared UPDATE (a value it cannot
 // store), each of its updates is tried again on its own, calling fn again.
-func (s *Store) Update(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+func (s *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
 	return s.update(ctx, updateArg{id: id, fn: fn})
 }
 
@@ -326,8 +341,8 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*asyncreq.Record)
 // still holds its lease. The record commits durably, as every record does
 // (so does the job's deletion with it); Completes and Updates that arrive
 // together share one statement. A lease that no longer holds, or that is
-// not one of this Store's queue, is left as it is and the record written.
-func (s *Store) Complete(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+// not one of this Backend's queue, is left as it is and the record written.
+func (s *Backend) Complete(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
 	if l == nil {
 		return nil, asyncreq.ErrLeaseLost
 	}
@@ -339,7 +354,7 @@ func (s *Store) Complete(ctx context.Context, l *asyncreq.Lease, fn func(*asyncr
 }
 
 // update runs an Update or Complete call.
-func (s *Store) update(ctx context.Context, arg updateArg) (*asyncreq.Record, error) {
+func (s *Backend) update(ctx context.Context, arg updateArg) (*asyncreq.Record, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
@@ -355,7 +370,7 @@ func (s *Store) update(ctx context.Context, arg updateArg) (*asyncreq.Record, er
 
 // Delete implements asyncreq.Store. The queue entries of the record, if
 // any, stay: a worker that receives one finds no record and settles it.
-func (s *Store) Delete(ctx context.Context, id string, tombstone bool) error {
+func (s *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
@@ -376,7 +391,7 @@ func (s *Store) Delete(ctx context.Context, id string, tombstone bool) error {
 // in one short statement that skips rows locked by other transactions, so
 // it never waits on the hot path; then it drops up to limit tombstones
 // that ran out.
-func (s *Store) Purge(ctx context.Context, now time.Time, limit int) (int, error) {
+func (s *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, error) {
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
@@ -395,7 +410,7 @@ func (s *Store) Purge(ctx context.Context, now time.Time, limit int) (int, error
 
 // ListUnenqueued implements asyncreq.UnenqueuedLister. Records made by
 // Accept are always enqueued; only Create makes records that are not.
-func (s *Store) ListUnenqueued(ctx context.Context, before time.Time, limit int) ([]string, error) {
+func (s *Backend) ListUnenqueued(ctx context.Context, before time.Time, limit int) ([]string, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
@@ -413,12 +428,12 @@ func (s *Store) ListUnenqueued(ctx context.Context, before time.Time, limit int)
 	return ids, nil
 }
 
-// Watch implements asyncreq.Watcher. Changes made through this Store are
+// Watch implements asyncreq.Watcher. Changes made through this Backend are
 // seen at once; changes made by other processes arrive by NOTIFY on the
 // schema's channel. If the LISTEN connection is lost, every watch is
 // closed when it is back, since a change may have been missed; with
-// Options.DisableListen only this Store's own changes are seen.
-func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
+// Options.DisableListen only this Backend's own changes are seen.
+func (s *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
@@ -427,27 +442,27 @@ func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
 
 // changed tells the watches of id, here and in other processes, that the
 // record changed. The change must have committed.
-func (s *Store) changed(id string) {
+func (s *Backend) changed(id string) {
 	s.watches.fire(id)
 	s.notes.post(s.recordPayload(id))
 }
 
 // jobsAdded tells the Dequeues waiting here and in other processes that
 // jobs may be due. The jobs must have committed.
-func (s *Store) jobsAdded() {
+func (s *Backend) jobsAdded() {
 	s.jobs.wake()
 	s.notes.post(s.jobsPayload())
 }
 
 // recordPayload is the NOTIFY payload that tells other processes the
 // record id changed.
-func (s *Store) recordPayload(id string) string {
+func (s *Backend) recordPayload(id string) string {
 	return "r" + sep + s.origin + sep + s.queue + sep + id
 }
 
 // jobsPayload is the NOTIFY payload that tells waiting Dequeues of the
 // queue that a job may be due.
-func (s *Store) jobsPayload() string {
+func (s *Backend) jobsPayload() string {
 	return "j" + sep + s.queue
 }
 
@@ -476,7 +491,7 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// statements are the SQL texts of a Store, with its schema filled in.
+// statements are the SQL texts of a Backend, with its schema filled in.
 type statements struct {
 	insert, acceptBatch, acceptFresh, exists, get, selectByKey, tombstoned string
 	delete                                                                 string
@@ -584,7 +599,7 @@ func newStatements(schema string) statements {
 			WHERE queue = $1 AND id = $2 AND expires_at > $3`),
 		// update's optimistic form: a record is written only if its row
 		// version (xmin) is still the one read ($3). It commits on its own
-		// (see Store.Update), and returns the ids written with their new
+		// (see Backend.Update), and returns the ids written with their new
 		// versions.
 		updateVersioned: f(update + ` AND t.xmin = r.version::xid` + settle),
 		// update's form for a transaction that holds the rows locked.
@@ -687,7 +702,7 @@ func newStatements(schema string) statements {
 			SELECT pg_notify($1, p) FROM cfg, unnest($2::text[]) AS p`),
 		notifyTx: `SELECT pg_notify($1, $2)`,
 		// Like ack, release finds each job by its primary key alone, its
-		// token still the lease's (the leases are this Store's own claims).
+		// token still the lease's (the leases are this Backend's own claims).
 		release: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
 			UPDATE {{s}}.jobs AS j SET run_at = now(), lease_token = NULL,
 				deliveries = greatest(j.deliveries - 1, 0)

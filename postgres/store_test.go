@@ -22,7 +22,7 @@ func TestMigrate(t *testing.T) {
 	schema := newSchema(t, pool)
 	ctx := t.Context()
 
-	_, err := postgres.New(pool, &postgres.Options{Schema: schema})
+	_, err := postgres.New(ctx, pool, &postgres.Options{Schema: schema})
 	require.ErrorContains(t, err, "run postgres.Migrate", "New on an unmigrated schema")
 
 	opts := &postgres.Options{Schema: schema}
@@ -36,7 +36,7 @@ func TestMigrate(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, versions, postgres.SchemaVersion())
 
-	s, err := postgres.New(pool, opts)
+	s, err := postgres.New(ctx, pool, opts)
 	require.NoError(t, err)
 
 	// A tombstone written before tombstones kept their owner (version 2)
@@ -70,12 +70,39 @@ func TestMigrateConcurrent(t *testing.T) {
 	}
 }
 
+// TestNewHonorsContext: New's queries stop when its context ends, and it
+// returns ctx.Err() as it is. Here the migration waits for the advisory
+// lock that another session holds.
+func TestNewHonorsContext(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, 4)
+	schema := newSchema(t, pool)
+
+	canceled, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := postgres.New(canceled, pool, &postgres.Options{Schema: schema, MigrateOnStart: true})
+	require.Equal(t, context.Canceled, err, "a context that ended before New")
+
+	tx, err := pool.Begin(t.Context())
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	_, err = tx.Exec(t.Context(), `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "asyncreq.migrate:"+schema)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = postgres.New(ctx, pool, &postgres.Options{Schema: schema, MigrateOnStart: true})
+	require.Equal(t, context.DeadlineExceeded, err, "New waiting for the migration lock")
+	require.Less(t, time.Since(start), 10*time.Second)
+}
+
 func TestOptionsValidated(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t, 2)
-	_, err := postgres.New(pool, &postgres.Options{PollInterval: -time.Second})
+	_, err := postgres.New(t.Context(), pool, &postgres.Options{PollInterval: -time.Second})
 	require.ErrorContains(t, err, "PollInterval")
-	_, err = postgres.New(nil, nil)
+	_, err = postgres.New(t.Context(), nil, nil)
 	require.Error(t, err)
 }
 
@@ -196,7 +223,7 @@ func TestCloseReleasesDequeue(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t, 4)
 	schema := newSchema(t, pool)
-	s, err := postgres.New(pool, &postgres.Options{Schema: schema, MigrateOnStart: true, PollInterval: time.Minute})
+	s, err := postgres.New(t.Context(), pool, &postgres.Options{Schema: schema, MigrateOnStart: true, PollInterval: time.Minute})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() {
@@ -463,7 +490,7 @@ func TestNotifyWakeup(t *testing.T) {
 }
 
 // TestWatchAcrossProcesses checks that a Watch sees a change made by
-// another Store on the same schema.
+// another Backend on the same schema.
 func TestWatchAcrossProcesses(t *testing.T) {
 	t.Parallel()
 	poolA := newPool(t, 4)
@@ -625,7 +652,7 @@ func TestUpdateGroupCommit(t *testing.T) {
 		_, _ = s.Update(ctx, recs[0].ID, func(*asyncreq.Record) error { panic("boom") })
 	}, "a panic in fn is raised in the caller")
 	_, err = s.Update(ctx, recs[0].ID, func(r *asyncreq.Record) error { return nil })
-	require.NoError(t, err, "the Store works after a panic in fn")
+	require.NoError(t, err, "the Backend works after a panic in fn")
 }
 
 // TestDequeueCanceledLosesNoJob dequeues with contexts that end at random
@@ -719,7 +746,7 @@ func TestUpdateConcurrentStores(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t, 16)
 	schema := newSchema(t, pool)
-	stores := []*postgres.Store{
+	stores := []*postgres.Backend{
 		newStoreOn(t, pool, schema, &postgres.Options{Queue: "shared", Committers: 4}),
 		newStoreOn(t, pool, schema, &postgres.Options{Queue: "shared", Committers: 4}),
 	}

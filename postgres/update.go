@@ -18,7 +18,7 @@ type updateArg struct {
 	id string
 	fn func(*asyncreq.Record) error
 	// lease is the lease a Complete call settles if the record it stores
-	// is final; nil for Update, and for a lease of another Store.
+	// is final; nil for Update, and for a lease of another Backend.
 	lease *leaseHandle
 }
 
@@ -34,7 +34,7 @@ type updateRes struct {
 var errMissing = errors.New("postgres: record missing")
 
 // runUpdates writes a batch of Updates and Completes.
-func (s *Store) runUpdates(ctx context.Context, calls []*call[updateArg, updateRes]) {
+func (s *Backend) runUpdates(ctx context.Context, calls []*call[updateArg, updateRes]) {
 	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
 	defer cancel()
 	// On error, failed are the calls the error concerns: those of the
@@ -88,7 +88,7 @@ const optimisticRounds = 3
 // a transaction that holds the rows locked from the read to the commit,
 // this saves BEGIN, COMMIT and the row locks' WAL records, and holds no
 // lock across a round trip to the client; with the cache, the read too.
-func (s *Store) updateBatch(ctx context.Context, calls []*call[updateArg, updateRes]) ([]*call[updateArg, updateRes], error) {
+func (s *Backend) updateBatch(ctx context.Context, calls []*call[updateArg, updateRes]) ([]*call[updateArg, updateRes], error) {
 	for round := range optimisticRounds + 1 {
 		again, err := s.updateOptimistic(ctx, calls, round == 0)
 		if err != nil {
@@ -181,7 +181,7 @@ func apply(calls []*call[updateArg, updateRes], ids []string, stored map[string]
 // from the version cache if useCache. It returns the calls to run again:
 // those whose records changed between the read and the write, or whose fn
 // refused a cached record; nothing of theirs was stored.
-func (s *Store) updateOptimistic(ctx context.Context, calls []*call[updateArg, updateRes], useCache bool) ([]*call[updateArg, updateRes], error) {
+func (s *Backend) updateOptimistic(ctx context.Context, calls []*call[updateArg, updateRes], useCache bool) ([]*call[updateArg, updateRes], error) {
 	ids := batchIDs(calls)
 	stored := make(map[string]*asyncreq.Record, len(ids)) // as read or cached, before any fn
 	versions := make(map[string]string, len(ids))
@@ -234,7 +234,7 @@ func (s *Store) updateOptimistic(ctx context.Context, calls []*call[updateArg, u
 
 // readVersioned reads the records ids, adding them to stored and their
 // row versions to versions, and keeps them in the version cache.
-func (s *Store) readVersioned(ctx context.Context, ids []string, stored map[string]*asyncreq.Record, versions map[string]string) error {
+func (s *Backend) readVersioned(ctx context.Context, ids []string, stored map[string]*asyncreq.Record, versions map[string]string) error {
 	rows, err := s.pool.Query(ctx, s.sql.getManyVersioned, s.queue, ids)
 	if err != nil {
 		return err
@@ -266,7 +266,7 @@ func collectVersions(rows pgx.Rows) (map[string]string, error) {
 // wrote records that the records of p in written, a map from id to new
 // row version, were committed: it keeps them in the version cache and
 // tells their watches.
-func (s *Store) wrote(p *pending, written map[string]string) {
+func (s *Backend) wrote(p *pending, written map[string]string) {
 	for _, id := range p.ids {
 		if v, ok := written[id]; ok {
 			s.cacheRecord(storedCopy(p.final[id]), v)
@@ -290,7 +290,7 @@ func (r moreColumns) Scan(dest ...any) error {
 // with the SELECT ... FOR UPDATE of their records, and the UPDATE with
 // COMMIT. It sets each call's own outcome (a record, fn's error, or
 // errMissing), and returns an error that concerns them all.
-func (s *Store) updateLocked(ctx context.Context, calls []*call[updateArg, updateRes]) (err error) {
+func (s *Backend) updateLocked(ctx context.Context, calls []*call[updateArg, updateRes]) (err error) {
 	ids := batchIDs(calls)
 
 	conn, err := s.pool.Acquire(ctx)

@@ -6,6 +6,7 @@ import (
 	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/asyncreqtest"
 	"github.com/asyncreq/asyncreq/memory"
+	"github.com/asyncreq/asyncreq/rabbitmq"
 )
 
 // noLeaseExpiry is why the kit's lease-expiry cases do not apply.
@@ -28,4 +29,21 @@ func TestConformance(t *testing.T) {
 			return store, newQueue(t, u, nil)
 		}, opts)
 	})
+}
+
+// TestTwoInstances runs the kit's two-instance cases with the handler on
+// one Queue and the workers on another, each on a connection of its own,
+// on one RabbitMQ queue, as an API process and a worker process. Their
+// Store is one in-memory Store seen through an asyncreqtest.InstanceView
+// per instance, whose Watch sees only that instance's changes, as a
+// database shared by two processes may.
+func TestTwoInstances(t *testing.T) {
+	u := brokerURL(t)
+	asyncreqtest.TestTwoInstances(t, func(t *testing.T) (asyncreqtest.Instance, asyncreqtest.Instance) {
+		store := memory.New(nil)
+		t.Cleanup(func() { _ = store.Close() })
+		name := queueName(t, u)
+		return asyncreqtest.Instance{Store: asyncreqtest.InstanceView(store), Queue: newQueue(t, u, &rabbitmq.Options{Queue: name})},
+			asyncreqtest.Instance{Store: asyncreqtest.InstanceView(store), Queue: newQueue(t, u, &rabbitmq.Options{Queue: name})}
+	}, &asyncreqtest.Options{NoLeaseExpiry: noLeaseExpiry})
 }

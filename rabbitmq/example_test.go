@@ -17,7 +17,7 @@ func Example() {
 	store := memory.New(nil)
 	defer store.Close()
 	const concurrency = 10
-	q, err := rabbitmq.New(ctx, "amqp://guest:guest@127.0.0.1:5672/", &rabbitmq.Options{
+	q, err := rabbitmq.Open(ctx, "amqp://guest:guest@127.0.0.1:5672/", &rabbitmq.Options{
 		Queue:    "thumbnails",
 		Prefetch: concurrency, // as many deliveries held as the worker runs
 	})

@@ -1,9 +1,15 @@
 // Package rabbitmq is an asyncreq Queue on RabbitMQ. It is a Queue only and
 // pairs with any Store (memory, SQLite, PostgreSQL, Redis, NATS).
 //
+// Its names follow the convention of every asyncreq backend module: a
+// backend that is a Queue only names its type Queue, and since it opens
+// its own connection from a URL (and its Close closes it), the constructor
+// is Open(ctx, url, opts), where ctx bounds the first connection and nil
+// opts means the defaults.
+//
 // # Topology
 //
-// New declares a durable quorum queue (Options.Queue) that carries request
+// Open declares a durable quorum queue (Options.Queue) that carries request
 // ids, and, on first use, delay queues named "<queue>.delay.<n>" for
 // delayed work. A delayed Enqueue or Nack publishes the id to a delay queue
 // with a per-message TTL of the delay; the delay queue dead-letters expired
@@ -168,7 +174,7 @@ func (o *Options) withDefaults() (Options, error) {
 var errNotConnected = errors.New("rabbitmq: not connected")
 
 // Queue is an asyncreq.Queue on a RabbitMQ quorum queue. It is safe for
-// concurrent use. The zero value is not usable; call New.
+// concurrent use. The zero value is not usable; call Open.
 type Queue struct {
 	url  string
 	opts Options
@@ -217,10 +223,12 @@ type handle struct {
 	tag uint64
 }
 
-// New connects to the broker at url, declares the quorum queue and starts
+// Open connects to the broker at url, declares the quorum queue and starts
 // the supervisor that reconnects; consuming starts at the first Dequeue.
-// It fails if the first connection fails. Close the Queue to stop it.
-func New(ctx context.Context, url string, opts *Options) (*Queue, error) {
+// It fails if the first connection fails, and returns ctx.Err() when ctx
+// ends first; ctx bounds that first connection only. Close the Queue to
+// stop it and close its connection.
+func Open(ctx context.Context, url string, opts *Options) (*Queue, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err

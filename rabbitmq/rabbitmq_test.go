@@ -84,7 +84,7 @@ func newQueue(t testing.TB, u string, opts *rabbitmq.Options) *rabbitmq.Queue {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	q, err := rabbitmq.New(ctx, u, opts)
+	q, err := rabbitmq.Open(ctx, u, opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, q.Close()) })
 	return q
@@ -110,14 +110,14 @@ func requireEmpty(t *testing.T, q asyncreq.Queue, d time.Duration) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 }
 
-func TestNewRejectsBadOptions(t *testing.T) {
+func TestOpenRejectsBadOptions(t *testing.T) {
 	u := brokerURL(t)
-	_, err := rabbitmq.New(t.Context(), u, &rabbitmq.Options{Prefetch: -1})
+	_, err := rabbitmq.Open(t.Context(), u, &rabbitmq.Options{Prefetch: -1})
 	require.ErrorContains(t, err, "Prefetch")
-	_, err = rabbitmq.New(t.Context(), u, &rabbitmq.Options{ReconnectMin: time.Second, ReconnectMax: time.Millisecond})
+	_, err = rabbitmq.Open(t.Context(), u, &rabbitmq.Options{ReconnectMin: time.Second, ReconnectMax: time.Millisecond})
 	require.ErrorContains(t, err, "ReconnectMax")
-	_, err = rabbitmq.New(t.Context(), "amqp://guest:guest@127.0.0.1:1/", nil)
-	require.Error(t, err, "an unreachable broker fails New")
+	_, err = rabbitmq.Open(t.Context(), "amqp://guest:guest@127.0.0.1:1/", nil)
+	require.Error(t, err, "an unreachable broker fails Open")
 }
 
 func TestAckTwiceIsLeaseLostAndChannelSurvives(t *testing.T) {
@@ -183,7 +183,7 @@ func TestDelayedEnqueue(t *testing.T) {
 
 func TestCloseReleasesDequeue(t *testing.T) {
 	u := brokerURL(t)
-	q, err := rabbitmq.New(t.Context(), u, &rabbitmq.Options{Queue: queueName(t, u)})
+	q, err := rabbitmq.Open(t.Context(), u, &rabbitmq.Options{Queue: queueName(t, u)})
 	require.NoError(t, err)
 	errc := make(chan error, 1)
 	go func() {
@@ -427,7 +427,7 @@ func TestCrashedConsumer(t *testing.T) {
 	_, err := store.Create(ctx, rec)
 	require.NoError(t, err)
 
-	crashed, err := rabbitmq.New(ctx, u, &rabbitmq.Options{Queue: name, Prefetch: 1})
+	crashed, err := rabbitmq.Open(ctx, u, &rabbitmq.Options{Queue: name, Prefetch: 1})
 	require.NoError(t, err)
 	require.NoError(t, crashed.Enqueue(ctx, rec.ID, 0))
 	l := dequeue(t, crashed, 5*time.Second)
@@ -479,9 +479,9 @@ func TestEnqueueOnlyQueueHoldsNothing(t *testing.T) {
 	}
 }
 
-// TestNewHonorsContext: a broker that accepts the TCP connection and then
-// says nothing does not hold New past its context.
-func TestNewHonorsContext(t *testing.T) {
+// TestOpenHonorsContext: a broker that accepts the TCP connection and then
+// says nothing does not hold Open past its context.
+func TestOpenHonorsContext(t *testing.T) {
 	brokerURL(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -509,7 +509,7 @@ func TestNewHonorsContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = rabbitmq.New(ctx, "amqp://guest:guest@"+ln.Addr().String()+"/", nil)
+	_, err = rabbitmq.Open(ctx, "amqp://guest:guest@"+ln.Addr().String()+"/", nil)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.Less(t, time.Since(start), 3*time.Second)
 }

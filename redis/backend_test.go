@@ -85,7 +85,7 @@ func TestSlotHashesLikeRedis(t *testing.T) {
 func TestAcceptIsOneSlotAndAtomic(t *testing.T) {
 	c := newClient(t)
 	prefix := newPrefix(t, c)
-	b, err := redis.New(c, &redis.Options{Prefix: prefix, Queue: "images"})
+	b, err := redis.New(t.Context(), c, &redis.Options{Prefix: prefix, Queue: "images"})
 	require.NoError(t, err)
 	defer b.Close()
 	ctx := t.Context()
@@ -134,7 +134,7 @@ func TestAcceptIsOneSlotAndAtomic(t *testing.T) {
 func TestFinalRecordExpires(t *testing.T) {
 	c := newClient(t)
 	prefix := newPrefix(t, c)
-	b, err := redis.New(c, &redis.Options{Prefix: prefix})
+	b, err := redis.New(t.Context(), c, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer b.Close()
 	ctx := t.Context()
@@ -197,7 +197,7 @@ func TestFinalRecordExpires(t *testing.T) {
 func TestLegacyTombstoneNamesNoOwner(t *testing.T) {
 	c := newClient(t)
 	prefix := newPrefix(t, c)
-	b, err := redis.New(c, &redis.Options{Prefix: prefix})
+	b, err := redis.New(t.Context(), c, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer b.Close()
 	ctx := t.Context()
@@ -229,7 +229,7 @@ func TestLegacyTombstoneNamesNoOwner(t *testing.T) {
 func TestAckedEntriesAreDeleted(t *testing.T) {
 	c := newClient(t)
 	prefix := newPrefix(t, c)
-	b, err := redis.New(c, &redis.Options{Prefix: prefix})
+	b, err := redis.New(t.Context(), c, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer b.Close()
 	ctx := t.Context()
@@ -292,10 +292,10 @@ func TestNackCountsDeliveries(t *testing.T) {
 func TestReclaimByAnotherConsumer(t *testing.T) {
 	c := newClient(t)
 	prefix := newPrefix(t, c)
-	first, err := redis.New(c, &redis.Options{Prefix: prefix, Consumer: "first"})
+	first, err := redis.New(t.Context(), c, &redis.Options{Prefix: prefix, Consumer: "first"})
 	require.NoError(t, err)
 	defer first.Close()
-	second, err := redis.New(c, &redis.Options{Prefix: prefix, Consumer: "second", MaxBlock: 50 * time.Millisecond})
+	second, err := redis.New(t.Context(), c, &redis.Options{Prefix: prefix, Consumer: "second", MaxBlock: 50 * time.Millisecond})
 	require.NoError(t, err)
 	defer second.Close()
 	ctx := t.Context()
@@ -345,7 +345,7 @@ func testDequeueCancelUnblocksRead(t *testing.T, autopipeline bool) {
 		t.Cleanup(func() { _ = ap.Close() })
 		client, blocking = ap, c
 	}
-	b, err := redis.New(client, &redis.Options{Prefix: prefix, MaxBlock: time.Minute, BlockingClient: blocking})
+	b, err := redis.New(t.Context(), client, &redis.Options{Prefix: prefix, MaxBlock: time.Minute, BlockingClient: blocking})
 	require.NoError(t, err)
 	defer b.Close()
 
@@ -394,7 +394,7 @@ func TestIdleConsumersAreRemoved(t *testing.T) {
 	prefix := newPrefix(t, c)
 	ctx := t.Context()
 	mk := func(name string) *redis.Backend {
-		b, err := redis.New(c, &redis.Options{Prefix: prefix, Consumer: name, ConsumerIdleTTL: 20 * time.Millisecond})
+		b, err := redis.New(ctx, c, &redis.Options{Prefix: prefix, Consumer: name, ConsumerIdleTTL: 20 * time.Millisecond})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = b.Close() })
 		return b
@@ -431,10 +431,10 @@ func TestIdleConsumersAreRemoved(t *testing.T) {
 func TestUpdateAfterAnotherWriter(t *testing.T) {
 	c := newClient(t)
 	prefix := newPrefix(t, c)
-	a, err := redis.New(c, &redis.Options{Prefix: prefix})
+	a, err := redis.New(t.Context(), c, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer a.Close()
-	other, err := redis.New(c, &redis.Options{Prefix: prefix})
+	other, err := redis.New(t.Context(), c, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer other.Close()
 	ctx := t.Context()

@@ -174,7 +174,7 @@ func TestBatchedCallCanceledWhileQueued(t *testing.T) {
 func TestBatchedErrorFailsOnlyItsRecord(t *testing.T) {
 	c := newClient(t)
 	prefix := newPrefix(t, c)
-	b, err := redis.New(c, &redis.Options{Prefix: prefix})
+	b, err := redis.New(t.Context(), c, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer b.Close()
 	rt := new(roundTrips)

@@ -67,7 +67,7 @@ func benchBackend(b *testing.B, clients int, autopipeline bool) (*redis.Backend,
 		b.Cleanup(func() { _ = ap.Close() })
 		client = ap
 	}
-	be, err := redis.New(client, &redis.Options{Prefix: newPrefix(b, c)})
+	be, err := redis.New(b.Context(), client, &redis.Options{Prefix: newPrefix(b, c)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,7 +2,7 @@ package redis
 
 import (
 	"github.com/asyncreq/asyncreq"
-	"github.com/asyncreq/asyncreq/internal/reccache"
+	"github.com/asyncreq/asyncreq/reccache"
 )
 
 // The record cache keeps, for records this Backend recently wrote or read,

@@ -54,7 +54,7 @@ func TestClusterConformance(t *testing.T) {
 	}
 	asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
 		c, prefix := newClusterClient(t)
-		b, err := redis.New(c, &redis.Options{Prefix: prefix, MaxBlock: 200 * time.Millisecond})
+		b, err := redis.New(t.Context(), c, &redis.Options{Prefix: prefix, MaxBlock: 200 * time.Millisecond})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = b.Close() })
 		return b, b
@@ -68,7 +68,7 @@ func TestClusterQueuesSpreadOverShards(t *testing.T) {
 	ctx := t.Context()
 	nodes := map[string]bool{}
 	for _, q := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
-		b, err := redis.New(c, &redis.Options{Prefix: prefix, Queue: q})
+		b, err := redis.New(ctx, c, &redis.Options{Prefix: prefix, Queue: q})
 		require.NoError(t, err)
 		defer b.Close()
 		rec := testRecord("owner", "key")

@@ -24,7 +24,7 @@ func TestCrashedConsumerRequestFinishedByAnother(t *testing.T) {
 	ctx := t.Context()
 	const lease = 500 * time.Millisecond
 
-	crashed, err := redis.New(c, &redis.Options{Prefix: prefix, Consumer: "crashed"})
+	crashed, err := redis.New(ctx, c, &redis.Options{Prefix: prefix, Consumer: "crashed"})
 	require.NoError(t, err)
 	rec := testRecord("", "")
 	_, err = crashed.Accept(ctx, rec)
@@ -43,7 +43,7 @@ func TestCrashedConsumerRequestFinishedByAnother(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, crashed.Close()) // and the process is gone
 
-	survivor, err := redis.New(c, &redis.Options{Prefix: prefix, Consumer: "survivor", MaxBlock: 100 * time.Millisecond})
+	survivor, err := redis.New(ctx, c, &redis.Options{Prefix: prefix, Consumer: "survivor", MaxBlock: 100 * time.Millisecond})
 	require.NoError(t, err)
 	defer survivor.Close()
 	var attempt atomic.Int64

@@ -4,10 +4,18 @@
 // handler accepts a request in one atomic step.
 //
 //	client := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:6379"})
-//	backend, err := redis.New(client, &redis.Options{Prefix: "myapp:", Queue: "reports"})
+//	backend, err := redis.New(ctx, client, &redis.Options{Prefix: "myapp:", Queue: "reports"})
 //	...
 //	handler, err := asyncreq.NewHandler(backend, backend, nil)
 //	worker, err := asyncreq.NewWorker(backend, backend, processor, nil)
+//
+// Its names follow the convention of every asyncreq backend module: the
+// type that is both Store and Queue is Backend, and since the caller hands
+// in a client it owns, the constructor is New(ctx, client, opts), where
+// ctx bounds New's one round trip (it creates the queue's stream and
+// consumer group, so a wrong address or password fails there) and nil
+// opts means the defaults. The Backend's Close leaves the client open;
+// close the client after it.
 //
 // # Keys
 //

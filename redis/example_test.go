@@ -15,9 +15,10 @@ import (
 // Example wires a handler and a worker to one Redis backend. (It needs a
 // Redis server, so it is compiled but not run by go test.)
 func Example() {
+	ctx := context.Background()
 	client := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:6379"})
 	defer client.Close()
-	backend, err := redis.New(client, &redis.Options{Prefix: "myapp:", Queue: "reports"})
+	backend, err := redis.New(ctx, client, &redis.Options{Prefix: "myapp:", Queue: "reports"})
 	if err != nil {
 		log.Fatal(err)
 	}

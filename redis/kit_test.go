@@ -31,7 +31,7 @@ func TestConformanceAutoPipeline(t *testing.T) {
 		ap, err := c.AutoPipeline()
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = ap.Close() })
-		b, err := redis.New(ap, &redis.Options{Prefix: newPrefix(t, c), BlockingClient: c})
+		b, err := redis.New(t.Context(), ap, &redis.Options{Prefix: newPrefix(t, c), BlockingClient: c})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = b.Close() })
 		return b, b

@@ -125,7 +125,7 @@ func TestRedisOutage(t *testing.T) {
 	opt.MaxRetries = 1
 	viaProxy := goredis.NewClient(opt)
 	defer viaProxy.Close()
-	b, err := redis.New(viaProxy, &redis.Options{Prefix: prefix})
+	b, err := redis.New(t.Context(), viaProxy, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer b.Close()
 	h, err := asyncreq.NewHandler(b, b, nil)
@@ -136,7 +136,7 @@ func TestRedisOutage(t *testing.T) {
 	tl := runOutage(t, srv.URL, 1500*time.Millisecond, px.down, func() { px.up(t) })
 
 	// No false 202: every accepted id is stored and queued.
-	check, err := redis.New(direct, &redis.Options{Prefix: prefix})
+	check, err := redis.New(t.Context(), direct, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer check.Close()
 	requireStoredAndQueued(t, check, tl.accepted)
@@ -323,10 +323,10 @@ func TestWatchSurvivesOutage(t *testing.T) {
 	opt.DialTimeout = 200 * time.Millisecond
 	viaProxy := goredis.NewClient(opt)
 	defer viaProxy.Close()
-	b, err := redis.New(viaProxy, &redis.Options{Prefix: prefix})
+	b, err := redis.New(t.Context(), viaProxy, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer b.Close()
-	writer, err := redis.New(direct, &redis.Options{Prefix: prefix})
+	writer, err := redis.New(t.Context(), direct, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer writer.Close()
 	ctx := t.Context()

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
-	"github.com/asyncreq/asyncreq/internal/reccache"
+	"github.com/asyncreq/asyncreq/reccache"
 	goredis "github.com/redis/go-redis/v9"
 )
 

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
-	"github.com/asyncreq/asyncreq/internal/reccache"
+	"github.com/asyncreq/asyncreq/reccache"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -138,9 +138,14 @@ type Backend struct {
 }
 
 // New returns a Backend using client, which may be a *goredis.Client, a
-// *goredis.ClusterClient or any UniversalClient. It does no I/O: the
-// consumer group is created on first use.
-func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
+// *goredis.ClusterClient or any UniversalClient; nil opts means the
+// defaults. New creates the queue's stream and consumer group if they do
+// not exist yet (a Dequeue creates them again if they are removed later),
+// so an unreachable server, a refused password or a key of another type
+// under the prefix fails here rather than at the first request. ctx bounds
+// that round trip and nothing after it; when ctx ends first, New returns
+// ctx.Err(). The client stays the caller's: close it after the Backend.
+func New(ctx context.Context, client goredis.UniversalClient, opts *Options) (*Backend, error) {
 	if client == nil {
 		return nil, errors.New("redis: nil client")
 	}
@@ -148,8 +153,11 @@ func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	base := o.Prefix + "{" + o.Queue + "}:"
-	return &Backend{
+	b := &Backend{
 		rdb:           client,
 		opts:          o,
 		base:          base,
@@ -158,7 +166,11 @@ func New(client goredis.UniversalClient, opts *Options) (*Backend, error) {
 		unenqueuedKey: base + "u",
 		cursor:        "0-0",
 		cache:         newRecCache(),
-	}, nil
+	}
+	if err := b.createGroup(ctx); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // Close marks the Backend closed: later calls return asyncreq.ErrClosed.

@@ -79,26 +79,59 @@ func newBackend(t testing.TB, opts *redis.Options) (*redis.Backend, *goredis.Cli
 	if o.Prefix == "" {
 		o.Prefix = newPrefix(t, c)
 	}
-	b, err := redis.New(c, &o)
+	b, err := redis.New(t.Context(), c, &o)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Close() })
 	return b, c
 }
 
 func TestNewValidatesOptions(t *testing.T) {
-	_, err := redis.New(nil, nil)
+	ctx := t.Context()
+	_, err := redis.New(ctx, nil, nil)
 	require.Error(t, err, "nil client")
+	// Options are checked before New talks to the server.
 	c := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1"})
 	defer c.Close()
-	_, err = redis.New(c, &redis.Options{Queue: "a{b}"})
+	_, err = redis.New(ctx, c, &redis.Options{Queue: "a{b}"})
 	require.ErrorContains(t, err, "Options.Queue")
-	_, err = redis.New(c, &redis.Options{MaxBlock: time.Microsecond})
+	_, err = redis.New(ctx, c, &redis.Options{MaxBlock: time.Microsecond})
 	require.ErrorContains(t, err, "Options.MaxBlock")
-	b, err := redis.New(c, nil)
+}
+
+// TestNewReachesServer: New fails when it cannot create the queue's
+// consumer group (no server, a key of another type where the stream
+// goes), returns ctx.Err() as it is when ctx has ended, and otherwise
+// leaves the stream and its group in place, also when they exist.
+func TestNewReachesServer(t *testing.T) {
+	ctx := t.Context()
+	down := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	defer down.Close()
+	_, err := redis.New(ctx, down, nil)
+	require.ErrorContains(t, err, "redis: create consumer group", "no server")
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = redis.New(canceled, down, nil)
+	require.Equal(t, context.Canceled, err, "a context that ended before New")
+
+	c := newClient(t)
+	prefix := newPrefix(t, c)
+	require.NoError(t, c.Set(ctx, prefix+"{taken}:q", "not a stream", 0).Err())
+	_, err = redis.New(ctx, c, &redis.Options{Prefix: prefix, Queue: "taken"})
+	require.ErrorContains(t, err, "WRONGTYPE", "a string where the stream goes")
+
+	b, err := redis.New(ctx, c, &redis.Options{Prefix: prefix, Group: "workers"})
 	require.NoError(t, err)
 	require.NotEmpty(t, b.Consumer())
+	groups, err := c.XInfoGroups(ctx, prefix+"{default}:q").Result()
+	require.NoError(t, err)
+	require.Len(t, groups, 1)
+	require.Equal(t, "workers", groups[0].Name)
+	again, err := redis.New(ctx, c, &redis.Options{Prefix: prefix, Group: "workers"})
+	require.NoError(t, err, "the group exists")
+	require.NoError(t, again.Close())
+
 	require.NoError(t, b.Close())
-	require.ErrorIs(t, b.Enqueue(t.Context(), asyncreq.NewID(), 0), asyncreq.ErrClosed)
-	_, err = b.Get(t.Context(), asyncreq.NewID())
+	require.ErrorIs(t, b.Enqueue(ctx, asyncreq.NewID(), 0), asyncreq.ErrClosed)
+	_, err = b.Get(ctx, asyncreq.NewID())
 	require.ErrorIs(t, err, asyncreq.ErrClosed)
 }

@@ -93,7 +93,7 @@ func TestRedisRestart(t *testing.T) {
 	}
 	client := goredis.NewClient(opt)
 	defer client.Close()
-	b, err := redis.New(client, &redis.Options{Prefix: "asyncreqtest:restart:"})
+	b, err := redis.New(t.Context(), client, &redis.Options{Prefix: "asyncreqtest:restart:"})
 	require.NoError(t, err)
 	defer b.Close()
 	h, err := asyncreq.NewHandler(b, b, nil)

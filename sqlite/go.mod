@@ -3,7 +3,7 @@ module github.com/asyncreq/asyncreq/sqlite
 go 1.25.0
 
 require (
-	github.com/asyncreq/asyncreq v0.0.0
+	github.com/asyncreq/asyncreq v0.1.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
 	modernc.org/sqlite v1.57.0
@@ -21,5 +21,3 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
-
-replace github.com/asyncreq/asyncreq => ../

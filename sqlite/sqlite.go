@@ -7,6 +7,12 @@
 // idempotency key are written in one transaction, so a handler answers 202
 // only after all three are committed.
 //
+// Its names follow the convention of every asyncreq backend module: the
+// type that is both Store and Queue is Backend, and since the package opens
+// the database file itself (and the Backend's Close closes it), the
+// constructor is Open(ctx, path, opts), where ctx bounds the opening and
+// the migration and nil opts means the defaults.
+//
 // # Durability
 //
 // The database runs in WAL mode. With the default Synchronous "FULL" every

@@ -46,28 +46,10 @@ func run(addr string) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	backend := memory.New(nil)
 	defer backend.Close()
-
-	// The standard mux: StripPrefix tells the handler where its paths start.
-	std, err := asyncreq.NewHandler(backend, backend, &asyncreq.HandlerOptions{Logger: logger})
+	mux, err := routes(backend, logger)
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/std/jobs", http.StripPrefix("/std/jobs", std))
-	mux.Handle("/std/jobs/", http.StripPrefix("/std/jobs", std))
-
-	// chi: Mount does not strip the prefix, so the handler is given it as
-	// BasePath. Both handlers share one backend here; in an application
-	// each endpoint would usually have a queue of its own.
-	viaChi, err := asyncreq.NewHandler(backend, backend, &asyncreq.HandlerOptions{BasePath: "/api/v1/jobs", Logger: logger})
-	if err != nil {
-		return err
-	}
-	r := chi.NewRouter()
-	r.Route("/api/v1", func(r chi.Router) {
-		r.Mount("/jobs", viaChi)
-	})
-	mux.Handle("/api/", r)
 
 	w, err := asyncreq.NewWorker(backend, backend, upper, &asyncreq.WorkerOptions{Logger: logger})
 	if err != nil {
@@ -88,4 +70,31 @@ func run(addr string) error {
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return errors.Join(srv.Shutdown(shutdown), w.Stop(shutdown))
+}
+
+// routes returns the two endpoints over backend: /std/jobs on the standard
+// mux and /api/v1/jobs on chi.
+func routes(backend *memory.Backend, logger *slog.Logger) (http.Handler, error) {
+	// The standard mux: StripPrefix tells the handler where its paths start.
+	std, err := asyncreq.NewHandler(backend, backend, &asyncreq.HandlerOptions{Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/std/jobs", http.StripPrefix("/std/jobs", std))
+	mux.Handle("/std/jobs/", http.StripPrefix("/std/jobs", std))
+
+	// chi: Mount does not strip the prefix, so the handler is given it as
+	// BasePath. Both handlers share one backend here; in an application
+	// each endpoint would usually have a queue of its own.
+	viaChi, err := asyncreq.NewHandler(backend, backend, &asyncreq.HandlerOptions{BasePath: "/api/v1/jobs", Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	r := chi.NewRouter()
+	r.Route("/api/v1", func(r chi.Router) {
+		r.Mount("/jobs", viaChi)
+	})
+	mux.Handle("/api/", r)
+	return mux, nil
 }

@@ -19,7 +19,7 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 	// Room for the workers' calls, the accepts' group commits and the
 	// handlers' reads; at most 72 (what 32 workers get), well below
 	// PostgreSQL's default max_connections of 100, which other clients of
-	// the server share: the Store's group commits need far fewer
+	// the server share: the Backend's group commits need far fewer
 	// connections than calls in flight.
 	pcfg.MaxConns = int32(min(72, max(16, 2*cfg.Concurrency+8)))
 	if cfg.PostgresConns > 0 {
@@ -39,7 +39,7 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	b := &Backend{}
 	b.onClose(pool.Close)
-	perEndpoint(b, func(_ context.Context, name string) (*postgres.Store, error) {
+	perEndpoint(b, func(ctx context.Context, name string) (*postgres.Backend, error) {
 		opts := &postgres.Options{Schema: cfg.Schema, Queue: name, Logger: cfg.Logger}
 		if !cfg.Defaults {
 			// One group-commit transaction in flight per kind (accepts,
@@ -51,7 +51,7 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 			// 8,600-11,700.
 			opts.Committers = 1
 		}
-		return postgres.New(pool, opts)
+		return postgres.New(ctx, pool, opts)
 	})
 	return b, nil
 }

@@ -12,7 +12,7 @@ import (
 // endpoint; b's engine keeps the records.
 func withRabbitMQ(ctx context.Context, b *Backend, cfg Config) error {
 	// Connect once up front so that a bad URL fails at start.
-	probe, err := rabbitmq.New(ctx, cfg.AMQP, &rabbitmq.Options{Queue: "asyncreq_probe", Logger: cfg.Logger})
+	probe, err := rabbitmq.Open(ctx, cfg.AMQP, &rabbitmq.Options{Queue: "asyncreq_probe", Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -30,7 +30,7 @@ func withRabbitMQ(ctx context.Context, b *Backend, cfg Config) error {
 		if q, ok := byName[name]; ok {
 			return store, q, nil
 		}
-		q, err := rabbitmq.New(ctx, cfg.AMQP, &rabbitmq.Options{
+		q, err := rabbitmq.Open(ctx, cfg.AMQP, &rabbitmq.Options{
 			Queue:    "asyncreq_" + name,
 			Prefetch: cfg.Concurrency,
 			Logger:   cfg.Logger,

@@ -32,8 +32,8 @@ func openRedis(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	b := &Backend{}
 	b.onClose(func() { _ = c.Close() })
-	perEndpoint(b, func(_ context.Context, name string) (*redis.Backend, error) {
-		return redis.New(c, &redis.Options{Prefix: cfg.RedisPrefix, Queue: name})
+	perEndpoint(b, func(ctx context.Context, name string) (*redis.Backend, error) {
+		return redis.New(ctx, c, &redis.Options{Prefix: cfg.RedisPrefix, Queue: name})
 	})
 	return b, nil
 }

@@ -171,7 +171,7 @@ func TestTimeoutPrintsToken(t *testing.T) {
 	t.Cleanup(func() { close(release) })
 	o := cli(t, "", append(auth, "-timeout", "100ms", url)...)
 	assert.Equal(t, 130, o.code)
-	assert.Contains(t, o.stderr, "resume with: client wait arq1.")
+	assert.Contains(t, o.stderr, "resume with: asyncreq wait arq1.")
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -193,7 +193,7 @@ func TestUsageErrors(t *testing.T) {
 	}
 	o := cli(t, "", "-h")
 	assert.Equal(t, 0, o.code)
-	assert.Contains(t, o.stderr, "usage: client [flags] URL")
+	assert.Contains(t, o.stderr, "usage: asyncreq [flags] URL")
 
 	o = cli(t, "", "-d", "x", "not a url")
 	assert.Equal(t, 1, o.code)

@@ -1,8 +1,14 @@
-// Package reccache is the bounded in-process cache that backends keep of
-// records they recently read or wrote, keyed by record id, so that an
-// update can go straight to its compare-and-set without reading the record
-// first. A stale entry must be harmless to the backend (its compare-and-set
-// fails); the cache only saves reads.
+// Package reccache is for backend authors: the bounded in-process cache
+// that a backend keeps of records it recently read or wrote, keyed by
+// record id, so that an update can go straight to its compare-and-set
+// without reading the record first. A stale entry must be harmless to the
+// backend (its compare-and-set fails); the cache only saves reads. An
+// application that uses asyncreq has no need of it.
+//
+// The PostgreSQL and Redis backends use it. They are modules of their own,
+// released with the root module but possibly built with a later one, so
+// this package is API like the rest of the root module, and changes to it
+// stay compatible.
 //
 // The cache has two generations: when the current one holds GenBytes, it
 // becomes the previous one and the former previous one is dropped, so the
@@ -14,7 +20,10 @@ import "sync"
 
 // Size limits of a Cache.
 const (
+	// GenBytes is the size of a generation, in the units of New's size
+	// function (about bytes).
 	GenBytes = 4 << 20
+	// EntryMax is the size of the largest value a Cache keeps.
 	EntryMax = 64 << 10
 )
 

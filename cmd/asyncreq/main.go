@@ -1,11 +1,13 @@
-// Command client submits a request to an asynchronous endpoint, follows it
-// to its result with the asyncreq client, and prints the result.
+// Command asyncreq submits a request to an asynchronous endpoint, follows
+// it to its result with the asyncreq client, and prints the result.
+//
+//	go install github.com/asyncreq/asyncreq/cmd/asyncreq@latest
 //
 // Usage:
 //
-//	go run ./examples/client [flags] URL          submit, wait, print the result
-//	go run ./examples/client wait [flags] TOKEN   wait for a submitted request
-//	go run ./examples/client cancel [flags] TOKEN cancel (or forget) a request
+//	asyncreq [flags] URL          submit, wait, print the result
+//	asyncreq wait [flags] TOKEN   wait for a submitted request
+//	asyncreq cancel [flags] TOKEN cancel (or forget) a request
 //
 // The result body goes to standard output; status, progress and the resume
 // token go to standard error. On a terminal a progress bar follows the
@@ -13,11 +15,11 @@
 //
 // Examples:
 //
-//	go run ./examples/client -d @report.txt -H 'Content-Type: text/plain' http://localhost:8080/jobs
-//	echo hello | go run ./examples/client -d @- http://localhost:8080/jobs
-//	TOKEN=$(go run ./examples/client -wait=false -d hello http://localhost:8080/jobs)
-//	go run ./examples/client wait "$TOKEN"
-//	go run ./examples/client cancel "$TOKEN"
+//	asyncreq -d @report.txt -H 'Content-Type: text/plain' http://localhost:8080/jobs
+//	echo hello | asyncreq -d @- http://localhost:8080/jobs
+//	TOKEN=$(asyncreq -wait=false -d hello http://localhost:8080/jobs)
+//	asyncreq wait "$TOKEN"
+//	asyncreq cancel "$TOKEN"
 //
 // Exit status: 0 when a result was printed (or a cancel was accepted), 1 when
 // the request failed, was canceled or the result has a 4xx/5xx status code,
@@ -135,7 +137,7 @@ func usage(fs *flag.FlagSet, stderr io.Writer, synopsis string) func() {
 }
 
 func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	fs := flag.NewFlagSet("asyncreq", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var c common
 	c.register(fs)
@@ -146,24 +148,24 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	genKey := fs.Bool("generate-key", false, "generate a random Idempotency-Key")
 	wait := fs.Bool("wait", true, "wait for the result; with -wait=false print the resume token and exit")
 	preferWait := fs.Duration("prefer-wait", 0, "let the server answer the submit with the result if it is ready within this long")
-	fs.Usage = usage(fs, stderr, "client [flags] URL\n       client wait [flags] TOKEN\n       client cancel [flags] TOKEN")
+	fs.Usage = usage(fs, stderr, "asyncreq [flags] URL\n       asyncreq wait [flags] TOKEN\n       asyncreq cancel [flags] TOKEN")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.Usage()
 			return exitOK
 		}
-		fmt.Fprintln(stderr, "client:", err)
+		fmt.Fprintln(stderr, "asyncreq:", err)
 		fs.Usage()
 		return exitUsage
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "client: want exactly one URL")
+		fmt.Fprintln(stderr, "asyncreq: want exactly one URL")
 		fs.Usage()
 		return exitUsage
 	}
 	body, err := readData(*data, stdin)
 	if err != nil {
-		fmt.Fprintln(stderr, "client:", err)
+		fmt.Fprintln(stderr, "asyncreq:", err)
 		return exitUsage
 	}
 	cl, err := c.client()
@@ -205,11 +207,11 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 }
 
 func runWait(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("client wait", flag.ContinueOnError)
+	fs := flag.NewFlagSet("asyncreq wait", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var c common
 	c.register(fs)
-	fs.Usage = usage(fs, stderr, "client wait [flags] TOKEN")
+	fs.Usage = usage(fs, stderr, "asyncreq wait [flags] TOKEN")
 	op, code := parseToken(fs, &c, args, stderr)
 	if op == nil {
 		return code
@@ -220,11 +222,11 @@ func runWait(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func runCancel(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("client cancel", flag.ContinueOnError)
+	fs := flag.NewFlagSet("asyncreq cancel", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var c common
 	c.register(fs)
-	fs.Usage = usage(fs, stderr, "client cancel [flags] TOKEN")
+	fs.Usage = usage(fs, stderr, "asyncreq cancel [flags] TOKEN")
 	op, code := parseToken(fs, &c, args, stderr)
 	if op == nil {
 		return code
@@ -257,12 +259,12 @@ func parseToken(fs *flag.FlagSet, c *common, args []string, stderr io.Writer) (*
 			fs.Usage()
 			return nil, exitOK
 		}
-		fmt.Fprintln(stderr, "client:", err)
+		fmt.Fprintln(stderr, "asyncreq:", err)
 		fs.Usage()
 		return nil, exitUsage
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "client: want exactly one resume token")
+		fmt.Fprintln(stderr, "asyncreq: want exactly one resume token")
 		fs.Usage()
 		return nil, exitUsage
 	}
@@ -298,7 +300,7 @@ func follow(ctx context.Context, op *client.Operation, token string, c *common, 
 		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 			fmt.Fprintln(stderr, "stopped waiting:", err)
 			if token != "" {
-				fmt.Fprintf(stderr, "resume with: client wait %s\n", token)
+				fmt.Fprintf(stderr, "resume with: asyncreq wait %s\n", token)
 			}
 			return exitInterrupted
 		case errors.As(err, &oe):
@@ -322,7 +324,7 @@ func follow(ctx context.Context, op *client.Operation, token string, c *common, 
 		fmt.Fprintln(stderr)
 	}
 	if err := writeResult(c.output, res.Body, stdout); err != nil {
-		fmt.Fprintln(stderr, "client:", err)
+		fmt.Fprintln(stderr, "asyncreq:", err)
 		return exitFailed
 	}
 	if res.StatusCode >= 400 {
