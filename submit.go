@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -51,23 +52,7 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	now := h.now().UTC()
-	rec := &Record{
-		ID:             NewID(),
-		Owner:          owner,
-		IdempotencyKey: key,
-		State:          StatePending,
-		Method:         r.Method,
-		URL:            st.orig.URL.RequestURI(),
-		Header:         h.keeper.pick(r.Header),
-		ContentType:    r.Header.Get("Content-Type"),
-		Body:           body,
-		CreatedAt:      now,
-		UpdatedAt:      now,
-		Retention:      h.opts.Retention,
-		TombstoneTTL:   h.opts.TombstoneTTL,
-	}
-	rec.BodyHash = fingerprint(rec)
+	rec := h.newRecord(owner, key, r.Method, st.orig.URL.RequestURI(), r.Header, r.Header.Get("Content-Type"), body)
 	prefs := parsePrefer(r.Header)
 	rec, ok = h.accept(w, r, rec)
 	if !ok {
@@ -103,6 +88,31 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Location", st.statusURL(rec.ID))
 	w.Header().Set("Retry-After", h.retryAfter)
 	h.writeDocument(w, r, http.StatusAccepted, statusDocument(rec, st))
+}
+
+// newRecord returns the pending record of a submitted request, as an HTTP
+// submit and Handler.Submit make it: a new id, the headers KeepHeaders
+// keeps of header, the options' Retention and TombstoneTTL, and the
+// fingerprint an idempotent repeat must match.
+func (h *Handler) newRecord(owner, key, method, uri string, header http.Header, contentType string, body []byte) *Record {
+	now := h.now().UTC()
+	rec := &Record{
+		ID:             NewID(),
+		Owner:          owner,
+		IdempotencyKey: key,
+		State:          StatePending,
+		Method:         method,
+		URL:            uri,
+		Header:         h.keeper.pick(header),
+		ContentType:    contentType,
+		Body:           body,
+		CreatedAt:      now,
+		UpdatedAt:      now,
+		Retention:      h.opts.Retention,
+		TombstoneTTL:   h.opts.TombstoneTTL,
+	}
+	rec.BodyHash = fingerprint(rec)
+	return rec
 }
 
 // successful reports whether rec succeeded with a 2xx result, the only
@@ -171,20 +181,46 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int)
 // with the same idempotency key made. It returns the record to answer
 // with, or false when it has answered already.
 func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*Record, bool) {
-	ctx := r.Context()
+	got, err := h.acceptRecord(r.Context(), rec, nil)
+	switch {
+	case err == nil:
+		return got, true
+	case errors.Is(err, ErrIdempotencyMismatch):
+		sendError(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request "+
+			"(method, path and query, Content-Type, headers or body)")
+	case errors.Is(err, ErrStillAccepting):
+		w.Header().Set("Retry-After", h.retryAfter)
+		sendError(w, r, http.StatusConflict, "a request with this Idempotency-Key is still being accepted; retry later")
+	default:
+		h.logBackend(r.Context(), "asyncreq: accepting a request", rec.ID, err)
+		h.unavailable(w, r)
+	}
+	return nil, false
+}
+
+// acceptRecord records and enqueues rec, durably before it returns, or
+// finds the request an earlier submit with the same owner and idempotency
+// key made and returns that record. It is the one accept path of an HTTP
+// submit and of Handler.Submit. via, when not nil, records and enqueues
+// rec in one step instead of the Store and Queue (or Accepter) of h. A
+// repeat of another request is ErrIdempotencyMismatch; a repeat of one not
+// yet known to be queued is ErrStillAccepting; a record created whose
+// enqueue failed is deleted again.
+func (h *Handler) acceptRecord(ctx context.Context, rec *Record, via AcceptFunc) (*Record, error) {
 	var existing *Record
 	var err error
-	if h.accepter != nil {
+	if via == nil && h.accepter != nil {
+		via = h.accepter.Accept
+	}
+	if via != nil {
 		rec.Enqueued = true
-		existing, err = h.accepter.Accept(ctx, rec)
+		existing, err = via(ctx, rec)
 	} else {
 		existing, err = h.store.Create(ctx, rec)
 		if err == nil {
 			if err = h.queue.Enqueue(ctx, rec.ID, 0); err != nil {
-				h.logBackend(ctx, "asyncreq: enqueue of a new request; rolling back", rec.ID, err)
 				h.rollback(ctx, rec.ID)
-				h.unavailable(w, r)
-				return nil, false
+				return nil, fmt.Errorf("asyncreq: enqueue of a new request (rolled back): %w", err)
 			}
 			rec.Enqueued = true
 			// The request is durable and queued: a failure to mark it only
@@ -201,26 +237,20 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 	}
 	switch {
 	case err == nil:
-		return rec, true
+		return rec, nil
 	case errors.Is(err, ErrDuplicate) && existing != nil:
 		switch {
 		case !sameRequest(existing, rec):
-			sendError(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request "+
-				"(method, path and query, Content-Type, headers or body)")
-			return nil, false
+			return nil, ErrIdempotencyMismatch
 		case existing.needsEnqueue():
 			// Not known to be queued yet: the first submit is still
 			// between Store and Queue (or was interrupted there, and the
 			// worker's sweep will enqueue it).
-			w.Header().Set("Retry-After", h.retryAfter)
-			sendError(w, r, http.StatusConflict, "a request with this Idempotency-Key is still being accepted; retry later")
-			return nil, false
+			return nil, ErrStillAccepting
 		}
-		return existing, true
+		return existing, nil
 	default:
-		h.logBackend(ctx, "asyncreq: accepting a request", rec.ID, err)
-		h.unavailable(w, r)
-		return nil, false
+		return nil, err
 	}
 }
 
