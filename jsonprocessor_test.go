@@ -92,7 +92,7 @@ func TestJSONProcessor(t *testing.T) {
 	assert.JSONEq(t, `{"customer": "c1", "units": 5}`, string(res.Body))
 
 	for body, status := range map[string]int{
-		`{"customer": 1}`:                http.StatusUnprocessableEntity,
+		`{"customer": 1}`:                 http.StatusUnprocessableEntity,
 		`{"customer": "c1", "items": []}`: http.StatusUnprocessableEntity,
 	} {
 		_, err := p.Process(ctx, &asyncreq.Request{ContentType: "application/json", Body: []byte(body)})
