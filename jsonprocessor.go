@@ -122,13 +122,25 @@ func DecodeJSON[In any](contentType string, body []byte) (In, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return in, newProblem(http.StatusUnprocessableEntity, fmt.Sprintf("the request body has data after its JSON value, at byte offset %d", dec.InputOffset()))
 	}
-	if v, ok := any(&in).(interface{ Validate() error }); ok {
+	if rv := reflect.ValueOf(&in).Elem(); rv.Kind() == reflect.Pointer && rv.IsNil() {
+		// A JSON null for a pointer In: fn would be handed nil.
+		return in, newProblem(http.StatusUnprocessableEntity, "the request body must not be null")
+	}
+	v, ok := any(&in).(validator)
+	if !ok {
+		v, ok = any(in).(validator) // In is a pointer to a type with Validate
+	}
+	if ok {
 		if err := v.Validate(); err != nil {
 			return in, err
 		}
 	}
 	return in, nil
 }
+
+// validator is implemented by an input that checks itself after it is
+// decoded.
+type validator interface{ Validate() error }
 
 // jsonErrorDetail says what is wrong with a body that encoding/json
 // refused, naming JSON types and paths, never Go types.

@@ -79,6 +79,14 @@ func TestDecodeJSON(t *testing.T) {
 	assert.Equal(t, &order{Customer: "a", Items: []lineItem{{SKU: "s", Qty: 2}}}, got)
 	_, err = asyncreq.DecodeJSON[order]("", []byte(`{"items": [{"qty": 2}]}`))
 	require.NoError(t, err, "no Content-Type is taken for JSON")
+
+	// A pointer In: its Validate runs too, and null is refused.
+	_, err = asyncreq.DecodeJSON[*order]("application/json", []byte(`{"items": []}`))
+	require.EqualError(t, err, "an order needs at least one item")
+	_, err = asyncreq.DecodeJSON[*order]("application/json", []byte(`null`))
+	var p *asyncreq.Problem
+	require.ErrorAs(t, err, &p)
+	assert.Equal(t, "the request body must not be null", p.Detail)
 }
 
 func TestJSONProcessor(t *testing.T) {
