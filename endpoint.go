@@ -12,10 +12,10 @@ import (
 
 // Endpoint is an asynchronous endpoint: an http.Handler serving the HTTP
 // contract (a Handler), and the Worker that runs a Processor on what it
-// accepts, over the same Store and Queue. Start it before serving, and stop
+// accepts, over the same Backend. Start it before serving, and stop
 // it at shutdown after the http.Server:
 //
-//	ep, err := asyncreq.NewEndpoint(backend, backend, asyncreq.JSONProcessor(render), nil)
+//	ep, err := asyncreq.NewEndpoint(backend, asyncreq.JSONProcessor(render), nil)
 //	...
 //	if err := ep.Start(ctx); err != nil { ... }
 //	defer ep.Stop(context.Background())
@@ -42,11 +42,11 @@ type EndpointOptions struct {
 	Worker WorkerOptions
 }
 
-// NewEndpoint returns an Endpoint that accepts requests into store and
-// queue (which may be one value) and runs p on them. A nil opts means all
+// NewEndpoint returns an Endpoint that accepts requests into b and runs p
+// on them. A nil opts means all
 // defaults. It returns an error naming the field when an option is
 // invalid.
-func NewEndpoint(store Store, queue Queue, p Processor, opts *EndpointOptions) (*Endpoint, error) {
+func NewEndpoint(b Backend, p Processor, opts *EndpointOptions) (*Endpoint, error) {
 	if p == nil {
 		return nil, errors.New("asyncreq: NewEndpoint: nil Processor")
 	}
@@ -57,11 +57,11 @@ func NewEndpoint(store Store, queue Queue, p Processor, opts *EndpointOptions) (
 	if v, ok := p.(submitValidator); ok && o.Handler.Validate == nil {
 		o.Handler.Validate = v.validateSubmit
 	}
-	h, err := NewHandler(store, queue, &o.Handler)
+	h, err := NewHandler(b, &o.Handler)
 	if err != nil {
 		return nil, err
 	}
-	w, err := NewWorker(store, queue, p, &o.Worker)
+	w, err := NewWorker(b, p, &o.Worker)
 	if err != nil {
 		return nil, err
 	}

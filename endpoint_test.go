@@ -15,7 +15,7 @@ import (
 func TestEndpointWithJSONProcessor(t *testing.T) {
 	b := newMemory(t)
 	store := &creates{Store: b}
-	ep, err := asyncreq.NewEndpoint(store, b, asyncreq.JSONProcessor(quoteOrder), nil)
+	ep, err := asyncreq.NewEndpoint(asyncreq.Pair(store, b), asyncreq.JSONProcessor(quoteOrder), nil)
 	require.NoError(t, err)
 	require.NoError(t, ep.Start(context.Background()))
 	t.Cleanup(func() { _ = ep.Stop(context.Background()) })
@@ -47,7 +47,7 @@ func TestEndpointWithJSONProcessor(t *testing.T) {
 func TestEndpointKeepsItsOwnValidate(t *testing.T) {
 	b := newMemory(t)
 	refuse := errors.New("closed for inventory")
-	ep, err := asyncreq.NewEndpoint(b, b, asyncreq.JSONProcessor(quoteOrder), &asyncreq.EndpointOptions{
+	ep, err := asyncreq.NewEndpoint(b, asyncreq.JSONProcessor(quoteOrder), &asyncreq.EndpointOptions{
 		Handler: asyncreq.HandlerOptions{Validate: func(*http.Request, []byte) error { return refuse }},
 	})
 	require.NoError(t, err)
@@ -59,16 +59,16 @@ func TestEndpointKeepsItsOwnValidate(t *testing.T) {
 
 func TestNewEndpointValidation(t *testing.T) {
 	b := newMemory(t)
-	_, err := asyncreq.NewEndpoint(b, b, nil, nil)
+	_, err := asyncreq.NewEndpoint(b, nil, nil)
 	require.ErrorContains(t, err, "nil Processor")
-	_, err = asyncreq.NewEndpoint(nil, b, upperProcessor, nil)
+	_, err = asyncreq.NewEndpoint(asyncreq.Pair(nil, b), upperProcessor, nil)
 	require.ErrorContains(t, err, "nil Store")
-	_, err = asyncreq.NewEndpoint(b, b, upperProcessor, &asyncreq.EndpointOptions{Handler: asyncreq.HandlerOptions{MaxBodyBytes: -1}})
+	_, err = asyncreq.NewEndpoint(b, upperProcessor, &asyncreq.EndpointOptions{Handler: asyncreq.HandlerOptions{MaxBodyBytes: -1}})
 	require.ErrorContains(t, err, "MaxBodyBytes")
-	_, err = asyncreq.NewEndpoint(b, b, upperProcessor, &asyncreq.EndpointOptions{Worker: asyncreq.WorkerOptions{Concurrency: -1}})
+	_, err = asyncreq.NewEndpoint(b, upperProcessor, &asyncreq.EndpointOptions{Worker: asyncreq.WorkerOptions{Concurrency: -1}})
 	require.ErrorContains(t, err, "Concurrency")
 
-	ep, err := asyncreq.NewEndpoint(b, b, upperProcessor, nil)
+	ep, err := asyncreq.NewEndpoint(b, upperProcessor, nil)
 	require.NoError(t, err)
 	assert.NotNil(t, ep.Handler())
 	assert.NotNil(t, ep.Worker())

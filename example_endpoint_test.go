@@ -42,7 +42,7 @@ func ExampleNewEndpoint() {
 	resize := func(ctx context.Context, in Resize) (Thumbnail, error) {
 		return Thumbnail{URL: fmt.Sprintf("%s?w=%d", in.URL, in.Width)}, nil
 	}
-	thumbnails, err := asyncreq.NewEndpoint(backend, backend, asyncreq.JSONProcessor(resize), nil)
+	thumbnails, err := asyncreq.NewEndpoint(backend, asyncreq.JSONProcessor(resize), nil)
 	if err != nil {
 		panic(err)
 	}

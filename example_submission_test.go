@@ -23,7 +23,7 @@ func ExampleHandler_Submit() {
 	upper := asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 		return &asyncreq.Result{ContentType: "text/plain", Body: []byte(strings.ToUpper(string(req.Body)))}, nil
 	})
-	worker, err := asyncreq.NewWorker(backend, backend, upper, nil)
+	worker, err := asyncreq.NewWorker(backend, upper, nil)
 	if err != nil {
 		panic(err)
 	}
@@ -32,7 +32,7 @@ func ExampleHandler_Submit() {
 	}
 	defer worker.Stop(context.Background())
 
-	jobs, err := asyncreq.NewHandler(backend, backend, &asyncreq.HandlerOptions{BasePath: "/jobs"})
+	jobs, err := asyncreq.NewHandler(backend, &asyncreq.HandlerOptions{BasePath: "/jobs"})
 	if err != nil {
 		panic(err)
 	}

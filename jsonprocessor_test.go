@@ -129,7 +129,7 @@ func TestJSONProcessor(t *testing.T) {
 func TestValidateJSONRefusesAtSubmit(t *testing.T) {
 	b := newMemory(t)
 	store := &creates{Store: b}
-	h := newTestHandler(t, store, b, &asyncreq.HandlerOptions{Validate: asyncreq.ValidateJSON[order]})
+	h := newTestHandler(t, asyncreq.Pair(store, b), &asyncreq.HandlerOptions{Validate: asyncreq.ValidateJSON[order]})
 
 	rr := serveReq(t, h, http.MethodPost, "/", `{"customer": "c1", "items": [{"sku": "a", "qty": "x"}]}`, "Content-Type", "application/json")
 	doc := checkProblem(t, rr, http.StatusUnprocessableEntity)

@@ -94,10 +94,10 @@ var (
 )
 
 // Submit starts an asynchronous request from Go, as a POST to h would:
-// the submission is checked (MaxBodyBytes, Validate), recorded with the
-// same fields and fingerprint, and recorded and enqueued in the Store and
-// Queue durably before Submit returns (a record whose enqueue failed is
-// deleted again). A Worker over the same backend processes it, and the
+// the submission is checked (MaxBodyBytes, Validate), made a record with
+// the same fields and fingerprint, and recorded and enqueued in the
+// Handler's Backend durably before Submit returns (by a Pair, a record
+// whose enqueue failed is deleted again). A Worker over the same backend processes it, and the
 // Handler serves it at the returned StatusURL.
 //
 // Submit returns ErrIdempotencyMismatch or ErrStillAccepting for an
@@ -110,7 +110,7 @@ func (h *Handler) Submit(ctx context.Context, s Submission) (Submitted, error) {
 }
 
 // SubmitVia is Submit recording and enqueueing the request with accept
-// instead of the Handler's Store and Queue; a nil accept is Submit. It
+// instead of the Handler's Backend; a nil accept is Submit. It
 // lets a request be started inside the caller's database transaction,
 // with the postgres backend's AcceptTx for example:
 //

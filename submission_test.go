@@ -20,9 +20,9 @@ var upperProcessor = asyncreq.ProcessorFunc(func(ctx context.Context, req *async
 })
 
 // startWorker starts a Worker running p over b, stopped when the test ends.
-func startWorker(t testing.TB, store asyncreq.Store, queue asyncreq.Queue, p asyncreq.Processor) {
+func startWorker(t testing.TB, b asyncreq.Backend, p asyncreq.Processor) {
 	t.Helper()
-	w, err := asyncreq.NewWorker(store, queue, p, nil)
+	w, err := asyncreq.NewWorker(b, p, nil)
 	require.NoError(t, err)
 	require.NoError(t, w.Start(context.Background()))
 	t.Cleanup(func() { _ = w.Stop(context.Background()) })
@@ -33,8 +33,8 @@ func ownerFromHeader(r *http.Request) (string, error) { return r.Header.Get("X-U
 
 func TestSubmitFromGoIsServedOverHTTP(t *testing.T) {
 	b := newMemory(t)
-	startWorker(t, b, b, upperProcessor)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{BasePath: "/jobs", Owner: ownerFromHeader})
+	startWorker(t, b, upperProcessor)
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{BasePath: "/jobs", Owner: ownerFromHeader})
 
 	sub, err := h.Submit(context.Background(), asyncreq.Submission{
 		ContentType: "text/plain", Body: []byte("hello"), Owner: "alice",
@@ -63,7 +63,7 @@ func TestSubmitFromGoIsServedOverHTTP(t *testing.T) {
 
 func TestSubmitFromGoIdempotency(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{BasePath: "/jobs", Owner: ownerFromHeader})
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{BasePath: "/jobs", Owner: ownerFromHeader})
 	ctx := context.Background()
 	s := asyncreq.Submission{ContentType: "text/plain", Body: []byte("report"), Owner: "alice", IdempotencyKey: "k1"}
 
@@ -95,7 +95,7 @@ func TestSubmitFromGoIdempotency(t *testing.T) {
 
 func TestSubmitFromGoRefusals(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{
 		MaxBodyBytes: 8,
 		Validate: func(r *http.Request, body []byte) error {
 			if r.Header.Get("Content-Type") != "text/plain" {
@@ -152,7 +152,7 @@ func (c *creates) Create(ctx context.Context, rec *asyncreq.Record) (*asyncreq.R
 func TestSubmitFromGoUndoesAFailedEnqueue(t *testing.T) {
 	b := newMemory(t)
 	store := &creates{Store: b}
-	h := newTestHandler(t, store, refusingQueue{b}, nil)
+	h := newTestHandler(t, asyncreq.Pair(store, refusingQueue{b}), nil)
 
 	_, err := h.Submit(context.Background(), asyncreq.Submission{Body: []byte("x")})
 	require.ErrorContains(t, err, "queue down")
@@ -163,8 +163,8 @@ func TestSubmitFromGoUndoesAFailedEnqueue(t *testing.T) {
 
 func TestSubmitVia(t *testing.T) {
 	b := newMemory(t)
-	startWorker(t, b, b, upperProcessor)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{KeepHeaders: []string{"X-Tenant"}})
+	startWorker(t, b, upperProcessor)
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{KeepHeaders: []string{"X-Tenant"}})
 	ctx := context.Background()
 
 	var got []*asyncreq.Record

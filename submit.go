@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -202,38 +201,18 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 // finds the request an earlier submit with the same owner and idempotency
 // key made and returns that record. It is the one accept path of an HTTP
 // submit and of Handler.Submit. via, when not nil, records and enqueues
-// rec in one step instead of the Store and Queue (or Accepter) of h. A
+// rec in one step instead of the Handler's Backend. A
 // repeat of another request is ErrIdempotencyMismatch; a repeat of one not
 // yet known to be queued is ErrStillAccepting; a record created whose
 // enqueue failed is deleted again.
 func (h *Handler) acceptRecord(ctx context.Context, rec *Record, via AcceptFunc) (*Record, error) {
 	var existing *Record
 	var err error
-	if via == nil && h.accepter != nil {
-		via = h.accepter.Accept
-	}
 	if via != nil {
 		rec.Enqueued = true
 		existing, err = via(ctx, rec)
 	} else {
-		existing, err = h.store.Create(ctx, rec)
-		if err == nil {
-			if err = h.queue.Enqueue(ctx, rec.ID, 0); err != nil {
-				h.rollback(ctx, rec.ID)
-				return nil, fmt.Errorf("asyncreq: enqueue of a new request (rolled back): %w", err)
-			}
-			rec.Enqueued = true
-			// The request is durable and queued: a failure to mark it only
-			// makes the worker's sweep enqueue it once more, harmlessly. The
-			// mark is made even when the client has gone, but a hung Store
-			// must not hold the answer forever.
-			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-			_, uerr := h.store.Update(uctx, rec.ID, (*Record).MarkEnqueued)
-			cancel()
-			if uerr != nil && !isMissing(uerr) {
-				h.logBackend(ctx, "asyncreq: marking a request enqueued", rec.ID, uerr)
-			}
-		}
+		existing, err = h.put(ctx, rec)
 	}
 	switch {
 	case err == nil:
@@ -323,14 +302,4 @@ func sameRequest(existing, rec *Record) bool {
 	}
 	sum := sha256.Sum256(rec.Body)
 	return existing.BodyHash == hex.EncodeToString(sum[:])
-}
-
-// rollback deletes a record whose enqueue failed, so that no half-made
-// request stays visible. It runs even when the client has gone.
-func (h *Handler) rollback(ctx context.Context, id string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	if err := h.store.Delete(ctx, id, false); err != nil && !isMissing(err) {
-		h.logBackend(ctx, "asyncreq: rollback of an unenqueued request (the worker's sweep enqueues it if the Store lists unenqueued records)", id, err)
-	}
 }

@@ -44,7 +44,7 @@ func TestSubmitViaAcceptTx(t *testing.T) {
 	t.Parallel()
 	s, pool := newStore(t, nil)
 	ctx := t.Context()
-	h, err := asyncreq.NewHandler(s, s, &asyncreq.HandlerOptions{BasePath: "/invoices"})
+	h, err := asyncreq.NewHandler(s, &asyncreq.HandlerOptions{BasePath: "/invoices"})
 	require.NoError(t, err)
 	sub := asyncreq.Submission{ContentType: "application/json", Body: []byte(`{"order":"o-1"}`), IdempotencyKey: "invoice-o-1"}
 

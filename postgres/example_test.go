@@ -32,7 +32,7 @@ func ExampleBackend_AcceptTx() {
 
 	// The Handler serving /invoices builds the record (its id, retention
 	// and idempotency fingerprint) as a POST to it would.
-	invoices, err := asyncreq.NewHandler(backend, backend, &asyncreq.HandlerOptions{BasePath: "/invoices"})
+	invoices, err := asyncreq.NewHandler(backend, &asyncreq.HandlerOptions{BasePath: "/invoices"})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -238,11 +238,11 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	}
 	const maxBody = 1 << 20
 
-	jobsStore, jobsQueue, err := bk.Pair(ctx, "jobs")
+	jobsBackend, err := bk.Endpoint(ctx, "jobs")
 	if err != nil {
 		return fail(err)
 	}
-	a.jobs, err = asyncreq.NewEndpoint(jobsStore, jobsQueue, proc, &asyncreq.EndpointOptions{
+	a.jobs, err = asyncreq.NewEndpoint(jobsBackend, proc, &asyncreq.EndpointOptions{
 		Handler: asyncreq.HandlerOptions{
 			MaxBodyBytes: maxBody,
 			MaxWait:      maxWait,
@@ -262,11 +262,11 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	}
 
 	sync := reportHandler(cfg.workTime, maxBody)
-	reportsStore, reportsQueue, err := bk.Pair(ctx, "reports")
+	reportsBackend, err := bk.Endpoint(ctx, "reports")
 	if err != nil {
 		return fail(err)
 	}
-	a.async, err = asyncreq.NewAsync(sync, reportsStore, reportsQueue, &asyncreq.AsyncOptions{
+	a.async, err = asyncreq.NewAsync(sync, reportsBackend, &asyncreq.AsyncOptions{
 		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger},
 		Worker:  asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, Logger: logger},
 	})
