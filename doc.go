@@ -20,7 +20,16 @@
 //   - [Async], made by [NewAsync], makes any existing http.Handler
 //     asynchronous: the handler runs later on the recorded request, and its
 //     response is replayed at the result URL as if the call had been
-//     synchronous.
+//     synchronous;
+//   - [Endpoint], made by [NewEndpoint], is the common case in one value:
+//     a Handler and the Worker running its Processor over one backend
+//     ([Async] is the Endpoint of a wrapped http.Handler).
+//
+// A service starts a request from its own code with [Handler.Submit] (or
+// [Handler.SubmitVia], inside its own database transaction) through the
+// same accept path as a POST. [JSONProcessor] makes a typed function a
+// Processor whose input is decoded and validated the same way at submit
+// and when it runs.
 //
 // The flow of one request:
 //

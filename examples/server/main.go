@@ -212,7 +212,7 @@ const (
 // app is the example's handlers and the workers behind them.
 type app struct {
 	mux    *http.ServeMux
-	jobs   *asyncreq.Worker
+	jobs   *asyncreq.Endpoint
 	async  *asyncreq.Async
 	closer func()
 }
@@ -248,22 +248,21 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return fail(err)
 	}
-	jobs, err := asyncreq.NewHandler(jobsBackend, &asyncreq.HandlerOptions{
-		MaxBodyBytes: maxBody,
-		MaxWait:      maxWait,
-		Validate:     validateReport,
-		Logger:       logger,
-	})
-	if err != nil {
-		return fail(err)
-	}
-	a.jobs, err = asyncreq.NewWorker(jobsBackend, proc, &asyncreq.WorkerOptions{
-		Concurrency: cfg.concurrency,
-		// A short lease, so that requests a killed server was running are
-		// picked up again soon after it restarts.
-		LeaseDuration: leaseDuration,
-		StopTimeout:   stopTimeout,
-		Logger:        logger,
+	a.jobs, err = asyncreq.NewEndpoint(jobsBackend, proc, &asyncreq.EndpointOptions{
+		Handler: asyncreq.HandlerOptions{
+			MaxBodyBytes: maxBody,
+			MaxWait:      maxWait,
+			Validate:     validateReport,
+			Logger:       logger,
+		},
+		Worker: asyncreq.WorkerOptions{
+			Concurrency: cfg.concurrency,
+			// A short lease, so that requests a killed server was running
+			// are picked up again soon after it restarts.
+			LeaseDuration: leaseDuration,
+			StopTimeout:   stopTimeout,
+			Logger:        logger,
+		},
 	})
 	if err != nil {
 		return fail(err)
@@ -282,8 +281,8 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		return fail(err)
 	}
 
-	a.mux.Handle("/jobs", http.StripPrefix("/jobs", jobs))
-	a.mux.Handle("/jobs/", http.StripPrefix("/jobs", jobs))
+	a.mux.Handle("/jobs", http.StripPrefix("/jobs", a.jobs))
+	a.mux.Handle("/jobs/", http.StripPrefix("/jobs", a.jobs))
 	a.mux.Handle("/report", sync)
 	a.mux.Handle("/reports", http.StripPrefix("/reports", a.async))
 	a.mux.Handle("/reports/", http.StripPrefix("/reports", a.async))
