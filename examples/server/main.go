@@ -128,8 +128,10 @@ func run(args []string) error {
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(endWaits)
-	// The workers outlive the signal context: Stop ends them gracefully.
-	if err := app.start(context.WithoutCancel(ctx)); err != nil {
+	// The end of the signal context starts the workers' graceful stop at
+	// once, while the HTTP server drains (see stopTimeout); app.stop then
+	// waits for it.
+	if err := app.start(ctx); err != nil {
 		return err
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "backend", cfg.backend, "processor", cfg.processor, "work_time", cfg.workTime, "concurrency", cfg.concurrency)
@@ -199,6 +201,10 @@ const (
 	// to leaseDuration: the hand-back writes are bounded by it).
 	httpShutdownBudget = 10 * time.Second
 	workerStopBudget   = 15 * time.Second
+	// stopTimeout is the workers' StopTimeout: the signal that ends their
+	// Start context stops their fetching at once, and the requests they
+	// run get both budgets to finish before they are handed back.
+	stopTimeout = httpShutdownBudget + workerStopBudget
 	// leaseDuration is how long a worker holds a request between heartbeats.
 	leaseDuration = 10 * time.Second
 )
@@ -206,7 +212,7 @@ const (
 // app is the example's handlers and the workers behind them.
 type app struct {
 	mux    *http.ServeMux
-	jobs   *asyncreq.Worker
+	jobs   *asyncreq.Endpoint
 	async  *asyncreq.Async
 	closer func()
 }
@@ -242,21 +248,21 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return fail(err)
 	}
-	jobs, err := asyncreq.NewHandler(jobsBackend, &asyncreq.HandlerOptions{
-		MaxBodyBytes: maxBody,
-		MaxWait:      maxWait,
-		Validate:     validateReport,
-		Logger:       logger,
-	})
-	if err != nil {
-		return fail(err)
-	}
-	a.jobs, err = asyncreq.NewWorker(jobsBackend, proc, &asyncreq.WorkerOptions{
-		Concurrency: cfg.concurrency,
-		// A short lease, so that requests a killed server was running are
-		// picked up again soon after it restarts.
-		LeaseDuration: leaseDuration,
-		Logger:        logger,
+	a.jobs, err = asyncreq.NewEndpoint(jobsBackend, proc, &asyncreq.EndpointOptions{
+		Handler: asyncreq.HandlerOptions{
+			MaxBodyBytes: maxBody,
+			MaxWait:      maxWait,
+			Validate:     validateReport,
+			Logger:       logger,
+		},
+		Worker: asyncreq.WorkerOptions{
+			Concurrency: cfg.concurrency,
+			// A short lease, so that requests a killed server was running
+			// are picked up again soon after it restarts.
+			LeaseDuration: leaseDuration,
+			StopTimeout:   stopTimeout,
+			Logger:        logger,
+		},
 	})
 	if err != nil {
 		return fail(err)
@@ -269,14 +275,14 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	}
 	a.async, err = asyncreq.NewAsync(sync, reportsBackend, &asyncreq.AsyncOptions{
 		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger},
-		Worker:  asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, Logger: logger},
+		Worker:  asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, StopTimeout: stopTimeout, Logger: logger},
 	})
 	if err != nil {
 		return fail(err)
 	}
 
-	a.mux.Handle("/jobs", http.StripPrefix("/jobs", jobs))
-	a.mux.Handle("/jobs/", http.StripPrefix("/jobs", jobs))
+	a.mux.Handle("/jobs", http.StripPrefix("/jobs", a.jobs))
+	a.mux.Handle("/jobs/", http.StripPrefix("/jobs", a.jobs))
 	a.mux.Handle("/report", sync)
 	a.mux.Handle("/reports", http.StripPrefix("/reports", a.async))
 	a.mux.Handle("/reports/", http.StripPrefix("/reports", a.async))
