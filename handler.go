@@ -98,10 +98,16 @@ type HandlerOptions struct {
 	// does).
 	ReplaySetCookie bool
 
-	// AcceptedWhilePending makes the status URL answer a request that is
-	// not finished with 202 Accepted and a Location pointing at the same
-	// status URL, for generic pollers that treat any other 2xx as done.
-	// The default is false: such answers are 200 OK, as the pattern
+	// AcceptedWhilePending is the mode for generic pollers that take any
+	// answer but 202 for the operation's own (the Azure SDK's Location
+	// poller, Logic Apps; see docs/azure.md). The status URL answers a
+	// request that is not finished with 202 Accepted and a Location
+	// pointing at the same status URL; a succeeded one with its result
+	// (as the result URL serves it, with Content-Location naming that
+	// URL); a failed or canceled one with its problem document and the
+	// problem's own status. Such pollers need absolute URLs: set
+	// PublicURL too. The default is false: such answers are 200 OK, 303
+	// to the result, and 200 with the status document, as the pattern
 	// prescribes.
 	AcceptedWhilePending bool
 
