@@ -16,7 +16,7 @@ import (
 // for the result, so the status document must not be one.
 func TestStatusForGenericPollersAnswersTheOutcome(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{AcceptedWhilePending: true})
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{AcceptedWhilePending: true})
 
 	id := postJob(t, h, "x")
 	setRecord(t, b, id, succeed(&asyncreq.Result{
@@ -70,7 +70,7 @@ func TestStatusForGenericPollersAnswersTheOutcome(t *testing.T) {
 // The default mode keeps the pattern's answers.
 func TestStatusStandardModeKeepsDocument(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, nil)
+	h := newTestHandler(t, b, nil)
 	id := postJob(t, h, "x")
 	setRecord(t, b, id, func(r *asyncreq.Record) {
 		r.State = asyncreq.StateFailed

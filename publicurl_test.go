@@ -27,7 +27,7 @@ func TestPublicURLMakesEveryURLAbsolute(t *testing.T) {
 	} {
 		t.Run(tc.publicURL, func(t *testing.T) {
 			b := newMemory(t)
-			h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{PublicURL: tc.publicURL})
+			h := newTestHandler(t, b, &asyncreq.HandlerOptions{PublicURL: tc.publicURL})
 			mux := http.NewServeMux()
 			mux.Handle(tc.mount+"/", http.StripPrefix(tc.mount, h))
 
@@ -52,7 +52,7 @@ func TestPublicURLMakesEveryURLAbsolute(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				m := memory.New(nil)
 				defer m.Close()
-				hw := newTestHandler(t, m, m, &asyncreq.HandlerOptions{PublicURL: tc.publicURL})
+				hw := newTestHandler(t, m, &asyncreq.HandlerOptions{PublicURL: tc.publicURL})
 				mux := http.NewServeMux()
 				mux.Handle(tc.mount+"/", http.StripPrefix(tc.mount, hw))
 				done := finishAfter(m, time.Second, succeed(&asyncreq.Result{Body: []byte("done")}))
@@ -81,7 +81,7 @@ func TestPublicURLValidation(t *testing.T) {
 		"https://example.com/%zz",       // bad escape
 		"javascript://example.com/%0a1", // not http(s)
 	} {
-		_, err := asyncreq.NewHandler(b, b, &asyncreq.HandlerOptions{PublicURL: bad})
+		_, err := asyncreq.NewHandler(b, &asyncreq.HandlerOptions{PublicURL: bad})
 		require.ErrorContains(t, err, "HandlerOptions.PublicURL", bad)
 	}
 }

@@ -62,13 +62,13 @@ func newServer(t *testing.T, opts asyncreq.HandlerOptions, public bool) *testSer
 	if public {
 		opts.PublicURL = s.URL
 	}
-	h, err := asyncreq.NewHandler(b, b, &opts)
+	h, err := asyncreq.NewHandler(b, &opts)
 	require.NoError(t, err)
 	jobs := http.StripPrefix("/jobs", h)
 	mux.Handle("/jobs", jobs)
 	mux.Handle("/jobs/", jobs)
 
-	w, err := asyncreq.NewWorker(b, b, asyncreq.ProcessorFunc(s.process), nil)
+	w, err := asyncreq.NewWorker(b, asyncreq.ProcessorFunc(s.process), nil)
 	require.NoError(t, err)
 	require.NoError(t, w.Start(context.Background()))
 	t.Cleanup(func() {
