@@ -2,6 +2,7 @@ package asyncreq_test
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"testing"
 	"testing/synctest"
@@ -84,4 +85,23 @@ func TestPublicURLValidation(t *testing.T) {
 		_, err := asyncreq.NewHandler(b, &asyncreq.HandlerOptions{PublicURL: bad})
 		require.ErrorContains(t, err, "HandlerOptions.PublicURL", bad)
 	}
+}
+
+// With BasePath (a router that does not strip the prefix) the URLs are
+// absolute on PublicURL as well, and a request line with "//" cannot
+// name another host in them.
+func TestPublicURLWithBasePath(t *testing.T) {
+	b := newMemory(t)
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{BasePath: "/jobs", PublicURL: "https://api.example.com"})
+	rr := serveReq(t, h, http.MethodPost, "/jobs", "x")
+	require.Equal(t, http.StatusAccepted, rr.Code, rr.Body.String())
+	doc := readDoc(t, rr)
+	assert.Equal(t, "https://api.example.com/jobs/"+doc.ID+"/status", rr.Header().Get("Location"))
+
+	r := httptest.NewRequest(http.MethodGet, "/jobs/"+doc.ID+"/status", nil)
+	r.RequestURI = "//evil.example/jobs/" + doc.ID + "/status"
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	require.Equal(t, http.StatusOK, w.Code)
+	assert.Equal(t, "https://api.example.com/jobs/"+doc.ID+"/status", readDoc(t, w).StatusURL)
 }
