@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,9 +23,12 @@ import (
 type HandlerOptions struct {
 	// BasePath, if set, is stripped from r.URL.Path before routing, for
 	// routers that do not strip the mount prefix (chi's Mount, for
-	// example). A request whose path does not start with BasePath gets 404.
-	// The default is "": the handler routes on r.URL.Path as it is, so
-	// mount it with http.StripPrefix.
+	// example). A request whose path does not start with BasePath gets 404
+	// with a problem that says so, and the first such path is logged at
+	// Warn: it usually means the handler is mounted where BasePath does not
+	// say (behind http.StripPrefix, say, which needs no BasePath). The
+	// default is "": the handler routes on r.URL.Path as it is, so mount
+	// it with http.StripPrefix.
 	BasePath string
 
 	// MaxBodyBytes is the largest request body accepted on submit; a larger
@@ -231,6 +235,9 @@ type Handler struct {
 	retryAfter string       // RetryAfter in whole seconds
 	mux        *http.ServeMux
 	now        func() time.Time
+
+	// outsideLogged is set once a path outside BasePath was logged.
+	outsideLogged atomic.Bool
 }
 
 // NewHandler returns a Handler serving the HTTP contract over b. When b
@@ -289,7 +296,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.opts.BasePath != "" {
 		rest, ok := strings.CutPrefix(p, h.opts.BasePath)
 		if !ok || rest != "" && rest[0] != '/' {
-			sendError(w, r, http.StatusNotFound, "no such resource")
+			h.outsideBasePath(w, r, p)
 			return
 		}
 		p = rest
@@ -311,6 +318,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.Path, u.RawPath = p, ""
 	r2.URL = &u
 	h.mux.ServeHTTP(w, r2)
+}
+
+// maxPathInDetail bounds the path a problem's detail repeats.
+const maxPathInDetail = 256
+
+// outsideBasePath answers 404 for a request whose path p is not under
+// BasePath, and logs the first such path at Warn: a handler mounted where
+// its BasePath does not say sees nothing but such paths.
+func (h *Handler) outsideBasePath(w http.ResponseWriter, r *http.Request, p string) {
+	if h.outsideLogged.CompareAndSwap(false, true) {
+		h.log.LogAttrs(r.Context(), slog.LevelWarn,
+			"asyncreq: a request's path is not under HandlerOptions.BasePath; is the handler mounted where BasePath says? "+
+				"(behind http.StripPrefix it needs no BasePath) Logged once.",
+			slog.String("path", p), slog.String("base_path", h.opts.BasePath))
+	}
+	if len(p) > maxPathInDetail {
+		p = p[:maxPathInDetail] + "..."
+	}
+	sendError(w, r, http.StatusNotFound, "the path "+p+" is not under the handler's BasePath "+h.opts.BasePath)
 }
 
 // routable reports whether p has one of the shapes the mux serves: "/",

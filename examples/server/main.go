@@ -134,8 +134,10 @@ func run(args []string) error {
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(endWaits)
-	// The workers outlive the signal context: Stop ends them gracefully.
-	if err := app.start(context.WithoutCancel(ctx)); err != nil {
+	// The end of the signal context starts the workers' graceful stop at
+	// once, while the HTTP server drains (see stopTimeout); app.stop then
+	// waits for it.
+	if err := app.start(ctx); err != nil {
 		return err
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "backend", cfg.backend, "processor", cfg.processor, "work_time", cfg.workTime, "concurrency", cfg.concurrency)
@@ -205,6 +207,10 @@ const (
 	// to leaseDuration: the hand-back writes are bounded by it).
 	httpShutdownBudget = 10 * time.Second
 	workerStopBudget   = 15 * time.Second
+	// stopTimeout is the workers' StopTimeout: the signal that ends their
+	// Start context stops their fetching at once, and the requests they
+	// run get both budgets to finish before they are handed back.
+	stopTimeout = httpShutdownBudget + workerStopBudget
 	// leaseDuration is how long a worker holds a request between heartbeats.
 	leaseDuration = 10 * time.Second
 )
@@ -265,6 +271,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		// A short lease, so that requests a killed server was running are
 		// picked up again soon after it restarts.
 		LeaseDuration: leaseDuration,
+		StopTimeout:   stopTimeout,
 		Logger:        logger,
 	})
 	if err != nil {
@@ -279,7 +286,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	a.async, err = asyncreq.NewAsync(sync, reportsBackend, &asyncreq.AsyncOptions{
 		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger,
 			PublicURL: cfg.publicURL, AcceptedWhilePending: cfg.genericPollers},
-		Worker: asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, Logger: logger},
+		Worker: asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, StopTimeout: stopTimeout, Logger: logger},
 	})
 	if err != nil {
 		return fail(err)
