@@ -76,7 +76,9 @@
 //	                       succeeded in time, 303 to the status URL if it failed)
 //	GET    B/{id}/status   200 + Retry-After while pending or running; 303 + Location when
 //	                       succeeded; 200 with error when failed or canceled; 404; 410 Gone
-//	                       (to the record's owner only); Cache-Control: no-store
+//	                       (to the record's owner only); Cache-Control: no-store;
+//	                       for generic pollers (AcceptedWhilePending): 202 while not
+//	                       finished, then the result or the failure's own status
 //	GET    B/{id}          200 with the result, ETag, 304 on If-None-Match; 404 before it is
 //	                       done; the failure's problem document when it failed; private
 //	                       when the record has an owner; no Set-Cookie unless asked

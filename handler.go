@@ -101,12 +101,29 @@ type HandlerOptions struct {
 	// does).
 	ReplaySetCookie bool
 
-	// AcceptedWhilePending makes the status URL answer a request that is
-	// not finished with 202 Accepted and a Location pointing at the same
-	// status URL, for generic pollers that treat any other 2xx as done.
-	// The default is false: such answers are 200 OK, as the pattern
+	// AcceptedWhilePending is the mode for generic pollers that take any
+	// answer but 202 for the operation's own (the Azure SDK's Location
+	// poller, Logic Apps; see docs/azure.md). The status URL answers a
+	// request that is not finished with 202 Accepted and a Location
+	// pointing at the same status URL; a succeeded one with its result
+	// (as the result URL serves it, with Content-Location naming that
+	// URL); a failed or canceled one with its problem document and the
+	// problem's own status. Such pollers need absolute URLs: set
+	// PublicURL too. The default is false: such answers are 200 OK, 303
+	// to the result, and 200 with the status document, as the pattern
 	// prescribes.
 	AcceptedWhilePending bool
+
+	// PublicURL, if set, is the absolute URL clients reach the server at,
+	// such as "https://api.example.com" (a path, as in
+	// "https://example.com/api", is kept and comes before the path the
+	// request reached the Handler at). Every URL the Handler writes
+	// (Location, Content-Location, status_url, result_url) is then
+	// absolute on it, as generic pollers such as the Azure SDK's require.
+	// It must be an http or https URL with a host and no user information,
+	// query or fragment. The default is "": the URLs are relative (an
+	// absolute path, built from the path the request reached).
+	PublicURL string
 
 	// Logger receives the errors that are kept from clients: backend
 	// failures and rollbacks. The default discards them.
@@ -177,6 +194,11 @@ func (o *HandlerOptions) withDefaults() (HandlerOptions, error) {
 		}
 	}
 	c.KeepHeaders = append([]string(nil), c.KeepHeaders...)
+	origin, err := publicOrigin(c.PublicURL)
+	if err != nil {
+		return c, err
+	}
+	c.PublicURL = origin
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -287,7 +309,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sendError(w, r, http.StatusNotFound, "no such resource")
 		return
 	}
-	st := &reqState{orig: r, base: h.basePath(r, suffix)}
+	st := &reqState{orig: r, base: h.opts.PublicURL + h.basePath(r, suffix)}
 	// Route a shallow copy, as http.StripPrefix does: the mux sets the
 	// pattern and path values on the request it serves, and the caller's
 	// must stay as they are.

@@ -52,6 +52,10 @@ type config struct {
 	processor   string
 	concurrency int
 	defaults    bool
+	// publicURL and genericPollers serve generic pollers such as the
+	// Azure SDK's (docs/azure.md).
+	publicURL      string
+	genericPollers bool
 }
 
 func parseFlags(args []string) (config, error) {
@@ -69,6 +73,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.processor, "processor", "report", "what /jobs runs: report, or noop (answers \"ok\" at once, for load tests)")
 	fs.IntVar(&c.concurrency, "concurrency", 8, "requests each endpoint's worker runs at once")
 	fs.BoolVar(&c.defaults, "defaults", false, "open the backend with its package's default options, as the load program's mixed and poll-e2e modes do")
+	fs.StringVar(&c.publicURL, "public-url", "", "absolute URL clients reach the server at (such as https://api.example.com); makes every URL the server writes absolute")
+	fs.BoolVar(&c.genericPollers, "generic-pollers", false, "answer the status URL as generic pollers (the Azure SDK's) expect: 202 while running, the outcome when finished")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -254,6 +260,9 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 			MaxWait:      maxWait,
 			Validate:     validateReport,
 			Logger:       logger,
+			PublicURL:    cfg.publicURL,
+			// The mode for generic pollers (docs/azure.md).
+			AcceptedWhilePending: cfg.genericPollers,
 		},
 		Worker: asyncreq.WorkerOptions{
 			Concurrency: cfg.concurrency,
@@ -274,8 +283,9 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		return fail(err)
 	}
 	a.async, err = asyncreq.NewAsync(sync, reportsBackend, &asyncreq.AsyncOptions{
-		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger},
-		Worker:  asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, StopTimeout: stopTimeout, Logger: logger},
+		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger,
+			PublicURL: cfg.publicURL, AcceptedWhilePending: cfg.genericPollers},
+		Worker: asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, StopTimeout: stopTimeout, Logger: logger},
 	})
 	if err != nil {
 		return fail(err)
