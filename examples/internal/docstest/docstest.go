@@ -7,8 +7,8 @@
 // clause and imports. A block whose package name ends in _test is written
 // as a test file (a conformance test, an example); any other block as a
 // plain file; a package main must declare func main. Each block is its own
-// package, type-checked and vetted with go vet inside the examples module, so it may import
-// anything the examples module requires. Code that is not meant to
+// package, type-checked and vetted with go vet inside the examples module
+// (or the interop module, for a block that imports what only it requires). Code that is not meant to
 // compile (output, configuration, shell) takes another fence (```text,
 // ```sh, ```console, ...).
 package docstest
@@ -25,7 +25,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+
+	"golang.org/x/mod/modfile"
 )
 
 // Block is one ```go code block of a Markdown file.
@@ -94,25 +97,45 @@ func Extract(file string, src []byte) ([]Block, error) {
 	return blocks, nil
 }
 
-// Check writes every block as a package of its own in a new directory
-// under dir, which must lie inside a Go module (or workspace) that provides
-// the packages the blocks import, then runs go build and go vet over them.
-// Errors point at the Markdown lines, through //line directives. The
-// directory is removed afterwards; its name starts with an underscore so
-// that ./... patterns never see it, even if a crash leaves it behind.
-func Check(dir string, blocks []Block) error {
+// Check writes every block as a package of its own in a new directory at
+// the root of one of modules (the directories of Go modules of the
+// workspace), then runs go vet over them, which type-checks them as the
+// compiler would. A block goes to the first module that requires every
+// third-party module it imports (the workspace's own modules are always
+// there); one that none requires is an error. Errors point at the Markdown
+// lines, through //line directives. The directories are removed
+// afterwards; their names start with an underscore so that ./... patterns
+// never see them, even if a crash leaves one behind.
+func Check(modules []string, blocks []Block) error {
 	if len(blocks) == 0 {
 		return nil
 	}
-	var errs []error
-	tmp, err := os.MkdirTemp(dir, "_snippets")
-	if err != nil {
-		return err
+	requires := make([][]string, len(modules))
+	for i, m := range modules {
+		data, err := os.ReadFile(filepath.Join(m, "go.mod"))
+		if err != nil {
+			return err
+		}
+		f, err := modfile.ParseLax("go.mod", data, nil)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m, err)
+		}
+		for _, r := range f.Require {
+			requires[i] = append(requires[i], r.Mod.Path)
+		}
 	}
-	defer os.RemoveAll(tmp)
-	var pkgs []string
+	var errs []error
+	pkgs := make([][]string, len(modules)) // per module, its blocks' directories
+	tmps := make([]string, len(modules))
+	defer func() {
+		for _, t := range tmps {
+			if t != "" {
+				os.RemoveAll(t)
+			}
+		}
+	}()
 	for i, b := range blocks {
-		name, err := packageName(b)
+		name, imports, err := parseBlock(b)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -120,11 +143,21 @@ func Check(dir string, blocks []Block) error {
 		if formatted, err := format.Source(b.Code); err == nil && !bytes.Equal(formatted, b.Code) {
 			errs = append(errs, fmt.Errorf("%s: the block is not gofmt-formatted", b))
 		}
+		m := moduleFor(imports, requires)
+		if m < 0 {
+			errs = append(errs, fmt.Errorf("%s: no module of %v requires every module the block imports (%v)", b, modules, imports))
+			continue
+		}
+		if tmps[m] == "" {
+			if tmps[m], err = os.MkdirTemp(modules[m], "_snippets"); err != nil {
+				return err
+			}
+		}
 		file := "snippet.go"
 		if strings.HasSuffix(name, "_test") {
 			file = "snippet_test.go"
 		}
-		pkg := filepath.Join(tmp, fmt.Sprintf("b%03d", i))
+		pkg := filepath.Join(tmps[m], fmt.Sprintf("b%03d", i))
 		if err := os.Mkdir(pkg, 0o755); err != nil {
 			return err
 		}
@@ -136,39 +169,81 @@ func Check(dir string, blocks []Block) error {
 		if err := os.WriteFile(filepath.Join(pkg, file), src, 0o644); err != nil {
 			return err
 		}
-		pkgs = append(pkgs, "./"+filepath.Base(pkg))
+		pkgs[m] = append(pkgs[m], "./"+filepath.Base(pkg))
 	}
 	// go vet type-checks every file, test files included, as the compiler
 	// would, and vets them.
-	if len(pkgs) > 0 {
-		cmd := exec.Command("go", append([]string{"vet"}, pkgs...)...)
-		cmd.Dir = tmp
+	for m := range modules {
+		if len(pkgs[m]) == 0 {
+			continue
+		}
+		cmd := exec.Command("go", append([]string{"vet"}, pkgs[m]...)...)
+		cmd.Dir = tmps[m]
 		if out, err := cmd.CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("go vet of the code blocks: %v\n%s", err, out))
+			errs = append(errs, fmt.Errorf("go vet of the code blocks in %s: %v\n%s", modules[m], err, out))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// packageName parses b's package clause: a block without one is not a
-// complete file. A package main must declare func main, which go vet
-// does not check.
-func packageName(b Block) (string, error) {
-	f, err := parser.ParseFile(token.NewFileSet(), b.String(), b.Code, parser.PackageClauseOnly)
+// project is the module path prefix of the workspace's own modules, which
+// every module of the workspace can import.
+const project = "github.com/asyncreq/asyncreq"
+
+// moduleFor returns the index of the first module whose requirements
+// cover every third-party import, or -1.
+func moduleFor(imports []string, requires [][]string) int {
+next:
+	for i, reqs := range requires {
+		for _, imp := range imports {
+			first, _, _ := strings.Cut(imp, "/")
+			if !strings.Contains(first, ".") || imp == project || strings.HasPrefix(imp, project+"/") {
+				continue // the standard library, or the workspace
+			}
+			found := false
+			for _, r := range reqs {
+				if imp == r || strings.HasPrefix(imp, r+"/") {
+					found = true
+					break
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		return i
+	}
+	return -1
+}
+
+// parseBlock parses b's package clause and imports: a block without a
+// package clause is not a complete file. A package main must declare func
+// main, which go vet does not check.
+func parseBlock(b Block) (name string, imports []string, err error) {
+	f, err := parser.ParseFile(token.NewFileSet(), b.String(), b.Code, parser.ImportsOnly)
 	if err != nil {
-		return "", fmt.Errorf("%s: a ```go block must be a complete Go file starting with its package clause: %v", b, err)
+		if f == nil || f.Name == nil || f.Name.Name == "" || f.Package == token.NoPos {
+			return "", nil, fmt.Errorf("%s: a ```go block must be a complete Go file starting with its package clause: %v", b, err)
+		}
+		return f.Name.Name, nil, nil // go vet reports the syntax error at its line
 	}
-	if f.Name.Name != "main" {
-		return f.Name.Name, nil
-	}
-	f, err = parser.ParseFile(token.NewFileSet(), b.String(), b.Code, parser.SkipObjectResolution)
-	if err != nil {
-		return "main", nil // go vet reports the syntax error at its line
-	}
-	for _, d := range f.Decls {
-		if fn, ok := d.(*ast.FuncDecl); ok && fn.Recv == nil && fn.Name.Name == "main" {
-			return "main", nil
+	for _, imp := range f.Imports {
+		path, err := strconv.Unquote(imp.Path.Value)
+		if err == nil {
+			imports = append(imports, path)
 		}
 	}
-	return "", fmt.Errorf("%s: a block in package main must declare func main", b)
+	if f.Name.Name != "main" {
+		return f.Name.Name, imports, nil
+	}
+	full, err := parser.ParseFile(token.NewFileSet(), b.String(), b.Code, parser.SkipObjectResolution)
+	if err != nil {
+		return "main", imports, nil // go vet reports the syntax error at its line
+	}
+	for _, d := range full.Decls {
+		if fn, ok := d.(*ast.FuncDecl); ok && fn.Recv == nil && fn.Name.Name == "main" {
+			return "main", imports, nil
+		}
+	}
+	return "", nil, fmt.Errorf("%s: a block in package main must declare func main", b)
 }

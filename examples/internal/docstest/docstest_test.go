@@ -25,6 +25,13 @@ func repoRoot(t *testing.T) string {
 	}
 }
 
+// modules are the modules the code blocks are built in: examples, and
+// interop for the blocks that use what only it requires (the Azure SDK).
+func modules(t *testing.T) []string {
+	root := repoRoot(t)
+	return []string{filepath.Join(root, "examples"), filepath.Join(root, "interop")}
+}
+
 // docFiles are README.md and every docs/*.md of the repository.
 func docFiles(t *testing.T) []string {
 	t.Helper()
@@ -46,7 +53,7 @@ func TestDocsCompile(t *testing.T) {
 		all = append(all, blocks...)
 	}
 	require.NotEmpty(t, all, "no ```go blocks found: is the extraction broken?")
-	require.NoError(t, Check(".", all))
+	require.NoError(t, Check(modules(t), all))
 	t.Logf("%d code blocks compiled", len(all))
 }
 
@@ -64,7 +71,7 @@ func writeDoc(t *testing.T, text string) []Block {
 func TestCheckFailsOnUndefinedName(t *testing.T) {
 	blocks := writeDoc(t, "# Doc\n\nText.\n\n```go\npackage main\n\nimport \"github.com/asyncreq/asyncreq\"\n\nfunc main() {\n\t_ = asyncreq.NoSuchFunction()\n}\n```\n")
 	require.Len(t, blocks, 1)
-	err := Check(".", blocks)
+	err := Check(modules(t), blocks)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "NoSuchFunction")
 	assert.Contains(t, err.Error(), "broken.md:11", "the error points at the Markdown line")
@@ -72,48 +79,50 @@ func TestCheckFailsOnUndefinedName(t *testing.T) {
 
 func TestCheckFailsOnWrongArguments(t *testing.T) {
 	blocks := writeDoc(t, "```go\npackage main\n\nimport \"github.com/asyncreq/asyncreq/memory\"\n\nfunc main() {\n\tb := memory.New(nil, nil, nil)\n\tdefer b.Close()\n}\n```\n")
-	require.Error(t, Check(".", blocks))
+	require.Error(t, Check(modules(t), blocks))
 }
 
 func TestCheckFailsOnAFragment(t *testing.T) {
 	blocks := writeDoc(t, "```go\nfmt.Println(\"no package clause\")\n```\n")
-	err := Check(".", blocks)
+	err := Check(modules(t), blocks)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "complete Go file")
 }
 
 func TestCheckFailsOnMainWithoutMain(t *testing.T) {
 	blocks := writeDoc(t, "```go\npackage main\n\nfunc notMain() {}\n```\n")
-	require.Error(t, Check(".", blocks))
+	require.Error(t, Check(modules(t), blocks))
 }
 
 func TestCheckFailsOnUnformattedCode(t *testing.T) {
 	blocks := writeDoc(t, "```go\npackage main\n\nfunc main() {\n    println(1)\n}\n```\n")
-	err := Check(".", blocks)
+	err := Check(modules(t), blocks)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "gofmt")
 }
 
 func TestCheckFailsOnAVetFinding(t *testing.T) {
 	blocks := writeDoc(t, "```go\npackage main\n\nimport \"fmt\"\n\nfunc main() {\n\tfmt.Printf(\"%d\\n\", \"text\")\n}\n```\n")
-	err := Check(".", blocks)
+	err := Check(modules(t), blocks)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "go vet")
 }
 
 func TestCheckBuildsTestFiles(t *testing.T) {
 	good := writeDoc(t, "```go\npackage mine_test\n\nimport \"testing\"\n\nfunc TestX(t *testing.T) {}\n```\n")
-	require.NoError(t, Check(".", good))
+	require.NoError(t, Check(modules(t), good))
 	bad := writeDoc(t, "```go\npackage mine_test\n\nimport \"testing\"\n\nfunc TestX(t *testing.T) { t.NoSuchMethod() }\n```\n")
-	require.Error(t, Check(".", bad))
+	require.Error(t, Check(modules(t), bad))
 }
 
 func TestCheckLeavesNothingBehind(t *testing.T) {
 	blocks := writeDoc(t, "```go\npackage main\n\nfunc main() {}\n```\n")
-	require.NoError(t, Check(".", blocks))
-	left, err := filepath.Glob("_snippets*")
-	require.NoError(t, err)
-	assert.Empty(t, left)
+	require.NoError(t, Check(modules(t), blocks))
+	for _, m := range modules(t) {
+		left, err := filepath.Glob(filepath.Join(m, "_snippets*"))
+		require.NoError(t, err)
+		assert.Empty(t, left)
+	}
 }
 
 func TestExtract(t *testing.T) {
@@ -162,4 +171,15 @@ func TestCheckLinksFindsBrokenOnes(t *testing.T) {
 	assert.Contains(t, errs[1].Error(), "other.md#nope")
 	assert.Contains(t, errs[2].Error(), "#nope")
 	assert.False(t, Anchors(src)["not-a-heading"])
+}
+
+func TestCheckPicksTheModuleThatRequiresTheImports(t *testing.T) {
+	azure := writeDoc(t, "```go\npackage main\n\nimport \"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime\"\n\nfunc main() { _ = runtime.NewPipeline }\n```\n")
+	require.NoError(t, Check(modules(t), azure))
+	chi := writeDoc(t, "```go\npackage main\n\nimport \"github.com/go-chi/chi/v5\"\n\nfunc main() { _ = chi.NewRouter() }\n```\n")
+	require.NoError(t, Check(modules(t), chi))
+	unknown := writeDoc(t, "```go\npackage main\n\nimport \"example.com/nobody/requires\"\n\nfunc main() { requires.X() }\n```\n")
+	err := Check(modules(t), unknown)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "no module")
 }
