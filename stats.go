@@ -26,7 +26,7 @@ type QueueStats struct {
 
 	// Pending counts the entries that are due and wait for a Dequeue,
 	// including those whose lease ran out and that are due again. Every
-	// Stater counts it.
+	// QueueStater counts it.
 	Pending int64
 	// Delayed counts the entries waiting for a time: enqueued with a
 	// delay, or returned by Nack with one, and not yet due. It is
@@ -66,16 +66,18 @@ func (s QueueStats) OldestPendingAge() time.Duration {
 	return max(s.At.Sub(s.OldestPending), 0)
 }
 
-// Stater is implemented by a Queue that can report its statistics. Nothing
-// in this package calls it: it is for the program's metrics and admin pages.
-// A Queue without it has no fallback here; a program can count the leases
-// its own Workers hold, but not the entries waiting.
+// QueueStater is implemented by a Queue that can report its statistics.
+// Nothing in this package calls it: it is for the program's metrics and
+// admin pages. A Queue without it has no fallback here; a program can count
+// the leases its own Workers hold, but not the entries waiting. (The method
+// is QueueStats rather than Stats so that a backend keeps its own Stats, as
+// the sqlite module's writer counters.)
 //
-// Stats may be called concurrently with every Queue method and is meant to
-// be called often (a scrape every few seconds): backends answer from
-// indexes and engine counters, never by reading every entry, and say in
-// their package doc what a call costs. It returns ctx.Err() unwrapped when
-// ctx ends first.
-type Stater interface {
-	Stats(ctx context.Context) (QueueStats, error)
+// QueueStats may be called concurrently with every Queue method and is
+// meant to be called often (a scrape every few seconds): backends answer
+// from indexes and engine counters, never by reading every entry, and say
+// in their package doc what a call costs. It returns ctx.Err() unwrapped
+// when ctx ends first.
+type QueueStater interface {
+	QueueStats(ctx context.Context) (QueueStats, error)
 }

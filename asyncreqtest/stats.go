@@ -16,8 +16,8 @@ import (
 // the kit's own readings.
 const statsSlack = 500 * time.Millisecond
 
-// statsCases are the asyncreq.Stater cases, run by TestQueue as the group
-// Stats. Each is skipped unless the Queue implements asyncreq.Stater.
+// statsCases are the asyncreq.QueueStater cases, run by TestQueue as the
+// group Stats. Each is skipped unless the Queue implements it.
 func (k *queueKit) statsCases() []testCase {
 	return []testCase{
 		{"EmptyIsZero", k.statsEmpty},
@@ -29,13 +29,13 @@ func (k *queueKit) statsCases() []testCase {
 	}
 }
 
-// stater returns a fresh Queue as an asyncreq.Stater, or skips t.
-func (k *queueKit) stater(t *testing.T) (asyncreq.Queue, asyncreq.Stater) {
+// stater returns a fresh Queue as an asyncreq.QueueStater, or skips t.
+func (k *queueKit) stater(t *testing.T) (asyncreq.Queue, asyncreq.QueueStater) {
 	t.Helper()
 	q := k.newQueue(t)
-	st, ok := q.(asyncreq.Stater)
+	st, ok := q.(asyncreq.QueueStater)
 	if !ok {
-		t.Skipf("%T does not implement asyncreq.Stater", q)
+		t.Skipf("%T does not implement asyncreq.QueueStater", q)
 	}
 	return q, st
 }
@@ -51,16 +51,16 @@ func (c queueCounts) String() string {
 // reports as asyncreq.Uncounted (Pending must be counted), and returns the
 // last snapshot. It waits because a backend may read engine counters that
 // follow a change by a moment.
-func requireCounts(t *testing.T, ctx context.Context, st asyncreq.Stater, want queueCounts, msg string) asyncreq.QueueStats {
+func requireCounts(t *testing.T, ctx context.Context, st asyncreq.QueueStater, want queueCounts, msg string) asyncreq.QueueStats {
 	t.Helper()
 	var (
 		last asyncreq.QueueStats
 		got  queueCounts
 	)
 	eventually(t, ctx, patience, 20*time.Millisecond, func() bool {
-		s, err := st.Stats(ctx)
+		s, err := st.QueueStats(ctx)
 		require.NoError(t, err, "Stats")
-		require.NotEqual(t, asyncreq.Uncounted, s.Pending, "every Stater counts Pending")
+		require.NotEqual(t, asyncreq.Uncounted, s.Pending, "every QueueStater counts Pending")
 		for _, n := range []int64{s.Pending, s.Delayed, s.Running, s.Succeeded, s.Failed, s.Canceled} {
 			require.GreaterOrEqual(t, n, asyncreq.Uncounted, "a count is never below Uncounted: %+v", s)
 		}
@@ -149,7 +149,7 @@ func (k *queueKit) statsAcked(t *testing.T, ctx context.Context) {
 
 func (k *queueKit) statsFinal(t *testing.T, ctx context.Context) {
 	q, st := k.stater(t)
-	s, err := st.Stats(ctx)
+	s, err := st.QueueStats(ctx)
 	require.NoError(t, err, "Stats")
 	if s.Succeeded == asyncreq.Uncounted {
 		t.Skipf("%T does not count records by final state", q)
@@ -190,7 +190,7 @@ func (k *queueKit) statsFinal(t *testing.T, ctx context.Context) {
 	want := finals{1, 3, 1}
 	var got finals
 	eventually(t, ctx, patience, 20*time.Millisecond, func() bool {
-		s, err := st.Stats(ctx)
+		s, err := st.QueueStats(ctx)
 		require.NoError(t, err, "Stats")
 		got = finals{s.Succeeded, s.Failed, s.Canceled}
 		return got == want

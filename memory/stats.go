@@ -6,17 +6,17 @@ import (
 	"github.com/asyncreq/asyncreq"
 )
 
-var _ asyncreq.Stater = (*Backend)(nil)
+var _ asyncreq.QueueStater = (*Backend)(nil)
 
-// Stats implements asyncreq.Stater. It takes the Backend's lock once and
-// reads counters it keeps up to date, so a call costs O(1) plus moving the
-// entries that fell due since the last Dequeue to the ready queue, as
-// Dequeue would. It counts the final records by state, and
-// an expired lease counts as pending at once. OldestPending is when the
-// entry at the head of the ready queue became due; entries join that queue
-// in the order they are found due, so with no Dequeue waiting it may miss
-// an entry that fell due earlier by a few moments. Queue is "".
-func (b *Backend) Stats(ctx context.Context) (asyncreq.QueueStats, error) {
+// QueueStats implements asyncreq.QueueStater. It takes the Backend's lock
+// once and reads counters it keeps up to date, so a call costs O(1), plus
+// moving the entries that fell due since the last Dequeue to the ready
+// queue as Dequeue would. It counts the records by final state, and an
+// expired lease counts as pending at once. OldestPending is when the entry
+// at the head of the ready queue became due; entries join that queue in the
+// order they are found due, so with no Dequeue waiting it may miss an entry
+// that fell due earlier by a few moments. Queue is "".
+func (b *Backend) QueueStats(ctx context.Context) (asyncreq.QueueStats, error) {
 	if err := b.lock(ctx); err != nil {
 		return asyncreq.QueueStats{}, err
 	}
