@@ -24,6 +24,7 @@ func (k *queueKit) statsCases() []testCase {
 		{"EnqueuedArePendingOldestFirst", k.statsPending},
 		{"LeasedIsRunning", k.statsRunning},
 		{"DelayedAndNackedWithDelayAreDelayed", k.statsDelayed},
+		{"DueDelayedIsPendingWithoutDequeue", k.statsDue},
 		{"AckedIsGone", k.statsAcked},
 		{"FinalRecordsByState", k.statsFinal},
 	}
@@ -136,6 +137,21 @@ func (k *queueKit) statsDelayed(t *testing.T, ctx context.Context) {
 	require.NoError(t, q.Nack(ctx, l, time.Hour))
 	s = requireCounts(t, ctx, st, queueCounts{Delayed: 2}, "after a Nack with delay")
 	require.True(t, s.OldestPending.IsZero(), "OldestPending with no entry due is the zero time, got %v", s.OldestPending)
+}
+
+func (k *queueKit) statsDue(t *testing.T, ctx context.Context) {
+	q, st := k.stater(t)
+	const delay = 300 * time.Millisecond
+	enqueued := time.Now()
+	require.NoError(t, q.Enqueue(ctx, asyncreq.NewID(), delay))
+	// No Dequeue runs: a backend that moves due entries only when one does
+	// still counts them as pending.
+	sleep(ctx, delay+200*time.Millisecond)
+	s := requireCounts(t, ctx, st, queueCounts{Pending: 1}, "after its delay, with no Dequeue")
+	if !s.OldestPending.IsZero() {
+		require.WithinRange(t, s.OldestPending, enqueued.Add(delay-statsSlack), time.Now(),
+			"OldestPending of an entry that was delayed is when it fell due")
+	}
 }
 
 func (k *queueKit) statsAcked(t *testing.T, ctx context.Context) {
