@@ -68,7 +68,7 @@ func TestClusterConformance(t *testing.T) {
 		opts.Replicas = 3
 		b := newBackend(t, connectURLs(t, urls, "asyncreq-cluster-kit"), opts)
 		return b, b
-	}, &asyncreqtest.Options{LeaseTTL: testAckWait})
+	}, kitOptions)
 }
 
 // TestClusterReadsGoToTheLeader checks that a backend of three replicas

@@ -255,6 +255,8 @@ type Backend struct {
 	js   jetstream.JetStream
 	kv   jetstream.KeyValue
 	cons jetstream.Consumer
+	// stream is the queue's stream, for QueueStats.
+	stream jetstream.Stream
 	// blobs is kv for reading body chunks, which are written once (see
 	// leaderKV and writtenOnceKV).
 	blobs jetstream.KeyValue
@@ -314,7 +316,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts *Options) (*Backend, 
 		leader := newLeaderKV(js, kv)
 		kv, blobs = leader, &writtenOnceKV{KeyValue: kv, leader: leader}
 	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        o.Stream,
 		Description: "asyncreq request ids",
 		Subjects:    []string{o.Subject},
@@ -350,6 +352,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts *Options) (*Backend, 
 		kv:          kv,
 		blobs:       blobs,
 		cons:        cons,
+		stream:      stream,
 		createGrace: time.Minute,
 		done:        make(chan struct{}),
 		orphans:     make(chan jetstream.Msg),
