@@ -82,7 +82,8 @@
 // fallback: [Accepter] (record and enqueue atomically), [Watcher] (change
 // notification for long polls and cancels), [UnenqueuedLister] (recovery
 // of interrupted accepts), [BatchDequeuer] and [Completer] (an outcome and
-// its Ack in one step, for a backend that is both Store and Queue).
+// its Ack in one step, for a backend that is both Store and Queue), and
+// [QueueStater] (counts for metrics, which nothing here calls).
 //
 // # Shutdown
 //

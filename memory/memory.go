@@ -20,6 +20,9 @@
 // opts meaning the defaults. Unlike the others, New takes no ctx and
 // returns no error: it does no I/O and has nothing that can fail, so
 // memory.New(nil) can stand inline in a test or an example.
+//
+// QueueStats (asyncreq.QueueStater) reads counters the Backend keeps, in
+// O(1), and counts the records by final state.
 package memory
 
 import (

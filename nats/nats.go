@@ -136,6 +136,15 @@
 // made against the same revision, when they race or when the stream's
 // leader changes: the second replaces the first, a worker's claim is lost,
 // and its request with it.
+//
+// # Statistics
+//
+// QueueStats (asyncreq.QueueStater) reads the consumer's info and the
+// first undelivered message: two requests answered from the server's
+// counters, under a millisecond for a million messages. JetStream counts
+// by delivery, so Pending is the messages not yet delivered (a delayed
+// Enqueue included) and Running the delivered, unacknowledged ones (a
+// nacked message included); Delayed is not counted.
 package nats
 
 import (
