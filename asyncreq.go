@@ -6,37 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 )
-
-// State is the lifecycle state of a request.
-type State string
-
-// The states of a request. StatePending and StateRunning are not finished;
-// the other three are final.
-const (
-	StatePending   State = "pending"
-	StateRunning   State = "running"
-	StateSucceeded State = "succeeded"
-	StateFailed    State = "failed"
-	StateCanceled  State = "canceled"
-)
-
-// Final reports whether s is one of the final states (succeeded, failed,
-// canceled).
-func (s State) Final() bool {
-	return s == StateSucceeded || s == StateFailed || s == StateCanceled
-}
-
-// Valid reports whether s is one of the five known states.
-func (s State) Valid() bool {
-	switch s {
-	case StatePending, StateRunning, StateSucceeded, StateFailed, StateCanceled:
-		return true
-	}
-	return false
-}
 
 // Progress is what a processor reported about a running request. It appears
 // on the status document while the request runs.
@@ -45,39 +16,6 @@ type Progress struct {
 	Percent int `json:"percent"`
 	// Message is a short human-readable description of the current step.
 	Message string `json:"message,omitempty"`
-}
-
-// Problem is an RFC 9457 problem document. It is also an error, so a
-// validator or processor can return one to choose the exact answer.
-type Problem struct {
-	// Type is a URI reference that identifies the problem type.
-	// The default is "about:blank".
-	Type string `json:"type,omitempty"`
-	// Title is a short summary of the problem type.
-	Title string `json:"title,omitempty"`
-	// Status is the HTTP status code of the answer.
-	Status int `json:"status,omitempty"`
-	// Detail explains this occurrence of the problem to the client.
-	Detail string `json:"detail,omitempty"`
-	// Instance is a URI reference that identifies this occurrence.
-	Instance string `json:"instance,omitempty"`
-}
-
-// Error implements error.
-func (p *Problem) Error() string {
-	if p.Detail != "" {
-		return fmt.Sprintf("asyncreq: %d %s: %s", p.Status, p.Title, p.Detail)
-	}
-	return fmt.Sprintf("asyncreq: %d %s", p.Status, p.Title)
-}
-
-// ServeHTTP answers with p as an application/problem+json document, as
-// the Handler writes its own: a Status that is not an error status becomes
-// 500, an empty Type "about:blank" and an empty Title the status's RFC
-// 9110 reason phrase. A handler wrapped by NewAsync, or any other, can use
-// it to answer errors the way asyncreq does.
-func (p *Problem) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	writeProblem(w, r, normalProblem(p, http.StatusInternalServerError))
 }
 
 // Request is what a Processor receives: the recorded HTTP request, and
@@ -258,17 +196,6 @@ func Permanent(err error, status int) error {
 	return &PermanentError{Err: err, Status: status}
 }
 
-// problemError is a failure whose problem document is all the client
-// sees; err, which it wraps as well, is for the log. Permanent(&problemError{...})
-// is shown as that problem.
-type problemError struct {
-	problem *Problem
-	err     error
-}
-
-func (e *problemError) Error() string   { return e.problem.Error() + ": " + e.err.Error() }
-func (e *problemError) Unwrap() []error { return []error{e.problem, e.err} }
-
 // RetryAfterError asks for another attempt after Delay.
 type RetryAfterError struct {
 	// Err is the failure of the attempt.
@@ -297,18 +224,6 @@ func RetryAfter(err error, delay time.Duration) error {
 	return &RetryAfterError{Err: err, Delay: delay}
 }
 
-// statusText is the reason phrase of an HTTP status code for problem
-// titles: http.StatusText, with the names RFC 9110 gives 413 and 422.
-func statusText(code int) string {
-	switch code {
-	case http.StatusRequestEntityTooLarge:
-		return "Content Too Large"
-	case http.StatusUnprocessableEntity:
-		return "Unprocessable Content"
-	}
-	return http.StatusText(code)
-}
-
 // progressKey is the context key under which a Worker installs the function
 // that records progress.
 type progressKey struct{}
@@ -333,79 +248,6 @@ func ReportProgress(ctx context.Context, percent int, message string) error {
 	}
 	percent = min(max(percent, 0), 100)
 	return f(ctx, Progress{Percent: percent, Message: message})
-}
-
-// ownerKey is the context key under which HandlerProcessor puts the
-// owner of the request it replays.
-type ownerKey struct{}
-
-// withOwner returns a context carrying owner for OwnerFromContext; an
-// empty owner is none.
-func withOwner(ctx context.Context, owner string) context.Context {
-	if owner == "" {
-		return ctx
-	}
-	return context.WithValue(ctx, ownerKey{}, owner)
-}
-
-// OwnerFromContext returns the owner of the request a handler wrapped by
-// HandlerProcessor (or NewAsync) is running for: what HandlerOptions.Owner
-// returned when the request was submitted. So the handler knows its caller
-// without the credential that proved it, which is not stored by default
-// (see AsyncOptions). ok is false outside such a handler, and for a
-// request that has no owner (no Owner function, or it returned "").
-func OwnerFromContext(ctx context.Context) (owner string, ok bool) {
-	owner, ok = ctx.Value(ownerKey{}).(string)
-	return owner, ok
-}
-
-// resultLimitKey is the context key under which a Worker tells
-// HandlerProcessor its MaxResultBytes.
-type resultLimitKey struct{}
-
-// withResultLimit returns a context carrying the largest result size.
-func withResultLimit(ctx context.Context, limit int64) context.Context {
-	return context.WithValue(ctx, resultLimitKey{}, limit)
-}
-
-// resultLimit returns the largest result size a Worker set in ctx, or the
-// default MaxResultBytes outside a Worker.
-func resultLimit(ctx context.Context) int64 {
-	if n, ok := ctx.Value(resultLimitKey{}).(int64); ok && n > 0 {
-		return n
-	}
-	return defaultWorkerMaxResultBytes
-}
-
-// resultSize is what a result counts against MaxResultBytes: its body, its
-// Content-Type, and the names and values of its other headers.
-func resultSize(res *Result) int64 {
-	n := int64(len(res.Body) + len(res.ContentType))
-	for k, vs := range res.Header {
-		n += int64(len(k))
-		for _, v := range vs {
-			n += int64(len(v))
-		}
-	}
-	return n
-}
-
-// tooLargeProblem is the problem of a request whose result is larger than
-// limit bytes. Its status is 500: the server made an answer it will not
-// keep, which is no fault of the client's request and will not change
-// when the client tries again.
-func tooLargeProblem(limit int64) *Problem {
-	return &Problem{
-		Title:  statusText(http.StatusInternalServerError),
-		Status: http.StatusInternalServerError,
-		Detail: "the result is larger than the " + strconv.FormatInt(limit, 10) + " bytes the server keeps",
-	}
-}
-
-// resultTooLarge is the permanent failure of a request whose result is
-// larger than limit bytes.
-func resultTooLarge(limit int64) error {
-	return Permanent(&problemError{problem: tooLargeProblem(limit), err: ErrResultTooLarge}, http.StatusInternalServerError)
 }
 
 // idAlphabet is Crockford's base32 alphabet: URL-safe, no ambiguous letters.
@@ -452,30 +294,3 @@ func ValidID(id string) bool {
 
 // newToken returns a random lease token.
 func newToken() string { return NewID() }
-
-// StatusDocument is the JSON document the status URL serves (see the HTTP
-// contract in the package documentation). Clients decode it; the handler
-// builds it from a Record.
-type StatusDocument struct {
-	// ID is the request's identifier.
-	ID string `json:"id"`
-	// Status is where the request stands.
-	Status State `json:"status"`
-	// CreatedAt and UpdatedAt are when the request was accepted and last
-	// changed, in UTC.
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-	// Attempts is the number of attempts started so far.
-	Attempts int `json:"attempts"`
-	// Progress is what the processor last reported while running, or nil.
-	Progress *Progress `json:"progress,omitempty"`
-	// StatusURL is the URL of this document.
-	StatusURL string `json:"status_url"`
-	// ResultURL is the URL of the result, once the request has succeeded.
-	ResultURL string `json:"result_url,omitempty"`
-	// Error is the failure of a failed or canceled request, or nil.
-	Error *Problem `json:"error,omitempty"`
-	// ExpiresAt is when a finished request will be purged; zero while it
-	// is not finished.
-	ExpiresAt time.Time `json:"expires_at,omitzero"`
-}

@@ -93,11 +93,7 @@ func handlerProcessor(next http.Handler, keepSetCookie bool) Processor {
 // (what the client sees) says only that; err, which it wraps, is for the
 // Worker's log.
 func unreplayable(err error) error {
-	return Permanent(&problemError{problem: &Problem{
-		Title:  statusText(http.StatusInternalServerError),
-		Status: http.StatusInternalServerError,
-		Detail: "the handler's response cannot be replayed",
-	}, err: err}, http.StatusInternalServerError)
+	return Permanent(&problemError{problem: failedProblem("the handler's response cannot be replayed"), err: err}, http.StatusInternalServerError)
 }
 
 // replayRequest rebuilds the server-side request that req recorded.
@@ -342,11 +338,10 @@ type AsyncOptions struct {
 	Worker WorkerOptions
 }
 
-// NewAsync returns an Async that accepts requests for next into store and
-// queue (which may be one value), and runs next on them in its Worker. A
-// nil opts means all defaults. It returns an error naming the field when an
-// option is invalid.
-func NewAsync(next http.Handler, store Store, queue Queue, opts *AsyncOptions) (*Async, error) {
+// NewAsync returns an Async that accepts requests for next into b, and
+// runs next on them in its Worker. A nil opts means all defaults. It
+// returns an error naming the field when an option is invalid.
+func NewAsync(next http.Handler, b Backend, opts *AsyncOptions) (*Async, error) {
 	if next == nil {
 		return nil, errors.New("asyncreq: NewAsync: nil http.Handler")
 	}
@@ -357,11 +352,11 @@ func NewAsync(next http.Handler, store Store, queue Queue, opts *AsyncOptions) (
 	if o.Handler.KeepHeaders == nil {
 		o.Handler.KeepHeaders = []string{"*"}
 	}
-	h, err := NewHandler(store, queue, &o.Handler)
+	h, err := NewHandler(b, &o.Handler)
 	if err != nil {
 		return nil, err
 	}
-	w, err := NewWorker(store, queue, handlerProcessor(next, o.Handler.ReplaySetCookie), &o.Worker)
+	w, err := NewWorker(b, handlerProcessor(next, o.Handler.ReplaySetCookie), &o.Worker)
 	if err != nil {
 		return nil, err
 	}
@@ -378,3 +373,27 @@ func (a *Async) Start(ctx context.Context) error { return a.worker.Start(ctx) }
 // (see Worker.Stop). The HTTP side keeps accepting requests, which wait in
 // the Queue; shut the http.Server down first.
 func (a *Async) Stop(ctx context.Context) error { return a.worker.Stop(ctx) }
+
+// ownerKey is the context key under which HandlerProcessor puts the
+// owner of the request it replays.
+type ownerKey struct{}
+
+// withOwner returns a context carrying owner for OwnerFromContext; an
+// empty owner is none.
+func withOwner(ctx context.Context, owner string) context.Context {
+	if owner == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, ownerKey{}, owner)
+}
+
+// OwnerFromContext returns the owner of the request a handler wrapped by
+// HandlerProcessor (or NewAsync) is running for: what HandlerOptions.Owner
+// returned when the request was submitted. So the handler knows its caller
+// without the credential that proved it, which is not stored by default
+// (see AsyncOptions). ok is false outside such a handler, and for a
+// request that has no owner (no Owner function, or it returned "").
+func OwnerFromContext(ctx context.Context) (owner string, ok bool) {
+	owner, ok = ctx.Value(ownerKey{}).(string)
+	return owner, ok
+}

@@ -168,6 +168,20 @@ var faults = []fault{
 		},
 	},
 	{
+		name: "UpdateDropsCancelRequested", kit: "store",
+		pattern: "^Lifecycle$/^RequestCancelOfRunningIsSeenByTheAttempt$", want: "Lifecycle/RequestCancelOfRunningIsSeenByTheAttempt",
+		make: func(m *memory.Backend) *backend {
+			return dropOnUpdate(m, func(r *asyncreq.Record) { r.CancelRequested = false })
+		},
+	},
+	{
+		name: "UpdateDropsEnqueued", kit: "store",
+		pattern: "^Lifecycle$/^MarkEnqueued$", want: "Lifecycle/MarkEnqueued",
+		make: func(m *memory.Backend) *backend {
+			return dropOnUpdate(m, func(r *asyncreq.Record) { r.Enqueued = false })
+		},
+	},
+	{
 		name: "PurgeDoesNothing", kit: "store",
 		pattern: "^Purge$/", want: "Purge/RemovesOnlyExpiredFinalRecordsAndKeepsTombstones",
 		make: func(m *memory.Backend) *backend {
@@ -221,6 +235,22 @@ var faults = []fault{
 	},
 }
 
+// dropOnUpdate returns a backend whose Update stores what fn left less
+// what drop clears: a Store that has no place for a field.
+func dropOnUpdate(m *memory.Backend, drop func(*asyncreq.Record)) *backend {
+	b := &backend{Backend: m}
+	b.update = func(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+		return m.Update(ctx, id, func(r *asyncreq.Record) error {
+			if err := fn(r); err != nil {
+				return err
+			}
+			drop(r)
+			return nil
+		})
+	}
+	return b
+}
+
 // TestKitCatchesFaults runs the kit, in a child process, against memory
 // backends with one defect each, and checks that the case for that defect
 // fails: a kit that passes everything proves nothing.
@@ -246,17 +276,16 @@ func TestKitCatchesFaults(t *testing.T) {
 }
 
 func runFault(t *testing.T, f fault) {
-	newBackend := func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+	newBackend := func(t *testing.T) asyncreq.Backend {
 		m := memory.New(nil)
 		t.Cleanup(func() { _ = m.Close() })
-		b := f.make(m)
-		return b, b
+		return f.make(m)
 	}
 	switch f.kit {
 	case "store":
-		TestStore(t, func(t *testing.T) asyncreq.Store { s, _ := newBackend(t); return s }, nil)
+		TestStore(t, func(t *testing.T) asyncreq.Store { return newBackend(t) }, nil)
 	case "queue":
-		TestQueue(t, func(t *testing.T) asyncreq.Queue { _, q := newBackend(t); return q }, nil)
+		TestQueue(t, func(t *testing.T) asyncreq.Queue { return newBackend(t) }, nil)
 	case "completer":
 		testCompleter(t, newBackend, nil)
 	case "handler":

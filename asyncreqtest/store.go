@@ -22,6 +22,10 @@ import (
 // newStore; the cases of an interface the Store does not implement are
 // skipped.
 //
+// The Lifecycle cases move records through every state transition the
+// Handler and the Worker make with Update, and check that the Store keeps
+// every field each one writes.
+//
 // Times are compared at microsecond precision (a Store may truncate or
 // round what is finer, as SQL databases do) and in any location;
 // durations must round-trip to the millisecond. An empty Header or Body
@@ -74,6 +78,7 @@ func TestStore(t *testing.T, newStore func(t *testing.T) asyncreq.Store, opts *O
 		{"UnenqueuedLister", []testCase{
 			{"ListsOnlyUnenqueuedUnfinishedBeforeCutoff", k.listUnenqueued},
 		}},
+		{"Lifecycle", k.lifecycleCases()},
 		{"Accepter", []testCase{
 			{"StoresEnqueuedAndDelivers", k.acceptDelivers},
 			{"DuplicateKeyReturnsExistingAndEnqueuesNothing", k.acceptDuplicate},

@@ -1,0 +1,285 @@
+package asyncreq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+)
+
+// This file is one attempt at a request: claiming the record, running the
+// processor with its progress reporter, timeout and panic recovery, and
+// the heartbeat that extends the lease and notices a client's cancel.
+
+// job is one lease being worked on.
+type job struct {
+	lease *Lease
+	token string
+	log   *slog.Logger
+}
+
+// run works on one lease: claim, process, record the outcome, settle the
+// lease. ctx is canceled with cause ErrShutdown when the worker stops.
+//
+// free gives the lease's processing slot back. run calls it once the
+// processor has returned, before the outcome is written: a slot bounds the
+// processors running at once, and the fetcher can take the next lease
+// while this one's outcome joins the other outcomes being written (a
+// backend that batches writes gets larger batches). The writes still
+// pending are bounded by the settling semaphore.
+func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
+	j := &job{lease: l, token: newToken(), log: w.log.With("id", l.ID, "delivery", l.Delivery)}
+	settle := func(f func(ctx context.Context)) {
+		sctx, cancel := w.settleContext(ctx)
+		defer cancel()
+		f(sctx)
+	}
+	nack := func(delay time.Duration) { settle(func(sctx context.Context) { w.nack(sctx, j, delay) }) }
+	ack := func() { settle(func(sctx context.Context) { w.ack(sctx, j) }) }
+	if ctx.Err() != nil {
+		nack(0)
+		return
+	}
+
+	rec, err := w.claim(ctx, j)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrFinished), isMissing(err):
+		// Delivered again after its outcome was recorded, or deleted.
+		j.log.Debug("asyncreq: skipping a request that is finished or gone", "err", err)
+		ack()
+		return
+	case errors.Is(err, errClaimSettled):
+		ack()
+		return
+	case ctx.Err() != nil:
+		nack(0)
+		return
+	default:
+		delay := w.backoff(max(l.Delivery, 1))
+		j.log.Error("asyncreq: claim", "err", err, "retry_in", delay)
+		nack(delay)
+		return
+	}
+	j.log = j.log.With("attempt", rec.Attempts)
+
+	a := w.process(ctx, j, rec)
+	w.settling <- struct{}{}
+	defer func() { <-w.settling }()
+	free()
+	settle(func(sctx context.Context) { w.finish(sctx, j, rec, a) })
+}
+
+// errClaimSettled is the outcome of a claim that settled the record
+// instead of running it (see Record.Claim).
+var errClaimSettled = errors.New("asyncreq: record settled at claim")
+
+// claim marks the record running under j's token (see Record.Claim). A
+// final record gives ErrFinished; a record Claim settled instead (its
+// cancel was requested, or it used up its attempts in earlier crashed
+// runs) gives errClaimSettled.
+func (w *Worker) claim(ctx context.Context, j *job) (*Record, error) {
+	now := time.Now()
+	rec, err := checkRecord(w.store.Update(ctx, j.lease.ID, func(rec *Record) error {
+		return rec.Claim(j.token, w.opts.MaxAttempts, now)
+	}))
+	if err != nil {
+		return nil, err
+	}
+	switch rec.State {
+	case StateRunning:
+		return rec, nil
+	case StateCanceled:
+		j.log.Info("asyncreq: request canceled before it ran")
+	default:
+		j.log.Error("asyncreq: request failed: attempts used up without an outcome (the processor may crash its worker)", "attempts", rec.Attempts)
+	}
+	return nil, errClaimSettled
+}
+
+// attempt is what one Process call came to.
+type attempt struct {
+	res   *Result
+	err   error
+	cause error // why the processor's context ended, or nil
+}
+
+// process runs the processor on rec with a heartbeat, a progress reporter
+// and the timeout.
+func (w *Worker) process(ctx context.Context, j *job, rec *Record) attempt {
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if w.opts.Timeout > 0 {
+		var cancelTimeout context.CancelFunc
+		pctx, cancelTimeout = context.WithTimeoutCause(pctx, w.opts.Timeout, ErrTimeout)
+		defer cancelTimeout()
+	}
+	pctx = WithProgress(pctx, func(ctx context.Context, p Progress) error {
+		err := w.progress(ctx, j, p)
+		if errors.Is(err, ErrLeaseLost) {
+			cancel(ErrLeaseLost)
+		}
+		return err
+	})
+
+	// The heartbeat outlives a shutdown cancel: the lease must hold until
+	// the request is handed back.
+	hctx, stopHeartbeat := context.WithCancel(context.WithoutCancel(ctx))
+	beatDone := make(chan struct{})
+	go func() {
+		defer close(beatDone)
+		w.heartbeat(hctx, j, cancel)
+	}()
+	defer func() {
+		stopHeartbeat()
+		<-beatDone
+	}()
+
+	req := &Request{
+		ID:          rec.ID,
+		Method:      rec.Method,
+		URL:         rec.URL,
+		Header:      rec.Header,
+		ContentType: rec.ContentType,
+		Body:        rec.Body,
+		Owner:       rec.Owner,
+		Attempt:     rec.Attempts,
+		CreatedAt:   rec.CreatedAt,
+	}
+	var a attempt
+	a.res, a.err = w.call(pctx, j, req)
+	if pctx.Err() != nil {
+		a.cause = context.Cause(pctx)
+	}
+	return a
+}
+
+// panicError is a processor's panic, as a failed attempt.
+type panicError struct{ value any }
+
+func (e *panicError) Error() string { return fmt.Sprintf("asyncreq: processor panicked: %v", e.value) }
+
+// call calls the processor, turning a panic into an error. The context
+// tells HandlerProcessor the result limit.
+func (w *Worker) call(ctx context.Context, j *job, req *Request) (res *Result, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			j.log.Error("asyncreq: processor panicked", "panic", v, "stack", string(debug.Stack()))
+			res, err = nil, &panicError{value: v}
+		}
+	}()
+	return w.proc.Process(withResultLimit(ctx, w.opts.MaxResultBytes), req)
+}
+
+// progress records p on the record, if j still holds it.
+func (w *Worker) progress(ctx context.Context, j *job, p Progress) error {
+	now := time.Now()
+	_, err := w.store.Update(ctx, j.lease.ID, func(rec *Record) error {
+		return rec.SetProgress(j.token, p, now)
+	})
+	return err
+}
+
+// heartbeat extends j's lease every LeaseDuration/3 until ctx ends, and
+// cancels the processor with cause ErrCanceled when the client cancels the
+// request, or with ErrLeaseLost when the lease or the record's lease token
+// is lost. It reads the record at every beat; when the Store is a Watcher
+// it also watches the record and reads it at each change the watch
+// reports. A watch is only a hint: a Watcher may miss changes made by
+// other processes (see Watcher), and the beat's read catches those.
+func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(max(w.opts.LeaseDuration/3, time.Millisecond))
+	defer t.Stop()
+	var changed <-chan struct{}
+	checking := true // false once nothing more can happen to watch for
+	rewatch := w.watcher != nil
+	// Each watch is released when it is replaced: a long request that
+	// reports progress often would otherwise hold one per change.
+	stopWatch := func() {}
+	defer func() { stopWatch() }()
+	for {
+		if rewatch {
+			rewatch = false
+			stopWatch()
+			stopWatch = func() {}
+			ch, stop, err := watch(ctx, w.watcher, j.lease.ID)
+			switch {
+			case err == nil:
+				changed, stopWatch = ch, stop
+			case ctx.Err() != nil:
+				return
+			default:
+				// Poll at every beat instead, and try to watch again then.
+				j.log.Warn("asyncreq: watch", "err", err)
+				changed = nil
+			}
+			// A change between the claim (or the last change) and the
+			// watch would be missed without this read.
+			if !w.check(ctx, j, cancel) {
+				checking = false
+				changed = nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+			rewatch = true
+		case <-t.C:
+			err := w.queue.Extend(ctx, j.lease, w.opts.LeaseDuration)
+			switch {
+			case err == nil:
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, ErrLeaseLost):
+				// The request may be delivered to another worker already;
+				// this attempt's outcome would be fenced off.
+				j.log.Warn("asyncreq: lease lost; canceling the processor")
+				cancel(ErrLeaseLost)
+				return
+			default:
+				j.log.Warn("asyncreq: extend lease", "err", err)
+			}
+			if checking {
+				if w.watcher != nil && changed == nil {
+					rewatch = true // watches again, then reads
+				} else if !w.check(ctx, j, cancel) {
+					checking = false
+					changed = nil
+				}
+			}
+		}
+	}
+}
+
+// check reads j's record and cancels the processor if the client canceled
+// the request or the record no longer carries j's token. It returns false
+// once there is nothing more to watch for.
+func (w *Worker) check(ctx context.Context, j *job, cancel context.CancelCauseFunc) bool {
+	rec, err := checkRecord(w.store.Get(ctx, j.lease.ID))
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return false
+	case isMissing(err):
+		j.log.Warn("asyncreq: record vanished while running; canceling the processor")
+		cancel(ErrLeaseLost)
+		return false
+	default:
+		j.log.Warn("asyncreq: read record", "err", err)
+		return true
+	}
+	switch {
+	case !rec.heldBy(j.token):
+		j.log.Warn("asyncreq: request taken over by a newer attempt; canceling the processor")
+		cancel(ErrLeaseLost)
+		return false
+	case rec.CancelRequested:
+		j.log.Info("asyncreq: cancel requested; canceling the processor")
+		cancel(ErrCanceled)
+		return false
+	}
+	return true
+}

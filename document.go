@@ -1,0 +1,187 @@
+package asyncreq
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// This file is the status document: its type, how the Handler builds one
+// from a Record, and its JSON encoding, written by hand because every
+// status answer and long poll encodes one.
+
+// StatusDocument is the JSON document the status URL serves (see the HTTP
+// contract in the package documentation). Clients decode it; the handler
+// builds it from a Record.
+type StatusDocument struct {
+	// ID is the request's identifier.
+	ID string `json:"id"`
+	// Status is where the request stands.
+	Status State `json:"status"`
+	// CreatedAt and UpdatedAt are when the request was accepted and last
+	// changed, in UTC.
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// Attempts is the number of attempts started so far.
+	Attempts int `json:"attempts"`
+	// Progress is what the processor last reported while running, or nil.
+	Progress *Progress `json:"progress,omitempty"`
+	// StatusURL is the URL of this document.
+	StatusURL string `json:"status_url"`
+	// ResultURL is the URL of the result, once the request has succeeded.
+	ResultURL string `json:"result_url,omitempty"`
+	// Error is the failure of a failed or canceled request, or nil.
+	Error *Problem `json:"error,omitempty"`
+	// ExpiresAt is when a finished request will be purged; zero while it
+	// is not finished.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// statusDocument builds the status document of rec, with the URLs of the
+// request st reached the Handler with.
+func statusDocument(rec *Record, st *reqState) *StatusDocument {
+	doc := &StatusDocument{
+		ID:        rec.ID,
+		Status:    rec.State,
+		CreatedAt: rec.CreatedAt.UTC(),
+		UpdatedAt: rec.UpdatedAt.UTC(),
+		Attempts:  rec.Attempts,
+		Progress:  rec.Progress,
+		StatusURL: st.statusURL(rec.ID),
+	}
+	if !rec.ExpiresAt.IsZero() {
+		doc.ExpiresAt = rec.ExpiresAt.UTC()
+	}
+	switch rec.State {
+	case StateSucceeded:
+		doc.ResultURL = st.resultURL(rec.ID)
+	case StateFailed, StateCanceled:
+		doc.Error = servedProblem(failureProblem(rec), http.StatusInternalServerError)
+	}
+	return doc
+}
+
+// writeDocument answers with a status document as application/json.
+func (h *Handler) writeDocument(w http.ResponseWriter, r *http.Request, code int, doc *StatusDocument) {
+	b, err := appendStatusDocument(make([]byte, 0, 384), doc)
+	if err != nil {
+		h.log.LogAttrs(r.Context(), slog.LevelError, "asyncreq: encoding a status document",
+			slog.String("id", doc.ID), slog.Any("err", err))
+		sendError(w, r, http.StatusInternalServerError, "the status document could not be encoded")
+		return
+	}
+	b = append(b, '\n')
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(b)
+	}
+}
+
+// appendStatusDocument appends the JSON encoding of d to b: the bytes
+// encoding/json would write, without its reflection on the hot paths.
+func appendStatusDocument(b []byte, d *StatusDocument) ([]byte, error) {
+	for _, t := range []time.Time{d.CreatedAt, d.UpdatedAt, d.ExpiresAt} {
+		if y := t.Year(); y < 0 || y > 9999 {
+			return nil, fmt.Errorf("asyncreq: time %v cannot be encoded in JSON", t)
+		}
+	}
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, d.ID)
+	b = append(b, `,"status":`...)
+	b = appendJSONString(b, string(d.Status))
+	b = append(b, `,"created_at":"`...)
+	b = d.CreatedAt.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","updated_at":"`...)
+	b = d.UpdatedAt.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","attempts":`...)
+	b = strconv.AppendInt(b, int64(d.Attempts), 10)
+	if d.Progress != nil {
+		b = append(b, `,"progress":{"percent":`...)
+		b = strconv.AppendInt(b, int64(d.Progress.Percent), 10)
+		if d.Progress.Message != "" {
+			b = append(b, `,"message":`...)
+			b = appendJSONString(b, d.Progress.Message)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `,"status_url":`...)
+	b = appendJSONString(b, d.StatusURL)
+	if d.ResultURL != "" {
+		b = append(b, `,"result_url":`...)
+		b = appendJSONString(b, d.ResultURL)
+	}
+	if d.Error != nil {
+		e, err := json.Marshal(d.Error)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, `,"error":`...)
+		b = append(b, e...)
+	}
+	if !d.ExpiresAt.IsZero() {
+		b = append(b, `,"expires_at":"`...)
+		b = d.ExpiresAt.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	return append(b, '}'), nil
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it (HTML-safe, invalid UTF-8 replaced).
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
