@@ -71,7 +71,8 @@ func (s QueueStats) OldestPendingAge() time.Duration {
 // admin pages. A Queue without it has no fallback here; a program can count
 // the leases its own Workers hold, but not the entries waiting. (The method
 // is QueueStats rather than Stats so that a backend keeps its own Stats, as
-// the sqlite module's writer counters.)
+// the sqlite module's writer counters.) A Backend made by Pair does not
+// pass it on: ask its Queue.
 //
 // QueueStats may be called concurrently with every Queue method and is
 // meant to be called often (a scrape every few seconds): backends answer
