@@ -145,8 +145,9 @@
 //     written fallback: [Accepter] (record and enqueue in one atomic
 //     step), [Completer] (an outcome and its Ack in one step), [Watcher]
 //     (change notification for long polls and cancels),
-//     [UnenqueuedLister] (recovery of interrupted accepts) and
-//     [BatchDequeuer];
+//     [UnenqueuedLister] (recovery of interrupted accepts),
+//     [BatchDequeuer] and [QueueStater] (counts for metrics and
+//     dashboards, which the Handler and Worker do not call);
 //   - the lifecycle a Store keeps without judging it: [State] holds the
 //     table of which state follows which, and each change is a method of
 //     [*Record] ([Record.Claim], [Record.Succeed], [Record.RequestCancel],
