@@ -19,28 +19,34 @@ import (
 
 // serveSubmit serves POST /: record and enqueue a request.
 func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
+	start := h.now()
 	st := state(r)
 	w.Header().Add("Vary", "Prefer")
 	owner, ok := h.owner(w, r, st)
 	if !ok {
+		h.rejected(r, http.StatusUnauthorized, "unauthorized")
 		return
 	}
 	key, ok := idempotencyKey(r.Header)
 	if !ok {
+		h.rejected(r, http.StatusBadRequest, "bad_request")
 		sendError(w, r, http.StatusBadRequest, "the Idempotency-Key header must be one non-empty key of at most 255 printable characters")
 		return
 	}
 	body, status := h.readBody(w, r)
 	if status != 0 {
 		if status == http.StatusRequestEntityTooLarge {
+			h.rejected(r, status, "too_large")
 			sendError(w, r, status, "the request body is larger than "+strconv.FormatInt(h.opts.MaxBodyBytes, 10)+" bytes")
 		} else {
+			h.rejected(r, status, "bad_request")
 			sendError(w, r, status, "the request body could not be read")
 		}
 		return
 	}
 	if h.opts.Validate != nil {
 		if err := h.opts.Validate(st.orig, body); err != nil {
+			h.rejected(r, http.StatusUnprocessableEntity, "invalid")
 			var p *Problem
 			if errors.As(err, &p) && p != nil {
 				sendProblem(w, r, p, http.StatusUnprocessableEntity)
@@ -59,7 +65,7 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 		State:          StatePending,
 		Method:         r.Method,
 		URL:            st.orig.URL.RequestURI(),
-		Header:         h.keeper.pick(r.Header),
+		Header:         h.keepTraceContext(r.Context(), r, h.keeper.pick(r.Header)),
 		ContentType:    r.Header.Get("Content-Type"),
 		Body:           body,
 		CreatedAt:      now,
@@ -69,10 +75,12 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.BodyHash = fingerprint(rec)
 	prefs := parsePrefer(r.Header)
+	id := rec.ID
 	rec, ok = h.accept(w, r, rec)
 	if !ok {
 		return
 	}
+	h.acceptedEvent(r, rec, rec.ID != id, start)
 
 	wait := h.capWait(prefs.wait)
 	if wait > 0 && !rec.State.Final() {
@@ -183,6 +191,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 			if err = h.queue.Enqueue(ctx, rec.ID, 0); err != nil {
 				h.logBackend(ctx, "asyncreq: enqueue of a new request; rolling back", rec.ID, err)
 				h.rollback(ctx, rec.ID)
+				h.rejected(r, http.StatusServiceUnavailable, "unavailable")
 				h.unavailable(w, r)
 				return nil, false
 			}
@@ -205,6 +214,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 	case errors.Is(err, ErrDuplicate) && existing != nil:
 		switch {
 		case !sameRequest(existing, rec):
+			h.rejected(r, http.StatusUnprocessableEntity, "invalid")
 			sendError(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request "+
 				"(method, path and query, Content-Type, headers or body)")
 			return nil, false
@@ -212,6 +222,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 			// Not known to be queued yet: the first submit is still
 			// between Store and Queue (or was interrupted there, and the
 			// worker's sweep will enqueue it).
+			h.rejected(r, http.StatusConflict, "conflict")
 			w.Header().Set("Retry-After", h.retryAfter)
 			sendError(w, r, http.StatusConflict, "a request with this Idempotency-Key is still being accepted; retry later")
 			return nil, false
@@ -219,6 +230,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 		return existing, true
 	default:
 		h.logBackend(ctx, "asyncreq: accepting a request", rec.ID, err)
+		h.rejected(r, http.StatusServiceUnavailable, "unavailable")
 		h.unavailable(w, r)
 		return nil, false
 	}

@@ -81,6 +81,10 @@ type WorkerOptions struct {
 	// HandlerProcessor stops buffering the wrapped handler's response as
 	// soon as its body passes this limit. The default is 10 MiB.
 	MaxResultBytes int64
+
+	// Hooks, if set, are told about claims, attempts, purges and sweeps
+	// (see Hooks). The default is none.
+	Hooks *Hooks
 }
 
 // The defaults of WorkerOptions.
