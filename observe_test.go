@@ -54,7 +54,7 @@ func (l *hookLog) hooks() *asyncreq.Hooks {
 func TestHooksHandler(t *testing.T) {
 	b := memory.New(nil)
 	var l hookLog
-	h, err := asyncreq.NewHandler(b, b, &asyncreq.HandlerOptions{Hooks: l.hooks(), MaxBodyBytes: 10})
+	h, err := asyncreq.NewHandler(b, &asyncreq.HandlerOptions{Hooks: l.hooks(), MaxBodyBytes: 10})
 	require.NoError(t, err)
 	do := func(method, target, body string, hdr ...string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(method, target, strings.NewReader(body))
@@ -100,7 +100,7 @@ func TestHooksTraceContextHook(t *testing.T) {
 	b := memory.New(nil)
 	const tp = "00-11111111111111111111111111111111-2222222222222222-01"
 	hooks := &asyncreq.Hooks{TraceContext: func(ctx context.Context, h http.Header) { h.Set("Traceparent", tp) }}
-	h, err := asyncreq.NewHandler(b, b, &asyncreq.HandlerOptions{Hooks: hooks})
+	h, err := asyncreq.NewHandler(b, &asyncreq.HandlerOptions{Hooks: hooks})
 	require.NoError(t, err)
 	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("a"))
 	r.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
@@ -132,7 +132,7 @@ func TestHooksWorker(t *testing.T) {
 			}
 			return nil, nil
 		})
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{
 			Hooks: l.hooks(), MaxAttempts: 1, Timeout: 5 * time.Second, Concurrency: 1,
 		})
 		ok := acceptJob(t, b, "ok")
@@ -179,7 +179,7 @@ func TestHooksWorkerRetry(t *testing.T) {
 			}
 			return nil, nil
 		})
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{Hooks: l.hooks()})
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{Hooks: l.hooks()})
 		id := acceptJob(t, b, "x")
 		awaitState(t, b, id, asyncreq.StateSucceeded)
 		synctest.Wait()

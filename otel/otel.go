@@ -6,8 +6,8 @@
 //
 //	obs, err := otel.Instrument(otel.WithQueue("reports"))
 //	...
-//	h, err := asyncreq.NewHandler(b, b, &asyncreq.HandlerOptions{Hooks: obs.Hooks()})
-//	w, err := asyncreq.NewWorker(b, b, p, &asyncreq.WorkerOptions{Hooks: obs.Hooks()})
+//	h, err := asyncreq.NewHandler(b, &asyncreq.HandlerOptions{Hooks: obs.Hooks()})
+//	w, err := asyncreq.NewWorker(b, p, &asyncreq.WorkerOptions{Hooks: obs.Hooks()})
 //	defer obs.Close()
 //
 // # Traces

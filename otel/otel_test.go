@@ -62,13 +62,13 @@ func newRig(t *testing.T, p asyncreq.Processor, wopts asyncreq.WorkerOptions, op
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, obs.Close()) })
 
-	h, err := asyncreq.NewHandler(b, b, &asyncreq.HandlerOptions{Hooks: obs.Hooks()})
+	h, err := asyncreq.NewHandler(b, &asyncreq.HandlerOptions{Hooks: obs.Hooks()})
 	require.NoError(t, err)
 	wopts.Hooks = obs.Hooks()
 	if wopts.BackoffMin == 0 {
 		wopts.BackoffMin, wopts.BackoffMax = time.Millisecond, time.Millisecond
 	}
-	w, err := asyncreq.NewWorker(b, b, p, &wopts)
+	w, err := asyncreq.NewWorker(b, p, &wopts)
 	require.NoError(t, err)
 	require.NoError(t, w.Start(ctx))
 	t.Cleanup(func() { assert.NoError(t, w.Stop(context.Background())) })
