@@ -231,12 +231,25 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return nil, err
 	}
-	a := &app{mux: http.NewServeMux(), closer: bk.Close}
-	fail := func(err error) (*app, error) {
+	tel, err := newTelemetry()
+	if err != nil {
 		bk.Close()
 		return nil, err
 	}
+	a := &app{mux: http.NewServeMux(), closer: func() { tel.close(); bk.Close() }}
+	fail := func(err error) (*app, error) {
+		a.closer()
+		return nil, err
+	}
 	const maxBody = 1 << 20
+	jobsHooks, err := tel.hooks("jobs")
+	if err != nil {
+		return fail(err)
+	}
+	reportsHooks, err := tel.hooks("reports")
+	if err != nil {
+		return fail(err)
+	}
 
 	jobsBackend, err := bk.Endpoint(ctx, "jobs")
 	if err != nil {
@@ -247,6 +260,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		MaxWait:      maxWait,
 		Validate:     validateReport,
 		Logger:       logger,
+		Hooks:        jobsHooks,
 	})
 	if err != nil {
 		return fail(err)
@@ -257,6 +271,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		// picked up again soon after it restarts.
 		LeaseDuration: leaseDuration,
 		Logger:        logger,
+		Hooks:         jobsHooks,
 	})
 	if err != nil {
 		return fail(err)
@@ -268,8 +283,8 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		return fail(err)
 	}
 	a.async, err = asyncreq.NewAsync(sync, reportsBackend, &asyncreq.AsyncOptions{
-		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger},
-		Worker:  asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, Logger: logger},
+		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger, Hooks: reportsHooks},
+		Worker:  asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, Logger: logger, Hooks: reportsHooks},
 	})
 	if err != nil {
 		return fail(err)
@@ -278,6 +293,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	a.mux.Handle("/jobs", http.StripPrefix("/jobs", jobs))
 	a.mux.Handle("/jobs/", http.StripPrefix("/jobs", jobs))
 	a.mux.Handle("/report", sync)
+	a.mux.Handle("GET /metrics", tel.handler)
 	a.mux.Handle("/reports", http.StripPrefix("/reports", a.async))
 	a.mux.Handle("/reports/", http.StripPrefix("/reports", a.async))
 	a.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -294,6 +310,7 @@ const usage = `asyncreq example server
   GET  /jobs/{id}         the JSON report once done
   POST /report    the same report, synchronously
   POST /reports   /report made asynchronous by asyncreq.NewAsync
+  GET  /metrics   Prometheus metrics (docs/observability.md)
 
 Try: curl -i -X POST --data-binary @README.md localhost:8080/jobs
 `
