@@ -206,7 +206,7 @@ func sums(t *testing.T, m metricdata.Metrics, key attribute.Key) map[string]int6
 		q, _ := dp.Attributes.Value(asyncreqotel.AttrQueue)
 		assert.Equal(t, "reports", q.AsString())
 		v, _ := dp.Attributes.Value(key)
-		out[v.Emit()] += dp.Value
+		out[v.String()] += dp.Value
 	}
 	return out
 }
@@ -219,7 +219,7 @@ func counts(t *testing.T, m metricdata.Metrics, key attribute.Key) map[string]ui
 	out := map[string]uint64{}
 	for _, dp := range h.DataPoints {
 		v, _ := dp.Attributes.Value(key)
-		out[v.Emit()] += dp.Count
+		out[v.String()] += dp.Count
 	}
 	return out
 }
