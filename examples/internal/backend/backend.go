@@ -1,4 +1,4 @@
-// Package backend opens the Store and Queue that the example programs run
+// Package backend opens the asyncreq.Backend that the example programs run
 // on, chosen by name: memory, sqlite, postgres, redis or nats, with an
 // optional RabbitMQ queue in front of any of them.
 package backend
