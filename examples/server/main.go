@@ -254,16 +254,12 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		return nil, err
 	}
 	const maxBody = 1 << 20
-	jobsHooks, err := tel.hooks("jobs")
-	if err != nil {
-		return fail(err)
-	}
-	reportsHooks, err := tel.hooks("reports")
-	if err != nil {
-		return fail(err)
-	}
 
 	jobsBackend, err := bk.Endpoint(ctx, "jobs")
+	if err != nil {
+		return fail(err)
+	}
+	jobsHooks, err := tel.hooks("jobs", jobsBackend)
 	if err != nil {
 		return fail(err)
 	}
@@ -294,6 +290,10 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 
 	sync := reportHandler(cfg.workTime, maxBody)
 	reportsBackend, err := bk.Endpoint(ctx, "reports")
+	if err != nil {
+		return fail(err)
+	}
+	reportsHooks, err := tel.hooks("reports", reportsBackend)
 	if err != nil {
 		return fail(err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 
@@ -34,9 +35,20 @@ func newTelemetry() (*telemetry, error) {
 }
 
 // hooks returns the Hooks of an endpoint's Handler and Worker, whose
-// metrics carry the endpoint's name as asyncreq_queue.
-func (t *telemetry) hooks(queue string) (*asyncreq.Hooks, error) {
-	o, err := asyncreqotel.Instrument(asyncreqotel.WithMeterProvider(t.mp), asyncreqotel.WithQueue(queue))
+// metrics carry the endpoint's name as asyncreq_queue. When b counts its
+// queue (asyncreq.QueueStater), its depth and oldest age are gauged.
+func (t *telemetry) hooks(queue string, b asyncreq.Backend) (*asyncreq.Hooks, error) {
+	opts := []asyncreqotel.Option{asyncreqotel.WithMeterProvider(t.mp), asyncreqotel.WithQueue(queue)}
+	if qs, ok := b.(asyncreq.QueueStater); ok {
+		opts = append(opts, asyncreqotel.WithQueueStats(func(ctx context.Context) (asyncreqotel.QueueStats, error) {
+			s, err := qs.QueueStats(ctx)
+			if err != nil {
+				return asyncreqotel.QueueStats{}, err
+			}
+			return asyncreqotel.QueueStats{Depth: max(s.Pending, 0), OldestAge: s.OldestPendingAge()}, nil
+		}))
+	}
+	o, err := asyncreqotel.Instrument(opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -40,8 +40,10 @@ func TestMetrics(t *testing.T) {
 		`(?m)^asyncreq_attempt_duration_seconds_bucket\{[^}]*asyncreq_queue="jobs"[^}]*le="\+Inf"[^}]*\} 1$`,
 		`(?m)^asyncreq_queue_wait_seconds_count\{[^}]*asyncreq_queue="jobs"[^}]*\} 1$`,
 		`(?m)^asyncreq_request_duration_seconds_count\{[^}]*asyncreq_queue="jobs"[^}]*\} 1$`,
+		`(?m)^asyncreq_queue_depth\{[^}]*asyncreq_queue="jobs"[^}]*\} 0$`,
+		`(?m)^asyncreq_queue_oldest_age_seconds\{[^}]*asyncreq_queue="jobs"[^}]*\} 0$`,
 	} {
 		assert.Regexp(t, series, text)
 	}
-	assert.NotRegexp(t, `asyncreq_queue="reports"`, text, "nothing was submitted to /reports")
+	assert.NotRegexp(t, `asyncreq_requests_accepted_total\{[^}]*asyncreq_queue="reports"`, text, "nothing was submitted to /reports")
 }
