@@ -18,6 +18,10 @@ type job struct {
 	lease *Lease
 	token string
 	log   *slog.Logger
+	// ev and ctx are the attempt as AttemptStarted saw it and the context
+	// it returned, for AttemptFinished.
+	ev  AttemptEvent
+	ctx context.Context
 }
 
 // run works on one lease: claim, process, record the outcome, settle the
@@ -43,12 +47,13 @@ func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 		return
 	}
 
+	claimStart := time.Now()
 	rec, err := w.claim(ctx, j)
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrFinished), isMissing(err):
 		// Delivered again after its outcome was recorded, or deleted.
-		j.log.Debug("asyncreq: skipping a request that is finished or gone", "err", err)
+		j.log.DebugContext(ctx, "asyncreq: skipping a request that is finished or gone", "err", err)
 		ack()
 		return
 	case errors.Is(err, errClaimSettled):
@@ -59,11 +64,12 @@ func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 		return
 	default:
 		delay := w.backoff(max(l.Delivery, 1))
-		j.log.Error("asyncreq: claim", "err", err, "retry_in", delay)
+		j.log.ErrorContext(ctx, "asyncreq: claim", "err", err, "retry_in", delay)
 		nack(delay)
 		return
 	}
 	j.log = j.log.With("attempt", rec.Attempts)
+	w.claimed(ctx, j, rec, claimStart)
 
 	a := w.process(ctx, j, rec)
 	w.settling <- struct{}{}
@@ -92,9 +98,9 @@ func (w *Worker) claim(ctx context.Context, j *job) (*Record, error) {
 	case StateRunning:
 		return rec, nil
 	case StateCanceled:
-		j.log.Info("asyncreq: request canceled before it ran")
+		j.log.InfoContext(ctx, "asyncreq: request canceled before it ran")
 	default:
-		j.log.Error("asyncreq: request failed: attempts used up without an outcome (the processor may crash its worker)", "attempts", rec.Attempts)
+		j.log.ErrorContext(ctx, "asyncreq: request failed: attempts used up without an outcome (the processor may crash its worker)", "attempts", rec.Attempts)
 	}
 	return nil, errClaimSettled
 }
@@ -148,8 +154,10 @@ func (w *Worker) process(ctx context.Context, j *job, rec *Record) attempt {
 		Attempt:     rec.Attempts,
 		CreatedAt:   rec.CreatedAt,
 	}
+	pctx = w.attemptStarted(pctx, j)
 	var a attempt
 	a.res, a.err = w.call(pctx, j, req)
+	j.ev.Duration = time.Since(j.ev.Start)
 	if pctx.Err() != nil {
 		a.cause = context.Cause(pctx)
 	}
@@ -166,7 +174,7 @@ func (e *panicError) Error() string { return fmt.Sprintf("asyncreq: processor pa
 func (w *Worker) call(ctx context.Context, j *job, req *Request) (res *Result, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			j.log.Error("asyncreq: processor panicked", "panic", v, "stack", string(debug.Stack()))
+			j.log.ErrorContext(ctx, "asyncreq: processor panicked", "panic", v, "stack", string(debug.Stack()))
 			res, err = nil, &panicError{value: v}
 		}
 	}()
@@ -212,7 +220,7 @@ func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCau
 				return
 			default:
 				// Poll at every beat instead, and try to watch again then.
-				j.log.Warn("asyncreq: watch", "err", err)
+				j.log.WarnContext(ctx, "asyncreq: watch", "err", err)
 				changed = nil
 			}
 			// A change between the claim (or the last change) and the
@@ -236,11 +244,11 @@ func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCau
 			case errors.Is(err, ErrLeaseLost):
 				// The request may be delivered to another worker already;
 				// this attempt's outcome would be fenced off.
-				j.log.Warn("asyncreq: lease lost; canceling the processor")
+				j.log.WarnContext(ctx, "asyncreq: lease lost; canceling the processor")
 				cancel(ErrLeaseLost)
 				return
 			default:
-				j.log.Warn("asyncreq: extend lease", "err", err)
+				j.log.WarnContext(ctx, "asyncreq: extend lease", "err", err)
 			}
 			if checking {
 				if w.watcher != nil && changed == nil {
@@ -264,20 +272,20 @@ func (w *Worker) check(ctx context.Context, j *job, cancel context.CancelCauseFu
 	case ctx.Err() != nil:
 		return false
 	case isMissing(err):
-		j.log.Warn("asyncreq: record vanished while running; canceling the processor")
+		j.log.WarnContext(ctx, "asyncreq: record vanished while running; canceling the processor")
 		cancel(ErrLeaseLost)
 		return false
 	default:
-		j.log.Warn("asyncreq: read record", "err", err)
+		j.log.WarnContext(ctx, "asyncreq: read record", "err", err)
 		return true
 	}
 	switch {
 	case !rec.heldBy(j.token):
-		j.log.Warn("asyncreq: request taken over by a newer attempt; canceling the processor")
+		j.log.WarnContext(ctx, "asyncreq: request taken over by a newer attempt; canceling the processor")
 		cancel(ErrLeaseLost)
 		return false
 	case rec.CancelRequested:
-		j.log.Info("asyncreq: cancel requested; canceling the processor")
+		j.log.InfoContext(ctx, "asyncreq: cancel requested; canceling the processor")
 		cancel(ErrCanceled)
 		return false
 	}

@@ -67,12 +67,12 @@ func (w *Worker) fetch(fetchCtx, workCtx context.Context, wg *sync.WaitGroup) {
 		case fetchCtx.Err() != nil:
 			return
 		case errors.Is(err, ErrClosed):
-			w.log.Error("asyncreq: queue closed; worker stops fetching", "err", err)
+			w.log.ErrorContext(fetchCtx, "asyncreq: queue closed; worker stops fetching", "err", err)
 			return
 		}
 		pause = min(max(2*pause, workerFetchBackoffMin), workerFetchBackoffMax)
 		wait := pause/2 + rand.N(pause/2+1)
-		w.log.Error("asyncreq: dequeue", "err", err, "retry_in", wait)
+		w.log.ErrorContext(fetchCtx, "asyncreq: dequeue", "err", err, "retry_in", wait)
 		if !sleepCtx(fetchCtx, wait) {
 			return
 		}

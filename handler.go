@@ -128,6 +128,10 @@ type HandlerOptions struct {
 	// Logger receives the errors that are kept from clients: backend
 	// failures and rollbacks. The default discards them.
 	Logger *slog.Logger
+
+	// Hooks, if set, are told about accepted and rejected submits and
+	// served answers (see Hooks). The default is none.
+	Hooks *Hooks
 }
 
 // The defaults of HandlerOptions.

@@ -30,12 +30,13 @@ func (w *Worker) purge(ctx context.Context) {
 		n, err := w.store.Purge(ctx, time.Now(), w.opts.PurgeBatch)
 		if err != nil {
 			if ctx.Err() == nil {
-				w.log.Error("asyncreq: purge", "err", err)
+				w.log.ErrorContext(ctx, "asyncreq: purge", "err", err)
 			}
 			return
 		}
 		if n > 0 {
-			w.log.Debug("asyncreq: purged expired records", "count", n)
+			w.log.DebugContext(ctx, "asyncreq: purged expired records", "count", n)
+			w.purged(ctx, n)
 		}
 		if n < w.opts.PurgeBatch {
 			return
@@ -57,7 +58,7 @@ func (w *Worker) sweep(ctx context.Context) {
 		ids, err := w.lister.ListUnenqueued(ctx, time.Now().Add(-w.opts.SweepAge), workerSweepBatch)
 		if err != nil {
 			if ctx.Err() == nil {
-				w.log.Error("asyncreq: list unenqueued", "err", err)
+				w.log.ErrorContext(ctx, "asyncreq: list unenqueued", "err", err)
 			}
 			return
 		}
@@ -84,7 +85,7 @@ func (w *Worker) sweepOne(ctx context.Context, id string) bool {
 		return true // deleted since it was listed
 	case err != nil:
 		if ctx.Err() == nil {
-			w.log.Error("asyncreq: sweep read record", "id", id, "err", err)
+			w.log.ErrorContext(ctx, "asyncreq: sweep read record", "id", id, "err", err)
 		}
 		return false
 	case !rec.needsEnqueue():
@@ -92,7 +93,7 @@ func (w *Worker) sweepOne(ctx context.Context, id string) bool {
 	}
 	if err := w.queue.Enqueue(ctx, id, 0); err != nil {
 		if ctx.Err() == nil {
-			w.log.Error("asyncreq: sweep enqueue", "id", id, "err", err)
+			w.log.ErrorContext(ctx, "asyncreq: sweep enqueue", "id", id, "err", err)
 		}
 		return false
 	}
@@ -110,10 +111,11 @@ func (w *Worker) sweepOne(ctx context.Context, id string) bool {
 		// It is listed and enqueued again next time, which a worker
 		// handles like any redelivery.
 		if ctx.Err() == nil {
-			w.log.Error("asyncreq: sweep mark enqueued", "id", id, "err", err)
+			w.log.ErrorContext(ctx, "asyncreq: sweep mark enqueued", "id", id, "err", err)
 		}
 		return false
 	}
-	w.log.Info("asyncreq: enqueued a request that had not reached the queue", "id", id)
+	w.log.InfoContext(ctx, "asyncreq: enqueued a request that had not reached the queue", "id", id)
+	w.swept(ctx, id)
 	return true
 }

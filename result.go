@@ -21,6 +21,7 @@ func (h *Handler) serveResult(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	h.served(r, "result", rec)
 	h.writeOutcome(w, r, rec, st)
 }
 

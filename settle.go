@@ -17,24 +17,25 @@ import (
 func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 	now := time.Now()
 	res, err, cause := a.res, a.err, a.cause
+	j.ev.Err = err
 	if err == nil {
 		if res == nil {
 			res = &Result{}
 		}
 		if n := resultSize(res); n > w.opts.MaxResultBytes {
 			err = fmt.Errorf("%w: %d bytes, more than MaxResultBytes (%d)", ErrResultTooLarge, n, w.opts.MaxResultBytes)
-			j.log.Error("asyncreq: request failed: result too large", "err", err)
+			j.log.ErrorContext(ctx, "asyncreq: request failed: result too large", "err", err)
 			p := tooLargeProblem(w.opts.MaxResultBytes)
-			w.record(ctx, j, "failed", 0, func(rec *Record) error { return rec.Fail(j.token, p, now) })
+			w.record(ctx, j, OutcomeFailed, 0, func(rec *Record) error { return rec.Fail(j.token, p, now) })
 			return
 		}
-		w.record(ctx, j, "succeeded", 0, func(rec *Record) error { return rec.Succeed(j.token, res, now) })
+		w.record(ctx, j, OutcomeSucceeded, 0, func(rec *Record) error { return rec.Succeed(j.token, res, now) })
 		return
 	}
 
 	if p := permanentProblem(err); p != nil {
-		j.log.Info("asyncreq: request failed permanently", "status", p.Status, "err", err)
-		w.record(ctx, j, "failed", 0, func(rec *Record) error { return rec.Fail(j.token, p, now) })
+		j.log.InfoContext(ctx, "asyncreq: request failed permanently", "status", p.Status, "err", err)
+		w.record(ctx, j, OutcomeFailed, 0, func(rec *Record) error { return rec.Fail(j.token, p, now) })
 		return
 	}
 
@@ -42,16 +43,17 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 	switch {
 	case errors.Is(cause, ErrLeaseLost):
 		// Another attempt owns the request now, or will.
-		j.log.Warn("asyncreq: attempt abandoned: lease lost", "err", err)
+		j.log.WarnContext(ctx, "asyncreq: attempt abandoned: lease lost", "err", err)
 		w.releaseIfSuperseded(ctx, j)
+		w.attemptFinished(ctx, j, OutcomeLeaseLost, false, 0, err)
 		return
 	case errors.Is(cause, ErrShutdown):
-		j.log.Info("asyncreq: handing the request back at shutdown", "err", err)
-		w.record(ctx, j, "handed back", 0, func(rec *Record) error { return rec.HandBack(j.token, now) })
+		j.log.InfoContext(ctx, "asyncreq: handing the request back at shutdown", "err", err)
+		w.record(ctx, j, OutcomeHandedBack, 0, func(rec *Record) error { return rec.HandBack(j.token, now) })
 		return
 	case errors.Is(cause, ErrCanceled):
-		j.log.Info("asyncreq: request canceled while running", "err", err)
-		w.record(ctx, j, "canceled", 0, func(rec *Record) error { return rec.Cancel(j.token, now) })
+		j.log.InfoContext(ctx, "asyncreq: request canceled while running", "err", err)
+		w.record(ctx, j, OutcomeCanceled, 0, func(rec *Record) error { return rec.Cancel(j.token, now) })
 		return
 	case errors.Is(cause, ErrTimeout):
 		detail = "processing timed out"
@@ -59,10 +61,20 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 		detail = "processing failed"
 	}
 
+	// A timeout or a panic is told apart from other failures; it is
+	// retried or fails for good like them.
+	failed, retry := OutcomeFailed, OutcomeRetry
+	var pe *panicError
+	switch {
+	case errors.Is(cause, ErrTimeout):
+		failed, retry = OutcomeTimedOut, OutcomeTimedOut
+	case errors.As(err, &pe):
+		failed, retry = OutcomePanicked, OutcomePanicked
+	}
 	if rec.Attempts >= w.opts.MaxAttempts {
-		j.log.Error("asyncreq: request failed: attempts used up", "err", err, "attempts", rec.Attempts)
+		j.log.ErrorContext(ctx, "asyncreq: request failed: attempts used up", "err", err, "attempts", rec.Attempts)
 		p := failedProblem(detail)
-		w.record(ctx, j, "failed", 0, func(rec *Record) error { return rec.Fail(j.token, p, now) })
+		w.record(ctx, j, failed, 0, func(rec *Record) error { return rec.Fail(j.token, p, now) })
 		return
 	}
 	delay := w.backoff(rec.Attempts)
@@ -70,9 +82,9 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 	if errors.As(err, &ra) {
 		delay = max(ra.Delay, 0)
 	}
-	j.log.Warn("asyncreq: attempt failed; retrying", "err", err, "retry_in", delay)
+	j.log.WarnContext(ctx, "asyncreq: attempt failed; retrying", "err", err, "retry_in", delay)
 	p := failedProblem(fmt.Sprintf("attempt %d of %d failed: %s; retrying", rec.Attempts, w.opts.MaxAttempts, detail))
-	w.record(ctx, j, "retry", delay, func(rec *Record) error { return rec.Retry(j.token, p, now) })
+	w.record(ctx, j, retry, delay, func(rec *Record) error { return rec.Retry(j.token, p, now) })
 }
 
 // record writes an outcome with the transition fn, which refuses with
@@ -97,15 +109,21 @@ func (w *Worker) record(ctx context.Context, j *job, what string, delay time.Dur
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrLeaseLost), isMissing(err):
-		j.log.Warn("asyncreq: outcome not recorded: the request is no longer this attempt's", "outcome", what, "err", err)
+		j.log.WarnContext(ctx, "asyncreq: outcome not recorded: the request is no longer this attempt's", "outcome", what, "err", err)
 		w.release(ctx, j)
+		w.attemptFinished(ctx, j, OutcomeLeaseLost, false, 0, err)
 		return
 	default:
 		// The outcome is lost with this attempt; leave the lease to run
 		// out, so that the request is delivered again.
-		j.log.Error("asyncreq: record outcome", "outcome", what, "err", err)
+		j.log.ErrorContext(ctx, "asyncreq: record outcome", "outcome", what, "err", err)
+		w.attemptFinished(ctx, j, OutcomeUnrecorded, false, 0, err)
 		return
 	}
+	if final || what == OutcomeHandedBack {
+		delay = 0
+	}
+	w.attemptFinished(ctx, j, what, final, delay, nil)
 	switch {
 	case !final:
 		w.nack(ctx, j, delay)
@@ -118,7 +136,7 @@ func (w *Worker) record(ctx context.Context, j *job, what string, delay time.Dur
 // happened, and a redelivery is acked at claim.
 func (w *Worker) ack(ctx context.Context, j *job) {
 	if err := w.queue.Ack(ctx, j.lease); err != nil {
-		j.log.Warn("asyncreq: ack", "err", err)
+		j.log.WarnContext(ctx, "asyncreq: ack", "err", err)
 	}
 }
 
@@ -133,7 +151,7 @@ func (w *Worker) ack(ctx context.Context, j *job) {
 // changes.
 func (w *Worker) release(ctx context.Context, j *job) {
 	if err := w.queue.Ack(ctx, j.lease); err != nil && !errors.Is(err, ErrLeaseLost) {
-		j.log.Warn("asyncreq: ack of a superseded lease", "err", err)
+		j.log.WarnContext(ctx, "asyncreq: ack of a superseded lease", "err", err)
 	}
 }
 
@@ -148,7 +166,7 @@ func (w *Worker) releaseIfSuperseded(ctx context.Context, j *job) {
 	case err == nil && rec != nil && rec.heldBy(j.token):
 		return
 	case err != nil && !isMissing(err):
-		j.log.Warn("asyncreq: read record of an abandoned attempt; leaving its lease to run out", "err", err)
+		j.log.WarnContext(ctx, "asyncreq: read record of an abandoned attempt; leaving its lease to run out", "err", err)
 		return
 	}
 	w.release(ctx, j)
@@ -158,7 +176,7 @@ func (w *Worker) releaseIfSuperseded(ctx context.Context, j *job) {
 // the lease then runs out and the request is delivered again anyway.
 func (w *Worker) nack(ctx context.Context, j *job, delay time.Duration) {
 	if err := w.queue.Nack(ctx, j.lease, delay); err != nil {
-		j.log.Warn("asyncreq: nack", "err", err)
+		j.log.WarnContext(ctx, "asyncreq: nack", "err", err)
 	}
 }
 

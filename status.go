@@ -28,6 +28,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
 		rec = cur
 		w.Header().Set("Preference-Applied", "wait="+seconds(wait))
 	}
+	h.served(r, "status", rec)
 	doc := statusDocument(rec, st)
 	switch rec.State {
 	case StateSucceeded:

@@ -82,6 +82,10 @@ type WorkerOptions struct {
 	// soon as its body passes this limit. The default is 10 MiB.
 	MaxResultBytes int64
 
+	// Hooks, if set, are told about claims, attempts, purges and sweeps
+	// (see Hooks). The default is none.
+	Hooks *Hooks
+
 	// StopTimeout bounds the graceful stop that the end of Start's context
 	// begins (a signal.NotifyContext, say): fetching stops at once, and the
 	// running requests get StopTimeout to finish; then their processors

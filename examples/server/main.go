@@ -243,14 +243,23 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return nil, err
 	}
-	a := &app{mux: http.NewServeMux(), closer: bk.Close}
-	fail := func(err error) (*app, error) {
+	tel, err := newTelemetry()
+	if err != nil {
 		bk.Close()
+		return nil, err
+	}
+	a := &app{mux: http.NewServeMux(), closer: func() { tel.close(); bk.Close() }}
+	fail := func(err error) (*app, error) {
+		a.closer()
 		return nil, err
 	}
 	const maxBody = 1 << 20
 
 	jobsBackend, err := bk.Endpoint(ctx, "jobs")
+	if err != nil {
+		return fail(err)
+	}
+	jobsHooks, err := tel.hooks("jobs", jobsBackend)
 	if err != nil {
 		return fail(err)
 	}
@@ -263,6 +272,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 			PublicURL:    cfg.publicURL,
 			// The mode for generic pollers (docs/azure.md).
 			AcceptedWhilePending: cfg.genericPollers,
+			Hooks:                jobsHooks,
 		},
 		Worker: asyncreq.WorkerOptions{
 			Concurrency: cfg.concurrency,
@@ -271,6 +281,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 			LeaseDuration: leaseDuration,
 			StopTimeout:   stopTimeout,
 			Logger:        logger,
+			Hooks:         jobsHooks,
 		},
 	})
 	if err != nil {
@@ -282,10 +293,14 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return fail(err)
 	}
+	reportsHooks, err := tel.hooks("reports", reportsBackend)
+	if err != nil {
+		return fail(err)
+	}
 	a.async, err = asyncreq.NewAsync(sync, reportsBackend, &asyncreq.AsyncOptions{
 		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger,
-			PublicURL: cfg.publicURL, AcceptedWhilePending: cfg.genericPollers},
-		Worker: asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, StopTimeout: stopTimeout, Logger: logger},
+			PublicURL: cfg.publicURL, AcceptedWhilePending: cfg.genericPollers, Hooks: reportsHooks},
+		Worker: asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, StopTimeout: stopTimeout, Logger: logger, Hooks: reportsHooks},
 	})
 	if err != nil {
 		return fail(err)
@@ -294,6 +309,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	a.mux.Handle("/jobs", http.StripPrefix("/jobs", a.jobs))
 	a.mux.Handle("/jobs/", http.StripPrefix("/jobs", a.jobs))
 	a.mux.Handle("/report", sync)
+	a.mux.Handle("GET /metrics", tel.handler)
 	a.mux.Handle("/reports", http.StripPrefix("/reports", a.async))
 	a.mux.Handle("/reports/", http.StripPrefix("/reports", a.async))
 	a.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -310,6 +326,7 @@ const usage = `asyncreq example server
   GET  /jobs/{id}         the JSON report once done
   POST /report    the same report, synchronously
   POST /reports   /report made asynchronous by asyncreq.NewAsync
+  GET  /metrics   Prometheus metrics (docs/observability.md)
 
 Try: curl -i -X POST --data-binary @README.md localhost:8080/jobs
 `

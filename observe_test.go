@@ -1,0 +1,198 @@
+package asyncreq_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/memory"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// hookLog records what Hooks were told; it is safe for concurrent use.
+type hookLog struct {
+	mu       sync.Mutex
+	accepted []asyncreq.AcceptEvent
+	rejected []asyncreq.RejectEvent
+	served   []asyncreq.ServeEvent
+	claimed  []asyncreq.ClaimEvent
+	started  []asyncreq.AttemptEvent
+	finished []asyncreq.AttemptEvent
+	ctxOK    []bool // AttemptFinished got the context AttemptStarted returned
+}
+
+type hookKey struct{}
+
+func (l *hookLog) hooks() *asyncreq.Hooks {
+	lock := func(f func()) { l.mu.Lock(); defer l.mu.Unlock(); f() }
+	return &asyncreq.Hooks{
+		Accepted: func(_ context.Context, e asyncreq.AcceptEvent) { lock(func() { l.accepted = append(l.accepted, e) }) },
+		Rejected: func(_ context.Context, e asyncreq.RejectEvent) { lock(func() { l.rejected = append(l.rejected, e) }) },
+		Served:   func(_ context.Context, e asyncreq.ServeEvent) { lock(func() { l.served = append(l.served, e) }) },
+		Claimed:  func(_ context.Context, e asyncreq.ClaimEvent) { lock(func() { l.claimed = append(l.claimed, e) }) },
+		AttemptStarted: func(ctx context.Context, e asyncreq.AttemptEvent) context.Context {
+			lock(func() { l.started = append(l.started, e) })
+			return context.WithValue(ctx, hookKey{}, e.Attempt)
+		},
+		AttemptFinished: func(ctx context.Context, e asyncreq.AttemptEvent) {
+			lock(func() {
+				l.finished = append(l.finished, e)
+				l.ctxOK = append(l.ctxOK, ctx.Value(hookKey{}) == e.Attempt)
+			})
+		},
+	}
+}
+
+func TestHooksHandler(t *testing.T) {
+	b := memory.New(nil)
+	var l hookLog
+	h, err := asyncreq.NewHandler(b, &asyncreq.HandlerOptions{Hooks: l.hooks(), MaxBodyBytes: 10})
+	require.NoError(t, err)
+	do := func(method, target, body string, hdr ...string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, target, strings.NewReader(body))
+		for i := 0; i+1 < len(hdr); i += 2 {
+			r.Header.Set(hdr[i], hdr[i+1])
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	w := do(http.MethodPost, "/", "a", "Idempotency-Key", "k", "Traceparent", tp, "Tracestate", "v=1")
+	require.Equal(t, http.StatusAccepted, w.Code)
+	require.Equal(t, http.StatusAccepted, do(http.MethodPost, "/", "a", "Idempotency-Key", "k").Code)
+	require.Equal(t, http.StatusUnprocessableEntity, do(http.MethodPost, "/", "b", "Idempotency-Key", "k").Code)
+	require.Equal(t, http.StatusRequestEntityTooLarge, do(http.MethodPost, "/", strings.Repeat("x", 11)).Code)
+	statusURL := w.Header().Get("Location")
+	require.Equal(t, http.StatusOK, do(http.MethodGet, statusURL, "").Code)
+	id := strings.TrimSuffix(strings.TrimPrefix(statusURL, "/"), "/status")
+	require.Equal(t, http.StatusNotFound, do(http.MethodGet, "/"+id, "").Code)
+
+	require.Len(t, l.accepted, 2)
+	assert.Equal(t, id, l.accepted[0].ID)
+	assert.False(t, l.accepted[0].Replay)
+	assert.Equal(t, id, l.accepted[1].ID)
+	assert.True(t, l.accepted[1].Replay)
+	assert.Equal(t, []asyncreq.RejectEvent{
+		{Status: http.StatusUnprocessableEntity, Reason: "invalid"},
+		{Status: http.StatusRequestEntityTooLarge, Reason: "too_large"},
+	}, l.rejected)
+	assert.Equal(t, []asyncreq.ServeEvent{
+		{Route: "status", ID: id, State: asyncreq.StatePending},
+		{Route: "result", ID: id, State: asyncreq.StatePending},
+	}, l.served)
+
+	// The trace context is kept though KeepHeaders keeps nothing.
+	rec, err := b.Get(t.Context(), id)
+	require.NoError(t, err)
+	assert.Equal(t, http.Header{"Traceparent": {tp}, "Tracestate": {"v=1"}}, rec.Header)
+}
+
+func TestHooksTraceContextHook(t *testing.T) {
+	b := memory.New(nil)
+	const tp = "00-11111111111111111111111111111111-2222222222222222-01"
+	hooks := &asyncreq.Hooks{TraceContext: func(ctx context.Context, h http.Header) { h.Set("Traceparent", tp) }}
+	h, err := asyncreq.NewHandler(b, &asyncreq.HandlerOptions{Hooks: hooks})
+	require.NoError(t, err)
+	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("a"))
+	r.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	require.Equal(t, http.StatusAccepted, w.Code)
+	id := strings.TrimSuffix(strings.TrimPrefix(w.Header().Get("Location"), "/"), "/status")
+	rec, err := b.Get(t.Context(), id)
+	require.NoError(t, err)
+	assert.Equal(t, http.Header{"Traceparent": {tp}}, rec.Header)
+}
+
+func TestHooksWorker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New(nil)
+		var l hookLog
+		p := asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+			time.Sleep(time.Second)
+			switch string(req.Body) {
+			case "retry":
+				if req.Attempt == 1 {
+					return nil, asyncreq.RetryAfter(errors.New("busy"), 7*time.Second)
+				}
+			case "panic":
+				panic("boom")
+			case "slow":
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return nil, nil
+		})
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{
+			Hooks: l.hooks(), MaxAttempts: 1, Timeout: 5 * time.Second, Concurrency: 1,
+		})
+		ok := acceptJob(t, b, "ok")
+		awaitState(t, b, ok, asyncreq.StateSucceeded)
+		slow := acceptJob(t, b, "slow")
+		awaitState(t, b, slow, asyncreq.StateFailed)
+		pan := acceptJob(t, b, "panic")
+		awaitState(t, b, pan, asyncreq.StateFailed)
+		synctest.Wait()
+
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		require.Len(t, l.claimed, 3)
+		assert.Equal(t, ok, l.claimed[0].ID)
+		assert.Equal(t, 1, l.claimed[0].Attempt)
+		require.Len(t, l.started, 3)
+		require.Len(t, l.finished, 3)
+		type got struct {
+			id, outcome string
+			final       bool
+			d           time.Duration
+		}
+		var gots []got
+		for _, e := range l.finished {
+			gots = append(gots, got{e.ID, e.Outcome, e.Final, e.Duration})
+		}
+		assert.Equal(t, []got{
+			{ok, asyncreq.OutcomeSucceeded, true, time.Second},
+			{slow, asyncreq.OutcomeTimedOut, true, 5 * time.Second},
+			{pan, asyncreq.OutcomePanicked, true, time.Second},
+		}, gots)
+		assert.Equal(t, []bool{true, true, true}, l.ctxOK)
+		assert.Error(t, l.finished[2].Err)
+	})
+}
+
+func TestHooksWorkerRetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New(nil)
+		var l hookLog
+		p := asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+			if req.Attempt == 1 {
+				return nil, asyncreq.RetryAfter(errors.New("busy"), 7*time.Second)
+			}
+			return nil, nil
+		})
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{Hooks: l.hooks()})
+		id := acceptJob(t, b, "x")
+		awaitState(t, b, id, asyncreq.StateSucceeded)
+		synctest.Wait()
+
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		require.Len(t, l.finished, 2)
+		assert.Equal(t, asyncreq.OutcomeRetry, l.finished[0].Outcome)
+		assert.False(t, l.finished[0].Final)
+		assert.Equal(t, 7*time.Second, l.finished[0].RetryIn)
+		assert.Equal(t, asyncreq.OutcomeSucceeded, l.finished[1].Outcome)
+		assert.Equal(t, 2, l.finished[1].Attempt)
+		assert.True(t, l.finished[1].Final)
+		assert.Zero(t, l.finished[1].RetryIn)
+	})
+}
