@@ -51,6 +51,12 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	callback, err := h.callbackURL(r)
+	if err != nil {
+		sendError(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+
 	now := h.now().UTC()
 	rec := &Record{
 		ID:             NewID(),
@@ -66,6 +72,9 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 		UpdatedAt:      now,
 		Retention:      h.opts.Retention,
 		TombstoneTTL:   h.opts.TombstoneTTL,
+	}
+	if callback != "" {
+		rec.Callback = &Callback{URL: callback, StatusURL: st.statusURL(rec.ID), ResultURL: st.resultURL(rec.ID)}
 	}
 	rec.BodyHash = fingerprint(rec)
 	prefs := parsePrefer(r.Header)

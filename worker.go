@@ -81,6 +81,11 @@ type WorkerOptions struct {
 	// HandlerProcessor stops buffering the wrapped handler's response as
 	// soon as its body passes this limit. The default is 10 MiB.
 	MaxResultBytes int64
+
+	// Webhooks configures the delivery of the completion callbacks that
+	// submits ask for (see HandlerOptions.Callbacks). A Worker without it
+	// marks every callback failed without sending it. The default is nil.
+	Webhooks *WebhookOptions
 }
 
 // The defaults of WorkerOptions.
@@ -265,6 +270,7 @@ type Worker struct {
 	completer Completer        // the backend's one-step outcome and Ack, or nil
 	watcher   Watcher          // store's watch capability, or nil
 	lister    UnenqueuedLister // store's listing capability, or nil
+	hooks     *webhooks        // the delivery of callbacks, or nil
 
 	mu         sync.Mutex
 	started    bool
@@ -297,6 +303,11 @@ func NewWorker(store Store, queue Queue, p Processor, opts *WorkerOptions) (*Wor
 		opts:  o,
 		log:   o.Logger,
 		done:  make(chan struct{}),
+	}
+	if o.Webhooks != nil {
+		if w.hooks, err = newWebhooks(o.Webhooks); err != nil {
+			return nil, err
+		}
 	}
 	w.settling = make(chan struct{}, o.Concurrency*settlingPerSlot)
 	if c, ok := queue.(Completer); ok && sameValue(store, queue) {
