@@ -353,6 +353,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	go func() {
 		wg.Wait()
+		if w.hooks != nil {
+			w.hooks.client.CloseIdleConnections()
+		}
 		stopAfter()
 		stopFetch()
 		cancelWork(ErrShutdown)
