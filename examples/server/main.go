@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -52,6 +53,9 @@ type config struct {
 	processor   string
 	concurrency int
 	defaults    bool
+	// webhookSecret enables completion callbacks on /jobs, signed with it.
+	webhookSecret        string
+	webhookAllowLoopback bool
 }
 
 func parseFlags(args []string) (config, error) {
@@ -69,6 +73,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.processor, "processor", "report", "what /jobs runs: report, or noop (answers \"ok\" at once, for load tests)")
 	fs.IntVar(&c.concurrency, "concurrency", 8, "requests each endpoint's worker runs at once")
 	fs.BoolVar(&c.defaults, "defaults", false, "open the backend with its package's default options, as the load program's mixed and poll-e2e modes do")
+	fs.StringVar(&c.webhookSecret, "webhook-secret", os.Getenv("ASYNCREQ_WEBHOOK_SECRET"), "`secret` (whsec_...) that signs completion webhooks: a POST /jobs may then name a Callback-URL")
+	fs.BoolVar(&c.webhookAllowLoopback, "webhook-allow-loopback", false, "let webhooks reach loopback addresses (127.0.0.1, ::1), for trying them out locally")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -247,6 +253,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		MaxWait:      maxWait,
 		Validate:     validateReport,
 		Logger:       logger,
+		Callbacks:    cfg.callbacks(),
 	})
 	if err != nil {
 		return fail(err)
@@ -257,6 +264,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		// picked up again soon after it restarts.
 		LeaseDuration: leaseDuration,
 		Logger:        logger,
+		Webhooks:      cfg.webhooks(),
 	})
 	if err != nil {
 		return fail(err)
@@ -323,3 +331,21 @@ func (a *app) stop() error {
 }
 
 func (a *app) close() { a.closer() }
+
+// callbacks is the Callback-URL policy of /jobs: any host when webhooks are
+// signed (the worker still refuses private and loopback addresses, see
+// webhooks), none otherwise.
+func (c config) callbacks() *asyncreq.CallbackPolicy {
+	if c.webhookSecret == "" {
+		return nil
+	}
+	return &asyncreq.CallbackPolicy{Allow: func(*url.URL) error { return nil }}
+}
+
+// webhooks is how /jobs' worker sends completion webhooks, or nil.
+func (c config) webhooks() *asyncreq.WebhookOptions {
+	if c.webhookSecret == "" {
+		return nil
+	}
+	return &asyncreq.WebhookOptions{Secrets: []string{c.webhookSecret}, AllowLoopback: c.webhookAllowLoopback}
+}
