@@ -13,7 +13,7 @@ import (
 // backend, without the network.
 func BenchmarkAccept(b *testing.B) {
 	mem := newMemory(b)
-	h := newTestHandler(b, mem, mem, nil)
+	h := newTestHandler(b, mem, nil)
 	body := []byte(`{"document":"the quick brown fox jumps over the lazy dog"}`)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
@@ -31,7 +31,7 @@ func BenchmarkAccept(b *testing.B) {
 // BenchmarkAcceptParallel is BenchmarkAccept from GOMAXPROCS goroutines.
 func BenchmarkAcceptParallel(b *testing.B) {
 	mem := newMemory(b)
-	h := newTestHandler(b, mem, mem, nil)
+	h := newTestHandler(b, mem, nil)
 	body := []byte(`{"document":"the quick brown fox jumps over the lazy dog"}`)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -50,7 +50,7 @@ func BenchmarkAcceptParallel(b *testing.B) {
 // BenchmarkStatus measures a status poll of a running request.
 func BenchmarkStatus(b *testing.B) {
 	mem := newMemory(b)
-	h := newTestHandler(b, mem, mem, nil)
+	h := newTestHandler(b, mem, nil)
 	id := postJob(b, h, "x")
 	setRecord(b, mem, id, func(r *asyncreq.Record) {
 		r.State = asyncreq.StateRunning
@@ -71,7 +71,7 @@ func BenchmarkStatus(b *testing.B) {
 // BenchmarkResult measures serving a stored 1 KiB result.
 func BenchmarkResult(b *testing.B) {
 	mem := newMemory(b)
-	h := newTestHandler(b, mem, mem, nil)
+	h := newTestHandler(b, mem, nil)
 	id := postJob(b, h, "x")
 	setRecord(b, mem, id, succeed(&asyncreq.Result{ContentType: "application/octet-stream", Body: bytes.Repeat([]byte("r"), 1024)}))
 	target := "/" + id

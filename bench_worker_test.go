@@ -34,7 +34,7 @@ func BenchmarkWorkerNoop(b *testing.B) {
 		}
 		return &asyncreq.Result{}, nil
 	})
-	w, err := asyncreq.NewWorker(backend, backend, p, &asyncreq.WorkerOptions{Concurrency: 16})
+	w, err := asyncreq.NewWorker(backend, p, &asyncreq.WorkerOptions{Concurrency: 16})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func BenchmarkPickupLatency(b *testing.B) {
 		started <- time.Now()
 		return &asyncreq.Result{}, nil
 	})
-	w, err := asyncreq.NewWorker(backend, backend, p, nil)
+	w, err := asyncreq.NewWorker(backend, p, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

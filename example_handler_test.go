@@ -22,7 +22,7 @@ func ExampleNewHandler() {
 	upper := asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 		return &asyncreq.Result{ContentType: "text/plain", Body: []byte(strings.ToUpper(string(req.Body)))}, nil
 	})
-	worker, err := asyncreq.NewWorker(backend, backend, upper, nil)
+	worker, err := asyncreq.NewWorker(backend, upper, nil)
 	if err != nil {
 		panic(err)
 	}
@@ -31,7 +31,7 @@ func ExampleNewHandler() {
 	}
 	defer worker.Stop(context.Background())
 
-	jobs, err := asyncreq.NewHandler(backend, backend, nil)
+	jobs, err := asyncreq.NewHandler(backend, nil)
 	if err != nil {
 		panic(err)
 	}
@@ -78,7 +78,7 @@ func ExampleNewHandler() {
 func ExampleHandlerOptions_basePath() {
 	backend := memory.New(nil)
 	defer backend.Close()
-	jobs, err := asyncreq.NewHandler(backend, backend, &asyncreq.HandlerOptions{
+	jobs, err := asyncreq.NewHandler(backend, &asyncreq.HandlerOptions{
 		BasePath:   "/jobs",
 		RetryAfter: 2 * time.Second,
 	})

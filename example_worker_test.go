@@ -32,7 +32,7 @@ func ExampleNewWorker() {
 		return &asyncreq.Result{ContentType: "text/plain", Body: bytes.ToUpper(req.Body)}, nil
 	})
 
-	w, err := asyncreq.NewWorker(backend, backend, p, &asyncreq.WorkerOptions{Concurrency: 4})
+	w, err := asyncreq.NewWorker(backend, p, &asyncreq.WorkerOptions{Concurrency: 4})
 	if err != nil {
 		log.Fatal(err)
 	}

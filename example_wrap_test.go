@@ -26,7 +26,7 @@ func ExampleNewAsync() {
 
 	backend := memory.New(nil)
 	defer backend.Close()
-	async, err := asyncreq.NewAsync(greet, backend, backend, nil)
+	async, err := asyncreq.NewAsync(greet, backend, nil)
 	if err != nil {
 		panic(err)
 	}

@@ -2,7 +2,6 @@ package asyncreq
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -132,10 +131,6 @@ const (
 	firstBodyBuffer = 4 << 10
 	// maxIdempotencyKeyLen bounds the Idempotency-Key header.
 	maxIdempotencyKeyLen = 255
-	// cleanupTimeout bounds the writes that finish an accept (the mark
-	// that the Queue holds the request, or the rollback after the Queue
-	// refused it), which run even when the client has gone.
-	cleanupTimeout = 10 * time.Second
 	// pollMin and pollMax bound the interval between Store reads of a long
 	// poll, with or without a Watcher (see Handler.await).
 	pollMin = 20 * time.Millisecond
@@ -192,8 +187,8 @@ func (o *HandlerOptions) withDefaults() (HandlerOptions, error) {
 	return c, nil
 }
 
-// Handler serves the asynchronous request-reply HTTP contract over a Store
-// and a Queue: submit with POST, poll the status URL, fetch the result,
+// Handler serves the asynchronous request-reply HTTP contract over a
+// Backend: submit with POST, poll the status URL, fetch the result,
 // cancel or forget with DELETE. Relative to where it is mounted, it serves
 //
 //	POST   /             submit a request: 202 Accepted + Location
@@ -210,12 +205,13 @@ func (o *HandlerOptions) withDefaults() (HandlerOptions, error) {
 // A Handler is safe for concurrent use. It starts no goroutines of its own;
 // a Worker processes what it accepts.
 type Handler struct {
-	store    Store
-	queue    Queue
-	accepter Accepter // set when store and queue are one value that accepts in one step
-	watcher  Watcher  // the store's watch capability, or nil
-	opts     HandlerOptions
-	log      *slog.Logger
+	store Store // the Backend's records
+	// put records and enqueues a new request: the Backend's Accepter, or
+	// acceptInTwo; it has Accepter.Accept's results.
+	put     func(ctx context.Context, rec *Record) (*Record, error)
+	watcher Watcher // the Backend's watch capability, or nil
+	opts    HandlerOptions
+	log     *slog.Logger
 
 	keeper     headerKeeper // picks the headers KeepHeaders names
 	retryAfter string       // RetryAfter in whole seconds
@@ -223,35 +219,40 @@ type Handler struct {
 	now        func() time.Time
 }
 
-// NewHandler returns a Handler serving the HTTP contract over store and
-// queue, which may be one value. When they are the same value and it
-// implements Accepter, a request is recorded and enqueued in one step.
-// A nil opts means all defaults. NewHandler returns an error naming the
-// field when an option is invalid.
-func NewHandler(store Store, queue Queue, opts *HandlerOptions) (*Handler, error) {
-	switch {
-	case store == nil:
-		return nil, errors.New("asyncreq: NewHandler: nil Store")
-	case queue == nil:
-		return nil, errors.New("asyncreq: NewHandler: nil Queue")
+// NewHandler returns a Handler serving the HTTP contract over b. When b
+// implements Accepter (and is not made by Pair), a request is recorded and
+// enqueued in one step; otherwise in two (see Pair). A nil opts means all
+// defaults. NewHandler returns an error naming the field when an option
+// is invalid, and one naming what is missing when b, or a part of a Pair,
+// is nil.
+func NewHandler(b Backend, opts *HandlerOptions) (*Handler, error) {
+	if err := checkBackend("NewHandler", b); err != nil {
+		return nil, err
 	}
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	h := &Handler{
-		store:      store,
-		queue:      queue,
+		store:      b,
 		opts:       o,
 		log:        o.Logger,
 		keeper:     newHeaderKeeper(o.KeepHeaders),
 		retryAfter: seconds(o.RetryAfter),
 		now:        time.Now,
 	}
-	if a, ok := store.(Accepter); ok && sameValue(store, queue) {
-		h.accepter = a
+	store, queue, isPair := split(b)
+	if a, ok := b.(Accepter); ok && !isPair {
+		h.put = func(ctx context.Context, rec *Record) (*Record, error) {
+			rec.Enqueued = true
+			return a.Accept(ctx, rec)
+		}
+	} else {
+		h.put = func(ctx context.Context, rec *Record) (*Record, error) {
+			return acceptInTwo(ctx, store, queue, rec, func(msg string, err error) { h.logBackend(ctx, msg, rec.ID, err) })
+		}
 	}
-	h.watcher, _ = store.(Watcher)
+	h.watcher, _ = b.(Watcher)
 
 	// The patterns with a method serve the contract; those without answer
 	// every other method with 405. ServeHTTP lets only paths of these
@@ -266,17 +267,6 @@ func NewHandler(store Store, queue Queue, opts *HandlerOptions) (*Handler, error
 	mux.HandleFunc("/{id}", h.methodNotAllowed("GET, HEAD, DELETE"))
 	h.mux = mux
 	return h, nil
-}
-
-// sameValue reports whether a and b are the same value, without panicking
-// on values of types that are not comparable.
-func sameValue(a, b any) (same bool) {
-	defer func() {
-		if recover() != nil {
-			same = false
-		}
-	}()
-	return a == b
 }
 
 // ServeHTTP implements http.Handler.

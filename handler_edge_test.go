@@ -24,7 +24,7 @@ func TestSubmitPreferWaitIgnoresIfNoneMatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
-		h := newTestHandler(t, b, b, nil)
+		h := newTestHandler(t, b, nil)
 		done := finishAfter(b, time.Second, succeed(&asyncreq.Result{ContentType: "text/plain", Body: []byte("done")}))
 		rr := serveReq(t, h, http.MethodPost, "/", "x", "Prefer", "wait=10", "If-None-Match", "*")
 		<-done
@@ -42,7 +42,7 @@ func TestSubmitPreferWaitIgnoresIfNoneMatch(t *testing.T) {
 // names another host.
 func TestURLsNeverNameAnotherHost(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{BasePath: "/jobs"})
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{BasePath: "/jobs"})
 	for _, target := range []string{"//evil.example/jobs", `/\evil.example/jobs`, "http://host//evil.example/jobs"} {
 		t.Run(target, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/jobs", strings.NewReader("x"))
@@ -63,7 +63,7 @@ func TestLongPollReleasesReplacedWatches(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
 		wc := &watchCounter{Backend: b}
-		h := newTestHandler(t, wc, wc, nil)
+		h := newTestHandler(t, wc, nil)
 		id := postJob(t, h, "x")
 
 		var answered atomic.Bool

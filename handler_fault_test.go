@@ -32,7 +32,7 @@ func faultHandler(t *testing.T) (*asyncreq.Handler, *MockStore, *MockQueue, *syn
 	ctrl := gomock.NewController(t)
 	store, queue := NewMockStore(ctrl), NewMockQueue(ctrl)
 	var logs syncBuffer
-	h := newTestHandler(t, store, queue, &asyncreq.HandlerOptions{Logger: logs.logger()})
+	h := newTestHandler(t, asyncreq.Pair(store, queue), &asyncreq.HandlerOptions{Logger: logs.logger()})
 	return h, store, queue, &logs
 }
 
@@ -146,7 +146,7 @@ type accepterBackend struct {
 func TestSubmitAccepterFailure(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	b := &accepterBackend{NewMockStore(ctrl), NewMockQueue(ctrl), NewMockAccepter(ctrl)}
-	h := newTestHandler(t, b, b, nil)
+	h := newTestHandler(t, b, nil)
 
 	b.MockAccepter.EXPECT().Accept(gomock.Any(), gomock.Any()).DoAndReturn(func(_ context.Context, r *asyncreq.Record) (*asyncreq.Record, error) {
 		require.True(t, r.Enqueued)
@@ -210,7 +210,7 @@ func TestLongPollWatchFailureFallsBackToPolling(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	s := &watchingStore{NewMockStore(ctrl), NewMockWatcher(ctrl)}
 	var logs syncBuffer
-	h := newTestHandler(t, s, NewMockQueue(ctrl), &asyncreq.HandlerOptions{Logger: logs.logger()})
+	h := newTestHandler(t, asyncreq.Pair(s, NewMockQueue(ctrl)), &asyncreq.HandlerOptions{Logger: logs.logger()})
 	id := asyncreq.NewID()
 	pending := &asyncreq.Record{ID: id, State: asyncreq.StatePending}
 	running := &asyncreq.Record{ID: id, State: asyncreq.StateRunning}

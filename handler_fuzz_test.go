@@ -18,7 +18,7 @@ import (
 // for the id of a stored request, "{done}" for a finished one.
 func FuzzHandler(f *testing.F) {
 	b := newMemory(f)
-	h := newTestHandler(f, b, b, &asyncreq.HandlerOptions{
+	h := newTestHandler(f, b, &asyncreq.HandlerOptions{
 		MaxBodyBytes: 64,
 		MaxWait:      time.Millisecond,
 		Owner: func(r *http.Request) (string, error) {

@@ -46,7 +46,7 @@ func walkContract(t *testing.T, srv http.Handler, b *memory.Backend, submitPath,
 
 func TestMountStdMuxStripPrefix(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, nil)
+	h := newTestHandler(t, b, nil)
 	mux := http.NewServeMux()
 	jobs := http.StripPrefix("/jobs", h)
 	mux.Handle("/jobs", jobs)
@@ -63,7 +63,7 @@ func TestMountStdMuxStripPrefix(t *testing.T) {
 
 func TestMountStdMuxBasePath(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{BasePath: "/jobs/"})
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{BasePath: "/jobs/"})
 	mux := http.NewServeMux()
 	mux.Handle("/jobs", h)
 	mux.Handle("/jobs/", h)
@@ -76,7 +76,7 @@ func TestMountStdMuxBasePath(t *testing.T) {
 // request line, not a test helper, sets RequestURI.
 func TestMountOverTheWire(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, nil)
+	h := newTestHandler(t, b, nil)
 	mux := http.NewServeMux()
 	mux.Handle("/jobs", http.StripPrefix("/jobs", h))
 	mux.Handle("/jobs/", http.StripPrefix("/jobs", h))
@@ -109,7 +109,7 @@ func TestMountOverTheWire(t *testing.T) {
 func TestRoutingLeavesTheCallersRequestAlone(t *testing.T) {
 	b := newMemory(t)
 	var owner string
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{
 		BasePath: "/t",
 		Owner: func(r *http.Request) (string, error) {
 			owner = r.PathValue("tenant")

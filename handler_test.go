@@ -33,10 +33,10 @@ func newMemory(t testing.TB) *memory.Backend {
 	return b
 }
 
-// newTestHandler returns a handler over store and queue with opts.
-func newTestHandler(t testing.TB, store asyncreq.Store, queue asyncreq.Queue, opts *asyncreq.HandlerOptions) *asyncreq.Handler {
+// newTestHandler returns a handler over b with opts.
+func newTestHandler(t testing.TB, b asyncreq.Backend, opts *asyncreq.HandlerOptions) *asyncreq.Handler {
 	t.Helper()
-	h, err := asyncreq.NewHandler(store, queue, opts)
+	h, err := asyncreq.NewHandler(b, opts)
 	require.NoError(t, err)
 	return h
 }
@@ -161,9 +161,9 @@ func (b *syncBuffer) logger() *slog.Logger {
 
 func TestNewHandlerValidation(t *testing.T) {
 	b := newMemory(t)
-	_, err := asyncreq.NewHandler(nil, b, nil)
+	_, err := asyncreq.NewHandler(asyncreq.Pair(nil, b), nil)
 	require.ErrorContains(t, err, "Store")
-	_, err = asyncreq.NewHandler(b, nil, nil)
+	_, err = asyncreq.NewHandler(asyncreq.Pair(b, nil), nil)
 	require.ErrorContains(t, err, "Queue")
 	for name, o := range map[string]asyncreq.HandlerOptions{
 		"BasePath":     {BasePath: "jobs"},
@@ -174,12 +174,12 @@ func TestNewHandlerValidation(t *testing.T) {
 		"TombstoneTTL": {TombstoneTTL: -time.Second},
 		"KeepHeaders":  {KeepHeaders: []string{"Bad Header"}},
 	} {
-		_, err := asyncreq.NewHandler(b, b, &o)
+		_, err := asyncreq.NewHandler(b, &o)
 		require.ErrorContains(t, err, "HandlerOptions."+name, name)
 	}
 
 	// Constructing handlers registers nothing on the default mux.
-	newTestHandler(t, b, b, nil)
+	newTestHandler(t, b, nil)
 	for _, target := range []string{"/", "/x", "/x/status"} {
 		_, pattern := http.DefaultServeMux.Handler(httptest.NewRequest(http.MethodGet, target, nil))
 		require.Empty(t, pattern, target)
@@ -188,7 +188,7 @@ func TestNewHandlerValidation(t *testing.T) {
 
 func TestSubmitAccepted(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{KeepHeaders: []string{"x-trace"}})
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{KeepHeaders: []string{"x-trace"}})
 	before := time.Now()
 	rr := serveReq(t, h, http.MethodPost, "/?lang=en", "hello", "Content-Type", "text/plain", "X-Trace", "t1", "Authorization", "secret")
 	require.Equal(t, http.StatusAccepted, rr.Code)
@@ -224,7 +224,7 @@ func TestSubmitAccepted(t *testing.T) {
 
 func TestSubmitSeparateStoreAndQueue(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, storeOnly{b}, queueOnly{b}, nil)
+	h := newTestHandler(t, asyncreq.Pair(storeOnly{b}, queueOnly{b}), nil)
 	id := postJob(t, h, "x")
 	rec, err := b.Get(t.Context(), id)
 	require.NoError(t, err)
@@ -236,7 +236,7 @@ func TestSubmitSeparateStoreAndQueue(t *testing.T) {
 
 func TestSubmitRetryAfterWholeSecondsRoundedUp(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{RetryAfter: 1500 * time.Millisecond})
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{RetryAfter: 1500 * time.Millisecond})
 	rr := serveReq(t, h, http.MethodPost, "/", "x")
 	require.Equal(t, http.StatusAccepted, rr.Code)
 	assert.Equal(t, "2", rr.Header().Get("Retry-After"))
@@ -244,7 +244,7 @@ func TestSubmitRetryAfterWholeSecondsRoundedUp(t *testing.T) {
 
 func TestSubmitBodyTooLarge(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{MaxBodyBytes: 10})
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{MaxBodyBytes: 10})
 	checkProblem(t, serveReq(t, h, http.MethodPost, "/", "01234567890"), http.StatusRequestEntityTooLarge)
 
 	// Without a Content-Length the limit holds while reading.
@@ -287,7 +287,7 @@ func (b *trickleBody) Close() error { return nil }
 // and send a byte cost a byte each, not MaxBodyBytes.
 func TestSubmitBodyGrowsWithArrivingBytes(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, nil) // MaxBodyBytes 1 MiB
+	h := newTestHandler(t, b, nil) // MaxBodyBytes 1 MiB
 	const announced = 1 << 20
 	submit := func() *trickleBody {
 		body := &trickleBody{data: []byte("x")}
@@ -320,7 +320,7 @@ func TestSubmitBodyGrowsWithArrivingBytes(t *testing.T) {
 func TestSubmitValidator(t *testing.T) {
 	b := newMemory(t)
 	var seen []byte
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{
 		Validate: func(r *http.Request, body []byte) error {
 			seen = body
 			switch string(body) {
@@ -347,7 +347,7 @@ func TestSubmitValidator(t *testing.T) {
 
 func TestIdempotencyKey(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{
 		Owner: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
 	})
 	first := serveReq(t, h, http.MethodPost, "/", "body", "Idempotency-Key", "k1", "X-User", "ann")
@@ -389,7 +389,7 @@ func TestIdempotencyKey(t *testing.T) {
 // or an instrumented client would all be refused.
 func TestIdempotencyKeyComparesTheWholeRequest(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{KeepHeaders: []string{"*"}})
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{KeepHeaders: []string{"*"}})
 	post := func(target, body string, hdr ...string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(http.MethodPost, target, strings.NewReader(body))
 		for i := 0; i < len(hdr); i += 2 {
@@ -446,9 +446,9 @@ func TestIdempotencyRace(t *testing.T) {
 			b := newMemory(t)
 			var h *asyncreq.Handler
 			if split {
-				h = newTestHandler(t, storeOnly{b}, queueOnly{b}, nil)
+				h = newTestHandler(t, asyncreq.Pair(storeOnly{b}, queueOnly{b}), nil)
 			} else {
-				h = newTestHandler(t, b, b, nil)
+				h = newTestHandler(t, b, nil)
 			}
 			codes := make([]int, n)
 			ids := make([]string, n)
@@ -495,7 +495,7 @@ func TestIdempotencyRace(t *testing.T) {
 
 func TestOwnerIsolation(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{
 		Owner: func(r *http.Request) (string, error) {
 			u := r.Header.Get("X-User")
 			if u == "" {
@@ -525,7 +525,7 @@ func TestOwnerIsolation(t *testing.T) {
 	assert.Equal(t, asyncreq.StatePending, rec.State, "another owner's DELETE changed nothing")
 
 	// A *Problem from the owner function is sent as it is.
-	h = newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+	h = newTestHandler(t, b, &asyncreq.HandlerOptions{
 		Owner: func(*http.Request) (string, error) {
 			return "", &asyncreq.Problem{Status: http.StatusForbidden, Detail: "tenant suspended"}
 		},
@@ -536,7 +536,7 @@ func TestOwnerIsolation(t *testing.T) {
 	assert.Empty(t, rr.Header().Get("WWW-Authenticate"), "a 403 carries no challenge")
 
 	// A *Problem without a status is a 401, with the configured challenge.
-	h = newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+	h = newTestHandler(t, b, &asyncreq.HandlerOptions{
 		Challenge: `Bearer realm="jobs"`,
 		Owner: func(*http.Request) (string, error) {
 			return "", &asyncreq.Problem{Detail: "token expired"}
@@ -550,7 +550,7 @@ func TestOwnerIsolation(t *testing.T) {
 
 func TestStatusStates(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, nil)
+	h := newTestHandler(t, b, nil)
 	id := postJob(t, h, "x")
 	statusURL := "/" + id + "/status"
 
@@ -621,7 +621,7 @@ func TestStatusStates(t *testing.T) {
 
 func TestStatusAcceptedWhilePending(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{AcceptedWhilePending: true})
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{AcceptedWhilePending: true})
 	id := postJob(t, h, "x")
 	statusURL := "/" + id + "/status"
 	rr := serveReq(t, h, http.MethodGet, statusURL, "")
@@ -638,7 +638,7 @@ func TestStatusAcceptedWhilePending(t *testing.T) {
 
 func TestNotFoundAndGone(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, nil)
+	h := newTestHandler(t, b, nil)
 	unknown := asyncreq.NewID()
 	for _, target := range []string{"/" + unknown, "/" + unknown + "/status", "/not-an-id", "/not-an-id/status", "/" + strings.ToLower(unknown)} {
 		checkProblem(t, serveReq(t, h, http.MethodGet, target, ""), http.StatusNotFound)
@@ -657,7 +657,7 @@ func TestNotFoundAndGone(t *testing.T) {
 // anyone else a deleted or purged record answers as an id never used.
 func TestGoneOnlyToItsOwner(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{
 		Owner: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
 	})
 	unknown := asyncreq.NewID()
@@ -681,10 +681,10 @@ func TestGoneOnlyToItsOwner(t *testing.T) {
 	// A Store that cannot tell a tombstone's owner (a plain ErrGone) gets
 	// 404 when there are owners, and 410 when there are none.
 	plain := plainGone{b}
-	checkProblem(t, serveReq(t, newTestHandler(t, plain, b, &asyncreq.HandlerOptions{
+	checkProblem(t, serveReq(t, newTestHandler(t, asyncreq.Pair(plain, b), &asyncreq.HandlerOptions{
 		Owner: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
 	}), http.MethodGet, "/"+deleted+"/status", "", "X-User", "alice"), http.StatusNotFound)
-	checkProblem(t, serveReq(t, newTestHandler(t, plain, b, nil), http.MethodGet, "/"+deleted+"/status", ""), http.StatusGone)
+	checkProblem(t, serveReq(t, newTestHandler(t, asyncreq.Pair(plain, b), nil), http.MethodGet, "/"+deleted+"/status", ""), http.StatusGone)
 }
 
 // plainGone is a Store that answers a tombstone with ErrGone alone.
@@ -700,7 +700,7 @@ func (s plainGone) Get(ctx context.Context, id string) (*asyncreq.Record, error)
 
 func TestUnknownPathsAndMethods(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, nil)
+	h := newTestHandler(t, b, nil)
 	id := asyncreq.NewID()
 	for _, tc := range []struct{ method, target, allow string }{
 		{http.MethodGet, "/", "POST"},
@@ -724,7 +724,7 @@ func TestUnknownPathsAndMethods(t *testing.T) {
 
 func TestResult(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, nil)
+	h := newTestHandler(t, b, nil)
 	id := postJob(t, h, "x")
 
 	// Before completion: 404 pointing at the status URL.
@@ -816,7 +816,7 @@ func TestResultDoesNotReplaySetCookie(t *testing.T) {
 	}
 	for _, replay := range []bool{false, true} {
 		b := newMemory(t)
-		h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{ReplaySetCookie: replay})
+		h := newTestHandler(t, b, &asyncreq.HandlerOptions{ReplaySetCookie: replay})
 		id := postJob(t, h, "x")
 		setRecord(t, b, id, succeed(res))
 		for _, method := range []string{http.MethodGet, http.MethodHead} {
@@ -835,7 +835,7 @@ func TestResultDoesNotReplaySetCookie(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
-		h := newTestHandler(t, b, b, nil)
+		h := newTestHandler(t, b, nil)
 		done := finishAfter(b, time.Second, succeed(res))
 		rr := serveReq(t, h, http.MethodPost, "/", "x", "Prefer", "wait=5")
 		<-done
@@ -850,7 +850,7 @@ func TestResultDoesNotReplaySetCookie(t *testing.T) {
 // Cache-Control allowed.
 func TestOwnedAnswersAreNotSharedByCaches(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{
 		Owner: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
 	})
 	status := func(id string) *httptest.ResponseRecorder {
@@ -912,7 +912,7 @@ func TestOwnedAnswersAreNotSharedByCaches(t *testing.T) {
 
 func TestResultFailed(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, nil)
+	h := newTestHandler(t, b, nil)
 	for _, tc := range []struct {
 		state  asyncreq.State
 		err    *asyncreq.Problem
@@ -938,7 +938,7 @@ func TestResultFailed(t *testing.T) {
 
 func TestDelete(t *testing.T) {
 	b := newMemory(t)
-	h := newTestHandler(t, b, b, nil)
+	h := newTestHandler(t, b, nil)
 
 	// Pending: canceled at once.
 	id := postJob(t, h, "x")

@@ -40,7 +40,7 @@ func TestSubmitPreferWaitSucceededInTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
-		h := newTestHandler(t, b, b, nil)
+		h := newTestHandler(t, b, nil)
 		done := finishAfter(b, 2*time.Second, succeed(&asyncreq.Result{
 			ContentType: "text/plain",
 			Header:      http.Header{"X-Answer": {"42"}},
@@ -85,7 +85,7 @@ func TestSubmitPreferWaitFailedInTime(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				b := memory.New(nil)
 				defer b.Close()
-				h := newTestHandler(t, b, b, nil)
+				h := newTestHandler(t, b, nil)
 				done := finishAfter(b, time.Second, finish)
 				rr := serveReq(t, h, http.MethodPost, "/", "x", "Prefer", "wait=5")
 				<-done
@@ -109,7 +109,7 @@ func TestSubmitPreferWaitTimesOutAtMaxWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
-		h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{MaxWait: 3 * time.Second})
+		h := newTestHandler(t, b, &asyncreq.HandlerOptions{MaxWait: 3 * time.Second})
 		done := finishAfter(b, 5*time.Second, succeed(&asyncreq.Result{}))
 		start := time.Now()
 		rr := serveReq(t, h, http.MethodPost, "/", "x", "Prefer", "wait=100")
@@ -127,7 +127,7 @@ func TestSubmitRespondAsyncAnswersAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
-		h := newTestHandler(t, b, b, nil)
+		h := newTestHandler(t, b, nil)
 		start := time.Now()
 		rr := serveReq(t, h, http.MethodPost, "/", "x", "Prefer", "respond-async")
 		assert.Zero(t, time.Since(start))
@@ -147,7 +147,7 @@ func TestSubmitPreferWaitEndsWithTheRequestContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
-		h := newTestHandler(t, b, b, nil)
+		h := newTestHandler(t, b, nil)
 		ctx, cancel := context.WithCancel(t.Context())
 		time.AfterFunc(time.Second, cancel)
 		r := httptest.NewRequestWithContext(ctx, http.MethodPost, "/", strings.NewReader("x"))
@@ -172,7 +172,7 @@ func TestStatusLongPoll(t *testing.T) {
 				if !watch {
 					store = storeOnly{b}
 				}
-				h := newTestHandler(t, store, b, &asyncreq.HandlerOptions{MaxWait: 15 * time.Second})
+				h := newTestHandler(t, asyncreq.Pair(store, b), &asyncreq.HandlerOptions{MaxWait: 15 * time.Second})
 				id := postJob(t, h, "x")
 				statusURL := "/" + id + "/status"
 
@@ -230,7 +230,7 @@ func TestStatusLongPollFinalAnswersAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
-		h := newTestHandler(t, b, b, nil)
+		h := newTestHandler(t, b, nil)
 		id := postJob(t, h, "x")
 		setRecord(t, b, id, succeed(&asyncreq.Result{}))
 		start := time.Now()

@@ -31,7 +31,7 @@ func TestKeptByStarLeavesOutCredentials(t *testing.T) {
 		assert.True(t, keptByStar(http.CanonicalHeaderKey(k), nil), k)
 	}
 	// A name "*" leaves out is still kept when listed.
-	h, err := NewHandler(stubBackend{}, stubBackend{}, &HandlerOptions{KeepHeaders: []string{"*", "X-Api-Key"}})
+	h, err := NewHandler(stubBackend{}, &HandlerOptions{KeepHeaders: []string{"*", "X-Api-Key"}})
 	assert.NoError(t, err)
 	assert.Equal(t, http.Header{"X-Api-Key": {"k"}, "Accept": {"a"}},
 		h.keeper.pick(http.Header{"X-Api-Key": {"k"}, "Accept": {"a"}, "X-Auth-Token": {"t"}}))

@@ -65,12 +65,11 @@ type BatchDequeuer interface {
 	DequeueBatch(ctx context.Context, max int, ttl time.Duration) ([]*Lease, error)
 }
 
-// Completer is implemented by a backend that is both the Store and the
-// Queue of a Worker and can write a request's outcome and remove its queue
-// entry in one atomic step. A Worker whose Store and Queue are the same
-// value implementing Completer uses it in place of Store.Update followed by
-// Queue.Ack when it records an outcome, saving a round trip (and, in a
-// database, a commit) per request.
+// Completer is implemented by a Backend that can write a request's outcome
+// and remove its queue entry in one atomic step. A Worker whose Backend
+// implements it (and is not made by Pair) uses it in place of Store.Update
+// followed by Queue.Ack when it records an outcome, saving a round trip
+// (and, in a database, a commit) per request.
 type Completer interface {
 	// Complete does what Store.Update(ctx, l.ID, fn) does and, when the
 	// record it stored is final, also settles l as Queue.Ack(ctx, l)

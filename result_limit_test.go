@@ -32,10 +32,10 @@ func TestWorkerResultTooLarge(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				b := memory.New(nil)
-				h := newTestHandler(t, b, b, nil)
+				h := newTestHandler(t, b, nil)
 				var calls atomic.Int32
 				logs := &workerLog{}
-				startTestWorker(t, b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+				startTestWorker(t, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 					calls.Add(1)
 					return tc.res, nil
 				}), &asyncreq.WorkerOptions{MaxResultBytes: tc.limit, Logger: logs.logger()})
@@ -61,7 +61,7 @@ func TestWorkerResultTooLarge(t *testing.T) {
 
 func TestWorkerMaxResultBytesValidation(t *testing.T) {
 	b := newMemory(t)
-	_, err := asyncreq.NewWorker(b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+	_, err := asyncreq.NewWorker(b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 		return nil, nil
 	}), &asyncreq.WorkerOptions{MaxResultBytes: -1})
 	require.ErrorContains(t, err, "WorkerOptions.MaxResultBytes")

@@ -32,8 +32,8 @@ type Record struct {
 	// State is where the request stands.
 	State State `json:"state"`
 	// Enqueued reports whether the Queue is known to hold the request.
-	// A record whose Store and Queue are separate is created with Enqueued
-	// false and set once the Queue has it; a record that stays unenqueued
+	// A record of a Backend that is no Accepter (see Pair) is created with
+	// Enqueued false and set once the Queue has it; a record that stays unenqueued
 	// is found by the worker (see UnenqueuedLister) and enqueued then.
 	Enqueued bool `json:"enqueued,omitempty"`
 
@@ -166,10 +166,10 @@ type Store interface {
 	Purge(ctx context.Context, now time.Time, limit int) (int, error)
 }
 
-// Accepter is implemented by a backend that is both Store and Queue and can
-// record and enqueue a request in one atomic step. When the Store and Queue
-// given to a Handler are the same value and it implements Accepter, the
-// handler calls Accept instead of Store.Create followed by Queue.Enqueue.
+// Accepter is implemented by a Backend that can record and enqueue a
+// request in one atomic step. A Handler whose Backend implements it (and
+// is not made by Pair) calls Accept instead of Store.Create followed by
+// Queue.Enqueue and Store.Update to mark the record enqueued.
 //
 // Accept has Create's duplicate semantics. The record it stores has
 // Enqueued set. Like every Store method it may be called concurrently,
@@ -184,9 +184,9 @@ type Accepter interface {
 // a Queue outage together with a failed rollback), so that none stays
 // pending forever.
 //
-// Without it, a Store paired with a separate Queue relies on the handler's
-// rollback alone. Backends implementing Accepter for their own Queue need
-// not implement it.
+// Without it, a Store paired with a separate Queue (see Pair) relies on
+// the handler's rollback alone. Backends implementing Accepter for their
+// own Queue need not implement it.
 //
 // ListUnenqueued may be called concurrently with every other method; the
 // slice it returns belongs to the caller.

@@ -1,7 +1,6 @@
 package asyncreq
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -181,33 +180,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int)
 // with, or false when it has answered already.
 func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*Record, bool) {
 	ctx := r.Context()
-	var existing *Record
-	var err error
-	if h.accepter != nil {
-		rec.Enqueued = true
-		existing, err = h.accepter.Accept(ctx, rec)
-	} else {
-		existing, err = h.store.Create(ctx, rec)
-		if err == nil {
-			if err = h.queue.Enqueue(ctx, rec.ID, 0); err != nil {
-				h.logBackend(ctx, "asyncreq: enqueue of a new request; rolling back", rec.ID, err)
-				h.rollback(ctx, rec.ID)
-				h.unavailable(w, r)
-				return nil, false
-			}
-			rec.Enqueued = true
-			// The request is durable and queued: a failure to mark it only
-			// makes the worker's sweep enqueue it once more, harmlessly. The
-			// mark is made even when the client has gone, but a hung Store
-			// must not hold the answer forever.
-			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-			_, uerr := h.store.Update(uctx, rec.ID, (*Record).MarkEnqueued)
-			cancel()
-			if uerr != nil && !isMissing(uerr) {
-				h.logBackend(ctx, "asyncreq: marking a request enqueued", rec.ID, uerr)
-			}
-		}
-	}
+	existing, err := h.put(ctx, rec)
 	switch {
 	case err == nil:
 		return rec, true
@@ -302,14 +275,4 @@ func sameRequest(existing, rec *Record) bool {
 	}
 	sum := sha256.Sum256(rec.Body)
 	return existing.BodyHash == hex.EncodeToString(sum[:])
-}
-
-// rollback deletes a record whose enqueue failed, so that no half-made
-// request stays visible. It runs even when the client has gone.
-func (h *Handler) rollback(ctx context.Context, id string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	if err := h.store.Delete(ctx, id, false); err != nil && !isMissing(err) {
-		h.logBackend(ctx, "asyncreq: rollback of an unenqueued request (the worker's sweep enqueues it if the Store lists unenqueued records)", id, err)
-	}
 }

@@ -39,8 +39,8 @@ func TestPreferWaitSeesAnotherProcessesOutcome(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
 		api, worker := asyncreqtest.InstanceView(b), asyncreqtest.InstanceView(b)
-		h := newTestHandler(t, api, queueOnly{b}, nil)
-		startTestWorker(t, worker, queueOnly{b}, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+		h := newTestHandler(t, asyncreq.Pair(api, queueOnly{b}), nil)
+		startTestWorker(t, asyncreq.Pair(worker, queueOnly{b}), asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 			time.Sleep(time.Second)
 			return &asyncreq.Result{ContentType: "text/plain", Body: []byte("done")}, nil
 		}), nil)
@@ -64,7 +64,7 @@ func TestStatusLongPollSeesAnotherProcessesChange(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
 		api, worker := asyncreqtest.InstanceView(b), asyncreqtest.InstanceView(b)
-		h := newTestHandler(t, api, queueOnly{b}, &asyncreq.HandlerOptions{MaxWait: 30 * time.Second})
+		h := newTestHandler(t, asyncreq.Pair(api, queueOnly{b}), &asyncreq.HandlerOptions{MaxWait: 30 * time.Second})
 		id := postJob(t, h, "x")
 
 		// The other process finishes the request 2s into the long poll.
@@ -107,11 +107,11 @@ func TestDeleteCancelsProcessorInAnotherProcess(t *testing.T) {
 		b := memory.New(nil)
 		defer b.Close()
 		api, worker := asyncreqtest.InstanceView(b), asyncreqtest.InstanceView(b)
-		h := newTestHandler(t, api, queueOnly{b}, nil)
+		h := newTestHandler(t, asyncreq.Pair(api, queueOnly{b}), nil)
 		started := make(chan struct{})
 		cause := make(chan error, 1)
 		const lease = 3 * time.Second
-		startTestWorker(t, worker, queueOnly{b}, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, asyncreq.Pair(worker, queueOnly{b}), asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 			close(started)
 			select {
 			case <-ctx.Done():

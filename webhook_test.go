@@ -143,7 +143,7 @@ func TestWebhookDeliveredSignedWithEveryKey(t *testing.T) {
 		b := memory.New(nil)
 		rc := &receiver{}
 		const newSecret = "whsec_c2Vjb25kLXNlY3JldC1vZi0yNC1ieXRlcyE="
-		startTestWorker(t, b, b, succeedWith("done"), &asyncreq.WorkerOptions{
+		startTestWorker(t, b, succeedWith("done"), &asyncreq.WorkerOptions{
 			Webhooks: &asyncreq.WebhookOptions{Secrets: []string{vectorSecret, newSecret}, Transport: handlerTransport{rc}},
 		})
 		id := acceptWithCallback(t, b, "https://hooks.example.com/done")
@@ -184,7 +184,7 @@ func TestWebhookFailedAndCanceledEvents(t *testing.T) {
 		// in the queue brings the callback to the worker.
 		_, err := b.Update(t.Context(), canceled, func(r *asyncreq.Record) error { return r.RequestCancel("", time.Now()) })
 		require.NoError(t, err)
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{
 			Webhooks: &asyncreq.WebhookOptions{Secrets: []string{vectorSecret}, Transport: handlerTransport{rc}},
 		})
 		awaitRecord(t, b, failed, callbackSettled)
@@ -204,7 +204,7 @@ func TestWebhookRetriesFlakyReceiver(t *testing.T) {
 	srv := httptest.NewServer(rc)
 	defer srv.Close()
 	const backoff = 20 * time.Millisecond
-	startTestWorker(t, b, b, succeedWith("done"), &asyncreq.WorkerOptions{
+	startTestWorker(t, b, succeedWith("done"), &asyncreq.WorkerOptions{
 		Webhooks: &asyncreq.WebhookOptions{
 			Secrets: []string{vectorSecret}, AllowLoopback: true,
 			BackoffMin: backoff, BackoffMax: 4 * backoff, MaxAttempts: 5,
@@ -237,7 +237,7 @@ func TestWebhookGivenUpAfterMaxAttempts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		rc := &receiver{answer: []int{500, 500, 500, 500, 500}}
-		startTestWorker(t, b, b, succeedWith("done"), &asyncreq.WorkerOptions{
+		startTestWorker(t, b, succeedWith("done"), &asyncreq.WorkerOptions{
 			Webhooks: &asyncreq.WebhookOptions{Secrets: []string{vectorSecret}, Transport: handlerTransport{rc}, MaxAttempts: 3},
 		})
 		id := acceptWithCallback(t, b, "https://hooks.example.com/x")
@@ -332,7 +332,7 @@ func TestWebhookDeliveredAfterCrashBetweenOutcomeAndDelivery(t *testing.T) {
 		dead := &asyncreq.WebhookOptions{Secrets: hooks.Secrets, Transport: roundTripFunc(func(*http.Request) (*http.Response, error) {
 			return nil, errKilled
 		})}
-		first, err := asyncreq.NewWorker(k, k, succeedWith("done"), &asyncreq.WorkerOptions{Webhooks: dead, LeaseDuration: lease})
+		first, err := asyncreq.NewWorker(k, succeedWith("done"), &asyncreq.WorkerOptions{Webhooks: dead, LeaseDuration: lease})
 		require.NoError(t, err)
 		require.NoError(t, first.Start(t.Context()))
 		id := acceptWithCallback(t, b, "https://hooks.example.com/x")
@@ -346,7 +346,7 @@ func TestWebhookDeliveredAfterCrashBetweenOutcomeAndDelivery(t *testing.T) {
 		assert.Equal(t, asyncreq.CallbackPending, rec.Callback.State, "the outcome is recorded, the callback not yet sent")
 		assert.Equal(t, 1, queueLen(b), "the request keeps its queue entry")
 
-		startTestWorker(t, b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			t.Error("a finished request ran again")
 			return nil, nil
 		}), &asyncreq.WorkerOptions{Webhooks: hooks, LeaseDuration: lease})
@@ -365,7 +365,7 @@ func TestWebhookDeliveredAfterCrashBetweenOutcomeAndDelivery(t *testing.T) {
 func TestWebhookWithoutWorkerConfigurationFailsCallback(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
-		startTestWorker(t, b, b, succeedWith("done"), nil)
+		startTestWorker(t, b, succeedWith("done"), nil)
 		id := acceptWithCallback(t, b, "https://hooks.example.com/x")
 		rec := awaitRecord(t, b, id, callbackSettled)
 		assert.Equal(t, asyncreq.CallbackFailed, rec.Callback.State)
@@ -381,7 +381,7 @@ func TestWebhookRefusesPrivateAddresses(t *testing.T) {
 	srv := httptest.NewServer(rc)
 	defer srv.Close()
 	_, port, _ := strings.Cut(strings.TrimPrefix(srv.URL, "http://"), ":")
-	startTestWorker(t, b, b, succeedWith("done"), &asyncreq.WorkerOptions{
+	startTestWorker(t, b, succeedWith("done"), &asyncreq.WorkerOptions{
 		Webhooks: &asyncreq.WebhookOptions{Secrets: []string{vectorSecret}, BackoffMin: time.Millisecond, BackoffMax: time.Millisecond},
 	})
 	for _, target := range []string{
@@ -415,7 +415,7 @@ func TestWebhookAllowLoopbackStillRefusesMetadata(t *testing.T) {
 	rc := &receiver{}
 	srv := httptest.NewServer(rc)
 	defer srv.Close()
-	startTestWorker(t, b, b, succeedWith("done"), &asyncreq.WorkerOptions{
+	startTestWorker(t, b, succeedWith("done"), &asyncreq.WorkerOptions{
 		Webhooks: &asyncreq.WebhookOptions{Secrets: []string{vectorSecret}, AllowLoopback: true},
 	})
 	ok := acceptWithCallback(t, b, srv.URL+"/hook")
@@ -433,14 +433,14 @@ func TestWebhookAllowLoopbackStillRefusesMetadata(t *testing.T) {
 
 func TestSubmitCallbackURL(t *testing.T) {
 	b := newMemory(t)
-	off := newTestHandler(t, b, b, nil)
+	off := newTestHandler(t, b, nil)
 	rr := serveReq(t, off, http.MethodPost, "/", "x", "Callback-URL", "https://hooks.example.com/done")
 	checkProblem(t, rr, http.StatusBadRequest)
 	assert.Contains(t, rr.Body.String(), "does not send callbacks")
 	records, _ := b.Len()
 	assert.Zero(t, records, "a refused callback stores nothing")
 
-	h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{Callbacks: &asyncreq.CallbackPolicy{
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{Callbacks: &asyncreq.CallbackPolicy{
 		AllowedHosts: []string{"hooks.example.com", "*.example.net"},
 	}})
 	id := postJob(t, h, "x", "Callback-URL", "https://hooks.example.com/done?x=1")
@@ -469,7 +469,7 @@ func TestSubmitCallbackURL(t *testing.T) {
 	rr = serveReq(t, h, http.MethodPost, "/", "x", "Callback-URL", "https://hooks.example.com/a", "Callback-URL", "https://hooks.example.com/b")
 	checkProblem(t, rr, http.StatusBadRequest)
 
-	fn := newTestHandler(t, b, b, &asyncreq.HandlerOptions{Callbacks: &asyncreq.CallbackPolicy{
+	fn := newTestHandler(t, b, &asyncreq.HandlerOptions{Callbacks: &asyncreq.CallbackPolicy{
 		Allow: func(u *url.URL) error {
 			if u.Scheme != "https" {
 				return errors.New("callbacks must use https")
@@ -487,8 +487,8 @@ func TestStatusShowsCallbackDelivery(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		rc := &receiver{answer: []int{500}}
-		h := newTestHandler(t, b, b, &asyncreq.HandlerOptions{Callbacks: &asyncreq.CallbackPolicy{AllowedHosts: []string{"hooks.example.com"}}})
-		startTestWorker(t, b, b, succeedWith("done"), &asyncreq.WorkerOptions{
+		h := newTestHandler(t, b, &asyncreq.HandlerOptions{Callbacks: &asyncreq.CallbackPolicy{AllowedHosts: []string{"hooks.example.com"}}})
+		startTestWorker(t, b, succeedWith("done"), &asyncreq.WorkerOptions{
 			Webhooks: &asyncreq.WebhookOptions{Secrets: []string{vectorSecret}, Transport: handlerTransport{rc}},
 		})
 		id := postJob(t, h, "x", "Callback-URL", "https://hooks.example.com/done")

@@ -198,8 +198,8 @@ var (
 	errWorkerStopped = errors.New("asyncreq: worker stopped")
 )
 
-// A Worker takes requests from a Queue and runs a Processor on them,
-// recording each outcome in the Store.
+// A Worker takes requests from a Backend's Queue and runs a Processor on
+// them, recording each outcome in its Store.
 //
 // For every lease it claims the request in the Store (state running, one
 // more attempt, a fresh lease token), runs the processor while a heartbeat
@@ -256,20 +256,20 @@ var (
 //
 // A Worker is started once with Start and stopped once with Stop; its
 // methods may be called from any goroutine. Several workers, in one process
-// or many, may share a Store and Queue.
+// or many, may share a Backend.
 type Worker struct {
-	store Store
-	queue Queue
+	store Store // the Backend
+	queue Queue // the Backend
 	proc  Processor
 	opts  WorkerOptions
 	log   *slog.Logger
-	batch BatchDequeuer // queue's batch capability, or nil
+	batch BatchDequeuer // the Backend's batch capability, or nil
 	// settling bounds the attempts whose outcome is being written after
 	// their processing slot was freed (see run).
 	settling  chan struct{}
-	completer Completer        // the backend's one-step outcome and Ack, or nil
-	watcher   Watcher          // store's watch capability, or nil
-	lister    UnenqueuedLister // store's listing capability, or nil
+	completer Completer        // the Backend's one-step outcome and Ack, or nil
+	watcher   Watcher          // the Backend's watch capability, or nil
+	lister    UnenqueuedLister // the Backend's listing capability, or nil
 	hooks     *webhooks        // the delivery of callbacks, or nil
 
 	mu         sync.Mutex
@@ -280,16 +280,17 @@ type Worker struct {
 	done       chan struct{}           // closed when every goroutine has returned
 }
 
-// NewWorker returns a Worker that takes request ids from queue, the records
-// from store, and runs p on them. A nil opts means all defaults. It returns
-// an error naming the field when an option is invalid.
-func NewWorker(store Store, queue Queue, p Processor, opts *WorkerOptions) (*Worker, error) {
-	switch {
-	case store == nil:
-		return nil, errors.New("asyncreq: NewWorker: nil Store")
-	case queue == nil:
-		return nil, errors.New("asyncreq: NewWorker: nil Queue")
-	case p == nil:
+// NewWorker returns a Worker that takes request ids from b's Queue, their
+// records from b's Store, and runs p on them. When b implements Completer
+// (and is not made by Pair), an outcome is recorded and its lease settled
+// in one step. A nil opts means all defaults. NewWorker returns an error
+// naming the field when an option is invalid, and one naming what is
+// missing when b, a part of a Pair, or p is nil.
+func NewWorker(b Backend, p Processor, opts *WorkerOptions) (*Worker, error) {
+	if err := checkBackend("NewWorker", b); err != nil {
+		return nil, err
+	}
+	if p == nil {
 		return nil, errors.New("asyncreq: NewWorker: nil Processor")
 	}
 	o, err := opts.withDefaults()
@@ -297,8 +298,8 @@ func NewWorker(store Store, queue Queue, p Processor, opts *WorkerOptions) (*Wor
 		return nil, err
 	}
 	w := &Worker{
-		store: store,
-		queue: queue,
+		store: b,
+		queue: b,
 		proc:  p,
 		opts:  o,
 		log:   o.Logger,
@@ -310,12 +311,12 @@ func NewWorker(store Store, queue Queue, p Processor, opts *WorkerOptions) (*Wor
 		}
 	}
 	w.settling = make(chan struct{}, o.Concurrency*settlingPerSlot)
-	if c, ok := queue.(Completer); ok && sameValue(store, queue) {
-		w.completer = c
+	if _, _, isPair := split(b); !isPair {
+		w.completer, _ = b.(Completer)
 	}
-	w.batch, _ = queue.(BatchDequeuer)
-	w.watcher, _ = store.(Watcher)
-	w.lister, _ = store.(UnenqueuedLister)
+	w.batch, _ = b.(BatchDequeuer)
+	w.watcher, _ = b.(Watcher)
+	w.lister, _ = b.(UnenqueuedLister)
 	return w, nil
 }
 

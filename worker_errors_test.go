@@ -43,10 +43,10 @@ func TestWorkerWrappedProblemIsRetried(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				b := memory.New(nil)
-				h := newTestHandler(t, b, b, nil)
+				h := newTestHandler(t, b, nil)
 				var calls atomic.Int32
 				logs := &workerLog{}
-				startTestWorker(t, b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+				startTestWorker(t, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 					calls.Add(1)
 					return nil, tc.err
 				}), &asyncreq.WorkerOptions{Logger: logs.logger()})
@@ -81,9 +81,9 @@ func TestWorkerWrappedProblemIsRetried(t *testing.T) {
 func TestWorkerRetryingAttemptLeaksNoErrorText(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
-		h := newTestHandler(t, b, b, nil)
+		h := newTestHandler(t, b, nil)
 		release := make(chan struct{})
-		startTestWorker(t, b, b, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, b, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 			if req.Attempt == 1 {
 				return nil, fmt.Errorf("charging card: %w", &asyncreq.Problem{Status: 503, Detail: downstreamDetail})
 			}
@@ -131,7 +131,7 @@ func TestWorkerPermanentMarkers(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				b := memory.New(nil)
 				var calls atomic.Int32
-				startTestWorker(t, b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+				startTestWorker(t, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 					calls.Add(1)
 					return nil, tc.err
 				}), nil)

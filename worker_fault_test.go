@@ -66,7 +66,7 @@ func TestWorkerAckFailsAfterSuccess(t *testing.T) {
 		dequeueBlocks(q)
 
 		var calls atomic.Int32
-		startTestWorker(t, b, q, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, asyncreq.Pair(b, q), asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			calls.Add(1)
 			return &asyncreq.Result{Body: []byte("once")}, nil
 		}), nil)
@@ -121,7 +121,7 @@ func TestWorkerStaleOutcomeIsFenced(t *testing.T) {
 		// holds the same entry.
 		q.EXPECT().Ack(gomock.Any(), l).Return(asyncreq.ErrLeaseLost)
 
-		startTestWorker(t, store, q, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, asyncreq.Pair(store, q), asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			return &asyncreq.Result{Body: []byte("stale")}, nil
 		}), &asyncreq.WorkerOptions{PurgeInterval: -1})
 		synctest.Wait()
@@ -158,7 +158,7 @@ func TestWorkerProgressAfterTakeoverCancels(t *testing.T) {
 		q.EXPECT().Ack(gomock.Any(), l).Return(asyncreq.ErrLeaseLost)
 		type outcome struct{ progressErr, cause error }
 		got := make(chan outcome, 1)
-		startTestWorker(t, store, q, asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, asyncreq.Pair(store, q), asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
 			err := asyncreq.ReportProgress(ctx, 50, "half")
 			<-ctx.Done()
 			got <- outcome{err, context.Cause(ctx)}
@@ -190,7 +190,7 @@ func TestWorkerExtendLeaseLostCancelsProcessor(t *testing.T) {
 		cause := make(chan error, 1)
 		var canceledAt time.Time
 		start := time.Now()
-		startTestWorker(t, b, q, asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, asyncreq.Pair(b, q), asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
 			<-ctx.Done()
 			canceledAt = time.Now()
 			cause <- context.Cause(ctx)
@@ -220,7 +220,7 @@ func TestWorkerClaimStoreErrorNacksWithBackoff(t *testing.T) {
 			delay = d
 			return nil
 		})
-		startTestWorker(t, store, q, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, asyncreq.Pair(store, q), asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			t.Error("processor called without a claim")
 			return nil, nil
 		}), &asyncreq.WorkerOptions{PurgeInterval: -1, BackoffMin: time.Second, BackoffMax: time.Minute})
@@ -246,7 +246,7 @@ func TestWorkerOutcomeWriteFailureLeavesLease(t *testing.T) {
 		// Neither Ack nor Nack: the lease runs out and the request is
 		// delivered again, so the lost outcome is computed anew.
 		logs := &workerLog{}
-		startTestWorker(t, store, q, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, asyncreq.Pair(store, q), asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			return &asyncreq.Result{}, nil
 		}), &asyncreq.WorkerOptions{PurgeInterval: -1, Logger: logs.logger()})
 		synctest.Wait()
@@ -265,7 +265,7 @@ func TestWorkerDequeueErrorsBackOff(t *testing.T) {
 			return nil, errors.New("broker unreachable")
 		}).AnyTimes()
 		logs := &workerLog{}
-		w, err := asyncreq.NewWorker(b, q, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		w, err := asyncreq.NewWorker(asyncreq.Pair(b, q), asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			return nil, nil
 		}), &asyncreq.WorkerOptions{Logger: logs.logger()})
 		require.NoError(t, err)
@@ -284,7 +284,7 @@ func TestWorkerQueueClosedStopsFetching(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
 		logs := &workerLog{}
-		w, err := asyncreq.NewWorker(b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		w, err := asyncreq.NewWorker(b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			return nil, nil
 		}), &asyncreq.WorkerOptions{Logger: logs.logger(), PurgeInterval: -1, SweepInterval: -1})
 		require.NoError(t, err)
@@ -325,7 +325,7 @@ func TestWorkerUsesBatchDequeue(t *testing.T) {
 		}
 		release := make(chan struct{})
 		var started atomic.Int32
-		startTestWorker(t, b, q, asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, asyncreq.Pair(b, q), asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
 			started.Add(1)
 			<-release
 			return &asyncreq.Result{}, nil

@@ -38,7 +38,7 @@ func TestWorkerDuplicateQueueEntryIsSettled(t *testing.T) {
 		id := acceptJob(t, b, "x")
 		require.NoError(t, b.Enqueue(t.Context(), id, 0), "a duplicate entry")
 		const lease = 3 * time.Second
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{LeaseDuration: lease, PurgeInterval: -1})
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{LeaseDuration: lease, PurgeInterval: -1})
 		synctest.Wait()
 		time.Sleep(10 * lease) // many lease lengths: an abandoned entry would have come back
 		synctest.Wait()
@@ -79,7 +79,7 @@ func TestWorkerClaimMarksEnqueued(t *testing.T) {
 			}
 			return &asyncreq.Result{}, nil
 		})
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{
 			BackoffMin: time.Minute, BackoffMax: time.Minute,
 			SweepInterval: time.Second, SweepAge: time.Second, PurgeInterval: -1,
 		})
@@ -136,7 +136,7 @@ func TestWorkerReleasesReplacedWatches(t *testing.T) {
 			}
 		})
 		id := acceptJob(t, b, "x")
-		startTestWorker(t, wc, wc, p, &asyncreq.WorkerOptions{PurgeInterval: -1})
+		startTestWorker(t, wc, p, &asyncreq.WorkerOptions{PurgeInterval: -1})
 		awaitRecord(t, b, id, func(r *asyncreq.Record) bool { return r.Progress != nil && r.Progress.Percent == 99 })
 		synctest.Wait()
 		assert.EqualValues(t, 1, wc.live.Load(), "one live watch")
@@ -168,7 +168,7 @@ func TestWorkerStopBoundedWhenStoreHangs(t *testing.T) {
 				}),
 		)
 		started := make(chan struct{})
-		w, err := asyncreq.NewWorker(store, q, asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
+		w, err := asyncreq.NewWorker(asyncreq.Pair(store, q), asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
 			close(started)
 			<-ctx.Done()
 			return nil, ctx.Err()
@@ -203,7 +203,7 @@ func TestWorkerHeartbeatSurvivesStoreReturningNothing(t *testing.T) {
 		q.EXPECT().Ack(gomock.Any(), l).Return(nil)
 
 		logs := &workerLog{}
-		startTestWorker(t, store, q, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, asyncreq.Pair(store, q), asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			time.Sleep(time.Minute) // several heartbeats
 			return &asyncreq.Result{Body: []byte("ok")}, nil
 		}), &asyncreq.WorkerOptions{PurgeInterval: -1, Logger: logs.logger()})
@@ -233,24 +233,24 @@ func (c *counting) Ack(ctx context.Context, l *asyncreq.Lease) error {
 // onlyQueue hides every method of a Queue but the Queue's own.
 type onlyQueue struct{ asyncreq.Queue }
 
-// A Worker whose Store and Queue are one Completer records outcomes and
-// acks in one Complete call; with the same backend behind a Queue that is
-// a different value, it uses Update and Ack, since a Completer can only
+// A Worker whose Backend is a Completer records outcomes and acks in one
+// Complete call; with the same backend paired with a Queue that is a
+// different value, it uses Update and Ack, since a Completer can only
 // settle its own leases.
 func TestWorkerUsesCompleterOfItsOwnQueue(t *testing.T) {
 	for _, same := range []bool{true, false} {
 		t.Run(fmt.Sprint("same=", same), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				b := &counting{Backend: memory.New(nil)}
-				var queue asyncreq.Queue = b
+				var backend asyncreq.Backend = b
 				if !same {
-					queue = onlyQueue{b}
+					backend = asyncreq.Pair(b, onlyQueue{b})
 				}
 				ids := []string{acceptJob(t, b.Backend, "a"), acceptJob(t, b.Backend, "b"), acceptJob(t, b.Backend, "c")}
 				p := asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 					return &asyncreq.Result{}, nil
 				})
-				startTestWorker(t, b, queue, p, &asyncreq.WorkerOptions{PurgeInterval: -1})
+				startTestWorker(t, backend, p, &asyncreq.WorkerOptions{PurgeInterval: -1})
 				for _, id := range ids {
 					awaitState(t, b.Backend, id, asyncreq.StateSucceeded)
 				}
@@ -280,7 +280,7 @@ func TestWorkerFreesSlotBeforeOutcomeIsWritten(t *testing.T) {
 			ran.Add(1)
 			return &asyncreq.Result{}, nil
 		})
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{Concurrency: 1, PurgeInterval: -1})
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{Concurrency: 1, PurgeInterval: -1})
 		synctest.Wait()
 		assert.EqualValues(t, 2, ran.Load(), "with one slot, the second request ran while the first one's outcome was still being written")
 		close(b.release)

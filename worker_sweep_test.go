@@ -73,7 +73,7 @@ func TestWorkerSweepSkipsRunningRecord(t *testing.T) {
 				return nil, ctx.Err()
 			}
 		})
-		startTestWorker(t, store, b, p, &asyncreq.WorkerOptions{
+		startTestWorker(t, asyncreq.Pair(store, b), p, &asyncreq.WorkerOptions{
 			Concurrency: 2, SweepInterval: 30 * time.Second, SweepAge: time.Minute, PurgeInterval: -1,
 		})
 
@@ -133,7 +133,7 @@ func TestWorkerSweepEnqueuesOnlyPending(t *testing.T) {
 			asyncreq.Store
 			asyncreq.UnenqueuedLister
 		}{b, lister}
-		startTestWorker(t, store, queue, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, asyncreq.Pair(store, queue), asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			return &asyncreq.Result{}, nil
 		}), &asyncreq.WorkerOptions{SweepInterval: time.Minute, PurgeInterval: -1})
 		time.Sleep(time.Minute)
@@ -166,7 +166,7 @@ func TestWorkerSweepRetriesFailedEnqueue(t *testing.T) {
 				<-ctx.Done()
 				return nil, ctx.Err()
 			}).AnyTimes()
-		startTestWorker(t, b, queue, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, asyncreq.Pair(b, queue), asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			return &asyncreq.Result{}, nil
 		}), &asyncreq.WorkerOptions{SweepInterval: time.Minute, SweepAge: time.Second, PurgeInterval: -1})
 

@@ -43,10 +43,10 @@ func acceptJob(t *testing.T, b *memory.Backend, body string) string {
 	return id
 }
 
-// startTestWorker starts a worker and stops it when the test ends.
-func startTestWorker(t *testing.T, store asyncreq.Store, queue asyncreq.Queue, p asyncreq.Processor, opts *asyncreq.WorkerOptions) *asyncreq.Worker {
+// startTestWorker starts a worker over b and stops it when the test ends.
+func startTestWorker(t *testing.T, b asyncreq.Backend, p asyncreq.Processor, opts *asyncreq.WorkerOptions) *asyncreq.Worker {
 	t.Helper()
-	w, err := asyncreq.NewWorker(store, queue, p, opts)
+	w, err := asyncreq.NewWorker(b, p, opts)
 	require.NoError(t, err)
 	require.NoError(t, w.Start(t.Context()))
 	t.Cleanup(func() {
@@ -142,7 +142,7 @@ func TestWorkerSuccess(t *testing.T) {
 				Body:        []byte(`{"n":` + fmt.Sprint(len(req.Body)) + `}`),
 			}, nil
 		})
-		startTestWorker(t, b, b, p, nil)
+		startTestWorker(t, b, p, nil)
 		start := time.Now()
 		id := acceptJob(t, b, "hello")
 
@@ -177,7 +177,7 @@ func TestWorkerSuccess(t *testing.T) {
 func TestWorkerNilResultIsEmptySuccess(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
-		startTestWorker(t, b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			return nil, nil
 		}), nil)
 		id := acceptJob(t, b, "x")
@@ -202,7 +202,7 @@ func TestWorkerRetryWithBackoffThenSuccess(t *testing.T) {
 			return &asyncreq.Result{Body: []byte("done")}, nil
 		})
 		logs := &workerLog{}
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{
 			BackoffMin: time.Second,
 			BackoffMax: time.Minute,
 			Logger:     logs.logger(),
@@ -246,7 +246,7 @@ func TestWorkerMaxAttemptsFails500WithoutLeakingText(t *testing.T) {
 			return nil, errors.New("pq: password authentication failed for user secret")
 		})
 		logs := &workerLog{}
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{MaxAttempts: 3, Logger: logs.logger()})
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{MaxAttempts: 3, Logger: logs.logger()})
 		id := acceptJob(t, b, "x")
 
 		rec := awaitState(t, b, id, asyncreq.StateFailed)
@@ -301,7 +301,7 @@ func TestWorkerPermanentFailure(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				b := memory.New(nil)
 				var calls atomic.Int32
-				startTestWorker(t, b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+				startTestWorker(t, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 					calls.Add(1)
 					return nil, tc.err
 				}), nil)
@@ -330,7 +330,7 @@ func TestWorkerRetryAfterDelayHonoured(t *testing.T) {
 			return &asyncreq.Result{}, nil
 		})
 		// The asked delay is honoured even beyond BackoffMax.
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{BackoffMin: time.Second, BackoffMax: 2 * time.Second})
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{BackoffMin: time.Second, BackoffMax: 2 * time.Second})
 		id := acceptJob(t, b, "x")
 		awaitState(t, b, id, asyncreq.StateSucceeded)
 		first, second := <-starts, <-starts
@@ -348,7 +348,7 @@ func TestWorkerPanicIsAFailedAttempt(t *testing.T) {
 			return &asyncreq.Result{Body: req.Body}, nil
 		})
 		logs := &workerLog{}
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{MaxAttempts: 2, Logger: logs.logger()})
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{MaxAttempts: 2, Logger: logs.logger()})
 		boom := acceptJob(t, b, "boom")
 		rec := awaitState(t, b, boom, asyncreq.StateFailed)
 		assert.Equal(t, 2, rec.Attempts)
@@ -373,7 +373,7 @@ func TestWorkerTimeout(t *testing.T) {
 			causes <- context.Cause(ctx)
 			return nil, ctx.Err()
 		})
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{Timeout: 5 * time.Second, MaxAttempts: 2})
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{Timeout: 5 * time.Second, MaxAttempts: 2})
 		start := time.Now()
 		id := acceptJob(t, b, "x")
 		rec := awaitState(t, b, id, asyncreq.StateFailed)
@@ -401,8 +401,8 @@ func TestWorkerHeartbeatKeepsLongJobLeased(t *testing.T) {
 			}
 		})
 		// Two workers: a redelivery would go to the idle one.
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{LeaseDuration: 3 * time.Second})
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{LeaseDuration: 3 * time.Second})
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{LeaseDuration: 3 * time.Second})
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{LeaseDuration: 3 * time.Second})
 		id := acceptJob(t, b, "x")
 		rec := awaitState(t, b, id, asyncreq.StateSucceeded)
 		assert.EqualValues(t, 1, calls.Load(), "no redelivery while the heartbeat runs")
@@ -436,13 +436,13 @@ func TestWorkerLeaseExpiryRedeliversAndFencesStaleWorker(t *testing.T) {
 			return &asyncreq.Result{Body: []byte(fmt.Sprintf("fresh attempt %d", req.Attempt))}, nil
 		})
 		opts := &asyncreq.WorkerOptions{LeaseDuration: 3 * time.Second, Concurrency: 1}
-		startTestWorker(t, b, noExtendQueue{b}, stale, opts)
+		startTestWorker(t, asyncreq.Pair(b, noExtendQueue{b}), stale, opts)
 		id := acceptJob(t, b, "x")
 		<-staleStarted
 
 		// Only now does a healthy worker join; it gets the redelivery once
 		// the stale lease runs out.
-		startTestWorker(t, b, b, fresh, opts)
+		startTestWorker(t, b, fresh, opts)
 		rec := awaitState(t, b, id, asyncreq.StateSucceeded)
 		assert.Equal(t, "fresh attempt 2", string(rec.Result.Body))
 		assert.Equal(t, 2, rec.Attempts)
@@ -461,11 +461,11 @@ func TestWorkerLeaseExpiryRedeliversAndFencesStaleWorker(t *testing.T) {
 
 func TestWorkerCancelRunning(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		store func(*memory.Backend) asyncreq.Store
+		name    string
+		backend func(*memory.Backend) asyncreq.Backend
 	}{
-		{"watcher", func(b *memory.Backend) asyncreq.Store { return b }},
-		{"polling", func(b *memory.Backend) asyncreq.Store { return struct{ asyncreq.Store }{b} }},
+		{"watcher", func(b *memory.Backend) asyncreq.Backend { return b }},
+		{"polling", func(b *memory.Backend) asyncreq.Backend { return asyncreq.Pair(struct{ asyncreq.Store }{b}, b) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -478,7 +478,7 @@ func TestWorkerCancelRunning(t *testing.T) {
 					cause <- context.Cause(ctx)
 					return nil, ctx.Err()
 				})
-				startTestWorker(t, tc.store(b), b, p, &asyncreq.WorkerOptions{LeaseDuration: 3 * time.Second})
+				startTestWorker(t, tc.backend(b), p, &asyncreq.WorkerOptions{LeaseDuration: 3 * time.Second})
 				id := acceptJob(t, b, "x")
 				<-started
 
@@ -512,7 +512,7 @@ func TestWorkerCancelRequestedBeforeClaim(t *testing.T) {
 		})
 		require.NoError(t, err)
 		var calls atomic.Int32
-		startTestWorker(t, b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			calls.Add(1)
 			return nil, nil
 		}), nil)
@@ -535,7 +535,7 @@ func TestWorkerCrashLoopFailsAtClaim(t *testing.T) {
 		})
 		require.NoError(t, err)
 		var calls atomic.Int32
-		startTestWorker(t, b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			calls.Add(1)
 			return nil, nil
 		}), &asyncreq.WorkerOptions{MaxAttempts: 3})
@@ -560,7 +560,7 @@ func TestWorkerSkipsFinishedAndMissing(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, b.Enqueue(t.Context(), asyncreq.NewID(), 0)) // no record
 		var calls atomic.Int32
-		startTestWorker(t, b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			calls.Add(1)
 			return nil, nil
 		}), nil)
@@ -594,7 +594,7 @@ func TestWorkerConcurrencyLimit(t *testing.T) {
 			ids[i] = acceptJob(t, b, "x")
 		}
 		start := time.Now()
-		startTestWorker(t, b, b, p, &asyncreq.WorkerOptions{Concurrency: 3})
+		startTestWorker(t, b, p, &asyncreq.WorkerOptions{Concurrency: 3})
 		for _, id := range ids {
 			awaitState(t, b, id, asyncreq.StateSucceeded)
 		}
@@ -617,7 +617,7 @@ func TestWorkerStopLetsRunningWorkFinish(t *testing.T) {
 				return nil, ctx.Err()
 			}
 		})
-		w, err := asyncreq.NewWorker(b, b, p, &asyncreq.WorkerOptions{Concurrency: 1})
+		w, err := asyncreq.NewWorker(b, p, &asyncreq.WorkerOptions{Concurrency: 1})
 		require.NoError(t, err)
 		require.NoError(t, w.Start(t.Context()))
 		first := acceptJob(t, b, "1")
@@ -660,7 +660,7 @@ func TestWorkerStopWithShortDeadlineHandsBack(t *testing.T) {
 			cause <- context.Cause(ctx)
 			return nil, ctx.Err()
 		})
-		w, err := asyncreq.NewWorker(b, b, p, nil)
+		w, err := asyncreq.NewWorker(b, p, nil)
 		require.NoError(t, err)
 		require.NoError(t, w.Start(t.Context()))
 		id := acceptJob(t, b, "x")
@@ -700,7 +700,7 @@ func TestWorkerStartContextEndStopsWorker(t *testing.T) {
 			cause <- context.Cause(ctx)
 			return nil, ctx.Err()
 		})
-		w, err := asyncreq.NewWorker(b, b, p, nil)
+		w, err := asyncreq.NewWorker(b, p, nil)
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(t.Context())
 		require.NoError(t, w.Start(ctx))
@@ -722,13 +722,13 @@ func TestWorkerLifecycleErrors(t *testing.T) {
 		b := memory.New(nil)
 		p := asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) { return nil, nil })
 
-		w, err := asyncreq.NewWorker(b, b, p, nil)
+		w, err := asyncreq.NewWorker(b, p, nil)
 		require.NoError(t, err)
 		require.NoError(t, w.Stop(t.Context()), "Stop before Start")
 		require.NoError(t, w.Stop(t.Context()))
 		require.ErrorContains(t, w.Start(t.Context()), "stopped")
 
-		w, err = asyncreq.NewWorker(b, b, p, nil)
+		w, err = asyncreq.NewWorker(b, p, nil)
 		require.NoError(t, err)
 		require.NoError(t, w.Start(t.Context()))
 		require.ErrorContains(t, w.Start(t.Context()), "already started")
@@ -757,7 +757,7 @@ func TestNewWorkerValidation(t *testing.T) {
 	} {
 		t.Run(tc.field, func(t *testing.T) {
 			opts := tc.opts
-			_, err := asyncreq.NewWorker(b, b, p, &opts)
+			_, err := asyncreq.NewWorker(b, p, &opts)
 			require.ErrorContains(t, err, "WorkerOptions."+tc.field)
 			assert.Equal(t, tc.opts, opts, "the caller's options are not modified")
 		})
@@ -767,21 +767,21 @@ func TestNewWorkerValidation(t *testing.T) {
 		{PurgeInterval: -1, SweepInterval: -1},
 		{BackoffMin: 10 * time.Minute}, // BackoffMax defaults to at least BackoffMin
 	} {
-		_, err := asyncreq.NewWorker(b, b, p, &ok)
+		_, err := asyncreq.NewWorker(b, p, &ok)
 		require.NoError(t, err)
 	}
-	_, err := asyncreq.NewWorker(nil, b, p, nil)
+	_, err := asyncreq.NewWorker(asyncreq.Pair(nil, b), p, nil)
 	require.ErrorContains(t, err, "Store")
-	_, err = asyncreq.NewWorker(b, nil, p, nil)
+	_, err = asyncreq.NewWorker(asyncreq.Pair(b, nil), p, nil)
 	require.ErrorContains(t, err, "Queue")
-	_, err = asyncreq.NewWorker(b, b, nil, nil)
+	_, err = asyncreq.NewWorker(b, nil, nil)
 	require.ErrorContains(t, err, "Processor")
 }
 
 func TestWorkerPurgesExpiredRecords(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
-		startTestWorker(t, b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			return &asyncreq.Result{}, nil
 		}), &asyncreq.WorkerOptions{PurgeInterval: time.Minute, PurgeBatch: 2})
 		ids := make([]string, 5)
@@ -816,7 +816,7 @@ func TestWorkerSweepsUnenqueuedRecords(t *testing.T) {
 		})
 		require.NoError(t, err)
 		var ran atomic.Int64
-		startTestWorker(t, b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		startTestWorker(t, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			ran.Store(time.Now().UnixNano())
 			return &asyncreq.Result{}, nil
 		}), &asyncreq.WorkerOptions{SweepInterval: 30 * time.Second, SweepAge: time.Minute})
@@ -846,7 +846,7 @@ func TestWorkerCancelDuringFailedAttemptIsNotRetried(t *testing.T) {
 			}
 			return nil, errors.New("flaky")
 		})
-		startTestWorker(t, struct{ asyncreq.Store }{b}, b, p, nil)
+		startTestWorker(t, asyncreq.Pair(struct{ asyncreq.Store }{b}, b), p, nil)
 		id := acceptJob(t, b, "x")
 		rec := awaitState(t, b, id, asyncreq.StateCanceled)
 		assert.Equal(t, http.StatusConflict, rec.Error.Status)

@@ -338,11 +338,10 @@ type AsyncOptions struct {
 	Worker WorkerOptions
 }
 
-// NewAsync returns an Async that accepts requests for next into store and
-// queue (which may be one value), and runs next on them in its Worker. A
-// nil opts means all defaults. It returns an error naming the field when an
-// option is invalid.
-func NewAsync(next http.Handler, store Store, queue Queue, opts *AsyncOptions) (*Async, error) {
+// NewAsync returns an Async that accepts requests for next into b, and
+// runs next on them in its Worker. A nil opts means all defaults. It
+// returns an error naming the field when an option is invalid.
+func NewAsync(next http.Handler, b Backend, opts *AsyncOptions) (*Async, error) {
 	if next == nil {
 		return nil, errors.New("asyncreq: NewAsync: nil http.Handler")
 	}
@@ -353,11 +352,11 @@ func NewAsync(next http.Handler, store Store, queue Queue, opts *AsyncOptions) (
 	if o.Handler.KeepHeaders == nil {
 		o.Handler.KeepHeaders = []string{"*"}
 	}
-	h, err := NewHandler(store, queue, &o.Handler)
+	h, err := NewHandler(b, &o.Handler)
 	if err != nil {
 		return nil, err
 	}
-	w, err := NewWorker(store, queue, handlerProcessor(next, o.Handler.ReplaySetCookie), &o.Worker)
+	w, err := NewWorker(b, handlerProcessor(next, o.Handler.ReplaySetCookie), &o.Worker)
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func TestAsyncStoresNoCredentialsByDefault(t *testing.T) {
 	a, err := asyncreq.NewAsync(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		owner, ok := asyncreq.OwnerFromContext(r.Context())
 		seenc <- seen{header: r.Header.Clone(), owner: owner, ok: ok}
-	}), b, b, &asyncreq.AsyncOptions{Handler: asyncreq.HandlerOptions{
+	}), b, &asyncreq.AsyncOptions{Handler: asyncreq.HandlerOptions{
 		Owner: func(r *http.Request) (string, error) {
 			if r.Header.Get("X-Api-Key") != "sk_live_123" {
 				return "", errors.New("unknown key")
@@ -104,7 +104,7 @@ func TestAsyncStoresNoSetCookieByDefault(t *testing.T) {
 			http.SetCookie(w, &http.Cookie{Name: "session", Value: "s3cr3t", HttpOnly: true})
 			w.Header().Set("X-Report", "1")
 			_, _ = w.Write([]byte("done"))
-		}), b, b, &asyncreq.AsyncOptions{Handler: asyncreq.HandlerOptions{ReplaySetCookie: replay}})
+		}), b, &asyncreq.AsyncOptions{Handler: asyncreq.HandlerOptions{ReplaySetCookie: replay}})
 		require.NoError(t, err)
 		require.NoError(t, a.Start(t.Context()))
 		rr := serveReq(t, a, http.MethodPost, "/", "x", "Prefer", "wait=10")

@@ -246,7 +246,7 @@ func reportHandler(w http.ResponseWriter, r *http.Request) {
 func startAsync(t *testing.T, next http.Handler, opts *asyncreq.AsyncOptions) *asyncreq.Async {
 	t.Helper()
 	b := newMemory(t)
-	a, err := asyncreq.NewAsync(next, b, b, opts)
+	a, err := asyncreq.NewAsync(next, b, opts)
 	require.NoError(t, err)
 	require.NoError(t, a.Start(context.Background()))
 	t.Cleanup(func() {
@@ -337,17 +337,17 @@ func TestAsyncCancelRunningHandler(t *testing.T) {
 
 func TestNewAsyncValidation(t *testing.T) {
 	b := newMemory(t)
-	_, err := asyncreq.NewAsync(nil, b, b, nil)
+	_, err := asyncreq.NewAsync(nil, b, nil)
 	require.Error(t, err)
-	_, err = asyncreq.NewAsync(http.NotFoundHandler(), b, b, &asyncreq.AsyncOptions{Handler: asyncreq.HandlerOptions{MaxWait: -1}})
+	_, err = asyncreq.NewAsync(http.NotFoundHandler(), b, &asyncreq.AsyncOptions{Handler: asyncreq.HandlerOptions{MaxWait: -1}})
 	require.ErrorContains(t, err, "HandlerOptions.MaxWait")
-	_, err = asyncreq.NewAsync(http.NotFoundHandler(), b, b, &asyncreq.AsyncOptions{Worker: asyncreq.WorkerOptions{Concurrency: -1}})
+	_, err = asyncreq.NewAsync(http.NotFoundHandler(), b, &asyncreq.AsyncOptions{Worker: asyncreq.WorkerOptions{Concurrency: -1}})
 	require.ErrorContains(t, err, "WorkerOptions.Concurrency")
-	_, err = asyncreq.NewAsync(http.NotFoundHandler(), nil, b, nil)
+	_, err = asyncreq.NewAsync(http.NotFoundHandler(), asyncreq.Pair(nil, b), nil)
 	require.Error(t, err)
 
 	// Stop before Start is fine.
-	a, err := asyncreq.NewAsync(http.NotFoundHandler(), b, b, nil)
+	a, err := asyncreq.NewAsync(http.NotFoundHandler(), b, nil)
 	require.NoError(t, err)
 	require.NoError(t, a.Stop(t.Context()))
 	require.Error(t, a.Start(t.Context()), "a stopped Async cannot start")

@@ -84,23 +84,17 @@ func (c config) skipWithoutLeaseExpiry(t *testing.T) {
 
 // TestBackend runs TestStore, TestQueue and TestHandler against a backend,
 // as the subtests Store, Queue and Handler, and, as the subtest Completer,
-// the asyncreq.Completer cases (skipped unless the Store and Queue are one
-// value implementing it). newBackend is called once per case and must
-// return a fresh, isolated Store and Queue (the same value for a backend
-// that is both), registering their cleanup with t.Cleanup.
-func TestBackend(t *testing.T, newBackend func(t *testing.T) (asyncreq.Store, asyncreq.Queue), opts *Options) {
+// the asyncreq.Completer cases (skipped unless the Backend implements
+// it). newBackend is called once per case and must return a fresh,
+// isolated Backend (a backend's own type, or asyncreq.Pair of a Store and
+// a Queue), registering its cleanup with t.Cleanup.
+func TestBackend(t *testing.T, newBackend func(t *testing.T) asyncreq.Backend, opts *Options) {
 	t.Helper()
 	t.Run("Store", func(t *testing.T) {
-		TestStore(t, func(t *testing.T) asyncreq.Store {
-			s, _ := newBackend(t)
-			return s
-		}, opts)
+		TestStore(t, func(t *testing.T) asyncreq.Store { return newBackend(t) }, opts)
 	})
 	t.Run("Queue", func(t *testing.T) {
-		TestQueue(t, func(t *testing.T) asyncreq.Queue {
-			_, q := newBackend(t)
-			return q
-		}, opts)
+		TestQueue(t, func(t *testing.T) asyncreq.Queue { return newBackend(t) }, opts)
 	})
 	t.Run("Completer", func(t *testing.T) {
 		testCompleter(t, newBackend, opts)

@@ -30,20 +30,20 @@
 //		if url == "" {
 //			t.Skip("set MYBACKEND_TEST_URL to run the conformance kit against a server")
 //		}
-//		asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+//		asyncreqtest.TestBackend(t, func(t *testing.T) asyncreq.Backend {
 //			b, err := mybackend.Open(t.Context(), url, &mybackend.Options{Prefix: asyncreq.NewID()})
 //			if err != nil {
 //				t.Fatal(err)
 //			}
 //			t.Cleanup(func() { b.Close() })
-//			return b, b
+//			return b
 //		}, &asyncreqtest.Options{LeaseTTL: time.Second})
 //	}
 //
 // TestBackend runs TestStore, TestQueue and TestHandler as the subtests
 // Store, Queue and Handler. A backend that is only a Store or only a Queue
 // calls TestStore or TestQueue alone; a Queue that is paired with another
-// backend's Store also calls TestHandler with the pair.
+// backend's Store also calls TestHandler with the asyncreq.Pair of them.
 //
 // # Two instances
 //
@@ -53,15 +53,15 @@
 // worker process would:
 //
 //	func TestTwoInstances(t *testing.T) {
-//		asyncreqtest.TestTwoInstances(t, func(t *testing.T) (one, two asyncreqtest.Instance) {
+//		asyncreqtest.TestTwoInstances(t, func(t *testing.T) (one, two asyncreq.Backend) {
 //			prefix := asyncreq.NewID()
-//			open := func() asyncreqtest.Instance {
+//			open := func() asyncreq.Backend {
 //				b, err := mybackend.New(t.Context(), url, &mybackend.Options{Prefix: prefix})
 //				if err != nil {
 //					t.Fatal(err)
 //				}
 //				t.Cleanup(func() { b.Close() })
-//				return asyncreqtest.Instance{Store: b, Queue: b}
+//				return b
 //			}
 //			return open(), open()
 //		}, nil)
@@ -91,8 +91,12 @@
 // passed and keeps their tombstones for TombstoneTTL; that no record a
 // Store returns or was given shares memory with what it keeps; that a
 // canceled context gives context.Canceled and changes nothing; that a
-// 1 MiB body and a 1 MiB result round-trip; and, when implemented, the
-// Watcher, UnenqueuedLister and Accepter contracts.
+// 1 MiB body and a 1 MiB result round-trip; that every state transition
+// of a record (Claim, SetProgress, Succeed, Fail, Retry, HandBack, Cancel,
+// RequestCancel, MarkEnqueued, made with Update as the Handler and the
+// Worker make them) is stored field for field, and that one that refuses
+// stores nothing; and, when implemented, the Watcher, UnenqueuedLister and
+// Accepter contracts.
 //
 // TestQueue checks delivery of every id with Delivery 1; that Dequeue
 // waits for an Enqueue and returns within 500ms of it, and returns the

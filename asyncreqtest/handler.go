@@ -24,18 +24,18 @@ import (
 
 // TestHandler checks the HTTP contract end to end over the backends
 // newBackend makes: an asyncreq.Handler and an asyncreq.Worker on a fresh
-// Store and Queue per case, behind an httptest.Server that mounts the
+// Backend per case (a backend's own, or asyncreq.Pair of a Store and a
+// Queue), behind an httptest.Server that mounts the
 // handler under /jobs with http.StripPrefix, driven by a test processor.
 //
 // The Worker's LeaseDuration is Options.LeaseTTL; the case about a worker
 // that dies mid-request waits for its lease to run out, and is skipped
 // when Options.NoLeaseExpiry is set.
-func TestHandler(t *testing.T, newBackend func(t *testing.T) (asyncreq.Store, asyncreq.Queue), opts *Options) {
+func TestHandler(t *testing.T, newBackend func(t *testing.T) asyncreq.Backend, opts *Options) {
 	t.Helper()
-	k := &handlerKit{cfg: newConfig(t, opts), newInstances: func(t *testing.T) (Instance, Instance) {
-		s, q := newBackend(t)
-		one := Instance{Store: s, Queue: q}
-		return one, one
+	k := &handlerKit{cfg: newConfig(t, opts), newInstances: func(t *testing.T) (asyncreq.Backend, asyncreq.Backend) {
+		b := newBackend(t)
+		return b, b
 	}}
 	runGroups(t, k.cfg, []group{
 		{"Submit", []testCase{
@@ -75,7 +75,7 @@ type handlerKit struct {
 	// newInstances returns the instance of the handler and that of the
 	// workers: the same one in TestHandler, two on the same data in
 	// TestTwoInstances.
-	newInstances func(t *testing.T) (one, two Instance)
+	newInstances func(t *testing.T) (one, two asyncreq.Backend)
 }
 
 const (
@@ -92,9 +92,8 @@ const (
 // are one instance in TestHandler.
 type env struct {
 	k      *handlerKit
-	one    Instance
-	store  asyncreq.Store // the workers' Store: instance two's
-	queue  asyncreq.Queue // the workers' Queue: instance two's
+	one    asyncreq.Backend // the handler's
+	two    asyncreq.Backend // the workers'
 	srv    *httptest.Server
 	client *http.Client
 	log    *slog.Logger
@@ -106,7 +105,7 @@ func (k *handlerKit) newEnv(t *testing.T) *env {
 	t.Helper()
 	one, two := k.newInstances(t)
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	e := &env{k: k, one: one, store: two.Store, queue: two.Queue, log: log}
+	e := &env{k: k, one: one, two: two, log: log}
 	e.srv = e.serve(t, one)
 	client := *e.srv.Client()
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -116,9 +115,9 @@ func (k *handlerKit) newEnv(t *testing.T) *env {
 
 // serve starts a test server with a handler on in, mounted under mount,
 // and closes it when t ends.
-func (e *env) serve(t *testing.T, in Instance) *httptest.Server {
+func (e *env) serve(t *testing.T, in asyncreq.Backend) *httptest.Server {
 	t.Helper()
-	h, err := asyncreq.NewHandler(in.Store, in.Queue, &asyncreq.HandlerOptions{
+	h, err := asyncreq.NewHandler(in, &asyncreq.HandlerOptions{
 		RetryAfter: retryAfter,
 		MaxWait:    10 * time.Second,
 		Owner: func(r *http.Request) (string, error) {
@@ -149,17 +148,18 @@ func (e *env) workerOptions() *asyncreq.WorkerOptions {
 }
 
 // startWorker starts a worker running p on the env's worker instance, or
-// on queue instead of its Queue when queue is not nil, and stops it when t
-// ends.
+// on that instance paired with queue when queue is not nil, and stops it
+// when t ends.
 func (e *env) startWorker(t *testing.T, ctx context.Context, p asyncreq.ProcessorFunc, opts *asyncreq.WorkerOptions, queue asyncreq.Queue) *asyncreq.Worker {
 	t.Helper()
 	if opts == nil {
 		opts = e.workerOptions()
 	}
-	if queue == nil {
-		queue = e.queue
+	b := e.two
+	if queue != nil {
+		b = asyncreq.Pair(e.two, queue)
 	}
-	w, err := asyncreq.NewWorker(e.store, queue, p, opts)
+	w, err := asyncreq.NewWorker(b, p, opts)
 	require.NoError(t, err, "NewWorker")
 	require.NoError(t, w.Start(ctx), "Worker.Start")
 	t.Cleanup(func() {
@@ -931,7 +931,7 @@ func (k *handlerKit) workerDies(t *testing.T, ctx context.Context) {
 	var releaseOnce sync.Once
 	release := func() { releaseOnce.Do(func() { close(releaseA) }) }
 	t.Cleanup(release)
-	pq := &partitioned{q: e.queue, cut: make(chan struct{})}
+	pq := &partitioned{q: e.two, cut: make(chan struct{})}
 	optsA := e.workerOptions()
 	optsA.Concurrency = 1
 	workerA := e.startWorker(t, ctx, func(_ context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {

@@ -13,14 +13,6 @@ import (
 	"github.com/asyncreq/asyncreq"
 )
 
-// Instance is one process's Store and Queue over a backend's data: what
-// an API process or a worker process opens. Store and Queue may be one
-// value.
-type Instance struct {
-	Store asyncreq.Store
-	Queue asyncreq.Queue
-}
-
 // TestTwoInstances checks the HTTP contract with the handler and the
 // workers in different processes, as a deployment with API and worker
 // processes on one database runs them: the handler on instance one, the
@@ -42,12 +34,11 @@ type Instance struct {
 // a pending request and the processor of a running one on the other
 // instance, and that an idempotency key repeated on either instance names
 // one request, processed once.
-func TestTwoInstances(t *testing.T, newInstances func(t *testing.T) (one, two Instance), opts *Options) {
+func TestTwoInstances(t *testing.T, newInstances func(t *testing.T) (one, two asyncreq.Backend), opts *Options) {
 	t.Helper()
-	k := &handlerKit{cfg: newConfig(t, opts), newInstances: func(t *testing.T) (Instance, Instance) {
+	k := &handlerKit{cfg: newConfig(t, opts), newInstances: func(t *testing.T) (asyncreq.Backend, asyncreq.Backend) {
 		one, two := newInstances(t)
-		require.False(t, sameValue(one.Store, two.Store) && sameValue(one.Queue, two.Queue),
-			"asyncreqtest: TestTwoInstances needs two instances, not one twice")
+		require.False(t, sameValue(one, two), "asyncreqtest: TestTwoInstances needs two instances, not one twice")
 		return one, two
 	}}
 	runGroups(t, k.cfg, []group{
@@ -75,7 +66,7 @@ func (k *handlerKit) idempotentAcrossInstances(t *testing.T, ctx context.Context
 	e := k.newEnv(t)
 	var c calls
 	e.startWorker(t, ctx, echo(&c), nil, nil)
-	other := e.serve(t, Instance{Store: e.store, Queue: e.queue}).URL + mount + "/"
+	other := e.serve(t, e.two).URL + mount + "/"
 	submitOther := func(body []byte, key string) response {
 		return e.do(t, ctx, http.MethodPost, other, body, "Content-Type", "text/plain; charset=utf-8", "Idempotency-Key", key)
 	}
@@ -111,8 +102,8 @@ func (k *handlerKit) idempotentAcrossInstances(t *testing.T, ctx context.Context
 // shared Store:
 //
 //	store := memory.New(nil)
-//	one := asyncreqtest.Instance{Store: asyncreqtest.InstanceView(store), Queue: q1}
-//	two := asyncreqtest.Instance{Store: asyncreqtest.InstanceView(store), Queue: q2}
+//	one := asyncreq.Pair(asyncreqtest.InstanceView(store), q1)
+//	two := asyncreq.Pair(asyncreqtest.InstanceView(store), q2)
 func InstanceView(store asyncreq.Store) asyncreq.Store {
 	return &instanceView{s: store, watches: make(map[string]map[chan struct{}]struct{})}
 }
@@ -190,4 +181,15 @@ func (v *instanceView) changed(id string) {
 		close(ch)
 	}
 	delete(v.watches, id)
+}
+
+// sameValue reports whether a and b are the same value, without panicking
+// on values of types that are not comparable.
+func sameValue(a, b any) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
 }

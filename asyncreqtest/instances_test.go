@@ -5,6 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/memory"
 )
 
@@ -13,9 +14,9 @@ import (
 // Watch sees only its own changes, as with SQLite files opened by two
 // processes.
 func TestTwoInstancesOverViews(t *testing.T) {
-	TestTwoInstances(t, func(t *testing.T) (Instance, Instance) {
+	TestTwoInstances(t, func(t *testing.T) (asyncreq.Backend, asyncreq.Backend) {
 		b := memory.New(nil)
 		t.Cleanup(func() { require.NoError(t, b.Close()) })
-		return Instance{Store: InstanceView(b), Queue: b}, Instance{Store: InstanceView(b), Queue: b}
+		return asyncreq.Pair(InstanceView(b), b), asyncreq.Pair(InstanceView(b), b)
 	}, nil)
 }

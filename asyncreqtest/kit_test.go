@@ -276,17 +276,16 @@ func TestKitCatchesFaults(t *testing.T) {
 }
 
 func runFault(t *testing.T, f fault) {
-	newBackend := func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+	newBackend := func(t *testing.T) asyncreq.Backend {
 		m := memory.New(nil)
 		t.Cleanup(func() { _ = m.Close() })
-		b := f.make(m)
-		return b, b
+		return f.make(m)
 	}
 	switch f.kit {
 	case "store":
-		TestStore(t, func(t *testing.T) asyncreq.Store { s, _ := newBackend(t); return s }, nil)
+		TestStore(t, func(t *testing.T) asyncreq.Store { return newBackend(t) }, nil)
 	case "queue":
-		TestQueue(t, func(t *testing.T) asyncreq.Queue { _, q := newBackend(t); return q }, nil)
+		TestQueue(t, func(t *testing.T) asyncreq.Queue { return newBackend(t) }, nil)
 	case "completer":
 		testCompleter(t, newBackend, nil)
 	case "handler":

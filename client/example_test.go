@@ -19,11 +19,11 @@ import (
 // examples, with a processor that upper-cases the body and fails on "bad".
 func startServer() (submitURL string, stop func()) {
 	b := memory.New(nil)
-	h, err := asyncreq.NewHandler(b, b, nil)
+	h, err := asyncreq.NewHandler(b, nil)
 	if err != nil {
 		panic(err)
 	}
-	w, err := asyncreq.NewWorker(b, b, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+	w, err := asyncreq.NewWorker(b, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 		if string(req.Body) == "bad" {
 			return nil, asyncreq.Permanent(errors.New("bad is not allowed"), http.StatusUnprocessableEntity)
 		}

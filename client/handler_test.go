@@ -21,9 +21,9 @@ func realServer(t *testing.T, p asyncreq.Processor, hopts *asyncreq.HandlerOptio
 	t.Helper()
 	b := memory.New(nil)
 	t.Cleanup(func() { _ = b.Close() })
-	h, err := asyncreq.NewHandler(b, b, hopts)
+	h, err := asyncreq.NewHandler(b, hopts)
 	require.NoError(t, err)
-	w, err := asyncreq.NewWorker(b, b, p, &asyncreq.WorkerOptions{
+	w, err := asyncreq.NewWorker(b, p, &asyncreq.WorkerOptions{
 		Concurrency:   4,
 		BackoffMin:    time.Millisecond,
 		BackoffMax:    5 * time.Millisecond,

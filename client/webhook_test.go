@@ -108,11 +108,11 @@ func TestWebhookHandlerReceivesCompletion(t *testing.T) {
 		}))
 	defer recv.Close()
 
-	h, err := asyncreq.NewHandler(b, b, &asyncreq.HandlerOptions{Callbacks: &asyncreq.CallbackPolicy{AllowedHosts: []string{"127.0.0.1"}}})
+	h, err := asyncreq.NewHandler(b, &asyncreq.HandlerOptions{Callbacks: &asyncreq.CallbackPolicy{AllowedHosts: []string{"127.0.0.1"}}})
 	require.NoError(t, err)
 	srv := httptest.NewServer(http.StripPrefix("/jobs", h))
 	defer srv.Close()
-	w, err := asyncreq.NewWorker(b, b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+	w, err := asyncreq.NewWorker(b, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 		return &asyncreq.Result{Body: []byte("ok")}, nil
 	}), &asyncreq.WorkerOptions{Webhooks: &asyncreq.WebhookOptions{
 		Secrets: []string{vectorSecret}, AllowLoopback: true, BackoffMin: 10 * time.Millisecond, BackoffMax: 10 * time.Millisecond,

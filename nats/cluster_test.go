@@ -63,11 +63,10 @@ func TestClusterConformance(t *testing.T) {
 		t.Skipf("the cluster at %s runs nats-server %s, which does not keep a replicated key's compare-and-set "+
 			"(concurrent updates are lost); run 2.11 or later (.ci/nats-cluster does)", urls, v)
 	}
-	asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+	asyncreqtest.TestBackend(t, func(t *testing.T) asyncreq.Backend {
 		opts := testOptions()
 		opts.Replicas = 3
-		b := newBackend(t, connectURLs(t, urls, "asyncreq-cluster-kit"), opts)
-		return b, b
+		return newBackend(t, connectURLs(t, urls, "asyncreq-cluster-kit"), opts)
 	}, &asyncreqtest.Options{LeaseTTL: testAckWait})
 }
 
@@ -516,7 +515,7 @@ func TestClusterStreamLeaderKilled(t *testing.T) {
 
 	frontStore := &watchedStore{Backend: front, writes: map[string][]write{}}
 	backStore := &watchedStore{Backend: back, writes: map[string][]write{}}
-	h, err := asyncreq.NewHandler(frontStore, front, nil)
+	h, err := asyncreq.NewHandler(asyncreq.Pair(frontStore, front), nil)
 	require.NoError(t, err)
 	hs := httptest.NewServer(h)
 	defer hs.Close()
@@ -528,7 +527,7 @@ func TestClusterStreamLeaderKilled(t *testing.T) {
 		}
 	}()
 	runs := &runLog{runs: map[string][]runResult{}}
-	w, err := asyncreq.NewWorker(backStore, back, runs, &asyncreq.WorkerOptions{
+	w, err := asyncreq.NewWorker(asyncreq.Pair(backStore, back), runs, &asyncreq.WorkerOptions{
 		Concurrency:   8,
 		LeaseDuration: ackWait,
 		MaxAttempts:   10,

@@ -16,9 +16,9 @@ import (
 // Queue, and the HTTP contract on it. The lease is the consumer's AckWait.
 func TestConformance(t *testing.T) {
 	connect(t)
-	asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+	asyncreqtest.TestBackend(t, func(t *testing.T) asyncreq.Backend {
 		b := newBackend(t, nil, nil)
-		return b, b
+		return b
 	}, &asyncreqtest.Options{LeaseTTL: testAckWait})
 }
 
@@ -28,7 +28,7 @@ func TestConformance(t *testing.T) {
 // process.
 func TestTwoInstances(t *testing.T) {
 	connect(t)
-	asyncreqtest.TestTwoInstances(t, func(t *testing.T) (asyncreqtest.Instance, asyncreqtest.Instance) {
+	asyncreqtest.TestTwoInstances(t, func(t *testing.T) (one, two asyncreq.Backend) {
 		opts := testOptions()
 		a := newBackend(t, nil, opts) // removes the bucket and stream when t ends
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -36,6 +36,6 @@ func TestTwoInstances(t *testing.T) {
 		b, err := nats.New(ctx, connect(t), opts)
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, b.Close()) })
-		return asyncreqtest.Instance{Store: a, Queue: a}, asyncreqtest.Instance{Store: b, Queue: b}
+		return a, b
 	}, &asyncreqtest.Options{LeaseTTL: testAckWait})
 }

@@ -32,11 +32,11 @@ func Example() {
 	}
 	defer be.Close()
 
-	h, err := asyncreq.NewHandler(be, be, nil)
+	h, err := asyncreq.NewHandler(be, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	w, err := asyncreq.NewWorker(be, be, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+	w, err := asyncreq.NewWorker(be, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 		return &asyncreq.Result{ContentType: "text/plain", Body: []byte("done")}, nil
 	}), &asyncreq.WorkerOptions{LeaseDuration: 30 * time.Second}) // the lease is the AckWait
 	if err != nil {

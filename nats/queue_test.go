@@ -174,7 +174,7 @@ func TestCrashedConsumer(t *testing.T) {
 	require.NoError(t, crashed.Close())
 
 	var runs atomic.Int32
-	w, err := asyncreq.NewWorker(b, b, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+	w, err := asyncreq.NewWorker(b, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 		runs.Add(1)
 		return &asyncreq.Result{ContentType: "text/plain", Body: []byte("done " + req.ID)}, nil
 	}), &asyncreq.WorkerOptions{Concurrency: 2, LeaseDuration: testAckWait, PurgeInterval: -1, SweepInterval: -1})
@@ -208,7 +208,7 @@ func TestWorkerSweepEnqueuesUnenqueued(t *testing.T) {
 	}
 	_, err := b.Create(ctx, rec)
 	require.NoError(t, err)
-	w, err := asyncreq.NewWorker(b, b, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+	w, err := asyncreq.NewWorker(b, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 		return &asyncreq.Result{Body: []byte("ok")}, nil
 	}), &asyncreq.WorkerOptions{LeaseDuration: testAckWait, SweepInterval: 200 * time.Millisecond, SweepAge: time.Second, PurgeInterval: -1})
 	require.NoError(t, err)
@@ -233,7 +233,7 @@ func TestPairsWithOtherStore(t *testing.T) {
 	_, err := store.Create(ctx, rec)
 	require.NoError(t, err)
 	require.NoError(t, b.Enqueue(ctx, rec.ID, 0))
-	w, err := asyncreq.NewWorker(store, b, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+	w, err := asyncreq.NewWorker(asyncreq.Pair(store, b), asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 		return &asyncreq.Result{Body: []byte("ok")}, nil
 	}), &asyncreq.WorkerOptions{LeaseDuration: testAckWait, PurgeInterval: -1, SweepInterval: -1})
 	require.NoError(t, err)

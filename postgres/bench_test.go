@@ -89,9 +89,9 @@ func BenchmarkDrain(b *testing.B) {
 func BenchmarkEndToEnd(b *testing.B) {
 	pool := newPool(b, 40)
 	s := newStoreOn(b, pool, newSchema(b, pool), nil)
-	h, err := asyncreq.NewHandler(s, s, nil)
+	h, err := asyncreq.NewHandler(s, nil)
 	require.NoError(b, err)
-	w, err := asyncreq.NewWorker(s, s, asyncreq.ProcessorFunc(
+	w, err := asyncreq.NewWorker(s, asyncreq.ProcessorFunc(
 		func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			return &asyncreq.Result{ContentType: "text/plain", Body: []byte("ok")}, nil
 		}), &asyncreq.WorkerOptions{Concurrency: 32})
@@ -163,7 +163,7 @@ func BenchmarkWorkerDrain(b *testing.B) {
 	}
 	wg.Wait()
 	var processed atomic.Int64
-	w, err := asyncreq.NewWorker(s, s, asyncreq.ProcessorFunc(
+	w, err := asyncreq.NewWorker(s, asyncreq.ProcessorFunc(
 		func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 			processed.Add(1)
 			return &asyncreq.Result{}, nil

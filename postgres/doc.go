@@ -22,8 +22,8 @@
 //	pool, err := pgxpool.New(ctx, "postgres://...")
 //	store, err := postgres.New(ctx, pool, &postgres.Options{Queue: "reports", MigrateOnStart: true})
 //	defer store.Close()
-//	h, err := asyncreq.NewHandler(store, store, nil)
-//	w, err := asyncreq.NewWorker(store, store, processor, nil)
+//	h, err := asyncreq.NewHandler(store, nil)
+//	w, err := asyncreq.NewWorker(store, processor, nil)
 //
 // # Accepting
 //

@@ -11,9 +11,9 @@ import (
 
 // backend is the conformance kit's factory: a fresh Backend on a schema of
 // its own per case.
-func backend(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+func backend(t *testing.T) asyncreq.Backend {
 	s, _ := newStore(t, nil)
-	return s, s
+	return s
 }
 
 func TestConformance(t *testing.T) {
@@ -37,12 +37,12 @@ func TestTwoInstances(t *testing.T) {
 		{"DisableListen", &postgres.Options{DisableListen: true}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			asyncreqtest.TestTwoInstances(t, func(t *testing.T) (asyncreqtest.Instance, asyncreqtest.Instance) {
+			asyncreqtest.TestTwoInstances(t, func(t *testing.T) (asyncreq.Backend, asyncreq.Backend) {
 				poolA, poolB := newPool(t, 4), newPool(t, 4)
 				schema := newSchema(t, poolA)
 				a := newStoreOn(t, poolA, schema, c.opts)
 				b := newStoreOn(t, poolB, schema, c.opts)
-				return asyncreqtest.Instance{Store: a, Queue: a}, asyncreqtest.Instance{Store: b, Queue: b}
+				return a, b
 			}, &asyncreqtest.Options{LeaseTTL: time.Second})
 		})
 	}

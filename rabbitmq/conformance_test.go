@@ -23,10 +23,10 @@ func TestConformance(t *testing.T) {
 		}, opts)
 	})
 	t.Run("Handler", func(t *testing.T) {
-		asyncreqtest.TestHandler(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+		asyncreqtest.TestHandler(t, func(t *testing.T) asyncreq.Backend {
 			store := memory.New(nil)
 			t.Cleanup(func() { _ = store.Close() })
-			return store, newQueue(t, u, nil)
+			return asyncreq.Pair(store, newQueue(t, u, nil))
 		}, opts)
 	})
 }
@@ -39,11 +39,11 @@ func TestConformance(t *testing.T) {
 // database shared by two processes may.
 func TestTwoInstances(t *testing.T) {
 	u := brokerURL(t)
-	asyncreqtest.TestTwoInstances(t, func(t *testing.T) (asyncreqtest.Instance, asyncreqtest.Instance) {
+	asyncreqtest.TestTwoInstances(t, func(t *testing.T) (one, two asyncreq.Backend) {
 		store := memory.New(nil)
 		t.Cleanup(func() { _ = store.Close() })
 		name := queueName(t, u)
-		return asyncreqtest.Instance{Store: asyncreqtest.InstanceView(store), Queue: newQueue(t, u, &rabbitmq.Options{Queue: name})},
-			asyncreqtest.Instance{Store: asyncreqtest.InstanceView(store), Queue: newQueue(t, u, &rabbitmq.Options{Queue: name})}
+		return asyncreq.Pair(asyncreqtest.InstanceView(store), newQueue(t, u, &rabbitmq.Options{Queue: name})),
+			asyncreq.Pair(asyncreqtest.InstanceView(store), newQueue(t, u, &rabbitmq.Options{Queue: name}))
 	}, &asyncreqtest.Options{NoLeaseExpiry: noLeaseExpiry})
 }

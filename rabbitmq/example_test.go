@@ -26,11 +26,11 @@ func Example() {
 	}
 	defer q.Close() // after the worker stopped: deferred calls run last-in first-out
 
-	h, err := asyncreq.NewHandler(store, q, nil)
+	h, err := asyncreq.NewHandler(asyncreq.Pair(store, q), nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	w, err := asyncreq.NewWorker(store, q, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+	w, err := asyncreq.NewWorker(asyncreq.Pair(store, q), asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 		return &asyncreq.Result{ContentType: "text/plain", Body: []byte("done")}, nil
 	}), &asyncreq.WorkerOptions{Concurrency: concurrency})
 	if err != nil {

@@ -444,7 +444,7 @@ func TestCrashedConsumer(t *testing.T) {
 
 	q := newQueue(t, u, &rabbitmq.Options{Queue: name})
 	var runs atomic.Int32
-	w, err := asyncreq.NewWorker(store, q, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+	w, err := asyncreq.NewWorker(asyncreq.Pair(store, q), asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 		runs.Add(1)
 		return &asyncreq.Result{Body: []byte("done")}, nil
 	}), &asyncreq.WorkerOptions{PurgeInterval: -1, SweepInterval: -1})

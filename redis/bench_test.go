@@ -157,7 +157,7 @@ func benchDrain(b *testing.B, concurrency int) {
 		}
 		return &asyncreq.Result{}, nil
 	})
-	w, err := asyncreq.NewWorker(be, be, p, &asyncreq.WorkerOptions{Concurrency: concurrency})
+	w, err := asyncreq.NewWorker(be, p, &asyncreq.WorkerOptions{Concurrency: concurrency})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func BenchmarkSubmitToDone(b *testing.B) {
 
 func benchSubmitToDone(b *testing.B, clients int) {
 	be, rt := benchBackend(b, 3*clients, false)
-	h, err := asyncreq.NewHandler(be, be, nil)
+	h, err := asyncreq.NewHandler(be, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func benchSubmitToDone(b *testing.B, clients int) {
 	p := asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
 		return &asyncreq.Result{ContentType: "text/plain", Body: []byte("ok")}, nil
 	})
-	w, err := asyncreq.NewWorker(be, be, p, &asyncreq.WorkerOptions{Concurrency: clients})
+	w, err := asyncreq.NewWorker(be, p, &asyncreq.WorkerOptions{Concurrency: clients})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -52,12 +52,12 @@ func TestClusterConformance(t *testing.T) {
 	if os.Getenv("ASYNCREQ_TEST_REDIS_CLUSTER") == "" {
 		t.Skip("ASYNCREQ_TEST_REDIS_CLUSTER is not set; see newClusterClient")
 	}
-	asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+	asyncreqtest.TestBackend(t, func(t *testing.T) asyncreq.Backend {
 		c, prefix := newClusterClient(t)
 		b, err := redis.New(t.Context(), c, &redis.Options{Prefix: prefix, MaxBlock: 200 * time.Millisecond})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = b.Close() })
-		return b, b
+		return b
 	}, &asyncreqtest.Options{LeaseTTL: time.Second})
 }
 

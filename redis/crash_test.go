@@ -51,7 +51,7 @@ func TestCrashedConsumerRequestFinishedByAnother(t *testing.T) {
 		attempt.Store(int64(req.Attempt))
 		return &asyncreq.Result{ContentType: "text/plain", Body: fmt.Appendf(nil, "done by attempt %d", req.Attempt)}, nil
 	})
-	w, err := asyncreq.NewWorker(survivor, survivor, p, &asyncreq.WorkerOptions{LeaseDuration: lease, Concurrency: 2})
+	w, err := asyncreq.NewWorker(survivor, p, &asyncreq.WorkerOptions{LeaseDuration: lease, Concurrency: 2})
 	require.NoError(t, err)
 	require.NoError(t, w.Start(ctx))
 	defer func() { require.NoError(t, w.Stop(context.Background())) }()

@@ -6,8 +6,8 @@
 //	client := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:6379"})
 //	backend, err := redis.New(ctx, client, &redis.Options{Prefix: "myapp:", Queue: "reports"})
 //	...
-//	handler, err := asyncreq.NewHandler(backend, backend, nil)
-//	worker, err := asyncreq.NewWorker(backend, backend, processor, nil)
+//	handler, err := asyncreq.NewHandler(backend, nil)
+//	worker, err := asyncreq.NewWorker(backend, processor, nil)
 //
 // Its names follow the convention of every asyncreq backend module: the
 // type that is both Store and Queue is Backend, and since the caller hands

@@ -27,7 +27,7 @@ func Example() {
 	report := asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 		return &asyncreq.Result{ContentType: "text/plain", Body: []byte("report for " + req.ID)}, nil
 	})
-	worker, err := asyncreq.NewWorker(backend, backend, report, nil)
+	worker, err := asyncreq.NewWorker(backend, report, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func Example() {
 		_ = worker.Stop(ctx)
 	}()
 
-	handler, err := asyncreq.NewHandler(backend, backend, nil)
+	handler, err := asyncreq.NewHandler(backend, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

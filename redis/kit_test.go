@@ -15,9 +15,9 @@ import (
 // contract) against the Redis server of ASYNCREQ_TEST_REDIS.
 func TestConformance(t *testing.T) {
 	redisOptions(t)
-	asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+	asyncreqtest.TestBackend(t, func(t *testing.T) asyncreq.Backend {
 		b, _ := newBackend(t, nil)
-		return b, b
+		return b
 	}, &asyncreqtest.Options{LeaseTTL: time.Second})
 }
 
@@ -26,7 +26,7 @@ func TestConformance(t *testing.T) {
 // the blocking reads on the plain client under it (Options.BlockingClient).
 func TestConformanceAutoPipeline(t *testing.T) {
 	redisOptions(t)
-	asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+	asyncreqtest.TestBackend(t, func(t *testing.T) asyncreq.Backend {
 		c := newClient(t)
 		ap, err := c.AutoPipeline()
 		require.NoError(t, err)
@@ -34,7 +34,7 @@ func TestConformanceAutoPipeline(t *testing.T) {
 		b, err := redis.New(t.Context(), ap, &redis.Options{Prefix: newPrefix(t, c), BlockingClient: c})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = b.Close() })
-		return b, b
+		return b
 	}, &asyncreqtest.Options{LeaseTTL: time.Second})
 }
 
@@ -43,10 +43,10 @@ func TestConformanceAutoPipeline(t *testing.T) {
 // one key prefix, as an API process and a worker process.
 func TestTwoInstances(t *testing.T) {
 	redisOptions(t)
-	asyncreqtest.TestTwoInstances(t, func(t *testing.T) (asyncreqtest.Instance, asyncreqtest.Instance) {
+	asyncreqtest.TestTwoInstances(t, func(t *testing.T) (asyncreq.Backend, asyncreq.Backend) {
 		prefix := newPrefix(t, newClient(t))
 		a, _ := newBackend(t, &redis.Options{Prefix: prefix})
 		b, _ := newBackend(t, &redis.Options{Prefix: prefix})
-		return asyncreqtest.Instance{Store: a, Queue: a}, asyncreqtest.Instance{Store: b, Queue: b}
+		return a, b
 	}, &asyncreqtest.Options{LeaseTTL: time.Second})
 }

@@ -128,7 +128,7 @@ func TestRedisOutage(t *testing.T) {
 	b, err := redis.New(t.Context(), viaProxy, &redis.Options{Prefix: prefix})
 	require.NoError(t, err)
 	defer b.Close()
-	h, err := asyncreq.NewHandler(b, b, nil)
+	h, err := asyncreq.NewHandler(b, nil)
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	defer srv.Close()

@@ -96,7 +96,7 @@ func TestRedisRestart(t *testing.T) {
 	b, err := redis.New(t.Context(), client, &redis.Options{Prefix: "asyncreqtest:restart:"})
 	require.NoError(t, err)
 	defer b.Close()
-	h, err := asyncreq.NewHandler(b, b, nil)
+	h, err := asyncreq.NewHandler(b, nil)
 	require.NoError(t, err)
 	hs := httptest.NewServer(h)
 	defer hs.Close()

@@ -155,7 +155,7 @@ func TestFailedCommitUpdate(t *testing.T) {
 func TestFailedCommitHandlerRepeat(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b, _ := openTemp(t, nil)
-		h, err := asyncreq.NewHandler(b, b, nil)
+		h, err := asyncreq.NewHandler(b, nil)
 		require.NoError(t, err)
 		var wg sync.WaitGroup
 		hw := holdWriter(t, b, &wg)

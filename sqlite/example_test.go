@@ -35,7 +35,7 @@ func ExampleOpen() {
 	upper := asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
 		return &asyncreq.Result{ContentType: "text/plain", Body: []byte(strings.ToUpper(string(req.Body)))}, nil
 	})
-	worker, err := asyncreq.NewWorker(jobs, jobs, upper, nil)
+	worker, err := asyncreq.NewWorker(jobs, upper, nil)
 	if err != nil {
 		panic(err)
 	}
@@ -43,7 +43,7 @@ func ExampleOpen() {
 		panic(err)
 	}
 	defer worker.Stop(ctx)
-	h, err := asyncreq.NewHandler(jobs, jobs, nil)
+	h, err := asyncreq.NewHandler(jobs, nil)
 	if err != nil {
 		panic(err)
 	}

@@ -40,10 +40,10 @@ func openOther(t *testing.T, first *sqlite.Backend, path string, opts *sqlite.Op
 // the workers on two engines on one file, as an API process and a worker
 // process.
 func TestTwoInstances(t *testing.T) {
-	asyncreqtest.TestTwoInstances(t, func(t *testing.T) (asyncreqtest.Instance, asyncreqtest.Instance) {
+	asyncreqtest.TestTwoInstances(t, func(t *testing.T) (asyncreq.Backend, asyncreq.Backend) {
 		api, path := openTemp(t, nil)
 		worker := openOther(t, api, path, nil)
-		return asyncreqtest.Instance{Store: api, Queue: api}, asyncreqtest.Instance{Store: worker, Queue: worker}
+		return api, worker
 	}, &asyncreqtest.Options{LeaseTTL: 500 * time.Millisecond})
 }
 
@@ -53,11 +53,11 @@ func twoProcesses(t *testing.T, p asyncreq.ProcessorFunc, lease time.Duration) *
 	t.Helper()
 	api, path := openTemp(t, nil)
 	worker := openOther(t, api, path, &sqlite.Options{MaxPollInterval: 50 * time.Millisecond})
-	h, err := asyncreq.NewHandler(api, api, nil)
+	h, err := asyncreq.NewHandler(api, nil)
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	w, err := asyncreq.NewWorker(worker, worker, p, &asyncreq.WorkerOptions{LeaseDuration: lease})
+	w, err := asyncreq.NewWorker(worker, p, &asyncreq.WorkerOptions{LeaseDuration: lease})
 	require.NoError(t, err)
 	require.NoError(t, w.Start(t.Context()))
 	t.Cleanup(func() {

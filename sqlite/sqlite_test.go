@@ -31,8 +31,8 @@ func openTemp(t *testing.T, opts *sqlite.Options) (*sqlite.Backend, string) {
 // TestConformance runs the whole asyncreqtest kit (Store, Queue and the
 // HTTP contract) against a fresh database file per case.
 func TestConformance(t *testing.T) {
-	asyncreqtest.TestBackend(t, func(t *testing.T) (asyncreq.Store, asyncreq.Queue) {
+	asyncreqtest.TestBackend(t, func(t *testing.T) asyncreq.Backend {
 		b, _ := openTemp(t, nil)
-		return b, b
+		return b
 	}, &asyncreqtest.Options{LeaseTTL: 500 * time.Millisecond})
 }

@@ -29,7 +29,7 @@ func server(t *testing.T, p asyncreq.ProcessorFunc) string {
 	t.Helper()
 	b := memory.New(nil)
 	t.Cleanup(func() { _ = b.Close() })
-	h, err := asyncreq.NewHandler(b, b, &asyncreq.HandlerOptions{
+	h, err := asyncreq.NewHandler(b, &asyncreq.HandlerOptions{
 		Owner: func(r *http.Request) (string, error) {
 			if r.Header.Get("Authorization") != "Bearer t" {
 				return "", errors.New("no credentials")
@@ -38,7 +38,7 @@ func server(t *testing.T, p asyncreq.ProcessorFunc) string {
 		},
 	})
 	require.NoError(t, err)
-	w, err := asyncreq.NewWorker(b, b, p, &asyncreq.WorkerOptions{PurgeInterval: -1, SweepInterval: -1})
+	w, err := asyncreq.NewWorker(b, p, &asyncreq.WorkerOptions{PurgeInterval: -1, SweepInterval: -1})
 	require.NoError(t, err)
 	require.NoError(t, w.Start(context.Background()))
 	t.Cleanup(func() {

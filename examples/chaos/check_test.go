@@ -21,7 +21,7 @@ import (
 // look for, behind a real Handler, and expects each to be counted.
 func TestCheckFindsFaults(t *testing.T) {
 	store := memory.New(nil)
-	h, err := asyncreq.NewHandler(store, store, nil)
+	h, err := asyncreq.NewHandler(store, nil)
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle("/jobs/", http.StripPrefix("/jobs", h))

@@ -146,7 +146,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		return err
 	}
 	defer bk.Close()
-	store, queue, err := bk.Pair(ctx, c.queue)
+	b, err := bk.Endpoint(ctx, c.queue)
 	if err != nil {
 		return err
 	}
@@ -163,7 +163,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 			defer f.Close()
 			runs = &runLog{f: f}
 		}
-		w, err := asyncreq.NewWorker(store, queue, process(c.work, runs), &asyncreq.WorkerOptions{
+		w, err := asyncreq.NewWorker(b, process(c.work, runs), &asyncreq.WorkerOptions{
 			Concurrency:   c.concurrency,
 			LeaseDuration: c.lease,
 			Logger:        log,
@@ -188,7 +188,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		return nil
 	}
 
-	h, err := asyncreq.NewHandler(store, queue, &asyncreq.HandlerOptions{Logger: log})
+	h, err := asyncreq.NewHandler(b, &asyncreq.HandlerOptions{Logger: log})
 	if err != nil {
 		return err
 	}

@@ -215,23 +215,23 @@ func describe(o options) string {
 	return s + " as tuned in examples/internal/backend"
 }
 
-// endpoint opens a fresh Store and Queue for one phase, with a handler on
-// them; close the Backend when done.
-func endpoint(ctx context.Context, o options, phase string) (*backend.Backend, asyncreq.Store, asyncreq.Queue, *asyncreq.Handler, error) {
+// endpoint opens a fresh asyncreq.Backend for one phase, with a handler on
+// it; close the backend.Backend when done.
+func endpoint(ctx context.Context, o options, phase string) (*backend.Backend, asyncreq.Backend, *asyncreq.Handler, error) {
 	bk, err := backend.Open(ctx, o.bk)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, nil, nil, err
 	}
 	name := fmt.Sprintf("load_%s_%d", phase, time.Now().UnixNano())
-	store, queue, err := bk.Pair(ctx, name)
+	b, err := bk.Endpoint(ctx, name)
 	if err == nil {
 		var h *asyncreq.Handler
-		if h, err = asyncreq.NewHandler(store, queue, nil); err == nil {
-			return bk, store, queue, h, nil
+		if h, err = asyncreq.NewHandler(b, nil); err == nil {
+			return bk, b, h, nil
 		}
 	}
 	bk.Close()
-	return nil, nil, nil, nil, err
+	return nil, nil, nil, err
 }
 
 // target is the asyncreq endpoint a mode sends its load to.
@@ -251,15 +251,15 @@ func openTarget(ctx context.Context, o options, phase string, count int) (*targe
 	if o.url != "" {
 		return &target{url: o.url, desc: "the server's backend and worker", close: func() {}}, nil
 	}
-	bk, store, queue, h, err := endpoint(ctx, o, phase)
+	bk, b, h, err := endpoint(ctx, o, phase)
 	if err != nil {
 		return nil, err
 	}
 	tg := &target{desc: fmt.Sprintf("%s, worker Concurrency %d", describe(o), o.workers)}
 	if count > 0 {
-		store, queue, tg.acks = countAcks(store, queue, count)
+		b, tg.acks = countAcks(b, count)
 	}
-	w, err := asyncreq.NewWorker(store, queue, noop(), &asyncreq.WorkerOptions{Concurrency: o.workers})
+	w, err := asyncreq.NewWorker(b, noop(), &asyncreq.WorkerOptions{Concurrency: o.workers})
 	if err == nil {
 		err = w.Start(ctx)
 	}
@@ -286,7 +286,7 @@ func openTarget(ctx context.Context, o options, phase string, count int) (*targe
 }
 
 func runAccept(ctx context.Context, o options, bare stats) error {
-	bk, _, _, h, err := endpoint(ctx, o, "accept")
+	bk, _, h, err := endpoint(ctx, o, "accept")
 	if err != nil {
 		return err
 	}
@@ -305,7 +305,7 @@ func runAccept(ctx context.Context, o options, bare stats) error {
 }
 
 func runDrain(ctx context.Context, o options, bare stats) error {
-	bk, store, queue, h, err := endpoint(ctx, o, "drain")
+	bk, b, h, err := endpoint(ctx, o, "drain")
 	if err != nil {
 		return err
 	}
@@ -321,8 +321,8 @@ func runDrain(ctx context.Context, o options, bare stats) error {
 		return err
 	}
 
-	store, counted, acks := countAcks(store, queue, o.n)
-	w, err := asyncreq.NewWorker(store, counted, noop(), &asyncreq.WorkerOptions{Concurrency: o.workers})
+	counted, acks := countAcks(b, o.n)
+	w, err := asyncreq.NewWorker(counted, noop(), &asyncreq.WorkerOptions{Concurrency: o.workers})
 	if err != nil {
 		return err
 	}
@@ -483,16 +483,16 @@ func (b completeCounter) Ack(ctx context.Context, l *asyncreq.Lease) error {
 	return err
 }
 
-// countAcks wraps the worker's store and queue to count target settled
-// requests, keeping the capabilities the worker looks for.
-func countAcks(s asyncreq.Store, q asyncreq.Queue, target int) (asyncreq.Store, asyncreq.Queue, *ackCounter) {
-	ac := &ackCounter{Queue: q, target: int64(target), done: make(chan struct{})}
-	if c, ok := q.(completer); ok && any(s) == any(q) {
-		cc := completeCounter{completer: c, ac: ac}
-		return cc, cc, ac
+// countAcks wraps the worker's backend to count target settled requests,
+// keeping the capabilities the worker looks for: a Completer stays one
+// value, any other backend is paired with its Queue wrapped.
+func countAcks(b asyncreq.Backend, target int) (asyncreq.Backend, *ackCounter) {
+	ac := &ackCounter{Queue: b, target: int64(target), done: make(chan struct{})}
+	if c, ok := b.(completer); ok {
+		return completeCounter{completer: c, ac: ac}, ac
 	}
-	if b, ok := q.(asyncreq.BatchDequeuer); ok {
-		return s, batchAckCounter{ackCounter: ac, batch: b}, ac
+	if bd, ok := b.(asyncreq.BatchDequeuer); ok {
+		return asyncreq.Pair(b, batchAckCounter{ackCounter: ac, batch: bd}), ac
 	}
-	return s, ac, ac
+	return asyncreq.Pair(b, ac), ac
 }

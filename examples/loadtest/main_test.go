@@ -49,9 +49,9 @@ func server(t *testing.T, p asyncreq.ProcessorFunc) string {
 	t.Helper()
 	b := memory.New(nil)
 	t.Cleanup(func() { _ = b.Close() })
-	h, err := asyncreq.NewHandler(b, b, nil)
+	h, err := asyncreq.NewHandler(b, nil)
 	require.NoError(t, err)
-	w, err := asyncreq.NewWorker(b, b, p, &asyncreq.WorkerOptions{Concurrency: 8})
+	w, err := asyncreq.NewWorker(b, p, &asyncreq.WorkerOptions{Concurrency: 8})
 	require.NoError(t, err)
 	require.NoError(t, w.Start(context.Background()))
 	t.Cleanup(func() {

@@ -50,8 +50,7 @@ func run(addr string) error {
 	if err != nil {
 		return err
 	}
-
-	w, err := asyncreq.NewWorker(backend, backend, upper, &asyncreq.WorkerOptions{Logger: logger})
+	w, err := asyncreq.NewWorker(backend, upper, &asyncreq.WorkerOptions{Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -76,7 +75,7 @@ func run(addr string) error {
 // mux and /api/v1/jobs on chi.
 func routes(backend *memory.Backend, logger *slog.Logger) (http.Handler, error) {
 	// The standard mux: StripPrefix tells the handler where its paths start.
-	std, err := asyncreq.NewHandler(backend, backend, &asyncreq.HandlerOptions{Logger: logger})
+	std, err := asyncreq.NewHandler(backend, &asyncreq.HandlerOptions{Logger: logger})
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +86,7 @@ func routes(backend *memory.Backend, logger *slog.Logger) (http.Handler, error) 
 	// chi: Mount does not strip the prefix, so the handler is given it as
 	// BasePath. Both handlers share one backend here; in an application
 	// each endpoint would usually have a queue of its own.
-	viaChi, err := asyncreq.NewHandler(backend, backend, &asyncreq.HandlerOptions{BasePath: "/api/v1/jobs", Logger: logger})
+	viaChi, err := asyncreq.NewHandler(backend, &asyncreq.HandlerOptions{BasePath: "/api/v1/jobs", Logger: logger})
 	if err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ func newMemory(t *testing.T) *memory.Backend {
 
 func newHandler(t *testing.T, b *memory.Backend, opts *asyncreq.HandlerOptions) *asyncreq.Handler {
 	t.Helper()
-	h, err := asyncreq.NewHandler(b, b, opts)
+	h, err := asyncreq.NewHandler(b, opts)
 	require.NoError(t, err)
 	return h
 }

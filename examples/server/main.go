@@ -244,11 +244,11 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	}
 	const maxBody = 1 << 20
 
-	jobsStore, jobsQueue, err := bk.Pair(ctx, "jobs")
+	jobsBackend, err := bk.Endpoint(ctx, "jobs")
 	if err != nil {
 		return fail(err)
 	}
-	jobs, err := asyncreq.NewHandler(jobsStore, jobsQueue, &asyncreq.HandlerOptions{
+	jobs, err := asyncreq.NewHandler(jobsBackend, &asyncreq.HandlerOptions{
 		MaxBodyBytes: maxBody,
 		MaxWait:      maxWait,
 		Validate:     validateReport,
@@ -258,7 +258,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return fail(err)
 	}
-	a.jobs, err = asyncreq.NewWorker(jobsStore, jobsQueue, proc, &asyncreq.WorkerOptions{
+	a.jobs, err = asyncreq.NewWorker(jobsBackend, proc, &asyncreq.WorkerOptions{
 		Concurrency: cfg.concurrency,
 		// A short lease, so that requests a killed server was running are
 		// picked up again soon after it restarts.
@@ -271,11 +271,11 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	}
 
 	sync := reportHandler(cfg.workTime, maxBody)
-	reportsStore, reportsQueue, err := bk.Pair(ctx, "reports")
+	reportsBackend, err := bk.Endpoint(ctx, "reports")
 	if err != nil {
 		return fail(err)
 	}
-	a.async, err = asyncreq.NewAsync(sync, reportsStore, reportsQueue, &asyncreq.AsyncOptions{
+	a.async, err = asyncreq.NewAsync(sync, reportsBackend, &asyncreq.AsyncOptions{
 		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger},
 		Worker:  asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, Logger: logger},
 	})

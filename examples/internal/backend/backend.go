@@ -6,6 +6,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -52,17 +53,17 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Backend hands out a Store and Queue per endpoint on one engine.
+// Backend hands out an asyncreq.Backend per endpoint on one engine.
 type Backend struct {
-	pair   func(ctx context.Context, name string) (asyncreq.Store, asyncreq.Queue, error)
-	closes []func()
+	endpoint func(ctx context.Context, name string) (asyncreq.Backend, error)
+	closes   []func()
 }
 
-// Pair returns the Store and Queue for the endpoint with the given name.
-// Endpoints have queues of their own, so that a worker only gets the
-// requests of its endpoint.
-func (b *Backend) Pair(ctx context.Context, name string) (asyncreq.Store, asyncreq.Queue, error) {
-	return b.pair(ctx, name)
+// Endpoint returns the asyncreq.Backend of the endpoint with the given
+// name. Endpoints have queues of their own, so that a worker only gets the
+// requests of its endpoint. The Backend closes it.
+func (b *Backend) Endpoint(ctx context.Context, name string) (asyncreq.Backend, error) {
+	return b.endpoint(ctx, name)
 }
 
 // Close releases every connection the Backend opened, newest first.
@@ -74,11 +75,11 @@ func (b *Backend) Close() {
 
 func (b *Backend) onClose(f func()) { b.closes = append(b.closes, f) }
 
-// engine is a backend that is both the Store and the Queue of an endpoint.
+// engine is a backend that is both the Store and the Queue of an endpoint,
+// and holds connections until it is closed.
 type engine interface {
-	asyncreq.Store
-	asyncreq.Queue
-	Close() error
+	asyncreq.Backend
+	io.Closer
 }
 
 // perEndpoint makes b hand out one engine per endpoint name, made by open
@@ -86,19 +87,19 @@ type engine interface {
 func perEndpoint[E engine](b *Backend, open func(ctx context.Context, name string) (E, error)) {
 	var mu sync.Mutex
 	byName := map[string]E{}
-	b.pair = func(ctx context.Context, name string) (asyncreq.Store, asyncreq.Queue, error) {
+	b.endpoint = func(ctx context.Context, name string) (asyncreq.Backend, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		e, ok := byName[name]
 		if !ok {
 			var err error
 			if e, err = open(ctx, name); err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			byName[name] = e
 			b.onClose(func() { _ = e.Close() })
 		}
-		return e, e, nil
+		return e, nil
 	}
 }
 

@@ -18,17 +18,17 @@ func withRabbitMQ(ctx context.Context, b *Backend, cfg Config) error {
 	}
 	_ = probe.Close()
 	var mu sync.Mutex
-	byName := map[string]*rabbitmq.Queue{}
-	storeOf := b.pair
-	b.pair = func(ctx context.Context, name string) (asyncreq.Store, asyncreq.Queue, error) {
-		store, _, err := storeOf(ctx, name)
+	byName := map[string]asyncreq.Backend{}
+	storeOf := b.endpoint
+	b.endpoint = func(ctx context.Context, name string) (asyncreq.Backend, error) {
+		store, err := storeOf(ctx, name)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if q, ok := byName[name]; ok {
-			return store, q, nil
+		if p, ok := byName[name]; ok {
+			return p, nil
 		}
 		q, err := rabbitmq.Open(ctx, cfg.AMQP, &rabbitmq.Options{
 			Queue:    "asyncreq_" + name,
@@ -36,11 +36,13 @@ func withRabbitMQ(ctx context.Context, b *Backend, cfg Config) error {
 			Logger:   cfg.Logger,
 		})
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		byName[name] = q
 		b.onClose(func() { _ = q.Close() })
-		return store, q, nil
+		// The engine keeps the records; RabbitMQ says what to work on.
+		p := asyncreq.Pair(store, q)
+		byName[name] = p
+		return p, nil
 	}
 	return nil
 }
