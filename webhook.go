@@ -47,7 +47,9 @@ type WebhookOptions struct {
 	Secrets []string
 
 	// Timeout bounds each delivery attempt, from dialing to the end of
-	// the answer's headers. The default is 10s.
+	// the answer. It must be shorter than WorkerOptions.LeaseDuration: the
+	// worker holds the request's lease while it delivers. The default is
+	// 10s.
 	Timeout time.Duration
 
 	// MaxAttempts is the number of delivery attempts before a callback is

@@ -505,3 +505,20 @@ func TestStatusShowsCallbackDelivery(t *testing.T) {
 		assert.Equal(t, "/"+id+"/status", ev.Data.StatusURL)
 	})
 }
+
+func TestNewWorkerWebhookValidation(t *testing.T) {
+	b := newMemory(t)
+	for name, o := range map[string]*asyncreq.WorkerOptions{
+		"no secret":        {Webhooks: &asyncreq.WebhookOptions{}},
+		"malformed secret": {Webhooks: &asyncreq.WebhookOptions{Secrets: []string{"whsec_not base64"}}},
+		"short key":        {Webhooks: &asyncreq.WebhookOptions{Secrets: []string{"whsec_c2hvcnQ="}}},
+		"negative timeout": {Webhooks: &asyncreq.WebhookOptions{Secrets: []string{vectorSecret}, Timeout: -time.Second}},
+		"backoff inverted": {Webhooks: &asyncreq.WebhookOptions{Secrets: []string{vectorSecret}, BackoffMin: time.Minute, BackoffMax: time.Second}},
+		"timeout >= lease": {LeaseDuration: 5 * time.Second, Webhooks: &asyncreq.WebhookOptions{Secrets: []string{vectorSecret}}},
+	} {
+		_, err := asyncreq.NewWorker(b, succeedWith("x"), o)
+		assert.Error(t, err, name)
+	}
+	_, err := asyncreq.NewWorker(b, succeedWith("x"), &asyncreq.WorkerOptions{Webhooks: &asyncreq.WebhookOptions{Secrets: []string{vectorSecret}}})
+	assert.NoError(t, err)
+}

@@ -309,6 +309,10 @@ func NewWorker(b Backend, p Processor, opts *WorkerOptions) (*Worker, error) {
 		if w.hooks, err = newWebhooks(o.Webhooks); err != nil {
 			return nil, err
 		}
+		if w.hooks.opts.Timeout >= o.LeaseDuration {
+			// A delivery holds the request's lease, extended once before it.
+			return nil, fmt.Errorf("asyncreq: WebhookOptions.Timeout (%s) must be shorter than WorkerOptions.LeaseDuration (%s)", w.hooks.opts.Timeout, o.LeaseDuration)
+		}
 	}
 	w.settling = make(chan struct{}, o.Concurrency*settlingPerSlot)
 	if _, _, isPair := split(b); !isPair {
