@@ -247,6 +247,11 @@ func fingerprint(rec *Record) string {
 	}
 	length(len(rec.Body))
 	_, _ = s.Write(rec.Body)
+	if rec.Callback != nil {
+		// Last and only when present, so that the fingerprints of
+		// requests without a callback stay what they were.
+		field(rec.Callback.URL)
+	}
 	var sum [sha256.Size]byte
 	return hex.EncodeToString(s.Sum(sum[:0]))
 }

@@ -522,3 +522,14 @@ func TestNewWorkerWebhookValidation(t *testing.T) {
 	_, err := asyncreq.NewWorker(b, succeedWith("x"), &asyncreq.WorkerOptions{Webhooks: &asyncreq.WebhookOptions{Secrets: []string{vectorSecret}}})
 	assert.NoError(t, err)
 }
+
+func TestSubmitCallbackURLIsPartOfAnIdempotentRequest(t *testing.T) {
+	b := newMemory(t)
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{Callbacks: &asyncreq.CallbackPolicy{AllowedHosts: []string{"hooks.example.com"}}})
+	id := postJob(t, h, "x", "Idempotency-Key", "k1", "Callback-URL", "https://hooks.example.com/a")
+	assert.Equal(t, id, postJob(t, h, "x", "Idempotency-Key", "k1", "Callback-URL", "https://hooks.example.com/a"))
+	rr := serveReq(t, h, http.MethodPost, "/", "x", "Idempotency-Key", "k1", "Callback-URL", "https://hooks.example.com/b")
+	checkProblem(t, rr, http.StatusUnprocessableEntity)
+	rr = serveReq(t, h, http.MethodPost, "/", "x", "Idempotency-Key", "k1")
+	checkProblem(t, rr, http.StatusUnprocessableEntity)
+}
