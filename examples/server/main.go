@@ -347,5 +347,6 @@ func (c config) webhooks() *asyncreq.WebhookOptions {
 	if c.webhookSecret == "" {
 		return nil
 	}
-	return &asyncreq.WebhookOptions{Secrets: []string{c.webhookSecret}, AllowLoopback: c.webhookAllowLoopback}
+	// Each attempt must fit in the short lease the delivery holds.
+	return &asyncreq.WebhookOptions{Secrets: []string{c.webhookSecret}, AllowLoopback: c.webhookAllowLoopback, Timeout: leaseDuration / 2}
 }
