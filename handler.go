@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,9 +23,12 @@ import (
 type HandlerOptions struct {
 	// BasePath, if set, is stripped from r.URL.Path before routing, for
 	// routers that do not strip the mount prefix (chi's Mount, for
-	// example). A request whose path does not start with BasePath gets 404.
-	// The default is "": the handler routes on r.URL.Path as it is, so
-	// mount it with http.StripPrefix.
+	// example). A request whose path does not start with BasePath gets 404
+	// with a problem that says so, and the first such path is logged at
+	// Warn: it usually means the handler is mounted where BasePath does not
+	// say (behind http.StripPrefix, say, which needs no BasePath). The
+	// default is "": the handler routes on r.URL.Path as it is, so mount
+	// it with http.StripPrefix.
 	BasePath string
 
 	// MaxBodyBytes is the largest request body accepted on submit; a larger
@@ -97,12 +101,29 @@ type HandlerOptions struct {
 	// does).
 	ReplaySetCookie bool
 
-	// AcceptedWhilePending makes the status URL answer a request that is
-	// not finished with 202 Accepted and a Location pointing at the same
-	// status URL, for generic pollers that treat any other 2xx as done.
-	// The default is false: such answers are 200 OK, as the pattern
+	// AcceptedWhilePending is the mode for generic pollers that take any
+	// answer but 202 for the operation's own (the Azure SDK's Location
+	// poller, Logic Apps; see docs/azure.md). The status URL answers a
+	// request that is not finished with 202 Accepted and a Location
+	// pointing at the same status URL; a succeeded one with its result
+	// (as the result URL serves it, with Content-Location naming that
+	// URL); a failed or canceled one with its problem document and the
+	// problem's own status. Such pollers need absolute URLs: set
+	// PublicURL too. The default is false: such answers are 200 OK, 303
+	// to the result, and 200 with the status document, as the pattern
 	// prescribes.
 	AcceptedWhilePending bool
+
+	// PublicURL, if set, is the absolute URL clients reach the server at,
+	// such as "https://api.example.com" (a path, as in
+	// "https://example.com/api", is kept and comes before the path the
+	// request reached the Handler at). Every URL the Handler writes
+	// (Location, Content-Location, status_url, result_url) is then
+	// absolute on it, as generic pollers such as the Azure SDK's require.
+	// It must be an http or https URL with a host and no user information,
+	// query or fragment. The default is "": the URLs are relative (an
+	// absolute path, built from the path the request reached).
+	PublicURL string
 
 	// Callbacks, if set, lets a submit name a URL in the Callback-URL
 	// header that the Worker tells, with a signed webhook, when the
@@ -181,6 +202,11 @@ func (o *HandlerOptions) withDefaults() (HandlerOptions, error) {
 		}
 	}
 	c.KeepHeaders = append([]string(nil), c.KeepHeaders...)
+	origin, err := publicOrigin(c.PublicURL)
+	if err != nil {
+		return c, err
+	}
+	c.PublicURL = origin
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -217,6 +243,9 @@ type Handler struct {
 	retryAfter string       // RetryAfter in whole seconds
 	mux        *http.ServeMux
 	now        func() time.Time
+
+	// outsideLogged is set once a path outside BasePath was logged.
+	outsideLogged atomic.Bool
 }
 
 // NewHandler returns a Handler serving the HTTP contract over b. When b
@@ -275,7 +304,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.opts.BasePath != "" {
 		rest, ok := strings.CutPrefix(p, h.opts.BasePath)
 		if !ok || rest != "" && rest[0] != '/' {
-			sendError(w, r, http.StatusNotFound, "no such resource")
+			h.outsideBasePath(w, r, p)
 			return
 		}
 		p = rest
@@ -288,7 +317,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sendError(w, r, http.StatusNotFound, "no such resource")
 		return
 	}
-	st := &reqState{orig: r, base: h.basePath(r, suffix)}
+	st := &reqState{orig: r, base: h.opts.PublicURL + h.basePath(r, suffix)}
 	// Route a shallow copy, as http.StripPrefix does: the mux sets the
 	// pattern and path values on the request it serves, and the caller's
 	// must stay as they are.
@@ -297,6 +326,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.Path, u.RawPath = p, ""
 	r2.URL = &u
 	h.mux.ServeHTTP(w, r2)
+}
+
+// maxPathInDetail bounds the path a problem's detail repeats.
+const maxPathInDetail = 256
+
+// outsideBasePath answers 404 for a request whose path p is not under
+// BasePath, and logs the first such path at Warn: a handler mounted where
+// its BasePath does not say sees nothing but such paths.
+func (h *Handler) outsideBasePath(w http.ResponseWriter, r *http.Request, p string) {
+	if h.outsideLogged.CompareAndSwap(false, true) {
+		h.log.LogAttrs(r.Context(), slog.LevelWarn,
+			"asyncreq: a request's path is not under HandlerOptions.BasePath; is the handler mounted where BasePath says? "+
+				"(behind http.StripPrefix it needs no BasePath) Logged once.",
+			slog.String("path", p), slog.String("base_path", h.opts.BasePath))
+	}
+	if len(p) > maxPathInDetail {
+		p = p[:maxPathInDetail] + "..."
+	}
+	sendError(w, r, http.StatusNotFound, "the path "+p+" is not under the handler's BasePath "+h.opts.BasePath)
 }
 
 // routable reports whether p has one of the shapes the mux serves: "/",

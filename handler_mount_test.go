@@ -72,6 +72,36 @@ func TestMountStdMuxBasePath(t *testing.T) {
 	checkProblem(t, serveReq(t, h, http.MethodPost, "/other", "x"), http.StatusNotFound)
 }
 
+// A handler that sees a path outside its BasePath, as one mounted where
+// BasePath does not say does, answers 404 with a problem that names both
+// and logs the first such path, once, at Warn.
+func TestMountOutsideBasePath(t *testing.T) {
+	b := newMemory(t)
+	var logs syncBuffer
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{BasePath: "/jobs", Logger: logs.logger()})
+	// Behind http.StripPrefix as well: the handler sees "/{id}/status".
+	stripped := http.StripPrefix("/jobs", h)
+	rr := serveReq(t, h, http.MethodPost, "/jobs/", "x")
+	require.Equal(t, http.StatusAccepted, rr.Code, rr.Body.String())
+	id := readDoc(t, rr).ID
+	p := checkProblem(t, serveReq(t, stripped, http.MethodGet, "/jobs/"+id+"/status", ""), http.StatusNotFound)
+	assert.Equal(t, "the path /"+id+"/status is not under the handler's BasePath /jobs", p.Detail)
+	p = checkProblem(t, serveReq(t, h, http.MethodPost, "/jobsx", "x"), http.StatusNotFound)
+	assert.Equal(t, "the path /jobsx is not under the handler's BasePath /jobs", p.Detail)
+	p = checkProblem(t, serveReq(t, h, http.MethodGet, "/"+strings.Repeat("a", 1000), ""), http.StatusNotFound)
+	assert.Equal(t, "the path /"+strings.Repeat("a", 255)+"... is not under the handler's BasePath /jobs", p.Detail, "a long path is cut")
+
+	out := logs.String()
+	assert.Equal(t, 1, strings.Count(out, "not under HandlerOptions.BasePath"), "logged once: %s", out)
+	assert.Contains(t, out, "level=WARN")
+	assert.Contains(t, out, "path=/"+id+"/status")
+	assert.Contains(t, out, "base_path=/jobs")
+
+	// A path under BasePath that is no route is a plain 404.
+	p = checkProblem(t, serveReq(t, h, http.MethodGet, "/jobs/a/b/c", ""), http.StatusNotFound)
+	assert.Equal(t, "no such resource", p.Detail)
+}
+
 // TestMountOverTheWire runs the contract through a real server, where the
 // request line, not a test helper, sets RequestURI.
 func TestMountOverTheWire(t *testing.T) {

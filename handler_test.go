@@ -630,10 +630,11 @@ func TestStatusAcceptedWhilePending(t *testing.T) {
 	assert.Equal(t, "1", rr.Header().Get("Retry-After"))
 	assert.Equal(t, asyncreq.StatePending, readDoc(t, rr).Status)
 
-	setRecord(t, b, id, succeed(&asyncreq.Result{}))
+	setRecord(t, b, id, succeed(&asyncreq.Result{Body: []byte("ok")}))
 	rr = serveReq(t, h, http.MethodGet, statusURL, "")
-	require.Equal(t, http.StatusSeeOther, rr.Code)
-	assert.Equal(t, "/"+id, rr.Header().Get("Location"))
+	require.Equal(t, http.StatusOK, rr.Code, "the result itself (poller_test.go)")
+	assert.Equal(t, "/"+id, rr.Header().Get("Content-Location"))
+	assert.Equal(t, "ok", rr.Body.String())
 }
 
 func TestNotFoundAndGone(t *testing.T) {

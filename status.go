@@ -31,9 +31,17 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
 	doc := statusDocument(rec, st)
 	switch rec.State {
 	case StateSucceeded:
+		if h.opts.AcceptedWhilePending {
+			h.writeFinalForPoller(w, r, rec, st)
+			return
+		}
 		w.Header().Set("Location", st.resultURL(rec.ID))
 		h.writeDocument(w, r, http.StatusSeeOther, doc)
 	case StateFailed, StateCanceled:
+		if h.opts.AcceptedWhilePending {
+			h.writeFinalForPoller(w, r, rec, st)
+			return
+		}
 		h.writeDocument(w, r, http.StatusOK, doc)
 	default:
 		w.Header().Set("Retry-After", h.retryAfter)

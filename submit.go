@@ -1,6 +1,7 @@
 package asyncreq
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -50,32 +51,16 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	rec := h.newRecord(owner, key, r.Method, st.orig.URL.RequestURI(), r.Header, r.Header.Get("Content-Type"), body)
 	callback, err := h.callbackURL(r)
 	if err != nil {
 		sendError(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-
-	now := h.now().UTC()
-	rec := &Record{
-		ID:             NewID(),
-		Owner:          owner,
-		IdempotencyKey: key,
-		State:          StatePending,
-		Method:         r.Method,
-		URL:            st.orig.URL.RequestURI(),
-		Header:         h.keeper.pick(r.Header),
-		ContentType:    r.Header.Get("Content-Type"),
-		Body:           body,
-		CreatedAt:      now,
-		UpdatedAt:      now,
-		Retention:      h.opts.Retention,
-		TombstoneTTL:   h.opts.TombstoneTTL,
-	}
 	if callback != "" {
 		rec.Callback = &Callback{URL: callback, StatusURL: st.statusURL(rec.ID), ResultURL: st.resultURL(rec.ID)}
+		rec.BodyHash = fingerprint(rec)
 	}
-	rec.BodyHash = fingerprint(rec)
 	prefs := parsePrefer(r.Header)
 	rec, ok = h.accept(w, r, rec)
 	if !ok {
@@ -111,6 +96,31 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Location", st.statusURL(rec.ID))
 	w.Header().Set("Retry-After", h.retryAfter)
 	h.writeDocument(w, r, http.StatusAccepted, statusDocument(rec, st))
+}
+
+// newRecord returns the pending record of a submitted request, as an HTTP
+// submit and Handler.Submit make it: a new id, the headers KeepHeaders
+// keeps of header, the options' Retention and TombstoneTTL, and the
+// fingerprint an idempotent repeat must match.
+func (h *Handler) newRecord(owner, key, method, uri string, header http.Header, contentType string, body []byte) *Record {
+	now := h.now().UTC()
+	rec := &Record{
+		ID:             NewID(),
+		Owner:          owner,
+		IdempotencyKey: key,
+		State:          StatePending,
+		Method:         method,
+		URL:            uri,
+		Header:         h.keeper.pick(header),
+		ContentType:    contentType,
+		Body:           body,
+		CreatedAt:      now,
+		UpdatedAt:      now,
+		Retention:      h.opts.Retention,
+		TombstoneTTL:   h.opts.TombstoneTTL,
+	}
+	rec.BodyHash = fingerprint(rec)
+	return rec
 }
 
 // successful reports whether rec succeeded with a 2xx result, the only
@@ -179,30 +189,56 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int)
 // with the same idempotency key made. It returns the record to answer
 // with, or false when it has answered already.
 func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*Record, bool) {
-	ctx := r.Context()
-	existing, err := h.put(ctx, rec)
+	got, err := h.acceptRecord(r.Context(), rec, nil)
 	switch {
 	case err == nil:
-		return rec, true
+		return got, true
+	case errors.Is(err, ErrIdempotencyMismatch):
+		sendError(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request "+
+			"(method, path and query, Content-Type, headers or body)")
+	case errors.Is(err, ErrStillAccepting):
+		w.Header().Set("Retry-After", h.retryAfter)
+		sendError(w, r, http.StatusConflict, "a request with this Idempotency-Key is still being accepted; retry later")
+	default:
+		h.logBackend(r.Context(), "asyncreq: accepting a request", rec.ID, err)
+		h.unavailable(w, r)
+	}
+	return nil, false
+}
+
+// acceptRecord records and enqueues rec, durably before it returns, or
+// finds the request an earlier submit with the same owner and idempotency
+// key made and returns that record. It is the one accept path of an HTTP
+// submit and of Handler.Submit. via, when not nil, records and enqueues
+// rec in one step instead of the Handler's Backend. A
+// repeat of another request is ErrIdempotencyMismatch; a repeat of one not
+// yet known to be queued is ErrStillAccepting; a record created whose
+// enqueue failed is deleted again.
+func (h *Handler) acceptRecord(ctx context.Context, rec *Record, via AcceptFunc) (*Record, error) {
+	var existing *Record
+	var err error
+	if via != nil {
+		rec.Enqueued = true
+		existing, err = via(ctx, rec)
+	} else {
+		existing, err = h.put(ctx, rec)
+	}
+	switch {
+	case err == nil:
+		return rec, nil
 	case errors.Is(err, ErrDuplicate) && existing != nil:
 		switch {
 		case !sameRequest(existing, rec):
-			sendError(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request "+
-				"(method, path and query, Content-Type, headers or body)")
-			return nil, false
+			return nil, ErrIdempotencyMismatch
 		case existing.needsEnqueue():
 			// Not known to be queued yet: the first submit is still
 			// between Store and Queue (or was interrupted there, and the
 			// worker's sweep will enqueue it).
-			w.Header().Set("Retry-After", h.retryAfter)
-			sendError(w, r, http.StatusConflict, "a request with this Idempotency-Key is still being accepted; retry later")
-			return nil, false
+			return nil, ErrStillAccepting
 		}
-		return existing, true
+		return existing, nil
 	default:
-		h.logBackend(ctx, "asyncreq: accepting a request", rec.ID, err)
-		h.unavailable(w, r)
-		return nil, false
+		return nil, err
 	}
 }
 

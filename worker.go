@@ -82,6 +82,18 @@ type WorkerOptions struct {
 	// soon as its body passes this limit. The default is 10 MiB.
 	MaxResultBytes int64
 
+	// StopTimeout bounds the graceful stop that the end of Start's context
+	// begins (a signal.NotifyContext, say): fetching stops at once, and the
+	// running requests get StopTimeout to finish; then their processors
+	// are canceled with cause ErrShutdown and their requests handed back
+	// without spending an attempt, as when Stop's context ends. A Stop
+	// called meanwhile still waits only as long as its own context lasts.
+	// A negative value cancels the running processors at once. The
+	// default is 20s, which leaves a process that is sent SIGTERM and
+	// killed 30s later (a container platform's usual grace) the time to
+	// hand its requests back.
+	StopTimeout time.Duration
+
 	// Webhooks configures the delivery of the completion callbacks that
 	// submits ask for (see HandlerOptions.Callbacks). A Worker without it
 	// marks every callback failed without sending it. The default is nil.
@@ -99,6 +111,7 @@ const (
 	defaultWorkerPurgeBatch    = 1000
 	defaultWorkerSweepInterval = 30 * time.Second
 	defaultWorkerSweepAge      = time.Minute
+	defaultWorkerStopTimeout   = 20 * time.Second
 
 	defaultWorkerMaxResultBytes = 10 << 20
 
@@ -185,6 +198,9 @@ func (o *WorkerOptions) withDefaults() (WorkerOptions, error) {
 	}
 	if c.SweepAge == 0 {
 		c.SweepAge = defaultWorkerSweepAge
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = defaultWorkerStopTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -328,10 +344,14 @@ func NewWorker(b Backend, p Processor, opts *WorkerOptions) (*Worker, error) {
 // and sweep, in goroutines of their own, and returns at once. It returns an
 // error if the worker was already started or stopped.
 //
-// The worker runs until Stop is called or ctx ends. Ending ctx is an
-// immediate stop: fetching ends and running processors are canceled with
-// cause ErrShutdown, their requests handed back; prefer Stop, which lets
-// running work finish first. Values of ctx are visible to the processors.
+// The worker runs until Stop is called or ctx ends. The end of ctx is a
+// graceful stop, as Stop is: fetching ends at once, and the running
+// requests get WorkerOptions.StopTimeout to finish before their
+// processors are canceled with cause ErrShutdown and their requests
+// handed back. So a worker started with a signal.NotifyContext finishes
+// or hands back its work on SIGTERM; call Stop after it to wait for that
+// (within Stop's own context). Values of ctx are visible to the
+// processors; its end is not (they get a context of their own).
 func (w *Worker) Start(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -345,8 +365,26 @@ func (w *Worker) Start(ctx context.Context) error {
 
 	fetchCtx, stopFetch := context.WithCancel(ctx)
 	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
-	stopAfter := context.AfterFunc(ctx, func() { cancelWork(ErrShutdown) })
 	w.stopFetch, w.cancelWork = stopFetch, cancelWork
+
+	// The end of ctx stops fetching (fetchCtx ends with it) and gives the
+	// running requests StopTimeout before they are canceled.
+	var (
+		graceMu  sync.Mutex
+		grace    *time.Timer
+		finished bool
+	)
+	stopAfter := context.AfterFunc(ctx, func() {
+		if w.opts.StopTimeout < 0 {
+			cancelWork(ErrShutdown)
+			return
+		}
+		graceMu.Lock()
+		defer graceMu.Unlock()
+		if !finished {
+			grace = time.AfterFunc(w.opts.StopTimeout, func() { cancelWork(ErrShutdown) })
+		}
+	})
 
 	var wg sync.WaitGroup
 	wg.Go(func() { w.fetch(fetchCtx, workCtx, &wg) })
@@ -362,6 +400,12 @@ func (w *Worker) Start(ctx context.Context) error {
 			w.hooks.client.CloseIdleConnections()
 		}
 		stopAfter()
+		graceMu.Lock()
+		finished = true
+		if grace != nil {
+			grace.Stop()
+		}
+		graceMu.Unlock()
 		stopFetch()
 		cancelWork(ErrShutdown)
 		close(w.done)

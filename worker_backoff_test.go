@@ -42,10 +42,12 @@ func TestWorkerOptionsDefaults(t *testing.T) {
 	assert.Equal(t, 1000, o.PurgeBatch)
 	assert.Equal(t, 30*time.Second, o.SweepInterval)
 	assert.Equal(t, time.Minute, o.SweepAge)
+	assert.Equal(t, 20*time.Second, o.StopTimeout)
 	assert.NotNil(t, o.Logger)
 
-	o, err = (&WorkerOptions{BackoffMin: 10 * time.Minute, PurgeInterval: -1, SweepInterval: -1}).withDefaults()
+	o, err = (&WorkerOptions{BackoffMin: 10 * time.Minute, PurgeInterval: -1, SweepInterval: -1, StopTimeout: -1}).withDefaults()
 	require.NoError(t, err)
+	assert.Negative(t, o.StopTimeout, "stays: cancel at once")
 	assert.Equal(t, 10*time.Minute, o.BackoffMax)
 	assert.Negative(t, o.PurgeInterval, "stays disabled")
 	assert.Negative(t, o.SweepInterval, "stays disabled")

@@ -689,31 +689,108 @@ func TestWorkerStopWithShortDeadlineHandsBack(t *testing.T) {
 	})
 }
 
-func TestWorkerStartContextEndStopsWorker(t *testing.T) {
+// The end of Start's context is a graceful stop: fetching stops at once,
+// a request that finishes within StopTimeout succeeds, and one that runs
+// on is canceled with ErrShutdown at StopTimeout and handed back.
+func TestWorkerStartContextEndIsGracefulStop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
-		started := make(chan struct{})
-		cause := make(chan error, 1)
+		started := make(chan struct{}, 2)
+		cause := make(chan error, 2)
 		p := asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
-			close(started)
+			started <- struct{}{}
+			d := time.Hour
+			if string(req.Body) == "quick" {
+				d = 5 * time.Second
+			}
+			select {
+			case <-time.After(d):
+				return &asyncreq.Result{Body: []byte("done")}, nil
+			case <-ctx.Done():
+				cause <- context.Cause(ctx)
+				return nil, ctx.Err()
+			}
+		})
+		w, err := asyncreq.NewWorker(b, p, &asyncreq.WorkerOptions{StopTimeout: 10 * time.Second, PurgeInterval: -1})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(t.Context())
+		require.NoError(t, w.Start(ctx))
+		quick, slow := acceptJob(t, b, "quick"), acceptJob(t, b, "slow")
+		<-started
+		<-started
+		cancel()
+		ended := time.Now()
+		synctest.Wait()
+		late := acceptJob(t, b, "late")
+
+		assert.ErrorIs(t, <-cause, asyncreq.ErrShutdown)
+		assert.Equal(t, 10*time.Second, time.Since(ended), "running requests get StopTimeout")
+		synctest.Wait()
+		assert.Empty(t, cause, "the quick request was not canceled")
+		rec, err := b.Get(t.Context(), quick)
+		require.NoError(t, err)
+		assert.Equal(t, asyncreq.StateSucceeded, rec.State, "a request that finishes within StopTimeout succeeds")
+		rec, err = b.Get(t.Context(), slow)
+		require.NoError(t, err)
+		assert.Equal(t, asyncreq.StatePending, rec.State, "handed back")
+		assert.Zero(t, rec.Attempts, "without spending an attempt")
+		rec, err = b.Get(t.Context(), late)
+		require.NoError(t, err)
+		assert.Equal(t, asyncreq.StatePending, rec.State, "nothing is fetched after the context ended")
+		assert.Zero(t, rec.Attempts)
+		require.NoError(t, w.Stop(t.Context()))
+	})
+}
+
+// A negative StopTimeout cancels the running processors as soon as Start's
+// context ends; a Stop called after the context ended waits no longer
+// than its own context.
+func TestWorkerStartContextEndBounds(t *testing.T) {
+	block := func(cause chan<- error) asyncreq.Processor {
+		return asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
 			<-ctx.Done()
 			cause <- context.Cause(ctx)
 			return nil, ctx.Err()
 		})
-		w, err := asyncreq.NewWorker(b, p, nil)
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(t.Context())
-		require.NoError(t, w.Start(ctx))
-		id := acceptJob(t, b, "x")
-		<-started
-		cancel()
-		assert.ErrorIs(t, <-cause, asyncreq.ErrShutdown)
-		synctest.Wait()
-		rec, err := b.Get(t.Context(), id)
-		require.NoError(t, err)
-		assert.Equal(t, asyncreq.StatePending, rec.State)
-		assert.Zero(t, rec.Attempts)
-		require.NoError(t, w.Stop(t.Context()))
+	}
+	t.Run("negative", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b := memory.New(nil)
+			cause := make(chan error, 1)
+			w, err := asyncreq.NewWorker(b, block(cause), &asyncreq.WorkerOptions{StopTimeout: -1})
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(t.Context())
+			require.NoError(t, w.Start(ctx))
+			id := acceptJob(t, b, "x")
+			awaitState(t, b, id, asyncreq.StateRunning)
+			cancel()
+			ended := time.Now()
+			assert.ErrorIs(t, <-cause, asyncreq.ErrShutdown)
+			assert.Zero(t, time.Since(ended), "canceled at once")
+			require.NoError(t, w.Stop(t.Context()))
+		})
+	})
+	t.Run("stop", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b := memory.New(nil)
+			cause := make(chan error, 1)
+			w, err := asyncreq.NewWorker(b, block(cause), &asyncreq.WorkerOptions{StopTimeout: time.Hour})
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(t.Context())
+			require.NoError(t, w.Start(ctx))
+			id := acceptJob(t, b, "x")
+			awaitState(t, b, id, asyncreq.StateRunning)
+			cancel()
+			ended := time.Now()
+			sctx, stop := context.WithTimeout(t.Context(), 2*time.Second)
+			defer stop()
+			assert.ErrorIs(t, w.Stop(sctx), context.DeadlineExceeded)
+			assert.ErrorIs(t, <-cause, asyncreq.ErrShutdown)
+			assert.Equal(t, 2*time.Second, time.Since(ended), "Stop's context bounds the wait")
+			rec, err := b.Get(t.Context(), id)
+			require.NoError(t, err)
+			assert.Equal(t, asyncreq.StatePending, rec.State)
+		})
 	})
 }
 

@@ -289,14 +289,11 @@ func (rw *recorder) result() *Result {
 	return res
 }
 
-// Async makes an http.Handler asynchronous: it is an http.Handler that
-// serves the HTTP contract (see Handler), and it owns the Worker that runs
-// the wrapped handler on the accepted requests through HandlerProcessor.
-// Start it before serving and stop it at shutdown.
-type Async struct {
-	handler *Handler
-	worker  *Worker
-}
+// Async makes an http.Handler asynchronous: it is the Endpoint whose
+// Processor is the wrapped handler, run through HandlerProcessor. It
+// serves the HTTP contract (see Handler) and owns the Worker; start it
+// before serving and stop it at shutdown.
+type Async = Endpoint
 
 // AsyncOptions configures an Async. A nil *AsyncOptions means all
 // defaults.
@@ -352,27 +349,8 @@ func NewAsync(next http.Handler, b Backend, opts *AsyncOptions) (*Async, error) 
 	if o.Handler.KeepHeaders == nil {
 		o.Handler.KeepHeaders = []string{"*"}
 	}
-	h, err := NewHandler(b, &o.Handler)
-	if err != nil {
-		return nil, err
-	}
-	w, err := NewWorker(b, handlerProcessor(next, o.Handler.ReplaySetCookie), &o.Worker)
-	if err != nil {
-		return nil, err
-	}
-	return &Async{handler: h, worker: w}, nil
+	return NewEndpoint(b, handlerProcessor(next, o.Handler.ReplaySetCookie), &EndpointOptions{Handler: o.Handler, Worker: o.Worker})
 }
-
-// ServeHTTP implements http.Handler: it serves the HTTP contract.
-func (a *Async) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.ServeHTTP(w, r) }
-
-// Start starts the Worker (see Worker.Start).
-func (a *Async) Start(ctx context.Context) error { return a.worker.Start(ctx) }
-
-// Stop stops the Worker, letting running requests finish until ctx ends
-// (see Worker.Stop). The HTTP side keeps accepting requests, which wait in
-// the Queue; shut the http.Server down first.
-func (a *Async) Stop(ctx context.Context) error { return a.worker.Stop(ctx) }
 
 // ownerKey is the context key under which HandlerProcessor puts the
 // owner of the request it replays.

@@ -26,6 +26,20 @@ type Options struct {
 	// lease to expire are then skipped with this reason. The default is ""
 	// (leases expire).
 	NoLeaseExpiry string
+
+	// StatsTotalOnly, if not empty, says that the Queue's QueueStats
+	// cannot tell some of Pending, Delayed and Running apart (for example,
+	// an engine that counts a message handed back for later together with
+	// leased ones), and why. The Stats cases then check the sum of the
+	// three, taking an asyncreq.Uncounted count as 0, instead of each. The
+	// default is "" (each is checked where it is counted).
+	StatsTotalOnly string
+
+	// StatsPrefetch, if not empty, says that the Queue's consumer takes
+	// entries out of QueueStats' counts before Dequeue hands them out (a
+	// broker's prefetch), and why. The Stats cases that dequeue are then
+	// skipped with this reason. The default is "".
+	StatsPrefetch string
 }
 
 // Default values of Options and fixed limits of the kit.
@@ -51,6 +65,8 @@ const (
 type config struct {
 	leaseTTL      time.Duration
 	noLeaseExpiry string
+	statsTotal    string
+	statsPrefetch string
 	// limit is how long one case may run before the watchdog fails it;
 	// grace is how long it may run on after that (see runCase).
 	limit, grace time.Duration
@@ -69,6 +85,8 @@ func newConfig(t *testing.T, opts *Options) config {
 			c.leaseTTL = opts.LeaseTTL
 		}
 		c.noLeaseExpiry = opts.NoLeaseExpiry
+		c.statsTotal = opts.StatsTotalOnly
+		c.statsPrefetch = opts.StatsPrefetch
 	}
 	c.limit = caseTimeout + 10*c.leaseTTL
 	return c

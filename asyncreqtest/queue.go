@@ -14,8 +14,9 @@ import (
 )
 
 // TestQueue checks that the Queues newQueue makes keep the asyncreq.Queue
-// contract, and the BatchDequeuer contract when they implement it. Each
-// case runs as a subtest of t with a fresh, empty Queue from newQueue.
+// contract, and the BatchDequeuer and QueueStater contracts when they
+// implement them. Each case runs as a subtest of t with a fresh, empty
+// Queue from newQueue.
 //
 // The cases use real time. Leases are asked for Options.LeaseTTL; the
 // cases about lease expiry wait a few times that long, and are skipped
@@ -57,6 +58,7 @@ func TestQueue(t *testing.T, newQueue func(t *testing.T) asyncreq.Queue, opts *O
 		{"BatchDequeuer", []testCase{
 			{"ReturnsAtMostMaxLeases", k.batch},
 		}},
+		{"Stats", k.statsCases()},
 	})
 }
 

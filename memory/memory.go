@@ -20,6 +20,9 @@
 // opts meaning the defaults. Unlike the others, New takes no ctx and
 // returns no error: it does no I/O and has nothing that can fail, so
 // memory.New(nil) can stand inline in a test or an example.
+//
+// QueueStats (asyncreq.QueueStater) reads counters the Backend keeps, in
+// O(1), and counts the records by final state.
 package memory
 
 import (
@@ -54,6 +57,7 @@ type Backend struct {
 	expiries   timeHeap             // final records by ExpiresAt (lazily pruned)
 	tombHeap   timeHeap             // tombstones by end (lazily pruned)
 	watchers   map[string][]chan struct{}
+	finals     map[asyncreq.State]int64 // records held in each final state
 
 	ready   fifo                // entries due now
 	delayed timeHeap            // entries due later, by due time
@@ -89,6 +93,9 @@ type entry struct {
 	gen        uint64
 	leased     bool
 	leaseUntil time.Time
+	// readyAt is when the entry last became due (set as it joins the
+	// ready queue), for QueueStats.OldestPending.
+	readyAt time.Time
 }
 
 // handle is the Lease.Handle of a memory lease.
@@ -106,6 +113,7 @@ func New(opts *Options) *Backend {
 		tombs:      make(map[string]tombstone),
 		unenqueued: make(map[string]struct{}),
 		watchers:   make(map[string][]chan struct{}),
+		finals:     make(map[asyncreq.State]int64),
 		wake:       make(chan struct{}),
 		leased:     make(map[*entry]struct{}),
 	}
@@ -199,6 +207,12 @@ func (b *Backend) create(ctx context.Context, rec *asyncreq.Record, enqueue bool
 // replaces, if any. The caller holds b.mu.
 func (b *Backend) put(rec, old *asyncreq.Record) {
 	b.records[rec.ID] = rec
+	if old != nil && old.State.Final() {
+		b.finals[old.State]--
+	}
+	if rec.State.Final() {
+		b.finals[rec.State]++
+	}
 	if !rec.Enqueued && !rec.State.Final() {
 		b.unenqueued[rec.ID] = struct{}{}
 	} else {
@@ -313,6 +327,9 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 func (b *Backend) remove(rec *asyncreq.Record) {
 	delete(b.records, rec.ID)
 	delete(b.unenqueued, rec.ID)
+	if rec.State.Final() {
+		b.finals[rec.State]--
+	}
 	if rec.IdempotencyKey != "" {
 		k := idemKey{rec.Owner, rec.IdempotencyKey}
 		if b.idem[k] == rec.ID {
@@ -424,6 +441,7 @@ func (b *Backend) push(e *entry, delay time.Duration) {
 		b.signal() // a waiter may need to shorten its timer
 		return
 	}
+	e.readyAt = b.now()
 	b.ready.push(e)
 	b.signal()
 }
@@ -507,7 +525,9 @@ func (b *Backend) DequeueBatch(ctx context.Context, limit int, ttl time.Duration
 // ready queue. The caller holds b.mu.
 func (b *Backend) promote(now time.Time) {
 	for b.delayed.Len() > 0 && !b.delayed[0].at.After(now) {
-		b.ready.push(heap.Pop(&b.delayed).(timed).e)
+		t := heap.Pop(&b.delayed).(timed)
+		t.e.readyAt = t.at
+		b.ready.push(t.e)
 	}
 	for b.leases.Len() > 0 && !b.leases[0].at.After(now) {
 		t := heap.Pop(&b.leases).(timed)
@@ -520,6 +540,7 @@ func (b *Backend) promote(now time.Time) {
 		delete(b.leased, e)
 		e.leased = false
 		e.gen++
+		e.readyAt = e.leaseUntil
 		b.ready.push(e)
 	}
 }

@@ -67,7 +67,7 @@ func TestClusterConformance(t *testing.T) {
 		opts := testOptions()
 		opts.Replicas = 3
 		return newBackend(t, connectURLs(t, urls, "asyncreq-cluster-kit"), opts)
-	}, &asyncreqtest.Options{LeaseTTL: testAckWait})
+	}, kitOptions)
 }
 
 // TestClusterReadsGoToTheLeader checks that a backend of three replicas

@@ -136,6 +136,15 @@
 // made against the same revision, when they race or when the stream's
 // leader changes: the second replaces the first, a worker's claim is lost,
 // and its request with it.
+//
+// # Statistics
+//
+// QueueStats (asyncreq.QueueStater) reads the consumer's info and the
+// first undelivered message: two requests answered from the server's
+// counters, under a millisecond for a million messages. JetStream counts
+// by delivery, so Pending is the messages not yet delivered (a delayed
+// Enqueue included) and Running the delivered, unacknowledged ones (a
+// nacked message included); Delayed is not counted.
 package nats
 
 import (
@@ -255,6 +264,8 @@ type Backend struct {
 	js   jetstream.JetStream
 	kv   jetstream.KeyValue
 	cons jetstream.Consumer
+	// stream is the queue's stream, for QueueStats.
+	stream jetstream.Stream
 	// blobs is kv for reading body chunks, which are written once (see
 	// leaderKV and writtenOnceKV).
 	blobs jetstream.KeyValue
@@ -314,7 +325,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts *Options) (*Backend, 
 		leader := newLeaderKV(js, kv)
 		kv, blobs = leader, &writtenOnceKV{KeyValue: kv, leader: leader}
 	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        o.Stream,
 		Description: "asyncreq request ids",
 		Subjects:    []string{o.Subject},
@@ -350,6 +361,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts *Options) (*Backend, 
 		kv:          kv,
 		blobs:       blobs,
 		cons:        cons,
+		stream:      stream,
 		createGrace: time.Minute,
 		done:        make(chan struct{}),
 		orphans:     make(chan jetstream.Msg),

@@ -24,8 +24,8 @@ func (s *Backend) Accept(ctx context.Context, rec *asyncreq.Record) (*asyncreq.R
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	if rec == nil || rec.ID == "" {
-		return nil, errors.New("postgres: accept: record without an id")
+	if err := checkID(rec); err != nil {
+		return nil, err
 	}
 	c := rec.Clone()
 	c.Enqueued = true
@@ -42,6 +42,12 @@ func (s *Backend) Accept(ctx context.Context, rec *asyncreq.Record) (*asyncreq.R
 // idempotency key taken by a transaction that commits meanwhile is seen.
 // On error other than asyncreq.ErrDuplicate the transaction is aborted and
 // must be rolled back; ErrDuplicate leaves it usable.
+//
+// Build rec with the Handler's NewRecord, which gives it a valid id, the
+// Handler's retention and the fingerprint an idempotent repeat is compared
+// by; or let the Handler's SubmitVia call AcceptTx, which also resolves a
+// repeated idempotency key as an HTTP submit would. A record whose id
+// asyncreq.ValidID refuses is an error: no Handler would serve it.
 func (s *Backend) AcceptTx(ctx context.Context, tx pgx.Tx, rec *asyncreq.Record) (*asyncreq.Record, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -49,8 +55,8 @@ func (s *Backend) AcceptTx(ctx context.Context, tx pgx.Tx, rec *asyncreq.Record)
 	if tx == nil {
 		return nil, errors.New("postgres: accept: nil transaction")
 	}
-	if rec == nil || rec.ID == "" {
-		return nil, errors.New("postgres: accept: record without an id")
+	if err := checkID(rec); err != nil {
+		return nil, err
 	}
 	c := rec.Clone()
 	c.Enqueued = true
@@ -63,6 +69,19 @@ func (s *Backend) AcceptTx(ctx context.Context, tx pgx.Tx, rec *asyncreq.Record)
 		return nil, s.fail(ctx, "accept "+rec.ID, err)
 	}
 	return existing[0], errs[0]
+}
+
+// checkID refuses a record without an id the Handler can serve: one that
+// asyncreq.ValidID refuses would be stored, and answered 404 by every
+// Handler, which never asks the Store about such an id.
+func checkID(rec *asyncreq.Record) error {
+	switch {
+	case rec == nil || rec.ID == "":
+		return errors.New("postgres: accept: record without an id")
+	case !asyncreq.ValidID(rec.ID):
+		return fmt.Errorf("postgres: accept: record id %q is not an id made by asyncreq.NewID (build the record with Handler.NewRecord)", rec.ID)
+	}
+	return nil
 }
 
 // runAccepts writes a batch of Accepts.

@@ -99,4 +99,11 @@
 // other transactions hold, and leaves a tombstone per record so that its
 // id answers 410 Gone until the tombstone runs out. Indexes keep status
 // lookups (primary key), dequeues and purges fast with millions of rows.
+//
+// # Statistics
+//
+// QueueStats (asyncreq.QueueStater) counts the queue's jobs exactly in one
+// statement, from the jobs_due index, linear in the jobs due and delayed:
+// about 0.2 s for a million pending jobs on a 2-core VM (see
+// docs/stats.md). It does not count records by final state.
 package postgres

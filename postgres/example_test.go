@@ -2,13 +2,9 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"log"
 	"os"
-	"time"
 
 	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/postgres"
@@ -34,38 +30,32 @@ func ExampleBackend_AcceptTx() {
 	}
 	defer backend.Close()
 
-	const order = "o-1001"
-	body := []byte(`{"order":"o-1001"}`)
-	sum := sha256.Sum256(body)
-	now := time.Now()
-	rec := &asyncreq.Record{
-		ID:             asyncreq.NewID(),
-		IdempotencyKey: "invoice-" + order, // one invoice per order, even if this code runs twice
-		BodyHash:       hex.EncodeToString(sum[:]),
-		State:          asyncreq.StatePending,
-		Method:         "POST",
-		URL:            "/invoices",
-		ContentType:    "application/json",
-		Body:           body,
-		CreatedAt:      now,
-		UpdatedAt:      now,
-		Retention:      24 * time.Hour,
-		TombstoneTTL:   7 * 24 * time.Hour,
+	// The Handler serving /invoices builds the record (its id, retention
+	// and idempotency fingerprint) as a POST to it would.
+	invoices, err := asyncreq.NewHandler(backend, &asyncreq.HandlerOptions{BasePath: "/invoices"})
+	if err != nil {
+		log.Fatal(err)
 	}
-	id := rec.ID
+
+	const order = "o-1001"
+	var sub asyncreq.Submitted
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO orders (id, total_cents) VALUES ($1, $2)`, order, 4200); err != nil {
 			return err
 		}
-		existing, err := backend.AcceptTx(ctx, tx, rec)
-		if errors.Is(err, asyncreq.ErrDuplicate) {
-			id = existing.ID // already requested: point at that request
-			return nil
-		}
+		// One invoice per order, even if this code runs twice: a repeat
+		// answers the first request.
+		sub, err = invoices.SubmitVia(ctx, asyncreq.Submission{
+			ContentType:    "application/json",
+			Body:           []byte(`{"order":"o-1001"}`),
+			IdempotencyKey: "invoice-" + order,
+		}, func(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Record, error) {
+			return backend.AcceptTx(ctx, tx, rec)
+		})
 		return err
 	})
 	if err != nil {
 		log.Fatal(err) // neither the order nor the request was stored
 	}
-	fmt.Printf("invoice status: /invoices/%s/status\n", id)
+	fmt.Println("invoice status:", sub.StatusURL)
 }

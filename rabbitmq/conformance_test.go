@@ -16,7 +16,10 @@ const noLeaseExpiry = "a RabbitMQ delivery stays leased while the consumer's con
 // with the in-memory Store beside the RabbitMQ Queue.
 func TestConformance(t *testing.T) {
 	u := brokerURL(t)
-	opts := &asyncreqtest.Options{NoLeaseExpiry: noLeaseExpiry}
+	opts := &asyncreqtest.Options{
+		NoLeaseExpiry: noLeaseExpiry,
+		StatsPrefetch: "QueueStats counts the broker's ready messages, and a dequeuing Queue holds up to Prefetch more (TestQueueStatsWithConsumer)",
+	}
 	t.Run("Queue", func(t *testing.T) {
 		asyncreqtest.TestQueue(t, func(t *testing.T) asyncreq.Queue {
 			return newQueue(t, u, nil)

@@ -77,6 +77,13 @@
 // deliveries come back to the queue, their old leases fail with
 // ErrLeaseLost, and the Store's lease token keeps a stale worker from
 // recording an outcome.
+//
+// # Statistics
+//
+// QueueStats (asyncreq.QueueStater) is a passive declaration of the queue,
+// a few milliseconds whatever its length. AMQP gives the ready messages
+// only: Pending is counted; Running, Delayed and OldestPending are not, and
+// messages prefetched by a consumer count in no state.
 package rabbitmq
 
 import (

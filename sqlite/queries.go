@@ -23,6 +23,9 @@ type queries struct {
 	extend  string
 	ack     string
 	nack    string
+
+	statsDue    string
+	statsNotDue string
 }
 
 func newQueries(prefix string) queries {
@@ -82,5 +85,13 @@ func newQueries(prefix string) queries {
 			WHERE seq = ?2 AND queue = ?1 AND token = ?3 AND due > ?4`),
 		nack: r(`UPDATE {{prefix}}queue SET due = ?5, token = NULL
 			WHERE seq = ?2 AND queue = ?1 AND token = ?3 AND due > ?4`),
+
+		// statsDue counts the entries due at ?2 and finds the earliest due
+		// time among them, from the (queue, due) index alone.
+		statsDue: r(`SELECT count(*), min(due) FROM {{prefix}}queue WHERE queue = ?1 AND due <= ?2`),
+		// statsNotDue splits the entries not due at ?2 into delayed (no
+		// lease) and leased ones; it reads the row of each for its token.
+		statsNotDue: r(`SELECT count(*) FILTER (WHERE token IS NULL), count(*) FILTER (WHERE token IS NOT NULL)
+			FROM {{prefix}}queue WHERE queue = ?1 AND due > ?2`),
 	}
 }

@@ -56,6 +56,13 @@
 // deadline, a worker at every heartbeat), so with an API process and a
 // worker process on one file a long poll sees the worker's outcome, and a
 // worker a client's cancel, within that time instead of at once.
+//
+// # Statistics
+//
+// QueueStats (asyncreq.QueueStater) counts the queue's entries with two
+// index range scans on the read pool, linear in the entries due and
+// delayed: about 0.24 s for a million pending entries on a 2-core VM (see
+// docs/stats.md). It does not count records by final state.
 package sqlite
 
 import (

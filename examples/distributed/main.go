@@ -171,7 +171,9 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		if err := w.Start(context.WithoutCancel(ctx)); err != nil {
+		// The end of ctx (the signal) stops the worker gracefully; the
+		// deferred Stop waits for it.
+		if err := w.Start(ctx); err != nil {
 			return err
 		}
 		defer func() {

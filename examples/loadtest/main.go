@@ -1,6 +1,6 @@
 // Command loadtest measures asyncreq over loopback HTTP on this machine.
 //
-// Every figure in the README comes from it. Unless -url is set it starts
+// Every figure in docs/benchmarks.md comes from it. Unless -url is set it starts
 // the server it measures in this process, on 127.0.0.1, and drives it with
 // -c concurrent keep-alive clients:
 //

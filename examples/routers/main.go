@@ -54,7 +54,9 @@ func run(addr string) error {
 	if err != nil {
 		return err
 	}
-	if err := w.Start(context.WithoutCancel(ctx)); err != nil {
+	// The end of ctx (the signal) stops the worker gracefully; Stop below
+	// waits for it.
+	if err := w.Start(ctx); err != nil {
 		return err
 	}
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -53,6 +53,10 @@ type config struct {
 	processor   string
 	concurrency int
 	defaults    bool
+	// publicURL and genericPollers serve generic pollers such as the
+	// Azure SDK's (docs/azure.md).
+	publicURL      string
+	genericPollers bool
 	// webhookSecret enables completion callbacks on /jobs, signed with it.
 	webhookSecret        string
 	webhookAllowLoopback bool
@@ -73,6 +77,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.processor, "processor", "report", "what /jobs runs: report, or noop (answers \"ok\" at once, for load tests)")
 	fs.IntVar(&c.concurrency, "concurrency", 8, "requests each endpoint's worker runs at once")
 	fs.BoolVar(&c.defaults, "defaults", false, "open the backend with its package's default options, as the load program's mixed and poll-e2e modes do")
+	fs.StringVar(&c.publicURL, "public-url", "", "absolute URL clients reach the server at (such as https://api.example.com); makes every URL the server writes absolute")
+	fs.BoolVar(&c.genericPollers, "generic-pollers", false, "answer the status URL as generic pollers (the Azure SDK's) expect: 202 while running, the outcome when finished")
 	fs.StringVar(&c.webhookSecret, "webhook-secret", os.Getenv("ASYNCREQ_WEBHOOK_SECRET"), "`secret` (whsec_...) that signs completion webhooks: a POST /jobs may then name a Callback-URL")
 	fs.BoolVar(&c.webhookAllowLoopback, "webhook-allow-loopback", false, "let webhooks reach loopback addresses (127.0.0.1, ::1), for trying them out locally")
 	if err := fs.Parse(args); err != nil {
@@ -134,8 +140,10 @@ func run(args []string) error {
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(endWaits)
-	// The workers outlive the signal context: Stop ends them gracefully.
-	if err := app.start(context.WithoutCancel(ctx)); err != nil {
+	// The end of the signal context starts the workers' graceful stop at
+	// once, while the HTTP server drains (see stopTimeout); app.stop then
+	// waits for it.
+	if err := app.start(ctx); err != nil {
 		return err
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "backend", cfg.backend, "processor", cfg.processor, "work_time", cfg.workTime, "concurrency", cfg.concurrency)
@@ -205,6 +213,10 @@ const (
 	// to leaseDuration: the hand-back writes are bounded by it).
 	httpShutdownBudget = 10 * time.Second
 	workerStopBudget   = 15 * time.Second
+	// stopTimeout is the workers' StopTimeout: the signal that ends their
+	// Start context stops their fetching at once, and the requests they
+	// run get both budgets to finish before they are handed back.
+	stopTimeout = httpShutdownBudget + workerStopBudget
 	// leaseDuration is how long a worker holds a request between heartbeats.
 	leaseDuration = 10 * time.Second
 )
@@ -212,7 +224,7 @@ const (
 // app is the example's handlers and the workers behind them.
 type app struct {
 	mux    *http.ServeMux
-	jobs   *asyncreq.Worker
+	jobs   *asyncreq.Endpoint
 	async  *asyncreq.Async
 	closer func()
 }
@@ -248,23 +260,26 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return fail(err)
 	}
-	jobs, err := asyncreq.NewHandler(jobsBackend, &asyncreq.HandlerOptions{
-		MaxBodyBytes: maxBody,
-		MaxWait:      maxWait,
-		Validate:     validateReport,
-		Logger:       logger,
-		Callbacks:    cfg.callbacks(),
-	})
-	if err != nil {
-		return fail(err)
-	}
-	a.jobs, err = asyncreq.NewWorker(jobsBackend, proc, &asyncreq.WorkerOptions{
-		Concurrency: cfg.concurrency,
-		// A short lease, so that requests a killed server was running are
-		// picked up again soon after it restarts.
-		LeaseDuration: leaseDuration,
-		Logger:        logger,
-		Webhooks:      cfg.webhooks(),
+	a.jobs, err = asyncreq.NewEndpoint(jobsBackend, proc, &asyncreq.EndpointOptions{
+		Handler: asyncreq.HandlerOptions{
+			MaxBodyBytes: maxBody,
+			MaxWait:      maxWait,
+			Validate:     validateReport,
+			Logger:       logger,
+			PublicURL:    cfg.publicURL,
+			// The mode for generic pollers (docs/azure.md).
+			AcceptedWhilePending: cfg.genericPollers,
+			Callbacks:            cfg.callbacks(),
+		},
+		Worker: asyncreq.WorkerOptions{
+			Concurrency: cfg.concurrency,
+			// A short lease, so that requests a killed server was running
+			// are picked up again soon after it restarts.
+			LeaseDuration: leaseDuration,
+			StopTimeout:   stopTimeout,
+			Logger:        logger,
+			Webhooks:      cfg.webhooks(),
+		},
 	})
 	if err != nil {
 		return fail(err)
@@ -276,15 +291,16 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		return fail(err)
 	}
 	a.async, err = asyncreq.NewAsync(sync, reportsBackend, &asyncreq.AsyncOptions{
-		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger},
-		Worker:  asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, Logger: logger},
+		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger,
+			PublicURL: cfg.publicURL, AcceptedWhilePending: cfg.genericPollers},
+		Worker: asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, StopTimeout: stopTimeout, Logger: logger},
 	})
 	if err != nil {
 		return fail(err)
 	}
 
-	a.mux.Handle("/jobs", http.StripPrefix("/jobs", jobs))
-	a.mux.Handle("/jobs/", http.StripPrefix("/jobs", jobs))
+	a.mux.Handle("/jobs", http.StripPrefix("/jobs", a.jobs))
+	a.mux.Handle("/jobs/", http.StripPrefix("/jobs", a.jobs))
 	a.mux.Handle("/report", sync)
 	a.mux.Handle("/reports", http.StripPrefix("/reports", a.async))
 	a.mux.Handle("/reports/", http.StripPrefix("/reports", a.async))

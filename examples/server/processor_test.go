@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -37,7 +36,7 @@ func submitAndWait(t *testing.T, c config) (*http.Response, string) {
 	a, err := newApp(ctx, c, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	t.Cleanup(a.close)
-	require.NoError(t, a.start(context.WithoutCancel(ctx)))
+	require.NoError(t, a.start(ctx))
 	t.Cleanup(func() { assert.NoError(t, a.stop()) })
 	srv := httptest.NewServer(a.mux)
 	t.Cleanup(srv.Close)

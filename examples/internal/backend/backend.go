@@ -1,4 +1,4 @@
-// Package backend opens the Store and Queue that the example programs run
+// Package backend opens the asyncreq.Backend that the example programs run
 // on, chosen by name: memory, sqlite, postgres, redis or nats, with an
 // optional RabbitMQ queue in front of any of them.
 package backend
@@ -47,7 +47,7 @@ type Config struct {
 	// Defaults opens every engine with its package's default options: only
 	// what this Config names (queue names, lease, prefetch) and the
 	// connection pool sizes are set. Otherwise an engine may be tuned for
-	// the machine the figures in the README come from (see its opener).
+	// the machine the figures in docs/benchmarks.md come from (see its opener).
 	Defaults bool
 	// Logger receives the engines' logs.
 	Logger *slog.Logger
