@@ -22,6 +22,9 @@ type job struct {
 	// it returned, for AttemptFinished.
 	ev  AttemptEvent
 	ctx context.Context
+	// callback is set when the record has a completion callback, which
+	// is delivered after the outcome is recorded.
+	callback bool
 }
 
 // run works on one lease: claim, process, record the outcome, settle the
@@ -51,13 +54,15 @@ func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 	rec, err := w.claim(ctx, j)
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrFinished), isMissing(err):
-		// Delivered again after its outcome was recorded, or deleted.
-		j.log.DebugContext(ctx, "asyncreq: skipping a request that is finished or gone", "err", err)
+	case isMissing(err):
+		// Deleted since it was queued.
+		j.log.DebugContext(ctx, "asyncreq: skipping a request that is gone", "err", err)
 		ack()
 		return
-	case errors.Is(err, errClaimSettled):
-		ack()
+	case errors.Is(err, ErrFinished), errors.Is(err, errClaimSettled):
+		// Delivered again after its outcome was recorded (or settled at
+		// the claim): its callback may still be due.
+		settle(func(sctx context.Context) { w.settleFinished(sctx, j) })
 		return
 	case ctx.Err() != nil:
 		nack(0)
@@ -70,6 +75,7 @@ func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 	}
 	j.log = j.log.With("attempt", rec.Attempts)
 	w.claimed(ctx, j, rec, claimStart)
+	j.callback = rec.Callback != nil
 
 	a := w.process(ctx, j, rec)
 	w.settling <- struct{}{}

@@ -39,11 +39,20 @@ type StatusDocument struct {
 	// ExpiresAt is when a finished request will be purged; zero while it
 	// is not finished.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Callback is how the delivery of the completion callback stands, when
+	// the submit asked for one.
+	Callback *CallbackStatus `json:"callback,omitempty"`
 }
 
 // statusDocument builds the status document of rec, with the URLs of the
 // request st reached the Handler with.
 func statusDocument(rec *Record, st *reqState) *StatusDocument {
+	return statusDocumentAt(rec, st.statusURL(rec.ID), st.resultURL(rec.ID))
+}
+
+// statusDocumentAt builds the status document of rec, whose status and
+// result URLs are statusURL and resultURL.
+func statusDocumentAt(rec *Record, statusURL, resultURL string) *StatusDocument {
 	doc := &StatusDocument{
 		ID:        rec.ID,
 		Status:    rec.State,
@@ -51,17 +60,18 @@ func statusDocument(rec *Record, st *reqState) *StatusDocument {
 		UpdatedAt: rec.UpdatedAt.UTC(),
 		Attempts:  rec.Attempts,
 		Progress:  rec.Progress,
-		StatusURL: st.statusURL(rec.ID),
+		StatusURL: statusURL,
 	}
 	if !rec.ExpiresAt.IsZero() {
 		doc.ExpiresAt = rec.ExpiresAt.UTC()
 	}
 	switch rec.State {
 	case StateSucceeded:
-		doc.ResultURL = st.resultURL(rec.ID)
+		doc.ResultURL = resultURL
 	case StateFailed, StateCanceled:
 		doc.Error = servedProblem(failureProblem(rec), http.StatusInternalServerError)
 	}
+	doc.Callback = callbackStatus(rec)
 	return doc
 }
 
@@ -129,6 +139,13 @@ func appendStatusDocument(b []byte, d *StatusDocument) ([]byte, error) {
 		b = append(b, `,"expires_at":"`...)
 		b = d.ExpiresAt.AppendFormat(b, time.RFC3339Nano)
 		b = append(b, '"')
+	}
+	if d.Callback != nil {
+		b = append(b, `,"callback":{"state":`...)
+		b = appendJSONString(b, d.Callback.State)
+		b = append(b, `,"attempts":`...)
+		b = strconv.AppendInt(b, int64(d.Callback.Attempts), 10)
+		b = append(b, '}')
 	}
 	return append(b, '}'), nil
 }

@@ -125,6 +125,14 @@ type HandlerOptions struct {
 	// absolute path, built from the path the request reached).
 	PublicURL string
 
+	// Callbacks, if set, lets a submit name a URL in the Callback-URL
+	// header that the Worker tells, with a signed webhook, when the
+	// request reaches a final state (see WorkerOptions.Webhooks), for
+	// clients that cannot poll. Polling keeps working either way. The
+	// default is nil: a submit with Callback-URL is refused with 400, so
+	// that no client waits for a call that never comes.
+	Callbacks *CallbackPolicy
+
 	// Logger receives the errors that are kept from clients: backend
 	// failures and rollbacks. The default discards them.
 	Logger *slog.Logger

@@ -106,6 +106,7 @@ func (r *Record) finalize(s State, now time.Time) {
 	r.Progress = nil
 	r.UpdatedAt = now
 	r.ExpiresAt = now.Add(r.Retention)
+	r.scheduleCallback(now)
 }
 
 // Claim starts an attempt on r under the lease token token (which must

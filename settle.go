@@ -100,11 +100,14 @@ func (w *Worker) record(ctx context.Context, j *job, what string, delay time.Dur
 		final = rec.State.Final()
 		return nil
 	}
+	var stored *Record
 	var err error
-	if w.completer != nil {
+	if w.completer != nil && !j.callback {
 		_, err = w.completer.Complete(ctx, j.lease, write)
 	} else {
-		_, err = w.store.Update(ctx, j.lease.ID, write)
+		// A request with a callback keeps its queue entry until the
+		// callback is delivered (see deliver.go).
+		stored, err = w.store.Update(ctx, j.lease.ID, write)
 	}
 	switch {
 	case err == nil:
@@ -127,7 +130,9 @@ func (w *Worker) record(ctx context.Context, j *job, what string, delay time.Dur
 	switch {
 	case !final:
 		w.nack(ctx, j, delay)
-	case w.completer == nil:
+	case stored != nil && stored.callbackDue():
+		w.deliver(ctx, j, stored)
+	case w.completer == nil || j.callback:
 		w.ack(ctx, j)
 	}
 }
@@ -192,7 +197,11 @@ func (w *Worker) settleContext(ctx context.Context) (context.Context, context.Ca
 // backoff returns the wait after the n-th failed attempt: uniform in
 // [BackoffMin, min(BackoffMax, BackoffMin·2^n)].
 func (w *Worker) backoff(n int) time.Duration {
-	lo, hi := w.opts.BackoffMin, w.opts.BackoffMax
+	return jitteredBackoff(w.opts.BackoffMin, w.opts.BackoffMax, n)
+}
+
+// jitteredBackoff returns a wait drawn uniformly from [lo, min(hi, lo·2^n)].
+func jitteredBackoff(lo, hi time.Duration, n int) time.Duration {
 	ceil := lo
 	for i := 0; i < n && ceil < hi; i++ {
 		ceil *= 2

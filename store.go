@@ -71,6 +71,10 @@ type Record struct {
 	TombstoneTTL time.Duration `json:"tombstone_ttl,omitempty"`
 	// ExpiresAt is when a final record may be purged; zero while not final.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+
+	// Callback is the completion callback the submit asked for, and how
+	// its delivery stands, or nil (see CallbackHeader).
+	Callback *Callback `json:"callback,omitempty"`
 }
 
 // Clone returns a deep copy of r. Stores use it so that no caller shares
@@ -95,6 +99,10 @@ func (r *Record) Clone() *Record {
 	if r.Error != nil {
 		e := *r.Error
 		c.Error = &e
+	}
+	if r.Callback != nil {
+		cb := *r.Callback
+		c.Callback = &cb
 	}
 	return &c
 }

@@ -58,6 +58,15 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 
 	rec := h.newRecord(owner, key, r.Method, st.orig.URL.RequestURI(), r.Header, r.Header.Get("Content-Type"), body)
+	callback, err := h.callbackURL(r)
+	if err != nil {
+		sendError(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	if callback != "" {
+		rec.Callback = &Callback{URL: callback, StatusURL: st.statusURL(rec.ID), ResultURL: st.resultURL(rec.ID)}
+		rec.BodyHash = fingerprint(rec)
+	}
 	// Not part of the fingerprint: kept whatever KeepHeaders says.
 	rec.Header = h.keepTraceContext(r.Context(), r, rec.Header)
 	prefs := parsePrefer(r.Header)
@@ -287,6 +296,11 @@ func fingerprint(rec *Record) string {
 	}
 	length(len(rec.Body))
 	_, _ = s.Write(rec.Body)
+	if rec.Callback != nil {
+		// Last and only when present, so that the fingerprints of
+		// requests without a callback stay what they were.
+		field(rec.Callback.URL)
+	}
 	var sum [sha256.Size]byte
 	return hex.EncodeToString(s.Sum(sum[:0]))
 }

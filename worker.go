@@ -97,6 +97,11 @@ type WorkerOptions struct {
 	// killed 30s later (a container platform's usual grace) the time to
 	// hand its requests back.
 	StopTimeout time.Duration
+
+	// Webhooks configures the delivery of the completion callbacks that
+	// submits ask for (see HandlerOptions.Callbacks). A Worker without it
+	// marks every callback failed without sending it. The default is nil.
+	Webhooks *WebhookOptions
 }
 
 // The defaults of WorkerOptions.
@@ -285,6 +290,7 @@ type Worker struct {
 	completer Completer        // the Backend's one-step outcome and Ack, or nil
 	watcher   Watcher          // the Backend's watch capability, or nil
 	lister    UnenqueuedLister // the Backend's listing capability, or nil
+	hooks     *webhooks        // the delivery of callbacks, or nil
 
 	mu         sync.Mutex
 	started    bool
@@ -318,6 +324,15 @@ func NewWorker(b Backend, p Processor, opts *WorkerOptions) (*Worker, error) {
 		opts:  o,
 		log:   o.Logger,
 		done:  make(chan struct{}),
+	}
+	if o.Webhooks != nil {
+		if w.hooks, err = newWebhooks(o.Webhooks); err != nil {
+			return nil, err
+		}
+		if w.hooks.opts.Timeout >= o.LeaseDuration {
+			// A delivery holds the request's lease, extended once before it.
+			return nil, fmt.Errorf("asyncreq: WebhookOptions.Timeout (%s) must be shorter than WorkerOptions.LeaseDuration (%s)", w.hooks.opts.Timeout, o.LeaseDuration)
+		}
 	}
 	w.settling = make(chan struct{}, o.Concurrency*settlingPerSlot)
 	if _, _, isPair := split(b); !isPair {
@@ -385,6 +400,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	go func() {
 		wg.Wait()
+		if w.hooks != nil {
+			w.hooks.client.CloseIdleConnections()
+		}
 		stopAfter()
 		graceMu.Lock()
 		finished = true

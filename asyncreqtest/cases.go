@@ -122,6 +122,15 @@ func fullRecord() *asyncreq.Record {
 		Retention:    90*time.Minute + 250*time.Millisecond,
 		TombstoneTTL: 49 * time.Hour,
 		ExpiresAt:    now.Add(time.Hour),
+		Callback: &asyncreq.Callback{
+			URL:       "https://hooks.example.com/done?for=é%201",
+			StatusURL: "/jobs/x/status",
+			ResultURL: "/jobs/x",
+			State:     asyncreq.CallbackRetrying,
+			Attempts:  2,
+			LastError: "the receiver answered 503 Service Unavailable",
+			UpdatedAt: now.Add(-time.Second),
+		},
 	}
 }
 
@@ -135,6 +144,9 @@ func normalize(r *asyncreq.Record) *asyncreq.Record {
 	c.CreatedAt = normTime(c.CreatedAt)
 	c.UpdatedAt = normTime(c.UpdatedAt)
 	c.ExpiresAt = normTime(c.ExpiresAt)
+	if c.Callback != nil {
+		c.Callback.UpdatedAt = normTime(c.Callback.UpdatedAt)
+	}
 	if len(c.Header) == 0 {
 		c.Header = nil
 	}

@@ -30,6 +30,7 @@ func (k *storeKit) lifecycleCases() []testCase {
 		{"RequestCancelOfPendingCancels", k.lifecycleCancelPending},
 		{"RequestCancelOfRunningIsSeenByTheAttempt", k.lifecycleCancelRunning},
 		{"MarkEnqueued", k.lifecycleMarkEnqueued},
+		{"CallbackDeliveryIsKept", k.lifecycleCallback},
 	}
 }
 
@@ -318,4 +319,31 @@ func (k *storeKit) lifecycleMarkEnqueued(t *testing.T, ctx context.Context) {
 		require.NoError(t, err)
 		require.NotContains(t, ids, rec.ID, "a record marked enqueued is not listed as unenqueued")
 	}
+}
+
+func (k *storeKit) lifecycleCallback(t *testing.T, ctx context.Context) {
+	rec := newRecord("", "")
+	rec.Callback = &asyncreq.Callback{URL: "https://hooks.example.com/done", StatusURL: "/jobs/" + rec.ID + "/status", ResultURL: "/jobs/" + rec.ID}
+	l := newLifecycle(t, ctx, k.newStore(t), rec)
+	now := l.tick()
+	require.Error(t, l.step("CallbackDelivered before the request is final", func(r *asyncreq.Record) error {
+		return r.CallbackDelivered(now)
+	}), "a callback is not due before its request is final")
+	token := asyncreq.NewID()
+	l.claim(token, 3)
+	now = l.tick()
+	got := l.must("Succeed", func(r *asyncreq.Record) error { return r.Succeed(token, lifecycleResult(), now) })
+	require.Equal(t, asyncreq.CallbackPending, got.Callback.State, "a final record's callback is pending")
+	now = l.tick()
+	got = l.must("CallbackRetry", func(r *asyncreq.Record) error { return r.CallbackRetry("the receiver answered 503", now) })
+	require.Equal(t, asyncreq.CallbackRetrying, got.Callback.State)
+	require.Equal(t, 1, got.Callback.Attempts)
+	now = l.tick()
+	got = l.must("CallbackDelivered", func(r *asyncreq.Record) error { return r.CallbackDelivered(now) })
+	require.Equal(t, asyncreq.CallbackDelivered, got.Callback.State)
+	require.Equal(t, 2, got.Callback.Attempts)
+	now = l.tick()
+	require.Error(t, l.step("CallbackFail after delivery", func(r *asyncreq.Record) error {
+		return r.CallbackFail("late", now)
+	}), "a delivered callback is settled")
 }

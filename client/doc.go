@@ -76,4 +76,15 @@
 // [OpenFileTrackerStore]), polls them in the background with bounded
 // concurrency, and delivers each outcome once, to a callback or a channel. After a restart it picks up the
 // operations its store still holds.
+//
+// # Webhooks
+//
+// A server that enables completion callbacks tells a URL named in the
+// Callback-URL header of a submit when the request finishes, with a
+// webhook signed per the Standard Webhooks specification.
+// [WebhookHandler] receives them and [VerifyWebhook] verifies one by
+// hand: the timestamp within [DefaultWebhookTolerance], the signature
+// compared in constant time, any of several signatures (a rotated secret)
+// accepted. Polling stays the fallback: a webhook may come late or not at
+// all, and comes at least once.
 package client

@@ -17,7 +17,7 @@ import (
 // reads them and recordValues writes them (after the queue column).
 const recordColumns = `id, owner, idempotency_key, body_hash, state, enqueued, method, url, header,
 	content_type, body, attempts, lease_token, cancel_requested, progress, result, result_body, error,
-	created_at, updated_at, retention_ns, tombstone_ttl_ns, expires_at`
+	created_at, updated_at, retention_ns, tombstone_ttl_ns, expires_at, callback`
 
 // resultMeta is what the result column holds: the Result without its body,
 // which has a bytea column of its own.
@@ -45,6 +45,7 @@ type row struct {
 	created, updated                time.Time
 	retention, tombstoneTTL         int64
 	expires                         pgtype.Timestamptz
+	callback                        []byte
 }
 
 // marshalNullable encodes v as JSON, or returns nil when isNil.
@@ -92,6 +93,9 @@ func toRow(rec *asyncreq.Record) (row, error) {
 	if r.errJSON, err = marshalNullable(rec.Error, rec.Error == nil); err != nil {
 		return r, fmt.Errorf("postgres: record %s: error: %w", rec.ID, err)
 	}
+	if r.callback, err = marshalNullable(rec.Callback, rec.Callback == nil); err != nil {
+		return r, fmt.Errorf("postgres: record %s: callback: %w", rec.ID, err)
+	}
 	if rec.Result != nil {
 		r.result, err = json.Marshal(resultMeta{
 			StatusCode:  rec.Result.StatusCode,
@@ -110,7 +114,7 @@ func toRow(rec *asyncreq.Record) (row, error) {
 func (r *row) args(queue string) []any {
 	return []any{queue, r.id, r.owner, r.key, r.bodyHash, r.state, r.enqueued, r.method, r.url,
 		r.header, r.contentType, r.body, r.attempts, r.leaseToken, r.cancel, r.progress, r.result,
-		r.resultBody, r.errJSON, r.created, r.updated, r.retention, r.tombstoneTTL, r.expires}
+		r.resultBody, r.errJSON, r.created, r.updated, r.retention, r.tombstoneTTL, r.expires, r.callback}
 }
 
 // scanRecord reads one row of recordColumns.
@@ -122,7 +126,7 @@ func scanRecord(sc pgx.Row) (*asyncreq.Record, error) {
 	err := sc.Scan(&r.id, &r.owner, &r.key, &r.bodyHash, &state, &r.enqueued, &r.method, &r.url,
 		&r.header, &r.contentType, &r.body, &r.attempts, &r.leaseToken, &r.cancel, &r.progress,
 		&r.result, &r.resultBody, &r.errJSON, &r.created, &r.updated, &r.retention, &r.tombstoneTTL,
-		&r.expires)
+		&r.expires, &r.callback)
 	if err != nil {
 		return nil, err
 	}
@@ -163,6 +167,12 @@ func scanRecord(sc pgx.Row) (*asyncreq.Record, error) {
 		rec.Error = new(asyncreq.Problem)
 		if err := json.Unmarshal(r.errJSON, rec.Error); err != nil {
 			return nil, fmt.Errorf("record %s: error: %w", r.id, err)
+		}
+	}
+	if r.callback != nil {
+		rec.Callback = new(asyncreq.Callback)
+		if err := json.Unmarshal(r.callback, rec.Callback); err != nil {
+			return nil, fmt.Errorf("record %s: callback: %w", r.id, err)
 		}
 	}
 	if r.result != nil {
@@ -214,6 +224,7 @@ type rowBatch struct {
 	created, updated                []time.Time
 	retention, tombstoneTTL         []int64
 	expires                         []pgtype.Timestamptz
+	callback                        []string
 }
 
 // add appends r to the batch. JSON columns travel as text, the empty
@@ -242,6 +253,7 @@ func (b *rowBatch) add(r *row) {
 	b.retention = append(b.retention, r.retention)
 	b.tombstoneTTL = append(b.tombstoneTTL, r.tombstoneTTL)
 	b.expires = append(b.expires, r.expires)
+	b.callback = append(b.callback, string(r.callback))
 }
 
 // args returns the batch's arrays in recordColumns order, preceded by
@@ -249,7 +261,7 @@ func (b *rowBatch) add(r *row) {
 func (b *rowBatch) args(queue string) []any {
 	return []any{queue, b.id, b.owner, b.key, b.bodyHash, b.state, b.enqueued, b.method, b.url,
 		b.header, b.contentType, b.body, b.attempts, b.leaseToken, b.cancel, b.progress, b.result,
-		b.resultBody, b.errJSON, b.created, b.updated, b.retention, b.tombstoneTTL, b.expires}
+		b.resultBody, b.errJSON, b.created, b.updated, b.retention, b.tombstoneTTL, b.expires, b.callback}
 }
 
 // updateRow is a record in the shape an update writes it: its row, and
@@ -315,6 +327,7 @@ type updateRows struct {
 	header, contentType       []string
 	created                   []time.Time
 	retention, tombstoneTTL   []int64
+	callback                  []string
 	settleJob                 []int64
 	settleToken, settleRecord []string
 }
@@ -348,6 +361,7 @@ func (b *updateRows) add(r *updateRow, version string) {
 	b.created = append(b.created, r.created)
 	b.retention = append(b.retention, r.retention)
 	b.tombstoneTTL = append(b.tombstoneTTL, r.tombstoneTTL)
+	b.callback = append(b.callback, string(r.callback))
 }
 
 // settle adds the lease h of the record id, to be settled if the record is
@@ -363,5 +377,5 @@ func (b *updateRows) args(queue string) []any {
 	return []any{queue, b.id, b.version, b.state, b.enqueued, b.attempts, b.leaseToken, b.cancel,
 		b.progress, b.result, b.resultBody, b.keepResultBody, b.errJSON, b.updated, b.expires,
 		b.body, b.keepBody, b.keepRequest, b.bodyHash, b.method, b.url, b.header, b.contentType,
-		b.created, b.retention, b.tombstoneTTL, b.settleJob, b.settleToken, b.settleRecord}
+		b.created, b.retention, b.tombstoneTTL, b.callback, b.settleJob, b.settleToken, b.settleRecord}
 }

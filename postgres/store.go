@@ -507,7 +507,7 @@ func newStatements(schema string) statements {
 	f := func(q string) string { return r.Replace(q) }
 	// $1 is always the queue.
 	const values = `$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-		$20, $21, $22, $23, $24`
+		$20, $21, $22, $23, $24, $25`
 	// update is the batch update of records (see updateRows.args for its
 	// arguments), to which the two forms add their WHERE clause, and which
 	// settles the leases of Complete calls (the last three arrays) in the
@@ -534,22 +534,23 @@ func newStatements(schema string) statements {
 					content_type = CASE WHEN r.keep_request THEN t.content_type ELSE r.content_type END,
 					created_at = CASE WHEN r.keep_request THEN t.created_at ELSE r.created_at END,
 					retention_ns = CASE WHEN r.keep_request THEN t.retention_ns ELSE r.retention_ns END,
-					tombstone_ttl_ns = CASE WHEN r.keep_request THEN t.tombstone_ttl_ns ELSE r.tombstone_ttl_ns END
+					tombstone_ttl_ns = CASE WHEN r.keep_request THEN t.tombstone_ttl_ns ELSE r.tombstone_ttl_ns END,
+					callback = NULLIF(r.callback, '')::jsonb
 				FROM unnest($2::text[], $3::text[], $4::text[], $5::boolean[], $6::integer[], $7::text[],
 					$8::boolean[], $9::text[], $10::text[], $11::bytea[], $12::boolean[], $13::text[],
 					$14::timestamptz[], $15::timestamptz[], $16::bytea[], $17::boolean[], $18::boolean[],
 					$19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::timestamptz[],
-					$25::bigint[], $26::bigint[])
+					$25::bigint[], $26::bigint[], $27::text[])
 					AS r(id, version, state, enqueued, attempts, lease_token, cancel_requested, progress,
 						result, result_body, keep_result_body, error, updated_at, expires_at, body, keep_body,
 						keep_request, body_hash, method, url, header, content_type, created_at, retention_ns,
-						tombstone_ttl_ns)
+						tombstone_ttl_ns, callback)
 				WHERE t.queue = $1 AND t.id = ANY($2::text[]) AND t.id = r.id`
 	const settle = `
 				RETURNING t.id, t.xmin::text AS version
 			), d AS (
 				DELETE FROM {{s}}.jobs AS j
-				USING unnest($27::bigint[], $28::text[], $29::text[]) AS l(job_id, token, id), u
+				USING unnest($28::bigint[], $29::text[], $30::text[]) AS l(job_id, token, id), u
 				WHERE j.job_id = l.job_id AND j.lease_token = l.token AND j.id = l.id
 					AND u.id = l.id AND j.run_at > now()
 			)
@@ -561,16 +562,16 @@ func newStatements(schema string) statements {
 					NULLIF(r.header, '')::jsonb, r.content_type, r.body, r.attempts, r.lease_token,
 					r.cancel_requested, NULLIF(r.progress, '')::jsonb, NULLIF(r.result, '')::jsonb,
 					r.result_body, NULLIF(r.error, '')::jsonb, r.created_at, r.updated_at,
-					r.retention_ns, r.tombstone_ttl_ns, r.expires_at
+					r.retention_ns, r.tombstone_ttl_ns, r.expires_at, NULLIF(r.callback, '')::jsonb
 				FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[],
 					$8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::integer[],
 					$14::text[], $15::boolean[], $16::text[], $17::text[], $18::bytea[], $19::text[],
 					$20::timestamptz[], $21::timestamptz[], $22::bigint[], $23::bigint[],
-					$24::timestamptz[])
+					$24::timestamptz[], $25::text[])
 					WITH ORDINALITY AS r(id, owner, key, body_hash, state, enqueued, method, url, header,
 						content_type, body, attempts, lease_token, cancel_requested, progress, result,
 						result_body, error, created_at, updated_at, retention_ns, tombstone_ttl_ns,
-						expires_at, n)
+						expires_at, callback, n)
 				ORDER BY r.n
 				{{conflict}}
 				RETURNING id

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,7 +36,12 @@ func TestMigrate(t *testing.T) {
 	require.NoError(t, err)
 	versions, err = pgx.CollectRows(rows, pgx.RowTo[int])
 	require.NoError(t, err)
-	require.Len(t, versions, postgres.SchemaVersion())
+	// Every embedded migration ran once; their numbers need not be
+	// contiguous.
+	files, err := filepath.Glob("migrations/*.sql")
+	require.NoError(t, err)
+	require.Len(t, versions, len(files))
+	require.Equal(t, postgres.SchemaVersion(), slices.Max(versions))
 
 	s, err := postgres.New(ctx, pool, opts)
 	require.NoError(t, err)

@@ -8,6 +8,7 @@
 //	asyncreq [flags] URL          submit, wait, print the result
 //	asyncreq wait [flags] TOKEN   wait for a submitted request
 //	asyncreq cancel [flags] TOKEN cancel (or forget) a request
+//	asyncreq listen [flags]       receive completion webhooks (-listen ADDR)
 //
 // The result body goes to standard output; status, progress and the resume
 // token go to standard error. On a terminal a progress bar follows the
@@ -20,6 +21,8 @@
 //	TOKEN=$(asyncreq -wait=false -d hello http://localhost:8080/jobs)
 //	asyncreq wait "$TOKEN"
 //	asyncreq cancel "$TOKEN"
+//	asyncreq listen -listen 127.0.0.1:8090 -webhook-secret "$SECRET" -once &
+//	asyncreq -wait=false -H 'Callback-URL: http://127.0.0.1:8090/' -d hello http://localhost:8080/jobs
 //
 // Exit status: 0 when a result was printed (or a cancel was accepted), 1 when
 // the request failed, was canceled or the result has a 4xx/5xx status code,
@@ -123,6 +126,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return runWait(ctx, args[1:], stdout, stderr)
 		case "cancel":
 			return runCancel(ctx, args[1:], stdout, stderr)
+		case "listen":
+			return runListen(ctx, args[1:], stdout, stderr)
 		}
 	}
 	return runSubmit(ctx, args, stdin, stdout, stderr)

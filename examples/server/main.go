@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -56,6 +57,9 @@ type config struct {
 	// Azure SDK's (docs/azure.md).
 	publicURL      string
 	genericPollers bool
+	// webhookSecret enables completion callbacks on /jobs, signed with it.
+	webhookSecret        string
+	webhookAllowLoopback bool
 }
 
 func parseFlags(args []string) (config, error) {
@@ -75,6 +79,8 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.defaults, "defaults", false, "open the backend with its package's default options, as the load program's mixed and poll-e2e modes do")
 	fs.StringVar(&c.publicURL, "public-url", "", "absolute URL clients reach the server at (such as https://api.example.com); makes every URL the server writes absolute")
 	fs.BoolVar(&c.genericPollers, "generic-pollers", false, "answer the status URL as generic pollers (the Azure SDK's) expect: 202 while running, the outcome when finished")
+	fs.StringVar(&c.webhookSecret, "webhook-secret", os.Getenv("ASYNCREQ_WEBHOOK_SECRET"), "`secret` (whsec_...) that signs completion webhooks: a POST /jobs may then name a Callback-URL")
+	fs.BoolVar(&c.webhookAllowLoopback, "webhook-allow-loopback", false, "let webhooks reach loopback addresses (127.0.0.1, ::1), for trying them out locally")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -273,6 +279,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 			// The mode for generic pollers (docs/azure.md).
 			AcceptedWhilePending: cfg.genericPollers,
 			Hooks:                jobsHooks,
+			Callbacks:            cfg.callbacks(),
 		},
 		Worker: asyncreq.WorkerOptions{
 			Concurrency: cfg.concurrency,
@@ -282,6 +289,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 			StopTimeout:   stopTimeout,
 			Logger:        logger,
 			Hooks:         jobsHooks,
+			Webhooks:      cfg.webhooks(),
 		},
 	})
 	if err != nil {
@@ -356,3 +364,22 @@ func (a *app) stop() error {
 }
 
 func (a *app) close() { a.closer() }
+
+// callbacks is the Callback-URL policy of /jobs: any host when webhooks are
+// signed (the worker still refuses private and loopback addresses, see
+// webhooks), none otherwise.
+func (c config) callbacks() *asyncreq.CallbackPolicy {
+	if c.webhookSecret == "" {
+		return nil
+	}
+	return &asyncreq.CallbackPolicy{Allow: func(*url.URL) error { return nil }}
+}
+
+// webhooks is how /jobs' worker sends completion webhooks, or nil.
+func (c config) webhooks() *asyncreq.WebhookOptions {
+	if c.webhookSecret == "" {
+		return nil
+	}
+	// Each attempt must fit in the short lease the delivery holds.
+	return &asyncreq.WebhookOptions{Secrets: []string{c.webhookSecret}, AllowLoopback: c.webhookAllowLoopback, Timeout: leaseDuration / 2}
+}
