@@ -26,6 +26,7 @@ type engine struct {
 	rdb   *sql.DB
 
 	writes chan *op      // to the writer
+	idle   chan *op      // to the writer, taken only when no write waits (see doIdle)
 	stop   chan struct{} // closed to stop the writer
 	done   chan struct{} // closed when the writer has returned
 
@@ -88,6 +89,7 @@ func openEngine(ctx context.Context, path string, cfg engineConfig) (*engine, er
 		wconn:   wconn,
 		rdb:     rdb,
 		writes:  make(chan *op),
+		idle:    make(chan *op),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		wstmts:  make(map[string]*sql.Stmt),
@@ -131,6 +133,10 @@ type op struct {
 	late bool
 }
 
+// idleEvery is how many transactions of other writes the writer commits,
+// at most, before a background write that waits for it.
+const idleEvery = 4
+
 const (
 	opQueued int32 = iota
 	opTaken
@@ -144,12 +150,24 @@ const (
 // once it has started, do waits for the outcome, so a nil error always means
 // committed and ctx.Err() always means nothing was written.
 func (e *engine) do(ctx context.Context, fn func(*wtx) error, after func()) error {
+	return e.submit(ctx, e.writes, fn, after)
+}
+
+// doIdle is do for background work (a purge): the writer takes fn only
+// when no other write is waiting, and runs it in a transaction of its
+// own, so that the writes of requests never wait for more than one such
+// transaction, nor share its commit.
+func (e *engine) doIdle(ctx context.Context, fn func(*wtx) error, after func()) error {
+	return e.submit(ctx, e.idle, fn, after)
+}
+
+func (e *engine) submit(ctx context.Context, to chan<- *op, fn func(*wtx) error, after func()) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	o := &op{fn: fn, after: after, done: make(chan struct{})}
 	select {
-	case e.writes <- o:
+	case to <- o:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-e.stop:
@@ -170,17 +188,46 @@ func (e *engine) do(ctx context.Context, fn func(*wtx) error, after func()) erro
 }
 
 // run is the writer goroutine: it takes the writes waiting and commits them
-// together.
+// together. A background write (doIdle) is taken only when no other write
+// waits, and is committed alone.
 func (e *engine) run() {
 	defer close(e.done)
 	batch := make([]*op, 0, e.cfg.maxBatch)
+	runIdle := func(o *op) {
+		if o.state.CompareAndSwap(opQueued, opTaken) {
+			e.runBatch([]*op{o})
+		}
+	}
+	busy := 0 // batches since the last background write
 	for {
 		batch = batch[:0]
+		if busy >= idleEvery {
+			// Under a load that never lets the writer idle, background
+			// work still gets one transaction in idleEvery+1.
+			select {
+			case o := <-e.idle:
+				runIdle(o)
+				busy = 0
+				continue
+			default:
+			}
+		}
 		select {
 		case o := <-e.writes:
 			batch = append(batch, o)
 		case <-e.stop:
 			return
+		default:
+			select {
+			case o := <-e.writes:
+				batch = append(batch, o)
+			case o := <-e.idle:
+				runIdle(o)
+				busy = 0
+				continue
+			case <-e.stop:
+				return
+			}
 		}
 	gather:
 		for len(batch) < e.cfg.maxBatch {
@@ -198,6 +245,7 @@ func (e *engine) run() {
 			}
 		}
 		e.runBatch(taken)
+		busy++
 		clear(batch[:cap(batch)])
 	}
 }

@@ -391,53 +391,65 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 	return writeErr("delete "+id, b.eng.do(ctx, del, after))
 }
 
-// Purge implements asyncreq.Store. One call is one transaction of at most
-// limit records (and at most limit run-out tombstones), so that purging in
-// batches never holds the writer for long.
+// purgeChunk is the most records (and run-out tombstones) one transaction
+// of a Purge deletes.
+const purgeChunk = 100
+
+// Purge implements asyncreq.Store. It deletes in transactions of at most
+// purgeChunk records (and as many run-out tombstones) each, which the
+// writer runs as background work: the writes of requests waiting for it go
+// first, and never wait for more than one such transaction. So a purge of
+// many expired records slows accepts down little, however large limit is.
 func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, error) {
 	if err := b.enter(ctx); err != nil {
 		return 0, err
 	}
 	defer b.exit()
-	if limit <= 0 {
-		return 0, nil
+	total, tombs := 0, 0
+	recordsLeft, tombsLeft := limit > 0, limit > 0
+	for recordsLeft || tombsLeft {
+		k, kt := 0, 0
+		if recordsLeft {
+			k = min(purgeChunk, limit-total)
+		}
+		if tombsLeft {
+			kt = min(purgeChunk, limit-tombs)
+		}
+		n, t, err := b.purgeChunk(ctx, now.UnixNano(), k, kt)
+		total += n
+		tombs += t
+		if err != nil {
+			return total, err
+		}
+		recordsLeft = recordsLeft && n == k && total < limit
+		tombsLeft = tombsLeft && t == kt && tombs < limit
 	}
-	nowN := now.UnixNano()
-	var purged []string
+	return total, nil
+}
+
+// purgeChunk deletes, in one background transaction, up to k records
+// expired at nowN, keeping their tombstones, and up to kt tombstones run
+// out at nowN; it returns how many of each.
+func (b *Backend) purgeChunk(ctx context.Context, nowN int64, k, kt int) (int, int, error) {
+	var (
+		purged []string
+		tombs  int64
+	)
 	purge := func(t *wtx) error {
-		purged = purged[:0]
-		rows, err := t.query(b.sql.purgeRecords, b.queue, nowN, limit)
+		purged, tombs = purged[:0], 0
+		if k > 0 {
+			if err := b.purgeRecords(t, nowN, k, &purged); err != nil {
+				return err
+			}
+		}
+		if kt == 0 {
+			return nil
+		}
+		res, err := t.exec(b.sql.purgeTombstones, b.queue, nowN, kt)
 		if err != nil {
 			return err
 		}
-		type tomb struct {
-			id    string
-			until int64
-		}
-		var tombs []tomb
-		for rows.Next() {
-			var tb tomb
-			if err := rows.Scan(&tb.id, &tb.until); err != nil {
-				_ = rows.Close()
-				return err
-			}
-			purged = append(purged, tb.id)
-			if tb.until > nowN {
-				tombs = append(tombs, tb)
-			}
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, tb := range tombs {
-			if _, err := t.exec(b.sql.putTombstone, b.queue, tb.id, tb.until); err != nil {
-				return err
-			}
-		}
-		_, err = t.exec(b.sql.purgeTombstones, b.queue, nowN, limit)
+		tombs, err = res.RowsAffected()
 		return err
 	}
 	after := func() {
@@ -445,10 +457,47 @@ func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, err
 			b.eng.watches.notify(b.recordKey(id))
 		}
 	}
-	if err := b.eng.do(ctx, purge, after); err != nil {
-		return 0, writeErr("purge", err)
+	if err := b.eng.doIdle(ctx, purge, after); err != nil {
+		return 0, 0, writeErr("purge", err)
 	}
-	return len(purged), nil
+	return len(purged), int(tombs), nil
+}
+
+// purgeRecords deletes up to k records expired at nowN, adds their ids to
+// purged and keeps a tombstone of each whose tombstone has not run out.
+func (b *Backend) purgeRecords(t *wtx, nowN int64, k int, purged *[]string) error {
+	rows, err := t.query(b.sql.purgeRecords, b.queue, nowN, k)
+	if err != nil {
+		return err
+	}
+	type tomb struct {
+		id    string
+		until int64
+	}
+	var tombs []tomb
+	for rows.Next() {
+		var tb tomb
+		if err := rows.Scan(&tb.id, &tb.until); err != nil {
+			_ = rows.Close()
+			return err
+		}
+		*purged = append(*purged, tb.id)
+		if tb.until > nowN {
+			tombs = append(tombs, tb)
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, tb := range tombs {
+		if _, err := t.exec(b.sql.putTombstone, b.queue, tb.id, tb.until); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ListUnenqueued implements asyncreq.UnenqueuedLister. Records made by
