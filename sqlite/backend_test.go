@@ -396,13 +396,15 @@ func TestMigrationVersion(t *testing.T) {
 		require.NoError(t, rows.Err())
 		return vs
 	}
-	require.Equal(t, []int{sqlite.SchemaVersion}, versions("asyncreq_"))
+	first := versions("asyncreq_")
+	require.Equal(t, 1, first[0])
+	require.Equal(t, sqlite.SchemaVersion, first[len(first)-1])
 
 	// Reopening migrates nothing again.
 	again, err := sqlite.Open(ctx, path, nil)
 	require.NoError(t, err)
 	require.NoError(t, again.Close())
-	require.Equal(t, []int{sqlite.SchemaVersion}, versions("asyncreq_"))
+	require.Equal(t, first, versions("asyncreq_"))
 
 	// A schema newer than this package is refused.
 	_, err = db.Exec(`INSERT INTO asyncreq_schema_version (version) VALUES (99)`)

@@ -180,9 +180,17 @@ func (b *Backend) insert(ctx context.Context, rec *asyncreq.Record, enqueue bool
 				return err
 			}
 		}
+		// No index makes the id unique (see idKey): look first.
+		var exists bool
+		if err := t.queryRow(b.sql.recordExists, b.queue, rec.ID, idKey(rec.ID)).Scan(&exists); err != nil {
+			return err
+		}
+		if exists {
+			return errIDExists
+		}
 		if _, err := t.exec(b.sql.insertRecord, b.queue, rec.ID, rec.Owner, nullString(rec.IdempotencyKey),
 			string(rec.State), boolInt(rec.Enqueued), rec.CreatedAt.UnixNano(), nullTime(rec.ExpiresAt),
-			int64(rec.TombstoneTTL), enc.data, blob(enc.body), blob(enc.resultBody)); err != nil {
+			int64(rec.TombstoneTTL), enc.data, blob(enc.body), blob(enc.resultBody), idKey(rec.ID)); err != nil {
 			return err
 		}
 		if enqueue {
@@ -218,7 +226,7 @@ func (b *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) 
 		return nil, readErr(ctx, "get", err)
 	}
 	var e encoded
-	err = st.QueryRowContext(ctx, b.queue, id).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
+	err = st.QueryRowContext(ctx, b.queue, id, idKey(id)).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, b.missing(ctx, id)
 	}
@@ -312,7 +320,7 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 	update := func(t *wtx) error {
 		out, fnErr = nil, nil
 		var e encoded
-		err := t.queryRow(b.sql.getRecord, b.queue, id).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
+		err := t.queryRow(b.sql.getRecord, b.queue, id, idKey(id)).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
 		if errors.Is(err, sql.ErrNoRows) {
 			return b.missingTx(t, id)
 		}
@@ -338,10 +346,10 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 		}
 		if bytes.Equal(origBody, rec.Body) && (origBody == nil) == (rec.Body == nil) {
 			_, err = t.exec(b.sql.updateRecord, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
-				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody))
+				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), idKey(id))
 		} else {
 			_, err = t.exec(b.sql.updateRecordAll, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
-				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), blob(enc.body))
+				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), blob(enc.body), idKey(id))
 		}
 		if err != nil {
 			return err
@@ -373,7 +381,7 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 	defer b.exit()
 	del := func(t *wtx) error {
 		var ttl int64
-		err := t.queryRow(b.sql.deleteRecord, b.queue, id).Scan(&ttl)
+		err := t.queryRow(b.sql.deleteRecord, b.queue, id, idKey(id)).Scan(&ttl)
 		if errors.Is(err, sql.ErrNoRows) {
 			return asyncreq.ErrNotFound
 		}
