@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asyncreq/asyncreq"
 	msqlite "modernc.org/sqlite"
@@ -133,9 +134,9 @@ type op struct {
 	late bool
 }
 
-// idleEvery is how many transactions of other writes the writer commits,
-// at most, before a background write that waits for it.
-const idleEvery = 4
+// idleShare is how much longer than a background write took the other
+// writes have the writer to themselves after it, when they keep it busy.
+const idleShare = 2
 
 const (
 	opQueued int32 = iota
@@ -153,10 +154,10 @@ func (e *engine) do(ctx context.Context, fn func(*wtx) error, after func()) erro
 	return e.submit(ctx, e.writes, fn, after)
 }
 
-// doIdle is do for background work (a purge): the writer takes fn only
-// when no other write is waiting, and runs it in a transaction of its
-// own, so that the writes of requests never wait for more than one such
-// transaction, nor share its commit.
+// doIdle is do for background work (a purge): the writer takes fn when no
+// other write is waiting, or when it has waited its share (idleShare), and
+// runs it in a transaction of its own, so that the writes of requests
+// never wait for more than one such transaction, nor share its commit.
 func (e *engine) doIdle(ctx context.Context, fn func(*wtx) error, after func()) error {
 	return e.submit(ctx, e.idle, fn, after)
 }
@@ -188,26 +189,32 @@ func (e *engine) submit(ctx context.Context, to chan<- *op, fn func(*wtx) error,
 }
 
 // run is the writer goroutine: it takes the writes waiting and commits them
-// together. A background write (doIdle) is taken only when no other write
-// waits, and is committed alone.
+// together. A background write (doIdle) is committed alone, when no other
+// write waits or when it has waited its share (see idleShare).
 func (e *engine) run() {
 	defer close(e.done)
 	batch := make([]*op, 0, e.cfg.maxBatch)
+	// A background write waits while other writes do, but for no longer
+	// than idleShare allows: after one that took d, the others have the
+	// writer to themselves for idleShare×d at least, then the next
+	// background write goes first. So under a load that never lets the
+	// writer idle, background work still gets about 1/(idleShare+1) of it.
+	var idleAfter time.Time
 	runIdle := func(o *op) {
-		if o.state.CompareAndSwap(opQueued, opTaken) {
-			e.runBatch([]*op{o})
+		if !o.state.CompareAndSwap(opQueued, opTaken) {
+			return
 		}
+		start := time.Now()
+		e.runBatch([]*op{o})
+		end := time.Now()
+		idleAfter = end.Add(idleShare * end.Sub(start))
 	}
-	busy := 0 // batches since the last background write
 	for {
 		batch = batch[:0]
-		if busy >= idleEvery {
-			// Under a load that never lets the writer idle, background
-			// work still gets one transaction in idleEvery+1.
+		if !time.Now().Before(idleAfter) {
 			select {
 			case o := <-e.idle:
 				runIdle(o)
-				busy = 0
 				continue
 			default:
 			}
@@ -223,7 +230,6 @@ func (e *engine) run() {
 				batch = append(batch, o)
 			case o := <-e.idle:
 				runIdle(o)
-				busy = 0
 				continue
 			case <-e.stop:
 				return
@@ -245,7 +251,6 @@ func (e *engine) run() {
 			}
 		}
 		e.runBatch(taken)
-		busy++
 		clear(batch[:cap(batch)])
 	}
 }

@@ -401,12 +401,13 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 
 // purgeChunk is the most records (and run-out tombstones) one transaction
 // of a Purge deletes.
-const purgeChunk = 100
+const purgeChunk = 64
 
 // Purge implements asyncreq.Store. It deletes in transactions of at most
 // purgeChunk records (and as many run-out tombstones) each, which the
-// writer runs as background work: the writes of requests waiting for it go
-// first, and never wait for more than one such transaction. So a purge of
+// writer runs as background work: the writes of requests waiting for it
+// mostly go first (see engine.doIdle), and never wait for more than one
+// such transaction. So a purge of
 // many expired records slows accepts down little, however large limit is.
 func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, error) {
 	if err := b.enter(ctx); err != nil {
