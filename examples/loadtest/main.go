@@ -19,6 +19,15 @@
 //	-mode poll-e2e  for -d, each client submits, polls the status every
 //	                -poll-interval (ignoring Retry-After), follows the 303
 //	                and GETs the result; latency is submit-to-result
+//	-mode scale     what retained finished requests cost: one store per
+//	                count in -retained (e.g. 0,100k,1M), filled with that
+//	                many copies of a request the worker finished, through
+//	                the Store's Create; then, the stores taking turns for
+//	                -rounds, mixed, poll-e2e, GETs of the status and of the
+//	                result of random retained requests, and the purge of
+//	                -expired expired requests (as the Worker purges, batch
+//	                after batch) with the accepts' latency beside it and,
+//	                before it, without it; a table of every round at the end
 //
 // Every run first measures a bare net/http handler, in this process, that
 // answers 202 and stores nothing, and prints every figure also as a
@@ -26,8 +35,10 @@
 // code's effect.
 //
 // The accept, drain and e2e modes open the backend as tuned in
-// examples/internal/backend and run 32 workers; mixed and poll-e2e open
-// it with its package's default options (-defaults) and run 100.
+// examples/internal/backend and run 32 workers; mixed, poll-e2e and scale
+// open it with its package's default options (-defaults) and run 100.
+// The scale mode gives each store a SQLite file, PostgreSQL schema or
+// Redis key prefix of its own and removes it at the end.
 //
 // With -url, the e2e, mixed and poll-e2e modes load an asyncreq endpoint
 // of a server in another process instead, such as the example server:

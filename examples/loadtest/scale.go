@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/asyncreq/asyncreq"
@@ -91,7 +93,11 @@ func runScale(ctx context.Context, o options, bare stats) error {
 				stores[n] = st
 			}
 			fmt.Printf("\nscale     round %d of %d: %d retained requests (%s)\n", round, o.rounds, n, o.bk.Name)
-			fig, err := measureScale(ctx, o, st, bare)
+			om := o
+			if o.cpuprofile != "" {
+				om.cpuprofile = fmt.Sprintf("%s.%d.%d", o.cpuprofile, n, round)
+			}
+			fig, err := measureScale(ctx, om, st, bare)
 			if err != nil {
 				return fmt.Errorf("round %d, %d retained: %w", round, n, err)
 			}
@@ -121,6 +127,10 @@ func openScaleStore(ctx context.Context, o options, label string, n int) (*scale
 	case "redis":
 		st.cfg.RedisPrefix = "asyncreq-" + label + ":"
 		st.drop = func() { dropKeys(st.cfg.Redis, st.cfg.RedisPrefix) }
+	case "nats":
+		// The bucket and the stream examples/internal/backend names after
+		// the endpoint.
+		st.drop = func() { dropNATS(st.cfg.NATS, "asyncreq_scale_"+label) }
 	}
 	bk, err := backend.Open(ctx, st.cfg)
 	if err != nil {
@@ -135,7 +145,9 @@ func openScaleStore(ctx context.Context, o options, label string, n int) (*scale
 	}
 	if err == nil && n > 0 {
 		start := time.Now()
-		st.ids, err = fillStore(ctx, st, n, o.fillConc, false)
+		var ids []string
+		ids, err = fillStore(ctx, st, n, o.fillConc, false)
+		st.ids = append(st.ids, ids...)
 		st.fill = time.Since(start)
 		if err == nil {
 			fmt.Printf("fill      %d retained requests in %s (%.0f/s)\n", n, st.fill.Round(time.Millisecond), float64(n)/st.fill.Seconds())
@@ -580,6 +592,25 @@ func dropSchema(dsn, schema string) {
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest: drop schema:", err)
+	}
+}
+
+// dropNATS deletes the key-value bucket and the stream named name.
+func dropNATS(u, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	nc, err := natsgo.Connect(u)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest: drop bucket:", err)
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err == nil {
+		err = errors.Join(js.DeleteKeyValue(ctx, name), js.DeleteStream(ctx, name))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest: drop bucket and stream:", err)
 	}
 }
 
