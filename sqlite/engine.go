@@ -136,7 +136,7 @@ type op struct {
 
 // idleShare is how much longer than a background write took the other
 // writes have the writer to themselves after it, when they keep it busy.
-const idleShare = 2
+const idleShare = 4
 
 const (
 	opQueued int32 = iota
