@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asyncreq/asyncreq"
 	msqlite "modernc.org/sqlite"
@@ -26,6 +27,7 @@ type engine struct {
 	rdb   *sql.DB
 
 	writes chan *op      // to the writer
+	idle   chan *op      // to the writer, taken only when no write waits (see doIdle)
 	stop   chan struct{} // closed to stop the writer
 	done   chan struct{} // closed when the writer has returned
 
@@ -88,6 +90,7 @@ func openEngine(ctx context.Context, path string, cfg engineConfig) (*engine, er
 		wconn:   wconn,
 		rdb:     rdb,
 		writes:  make(chan *op),
+		idle:    make(chan *op),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		wstmts:  make(map[string]*sql.Stmt),
@@ -131,6 +134,10 @@ type op struct {
 	late bool
 }
 
+// idleShare is how much longer than a background write took the other
+// writes have the writer to themselves after it, when they keep it busy.
+const idleShare = 4
+
 const (
 	opQueued int32 = iota
 	opTaken
@@ -144,12 +151,24 @@ const (
 // once it has started, do waits for the outcome, so a nil error always means
 // committed and ctx.Err() always means nothing was written.
 func (e *engine) do(ctx context.Context, fn func(*wtx) error, after func()) error {
+	return e.submit(ctx, e.writes, fn, after)
+}
+
+// doIdle is do for background work (a purge): the writer takes fn when no
+// other write is waiting, or when it has waited its share (idleShare), and
+// runs it in a transaction of its own, so that the writes of requests
+// never wait for more than one such transaction, nor share its commit.
+func (e *engine) doIdle(ctx context.Context, fn func(*wtx) error, after func()) error {
+	return e.submit(ctx, e.idle, fn, after)
+}
+
+func (e *engine) submit(ctx context.Context, to chan<- *op, fn func(*wtx) error, after func()) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	o := &op{fn: fn, after: after, done: make(chan struct{})}
 	select {
-	case e.writes <- o:
+	case to <- o:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-e.stop:
@@ -170,17 +189,51 @@ func (e *engine) do(ctx context.Context, fn func(*wtx) error, after func()) erro
 }
 
 // run is the writer goroutine: it takes the writes waiting and commits them
-// together.
+// together. A background write (doIdle) is committed alone, when no other
+// write waits or when it has waited its share (see idleShare).
 func (e *engine) run() {
 	defer close(e.done)
 	batch := make([]*op, 0, e.cfg.maxBatch)
+	// A background write waits while other writes do, but for no longer
+	// than idleShare allows: after one that took d, the others have the
+	// writer to themselves for idleShare×d at least, then the next
+	// background write goes first. So under a load that never lets the
+	// writer idle, background work still gets about 1/(idleShare+1) of it.
+	var idleAfter time.Time
+	runIdle := func(o *op) {
+		if !o.state.CompareAndSwap(opQueued, opTaken) {
+			return
+		}
+		start := time.Now()
+		e.runBatch([]*op{o})
+		end := time.Now()
+		idleAfter = end.Add(idleShare * end.Sub(start))
+	}
 	for {
 		batch = batch[:0]
+		if !time.Now().Before(idleAfter) {
+			select {
+			case o := <-e.idle:
+				runIdle(o)
+				continue
+			default:
+			}
+		}
 		select {
 		case o := <-e.writes:
 			batch = append(batch, o)
 		case <-e.stop:
 			return
+		default:
+			select {
+			case o := <-e.writes:
+				batch = append(batch, o)
+			case o := <-e.idle:
+				runIdle(o)
+				continue
+			case <-e.stop:
+				return
+			}
 		}
 	gather:
 		for len(batch) < e.cfg.maxBatch {

@@ -45,28 +45,34 @@ func loadMigrations() ([]migration, error) {
 		ms = append(ms, migration{version: v, name: name, sql: string(b)})
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("sqlite: migration %s: expected version %d", m.name, i+1)
+	for i := 1; i < len(ms); i++ {
+		if ms[i].version == ms[i-1].version {
+			return nil, fmt.Errorf("sqlite: migrations %s and %s have the same version", ms[i-1].name, ms[i].name)
 		}
+	}
+	if len(ms) == 0 {
+		return nil, fmt.Errorf("sqlite: no migrations embedded")
 	}
 	return ms, nil
 }
 
-// SchemaVersion is the schema version this package creates and expects.
-// The version of a database is kept in the table <TablePrefix>schema_version.
-const SchemaVersion = 2
+// SchemaVersion is the schema version this package creates and expects:
+// the highest of its migrations. The versions applied to a database are
+// kept in the table <TablePrefix>schema_version, one row each.
+const SchemaVersion = 3
 
 // migrate brings the tables of prefix up to SchemaVersion in one
-// transaction. A database whose schema is newer than this package knows is
-// refused.
+// transaction: it applies, in version order, every migration not yet
+// recorded as applied (so a version numbered below one already applied,
+// as when two lines of work each added one, is applied too). A database
+// whose schema is newer than this package knows is refused.
 func migrate(ctx context.Context, e *engine, prefix string) error {
 	ms, err := loadMigrations()
 	if err != nil {
 		return err
 	}
-	if len(ms) != SchemaVersion {
-		return fmt.Errorf("sqlite: %d migrations embedded, SchemaVersion is %d", len(ms), SchemaVersion)
+	if last := ms[len(ms)-1].version; last != SchemaVersion {
+		return fmt.Errorf("sqlite: the last migration embedded is version %d, SchemaVersion is %d", last, SchemaVersion)
 	}
 	table := prefix + "schema_version"
 	return e.do(ctx, func(t *wtx) error {
@@ -76,15 +82,17 @@ func migrate(ctx context.Context, e *engine, prefix string) error {
 		)`); err != nil {
 			return fmt.Errorf("sqlite: migrate: %w", err)
 		}
-		var cur int
-		if err := t.e.wconn.QueryRowContext(context.Background(),
-			`SELECT coalesce(max(version), 0) FROM `+table).Scan(&cur); err != nil {
+		applied, cur, err := appliedVersions(t, table)
+		if err != nil {
 			return fmt.Errorf("sqlite: migrate: %w", err)
 		}
 		if cur > SchemaVersion {
 			return fmt.Errorf("sqlite: database schema version %d is newer than this package's %d", cur, SchemaVersion)
 		}
-		for _, m := range ms[cur:] {
+		for _, m := range ms {
+			if applied[m.version] {
+				continue
+			}
 			script := strings.ReplaceAll(m.sql, "{{prefix}}", prefix)
 			if err := t.execScript(script); err != nil {
 				return fmt.Errorf("sqlite: migration %s: %w", m.name, err)
@@ -95,4 +103,24 @@ func migrate(ctx context.Context, e *engine, prefix string) error {
 		}
 		return nil
 	}, nil)
+}
+
+// appliedVersions returns the versions recorded in table, and the highest.
+func appliedVersions(t *wtx, table string) (map[int]bool, int, error) {
+	rows, err := t.e.wconn.QueryContext(context.Background(), `SELECT version FROM `+table)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	applied := map[int]bool{}
+	highest := 0
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, 0, err
+		}
+		applied[v] = true
+		highest = max(highest, v)
+	}
+	return applied, highest, rows.Err()
 }

@@ -3,9 +3,12 @@ package sqlite
 import "strings"
 
 // queries holds the SQL of one table prefix. Every statement takes the queue
-// name as ?1.
+// name as ?1. A statement that finds a record by its id also takes the id's
+// key (idKey) as its last parameter: the index behind lookups by id holds
+// that integer, not the id (see migrations/0003_id_key.sql).
 type queries struct {
 	getRecord       string
+	recordExists    string
 	getTombstone    string
 	getByIdemKey    string
 	insertRecord    string
@@ -32,23 +35,25 @@ func newQueries(prefix string) queries {
 	r := func(q string) string { return strings.ReplaceAll(q, "{{prefix}}", prefix) }
 	return queries{
 		getRecord: r(`SELECT data, body, result_body FROM {{prefix}}records
-			WHERE queue = ?1 AND id = ?2`),
+			WHERE id_key = ?3 AND queue = ?1 AND id = ?2`),
+		recordExists: r(`SELECT EXISTS (SELECT 1 FROM {{prefix}}records
+			WHERE id_key = ?3 AND queue = ?1 AND id = ?2)`),
 		getTombstone: r(`SELECT until, owner FROM {{prefix}}tombstones
 			WHERE queue = ?1 AND id = ?2`),
 		getByIdemKey: r(`SELECT data, body, result_body FROM {{prefix}}records
 			WHERE queue = ?1 AND owner = ?2 AND idem_key = ?3`),
 		insertRecord: r(`INSERT INTO {{prefix}}records
-			(queue, id, owner, idem_key, state, enqueued, created_at, expires_at, tombstone_ttl, data, body, result_body)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)`),
+			(queue, id, owner, idem_key, state, enqueued, created_at, expires_at, tombstone_ttl, data, body, result_body, id_key)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)`),
 		// updateRecord leaves the request body alone; updateRecordAll also
 		// rewrites it (only when an update changed it).
 		updateRecord: r(`UPDATE {{prefix}}records
 			SET state = ?3, enqueued = ?4, expires_at = ?5, tombstone_ttl = ?6, data = ?7, result_body = ?8
-			WHERE queue = ?1 AND id = ?2`),
+			WHERE id_key = ?9 AND queue = ?1 AND id = ?2`),
 		updateRecordAll: r(`UPDATE {{prefix}}records
 			SET state = ?3, enqueued = ?4, expires_at = ?5, tombstone_ttl = ?6, data = ?7, result_body = ?8, body = ?9
-			WHERE queue = ?1 AND id = ?2`),
-		deleteRecord: r(`DELETE FROM {{prefix}}records WHERE queue = ?1 AND id = ?2
+			WHERE id_key = ?10 AND queue = ?1 AND id = ?2`),
+		deleteRecord: r(`DELETE FROM {{prefix}}records WHERE id_key = ?3 AND queue = ?1 AND id = ?2
 			RETURNING tombstone_ttl, owner`),
 		putTombstone: r(`INSERT INTO {{prefix}}tombstones (queue, id, until, owner) VALUES (?1, ?2, ?3, ?4)
 			ON CONFLICT (queue, id) DO UPDATE SET until = max(until, excluded.until), owner = excluded.owner`),

@@ -180,9 +180,17 @@ func (b *Backend) insert(ctx context.Context, rec *asyncreq.Record, enqueue bool
 				return err
 			}
 		}
+		// No index makes the id unique (see idKey): look first.
+		var exists bool
+		if err := t.queryRow(b.sql.recordExists, b.queue, rec.ID, idKey(rec.ID)).Scan(&exists); err != nil {
+			return err
+		}
+		if exists {
+			return errIDExists
+		}
 		if _, err := t.exec(b.sql.insertRecord, b.queue, rec.ID, rec.Owner, nullString(rec.IdempotencyKey),
 			string(rec.State), boolInt(rec.Enqueued), rec.CreatedAt.UnixNano(), nullTime(rec.ExpiresAt),
-			int64(rec.TombstoneTTL), enc.data, blob(enc.body), blob(enc.resultBody)); err != nil {
+			int64(rec.TombstoneTTL), enc.data, blob(enc.body), blob(enc.resultBody), idKey(rec.ID)); err != nil {
 			return err
 		}
 		if enqueue {
@@ -218,7 +226,7 @@ func (b *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) 
 		return nil, readErr(ctx, "get", err)
 	}
 	var e encoded
-	err = st.QueryRowContext(ctx, b.queue, id).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
+	err = st.QueryRowContext(ctx, b.queue, id, idKey(id)).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, b.missing(ctx, id)
 	}
@@ -316,7 +324,7 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 	update := func(t *wtx) error {
 		out, fnErr = nil, nil
 		var e encoded
-		err := t.queryRow(b.sql.getRecord, b.queue, id).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
+		err := t.queryRow(b.sql.getRecord, b.queue, id, idKey(id)).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
 		if errors.Is(err, sql.ErrNoRows) {
 			return b.missingTx(t, id)
 		}
@@ -342,10 +350,10 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 		}
 		if bytes.Equal(origBody, rec.Body) && (origBody == nil) == (rec.Body == nil) {
 			_, err = t.exec(b.sql.updateRecord, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
-				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody))
+				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), idKey(id))
 		} else {
 			_, err = t.exec(b.sql.updateRecordAll, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
-				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), blob(enc.body))
+				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), blob(enc.body), idKey(id))
 		}
 		if err != nil {
 			return err
@@ -378,7 +386,7 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 	del := func(t *wtx) error {
 		var ttl int64
 		var owner string
-		err := t.queryRow(b.sql.deleteRecord, b.queue, id).Scan(&ttl, &owner)
+		err := t.queryRow(b.sql.deleteRecord, b.queue, id, idKey(id)).Scan(&ttl, &owner)
 		if errors.Is(err, sql.ErrNoRows) {
 			return asyncreq.ErrNotFound
 		}
@@ -396,53 +404,66 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 	return writeErr("delete "+id, b.eng.do(ctx, del, after))
 }
 
-// Purge implements asyncreq.Store. One call is one transaction of at most
-// limit records (and at most limit run-out tombstones), so that purging in
-// batches never holds the writer for long.
+// purgeChunk is the most records (and run-out tombstones) one transaction
+// of a Purge deletes.
+const purgeChunk = 64
+
+// Purge implements asyncreq.Store. It deletes in transactions of at most
+// purgeChunk records (and as many run-out tombstones) each, which the
+// writer runs as background work: the writes of requests waiting for it
+// mostly go first (see engine.doIdle), and never wait for more than one
+// such transaction. So a purge of
+// many expired records slows accepts down little, however large limit is.
 func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, error) {
 	if err := b.enter(ctx); err != nil {
 		return 0, err
 	}
 	defer b.exit()
-	if limit <= 0 {
-		return 0, nil
+	total, tombs := 0, 0
+	recordsLeft, tombsLeft := limit > 0, limit > 0
+	for recordsLeft || tombsLeft {
+		k, kt := 0, 0
+		if recordsLeft {
+			k = min(purgeChunk, limit-total)
+		}
+		if tombsLeft {
+			kt = min(purgeChunk, limit-tombs)
+		}
+		n, t, err := b.purgeChunk(ctx, now.UnixNano(), k, kt)
+		total += n
+		tombs += t
+		if err != nil {
+			return total, err
+		}
+		recordsLeft = recordsLeft && n == k && total < limit
+		tombsLeft = tombsLeft && t == kt && tombs < limit
 	}
-	nowN := now.UnixNano()
-	var purged []string
+	return total, nil
+}
+
+// purgeChunk deletes, in one background transaction, up to k records
+// expired at nowN, keeping their tombstones, and up to kt tombstones run
+// out at nowN; it returns how many of each.
+func (b *Backend) purgeChunk(ctx context.Context, nowN int64, k, kt int) (int, int, error) {
+	var (
+		purged []string
+		tombs  int64
+	)
 	purge := func(t *wtx) error {
-		purged = purged[:0]
-		rows, err := t.query(b.sql.purgeRecords, b.queue, nowN, limit)
+		purged, tombs = purged[:0], 0
+		if k > 0 {
+			if err := b.purgeRecords(t, nowN, k, &purged); err != nil {
+				return err
+			}
+		}
+		if kt == 0 {
+			return nil
+		}
+		res, err := t.exec(b.sql.purgeTombstones, b.queue, nowN, kt)
 		if err != nil {
 			return err
 		}
-		type tomb struct {
-			id, owner string
-			until     int64
-		}
-		var tombs []tomb
-		for rows.Next() {
-			var tb tomb
-			if err := rows.Scan(&tb.id, &tb.until, &tb.owner); err != nil {
-				_ = rows.Close()
-				return err
-			}
-			purged = append(purged, tb.id)
-			if tb.until > nowN {
-				tombs = append(tombs, tb)
-			}
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, tb := range tombs {
-			if _, err := t.exec(b.sql.putTombstone, b.queue, tb.id, tb.until, tb.owner); err != nil {
-				return err
-			}
-		}
-		_, err = t.exec(b.sql.purgeTombstones, b.queue, nowN, limit)
+		tombs, err = res.RowsAffected()
 		return err
 	}
 	after := func() {
@@ -450,10 +471,48 @@ func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, err
 			b.eng.watches.notify(b.recordKey(id))
 		}
 	}
-	if err := b.eng.do(ctx, purge, after); err != nil {
-		return 0, writeErr("purge", err)
+	if err := b.eng.doIdle(ctx, purge, after); err != nil {
+		return 0, 0, writeErr("purge", err)
 	}
-	return len(purged), nil
+	return len(purged), int(tombs), nil
+}
+
+// purgeRecords deletes up to k records expired at nowN, adds their ids to
+// purged and keeps a tombstone (with its owner) of each whose tombstone has
+// not run out.
+func (b *Backend) purgeRecords(t *wtx, nowN int64, k int, purged *[]string) error {
+	rows, err := t.query(b.sql.purgeRecords, b.queue, nowN, k)
+	if err != nil {
+		return err
+	}
+	type tomb struct {
+		id, owner string
+		until     int64
+	}
+	var tombs []tomb
+	for rows.Next() {
+		var tb tomb
+		if err := rows.Scan(&tb.id, &tb.until, &tb.owner); err != nil {
+			_ = rows.Close()
+			return err
+		}
+		*purged = append(*purged, tb.id)
+		if tb.until > nowN {
+			tombs = append(tombs, tb)
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, tb := range tombs {
+		if _, err := t.exec(b.sql.putTombstone, b.queue, tb.id, tb.until, tb.owner); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ListUnenqueued implements asyncreq.UnenqueuedLister. Records made by

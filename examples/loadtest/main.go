@@ -19,6 +19,15 @@
 //	-mode poll-e2e  for -d, each client submits, polls the status every
 //	                -poll-interval (ignoring Retry-After), follows the 303
 //	                and GETs the result; latency is submit-to-result
+//	-mode scale     what retained finished requests cost: one store per
+//	                count in -retained (e.g. 0,100k,1M), filled with that
+//	                many copies of a request the worker finished, through
+//	                the Store's Create; then, the stores taking turns for
+//	                -rounds, mixed, poll-e2e, GETs of the status and of the
+//	                result of random retained requests, and the purge of
+//	                -expired expired requests (as the Worker purges, batch
+//	                after batch) with the accepts' latency beside it and,
+//	                before it, without it; a table of every round at the end
 //
 // Every run first measures a bare net/http handler, in this process, that
 // answers 202 and stores nothing, and prints every figure also as a
@@ -26,8 +35,10 @@
 // code's effect.
 //
 // The accept, drain and e2e modes open the backend as tuned in
-// examples/internal/backend and run 32 workers; mixed and poll-e2e open
-// it with its package's default options (-defaults) and run 100.
+// examples/internal/backend and run 32 workers; mixed, poll-e2e and scale
+// open it with its package's default options (-defaults) and run 100.
+// The scale mode gives each store a SQLite file, PostgreSQL schema or
+// Redis key prefix of its own and removes it at the end.
 //
 // With -url, the e2e, mixed and poll-e2e modes load an asyncreq endpoint
 // of a server in another process instead, such as the example server:
@@ -49,6 +60,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -71,6 +83,16 @@ type options struct {
 	defaults     *bool // nil: the mode's default
 	bk           backend.Config
 	cpuprofile   string
+
+	// -mode scale
+	retained []int // retained finished requests per store, in the order measured
+	rounds   int   // times each store is measured, alternating
+	expired  int   // expired requests purged in the purge phase
+	fillConc int   // concurrent Creates filling a store
+
+	// Set by -mode scale for the phases it runs on a filled store.
+	pre      *scaleStore    // the store to load instead of a fresh one
+	accepted func(*url.URL) // sees the status URL of each request mixed submits
 }
 
 func main() {
@@ -92,7 +114,16 @@ func main() {
 	flag.StringVar(&o.bk.NATS, "nats", "nats://127.0.0.1:4222", "NATS URL")
 	flag.StringVar(&o.bk.AMQP, "amqp", "", "RabbitMQ URL: use a RabbitMQ queue with -backend as the Store")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write CPU profiles of this process in each asyncreq phase to `prefix`.MODE")
+	retained := flag.String("retained", "0,100000", "`list` of retained finished requests to fill a store with, one store each (-mode scale)")
+	flag.IntVar(&o.rounds, "rounds", 2, "times each store is measured, the stores taking turns (-mode scale)")
+	flag.IntVar(&o.expired, "expired", 100000, "expired requests purged in the purge phase (-mode scale; 0 skips it)")
+	flag.IntVar(&o.fillConc, "fill-c", 128, "concurrent Creates filling a store (-mode scale)")
 	flag.Parse()
+	var err error
+	if o.retained, err = parseCounts(*retained); err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest: -retained:", err)
+		os.Exit(2)
+	}
 	flag.Visit(func(f *flag.Flag) {
 		if f.Name == "defaults" {
 			o.defaults = &defaults
@@ -106,7 +137,7 @@ func main() {
 
 // realistic are the modes that measure traffic as a service sees it, with
 // the backends' default options.
-var realistic = map[string]bool{"mixed": true, "poll-e2e": true}
+var realistic = map[string]bool{"mixed": true, "poll-e2e": true, "scale": true}
 
 // forMode fills in what o leaves to mode m.
 func (o options) forMode(m string) options {
@@ -118,7 +149,7 @@ func (o options) forMode(m string) options {
 	}
 	if o.n == 0 {
 		o.n = 20000
-		if m == "mixed" {
+		if m == "mixed" || m == "scale" {
 			o.n = 10000
 		}
 	}
@@ -135,16 +166,19 @@ func run(ctx context.Context, o options) error {
 	switch o.mode {
 	case "all":
 		modes = []string{"accept", "drain", "e2e"}
-	case "accept", "drain", "e2e", "mixed", "poll-e2e":
+	case "accept", "drain", "e2e", "mixed", "poll-e2e", "scale":
 		modes = []string{o.mode}
 	default:
 		return fmt.Errorf("unknown -mode %q", o.mode)
 	}
-	if o.url != "" && (o.mode == "all" || o.mode == "accept" || o.mode == "drain") {
+	if o.url != "" && (o.mode == "all" || o.mode == "accept" || o.mode == "drain" || o.mode == "scale") {
 		return fmt.Errorf("-mode %s needs the server in this process: leave out -url", o.mode)
 	}
 	if o.concurrency < 1 || o.pollers < 1 || o.n < 0 || o.workers < 0 || o.duration <= 0 || o.pollInterval < 0 {
 		return errors.New("-c and -pollers must be at least 1, -d positive, and -n, -workers and -poll-interval not negative")
+	}
+	if o.mode == "scale" && (len(o.retained) == 0 || o.rounds < 1 || o.expired < 0 || o.fillConc < 1) {
+		return errors.New("-mode scale needs a -retained list, -rounds and -fill-c at least 1, and -expired not negative")
 	}
 	if o.url == "" && o.bk.Name == "sqlite" && o.bk.SQLitePath == "" {
 		dir, err := os.MkdirTemp("", "asyncreq-loadtest")
@@ -183,6 +217,8 @@ func run(ctx context.Context, o options) error {
 			err = runMixed(ctx, om, bare)
 		case "poll-e2e":
 			err = runPollE2E(ctx, om, bare)
+		case "scale":
+			err = runScale(ctx, om, bare)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", m, err)
@@ -251,11 +287,26 @@ func openTarget(ctx context.Context, o options, phase string, count int) (*targe
 	if o.url != "" {
 		return &target{url: o.url, desc: "the server's backend and worker", close: func() {}}, nil
 	}
-	bk, b, h, err := endpoint(ctx, o, phase)
-	if err != nil {
+	var (
+		bk  *backend.Backend // nil: o.pre's, which stays open
+		b   asyncreq.Backend
+		h   *asyncreq.Handler
+		err error
+	)
+	if o.pre != nil {
+		b, h = o.pre.b, o.pre.h
+	} else if bk, b, h, err = endpoint(ctx, o, phase); err != nil {
 		return nil, err
 	}
+	closeBackend := func() {
+		if bk != nil {
+			bk.Close()
+		}
+	}
 	tg := &target{desc: fmt.Sprintf("%s, worker Concurrency %d", describe(o), o.workers)}
+	if o.pre != nil {
+		tg.desc += fmt.Sprintf(", %d retained requests", o.pre.n)
+	}
 	if count > 0 {
 		b, tg.acks = countAcks(b, count)
 	}
@@ -264,7 +315,7 @@ func openTarget(ctx context.Context, o options, phase string, count int) (*targe
 		err = w.Start(ctx)
 	}
 	if err != nil {
-		bk.Close()
+		closeBackend()
 		return nil, err
 	}
 	srv, u, err := serve(h)
@@ -276,7 +327,7 @@ func openTarget(ctx context.Context, o options, phase string, count int) (*targe
 		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		_ = w.Stop(stopCtx)
-		bk.Close()
+		closeBackend()
 	}
 	if err != nil {
 		tg.close()

@@ -14,15 +14,29 @@ import (
 // until it is done. It reports jobs/s from the first submit to the last
 // done, and the accepts and polls as they ran beside each other.
 func runMixed(ctx context.Context, o options, bare stats) error {
+	_, err := mixed(ctx, o, bare)
+	return err
+}
+
+// mixedFigures are what a mixed run measured.
+type mixedFigures struct {
+	rate    float64 // jobs/s, first submit to the last done
+	accepts stats
+	polls   stats
+}
+
+// mixed runs and prints a mixed phase and returns its figures.
+func mixed(ctx context.Context, o options, bare stats) (mixedFigures, error) {
+	var fig mixedFigures
 	tg, err := openTarget(ctx, o, "mixed", o.n)
 	if err != nil {
-		return err
+		return fig, err
 	}
 	defer tg.close()
 	fmt.Printf("mixed     %d requests from %d clients, %d status pollers (every %s), %s\n", o.n, o.concurrency, o.pollers, o.pollInterval, tg.desc)
 	stop, err := profile(o, "mixed")
 	if err != nil {
-		return err
+		return fig, err
 	}
 	defer stop()
 
@@ -42,21 +56,28 @@ func runMixed(ctx context.Context, o options, bare stats) error {
 		lat, err := tr.poll(ctx, pollers, o.pollers)
 		pollDone <- polled{lat, err}
 	}()
-	acceptLat, err := submit(ctx, submitters, tg.url, o.n, o.concurrency, tr.add)
+	add := tr.add
+	if o.accepted != nil {
+		add = func(u *url.URL) { o.accepted(u); tr.add(u) }
+	}
+	acceptLat, err := submit(ctx, submitters, tg.url, o.n, o.concurrency, add)
 	accepted := time.Since(start)
 	if err != nil {
 		cancel()
 		<-pollDone
-		return err
+		return fig, err
 	}
 	p := <-pollDone
 	if p.err != nil {
-		return fmt.Errorf("%d of %d requests seen done: %w", o.n-int(tr.left.Load()), o.n, p.err)
+		return fig, fmt.Errorf("%d of %d requests seen done: %w", o.n-int(tr.left.Load()), o.n, p.err)
 	}
 
 	done := func(how string, at time.Time) {
 		d := at.Sub(start)
 		rate := float64(o.n) / d.Seconds()
+		if fig.rate == 0 {
+			fig.rate = rate
+		}
 		fmt.Printf("mixed     done, first submit to %-19s %8.0f jobs/s  (in %s; %.2f × bare)\n", how+":", rate, d.Round(time.Millisecond), rate/bare.rate())
 	}
 	if tg.acks != nil {
@@ -65,20 +86,22 @@ func runMixed(ctx context.Context, o options, bare stats) error {
 		case <-tg.acks.done:
 			done("last ack", tg.acks.at)
 		case <-time.After(10 * time.Second):
-			return fmt.Errorf("every request was seen done, but only %d of %d acked after 10s more", tg.acks.n.Load(), o.n)
+			return fig, fmt.Errorf("every request was seen done, but only %d of %d acked after 10s more", tg.acks.n.Load(), o.n)
 		}
 	}
 	done("last seen done", tr.last)
 	accepts := newStats(acceptLat, accepted)
+	fig.accepts = accepts
 	fmt.Printf("mixed     accepts:      %s  %s\n", accepts, accepts.vs(bare))
 	polls := newStats(p.lat, tr.last.Sub(start))
+	fig.polls = polls
 	fmt.Printf("mixed     status polls: %s  %s\n", polls, polls.vs(bare))
 	if polls.n == o.n {
 		// No poll found a request still to do: the worker was never behind
 		// the pollers, so they set when the last was seen done.
 		fmt.Printf("mixed     every request was done at its first poll: the pollers' pace is the last-seen-done figure (try more -pollers)\n")
 	}
-	return nil
+	return fig, nil
 }
 
 // tracker holds the status URLs of accepted requests until pollers have
@@ -140,15 +163,21 @@ func (t *tracker) poll(ctx context.Context, c *http.Client, conc int) ([][]time.
 // o.concurrency clients in a closed loop each submit, poll the status every
 // o.pollInterval (ignoring Retry-After), follow the 303 and GET the result.
 func runPollE2E(ctx context.Context, o options, bare stats) error {
+	_, err := pollE2E(ctx, o, bare)
+	return err
+}
+
+// pollE2E runs and prints a poll-e2e phase and returns its figures.
+func pollE2E(ctx context.Context, o options, bare stats) (stats, error) {
 	st, desc, err := timedAt(ctx, o, "poll-e2e", func(c *http.Client, u string) (time.Duration, error) {
 		return submitToResult(ctx, c, u, o.pollInterval)
 	})
 	if err != nil {
-		return err
+		return stats{}, err
 	}
 	fmt.Printf("poll-e2e  submit, poll every %s, GET the result (%s)\n", o.pollInterval, desc)
 	fmt.Printf("poll-e2e  submit-to-result: %s  %s\n", st, st.vs(bare))
-	return nil
+	return st, nil
 }
 
 // resultWait bounds how long submitToResult polls one request.
