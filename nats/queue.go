@@ -162,6 +162,9 @@ func (b *Backend) pull(fctx context.Context) (jetstream.Msg, error) {
 		if fctx.Err() != nil {
 			return nil, nil
 		}
+		if errors.Is(err, natsgo.ErrNoResponders) {
+			return nil, noResponders(fctx)
+		}
 		return nil, fmt.Errorf("nats: dequeue: %w", err)
 	}
 	var msg jetstream.Msg
@@ -171,10 +174,32 @@ func (b *Backend) pull(fctx context.Context) (jetstream.Msg, error) {
 	if msg != nil {
 		return msg, nil
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-		return nil, fmt.Errorf("nats: dequeue: %w", err)
+	err = batch.Error()
+	switch {
+	case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return nil, nil
+	case errors.Is(err, natsgo.ErrNoResponders):
+		return nil, noResponders(fctx)
 	}
-	return nil, nil
+	return nil, fmt.Errorf("nats: dequeue: %w", err)
+}
+
+// noRespondersWait is how long a pull request that found no responder
+// waits before the next one.
+const noRespondersWait = 50 * time.Millisecond
+
+// noResponders waits a moment after a pull request that no server
+// answered: in a cluster the consumer has no leader for a moment after it
+// is created or while its leader is elected again, and that passes. The
+// request counts as expired empty, so Dequeue asks again.
+func noResponders(fctx context.Context) error {
+	t := time.NewTimer(noRespondersWait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-fctx.Done():
+	}
+	return nil
 }
 
 // refresh restarts the AckWait of a message that waited for a taker, so
