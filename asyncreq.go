@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -254,33 +255,74 @@ func ReportProgress(ctx context.Context, percent int, message string) error {
 const idAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 // IDLen is the length of an id made by NewID.
-const IDLen = 26
+const IDLen = 30
 
-// NewID returns a new request id: 128 bits from crypto/rand, written as 26
-// characters of Crockford base32 (the top two bits of the first character
-// are always zero, so 128 bits are carried in 130).
+// legacyIDLen is the length of the ids NewID made before they carried a
+// time: 128 random bits in 26 characters. They stay valid.
+const legacyIDLen = 26
+
+// idTimeLen is the length of an id's time prefix: 48 bits of Unix
+// milliseconds in 10 characters (the top two bits zero), as in a ULID.
+const idTimeLen = 10
+
+// NewID returns a new request id of IDLen characters of Crockford base32:
+// the time in Unix milliseconds (48 bits, 10 characters), then 100 bits
+// from crypto/rand (20 characters). Ids made later sort after those made
+// earlier (within one millisecond, at random), so a Store can list records
+// in creation order by id; the random part keeps an id unguessable, as
+// the only secret of a request without an owner.
+//
+// Ids NewID made before it carried a time (26 random characters) are still
+// valid: see ValidID.
 func NewID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return newIDAt(time.Now())
+}
+
+// newIDAt is NewID at the time t.
+func newIDAt(t time.Time) string {
 	var out [IDLen]byte
-	// Treat b as a 128-bit big-endian number and emit 5 bits at a time,
-	// most significant first, with two zero bits of padding in front.
-	hi := uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
-		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
-	lo := uint64(b[8])<<56 | uint64(b[9])<<48 | uint64(b[10])<<40 | uint64(b[11])<<32 |
-		uint64(b[12])<<24 | uint64(b[13])<<16 | uint64(b[14])<<8 | uint64(b[15])
-	for i := IDLen - 1; i >= 0; i-- {
-		out[i] = idAlphabet[lo&31]
-		lo = lo>>5 | hi<<59
-		hi >>= 5
+	ms := uint64(max(t.UnixMilli(), 0)) & (1<<48 - 1)
+	for i := idTimeLen - 1; i >= 0; i-- {
+		out[i] = idAlphabet[ms&31]
+		ms >>= 5
+	}
+	var b [((IDLen-idTimeLen)*5 + 7) / 8]byte // 100 bits in 13 bytes
+	_, _ = rand.Read(b[:])                    // crypto/rand.Read never fails (Go 1.24+)
+	// Emit 5 bits at a time from the front of b.
+	var acc uint64
+	bits := 0
+	j := 0
+	for i := idTimeLen; i < IDLen; i++ {
+		if bits < 5 {
+			acc = acc<<8 | uint64(b[j])
+			j++
+			bits += 8
+		}
+		bits -= 5
+		out[i] = idAlphabet[(acc>>bits)&31]
 	}
 	return string(out[:])
 }
 
-// ValidID reports whether id has the form NewID makes. Handlers answer 404
-// for a malformed id without asking the Store.
+// IDTime returns the time an id made by NewID carries, to the millisecond,
+// and false for an id without one (one made before ids carried a time, or
+// a malformed one).
+func IDTime(id string) (time.Time, bool) {
+	if len(id) != IDLen || !ValidID(id) {
+		return time.Time{}, false
+	}
+	var ms int64
+	for i := 0; i < idTimeLen; i++ {
+		ms = ms<<5 | int64(strings.IndexByte(idAlphabet, id[i]))
+	}
+	return time.UnixMilli(ms), true
+}
+
+// ValidID reports whether id has the form NewID makes, or the form of the
+// 26-character random ids it made before. Handlers answer 404 for a
+// malformed id without asking the Store.
 func ValidID(id string) bool {
-	if len(id) != IDLen || id[0] > '7' {
+	if len(id) != IDLen && len(id) != legacyIDLen || id[0] > '7' {
 		return false
 	}
 	for i := 0; i < len(id); i++ {

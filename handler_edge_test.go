@@ -51,7 +51,7 @@ func TestURLsNeverNameAnotherHost(t *testing.T) {
 			h.ServeHTTP(rr, r)
 			require.Equal(t, http.StatusAccepted, rr.Code, rr.Body.String())
 			loc := rr.Header().Get("Location")
-			assert.Regexp(t, "^/jobs/[0-9A-Z]{26}/status$", loc)
+			assert.Regexp(t, "^/jobs/[0-9A-Z]{30}/status$", loc)
 			assert.Equal(t, loc, readDoc(t, rr).StatusURL)
 		})
 	}

@@ -2,6 +2,7 @@ package asyncreq
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -269,6 +270,34 @@ func (r *Record) RequestCancel(owner string, now time.Time) error {
 		}
 	default:
 		return ErrFinished
+	}
+	return nil
+}
+
+// Requeue is an operator's retry of r (see RetryRequest): a failed or
+// canceled r becomes pending again with no attempt counted, no error,
+// result or progress, no cancel requested and Enqueued false; a callback
+// it has is due again at its next outcome. It returns an error wrapping
+// ErrNotRetryable when r is pending, running or succeeded.
+func (r *Record) Requeue(now time.Time) error {
+	if r.State != StateFailed && r.State != StateCanceled {
+		return fmt.Errorf("%w: request %s is %s", ErrNotRetryable, r.ID, r.State)
+	}
+	r.State = StatePending
+	r.Attempts = 0
+	r.LeaseToken = ""
+	r.CancelRequested = false
+	r.Progress = nil
+	r.Result = nil
+	r.Error = nil
+	r.ExpiresAt = time.Time{}
+	r.Enqueued = false
+	r.UpdatedAt = now
+	if r.Callback != nil {
+		r.Callback.State = CallbackWaiting
+		r.Callback.Attempts = 0
+		r.Callback.LastError = ""
+		r.Callback.UpdatedAt = now
 	}
 	return nil
 }

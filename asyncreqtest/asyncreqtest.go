@@ -120,6 +120,12 @@ func TestBackend(t *testing.T, newBackend func(t *testing.T) asyncreq.Backend, o
 	t.Run("Handler", func(t *testing.T) {
 		TestHandler(t, newBackend, opts)
 	})
+	cfg := newConfig(t, opts)
+	t.Run("Operate", func(t *testing.T) {
+		runCase(t, cfg, "RetryCancelDelete", func(t *testing.T, ctx context.Context) {
+			testRetryRequest(t, ctx, newBackend(t), cfg)
+		})
+	})
 }
 
 // runCase runs f as the subtest name of t under a watchdog. f gets the

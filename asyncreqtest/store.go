@@ -17,8 +17,8 @@ import (
 
 // TestStore checks that the Stores newStore makes keep the asyncreq.Store
 // contract, and the contracts of the optional interfaces they implement
-// (Watcher, UnenqueuedLister, and Accepter when the Store is also the
-// Queue). Each case runs as a subtest of t with a fresh Store from
+// (Watcher, UnenqueuedLister, Lister, FinishedPurger, and Accepter and
+// Requeuer when the Store is also the Queue). Each case runs as a subtest of t with a fresh Store from
 // newStore; the cases of an interface the Store does not implement are
 // skipped.
 //
@@ -33,7 +33,7 @@ import (
 func TestStore(t *testing.T, newStore func(t *testing.T) asyncreq.Store, opts *Options) {
 	t.Helper()
 	k := &storeKit{cfg: newConfig(t, opts), newStore: newStore}
-	runGroups(t, k.cfg, []group{
+	runGroups(t, k.cfg, append([]group{
 		{"Create", []testCase{
 			{"RoundTripsEveryField", k.createRoundTripsEveryField},
 			{"RoundTripsZeroFields", k.createRoundTripsZeroFields},
@@ -83,7 +83,7 @@ func TestStore(t *testing.T, newStore func(t *testing.T) asyncreq.Store, opts *O
 			{"StoresEnqueuedAndDelivers", k.acceptDelivers},
 			{"DuplicateKeyReturnsExistingAndEnqueuesNothing", k.acceptDuplicate},
 		}},
-	})
+	}, k.operateGroups()...))
 }
 
 type storeKit struct {
