@@ -5,6 +5,8 @@
 //	          reporting progress while it works (asynchronous)
 //	/report   the same report as an ordinary synchronous http.Handler
 //	/reports  that synchronous handler made asynchronous by asyncreq.NewAsync
+//	/admin/   the operator's dashboard and API over both (package admin),
+//	          with -admin-token only
 //
 // Run it with `go run ./examples/server` from the repository root. By default
 // it keeps its requests in an SQLite file, so a restart loses nothing; see
@@ -28,6 +30,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/admin"
 	"github.com/asyncreq/asyncreq/examples/internal/backend"
 )
 
@@ -60,6 +63,12 @@ type config struct {
 	// webhookSecret enables completion callbacks on /jobs, signed with it.
 	webhookSecret        string
 	webhookAllowLoopback bool
+	// adminToken mounts the admin at /admin/; failWord makes /jobs fail a
+	// request once, for trying the admin's Retry.
+	adminToken string
+	failWord   string
+	// adminSampleInterval is the admin's SampleInterval (0: its default).
+	adminSampleInterval time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
@@ -81,6 +90,8 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.genericPollers, "generic-pollers", false, "answer the status URL as generic pollers (the Azure SDK's) expect: 202 while running, the outcome when finished")
 	fs.StringVar(&c.webhookSecret, "webhook-secret", os.Getenv("ASYNCREQ_WEBHOOK_SECRET"), "`secret` (whsec_...) that signs completion webhooks: a POST /jobs may then name a Callback-URL")
 	fs.BoolVar(&c.webhookAllowLoopback, "webhook-allow-loopback", false, "let webhooks reach loopback addresses (127.0.0.1, ::1), for trying them out locally")
+	fs.StringVar(&c.adminToken, "admin-token", os.Getenv("ASYNCREQ_ADMIN_TOKEN"), "`token` (16 bytes or more) that serves the operator's admin at /admin/: sent as \"Authorization: Bearer TOKEN\", or typed into its login form")
+	fs.StringVar(&c.failWord, "fail-word", "", "a /jobs request whose body contains this `word` fails the first time it runs, and succeeds when retried (from the admin, say)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -226,6 +237,7 @@ type app struct {
 	mux    *http.ServeMux
 	jobs   *asyncreq.Endpoint
 	async  *asyncreq.Async
+	admin  *admin.Handler // nil without -admin-token
 	closer func()
 }
 
@@ -320,11 +332,29 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	a.mux.Handle("GET /metrics", tel.handler)
 	a.mux.Handle("/reports", http.StripPrefix("/reports", a.async))
 	a.mux.Handle("/reports/", http.StripPrefix("/reports", a.async))
+	text := usage
+	if cfg.adminToken != "" {
+		if a.admin, err = newAdmin(cfg, logger, map[string]asyncreq.Backend{"jobs": jobsBackend, "reports": reportsBackend}); err != nil {
+			return fail(err)
+		}
+		a.mux.Handle("/admin/", http.StripPrefix("/admin", a.admin))
+		text += adminUsage
+	}
 	a.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprint(w, usage)
+		fmt.Fprint(w, text)
 	})
 	return a, nil
+}
+
+// newAdmin is the operator's admin over the example's queues, for the
+// holder of cfg.adminToken.
+func newAdmin(cfg config, logger *slog.Logger, queues map[string]asyncreq.Backend) (*admin.Handler, error) {
+	tok, err := admin.NewToken(cfg.adminToken)
+	if err != nil {
+		return nil, fmt.Errorf("-admin-token: %w", err)
+	}
+	return admin.New(admin.Options{Queues: queues, Token: tok, Logger: logger, SampleInterval: cfg.adminSampleInterval})
 }
 
 const usage = `asyncreq example server
@@ -339,11 +369,22 @@ const usage = `asyncreq example server
 Try: curl -i -X POST --data-binary @README.md localhost:8080/jobs
 `
 
+const adminUsage = `
+  GET  /admin/    the operator's dashboard (log in with the -admin-token)
+  GET  /admin/api/queues  its JSON API (Authorization: Bearer TOKEN; docs/admin.md)
+`
+
 func (a *app) start(ctx context.Context) error {
 	if err := a.jobs.Start(ctx); err != nil {
 		return err
 	}
-	return a.async.Start(ctx)
+	if err := a.async.Start(ctx); err != nil {
+		return err
+	}
+	if a.admin != nil {
+		return a.admin.Start(ctx)
+	}
+	return nil
 }
 
 // stop stops both workers at once, each within workerStopBudget.
@@ -360,6 +401,11 @@ func (a *app) stop() error {
 		})
 	}
 	wg.Wait()
+	if a.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), workerStopBudget)
+		defer cancel()
+		errs = append(errs, a.admin.Stop(ctx))
+	}
 	return errors.Join(errs...)
 }
 
