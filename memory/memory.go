@@ -23,6 +23,29 @@
 //
 // QueueStats (asyncreq.QueueStater) reads counters the Backend keeps, in
 // O(1), and counts the records by final state.
+//
+// # Operator capabilities
+//
+// A Backend is an asyncreq.Lister, an asyncreq.FinishedPurger and an
+// asyncreq.Requeuer. It keeps ordered indexes of its records for them, so
+// that no call walks every record under the lock while accepts wait:
+//
+//   - List reads a page off an index of the records of one state (and of
+//     one owner, when the query names one) ordered newest first, merging
+//     the five states' indexes when the query names none: O(log n + limit)
+//     a page under the lock, however many records there are and however
+//     few of them the filter keeps.
+//   - CountStates reads the sizes of those indexes: O(1), exact.
+//   - PurgeFinished reads the final records in the order they last
+//     changed off an index: O(limit · (log n + 512)) a call.
+//   - Requeue updates the record and enqueues its id under one hold of the
+//     lock, keeping an entry that still waits for the id (a pending
+//     request canceled before a Dequeue took it) rather than adding a
+//     second.
+//
+// The indexes are sorted chunks of at most 512 keys: adding or removing a
+// record costs O(log n + 512), most often at the newest end, and they take
+// about 100 bytes a record.
 package memory
 
 import (
@@ -58,12 +81,14 @@ type Backend struct {
 	tombHeap   timeHeap             // tombstones by end (lazily pruned)
 	watchers   map[string][]chan struct{}
 	finals     map[asyncreq.State]int64 // records held in each final state
+	idx        indexes                  // ordered indexes for List and PurgeFinished
 
 	ready   fifo                // entries due now
 	delayed timeHeap            // entries due later, by due time
 	leases  timeHeap            // leased entries, by lease end (lazily pruned)
 	wake    chan struct{}       // closed and replaced when an entry becomes ready
 	leased  map[*entry]struct{} // entries currently leased
+	waiting map[string]int      // ready and delayed entries by id
 }
 
 var (
@@ -116,7 +141,9 @@ func New(opts *Options) *Backend {
 		finals:     make(map[asyncreq.State]int64),
 		wake:       make(chan struct{}),
 		leased:     make(map[*entry]struct{}),
+		waiting:    make(map[string]int),
 	}
+	b.idx.init()
 	if opts != nil && opts.Now != nil {
 		b.now = opts.Now
 	}
@@ -207,6 +234,11 @@ func (b *Backend) create(ctx context.Context, rec *asyncreq.Record, enqueue bool
 // replaces, if any. The caller holds b.mu.
 func (b *Backend) put(rec, old *asyncreq.Record) {
 	b.records[rec.ID] = rec
+	if old == nil {
+		b.idx.add(rec)
+	} else {
+		b.idx.change(rec, old)
+	}
 	if old != nil && old.State.Final() {
 		b.finals[old.State]--
 	}
@@ -326,6 +358,7 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 // remove drops rec and its indexes. The caller holds b.mu.
 func (b *Backend) remove(rec *asyncreq.Record) {
 	delete(b.records, rec.ID)
+	b.idx.remove(rec)
 	delete(b.unenqueued, rec.ID)
 	if rec.State.Final() {
 		b.finals[rec.State]--
@@ -436,6 +469,7 @@ func (b *Backend) Enqueue(ctx context.Context, id string, delay time.Duration) e
 func (b *Backend) push(e *entry, delay time.Duration) {
 	e.leased = false
 	e.gen++
+	b.waiting[e.id]++
 	if delay > 0 {
 		heap.Push(&b.delayed, timed{at: b.now().Add(delay), e: e})
 		b.signal() // a waiter may need to shorten its timer
@@ -444,6 +478,15 @@ func (b *Backend) push(e *entry, delay time.Duration) {
 	e.readyAt = b.now()
 	b.ready.push(e)
 	b.signal()
+}
+
+// unwait counts one ready entry of id less. The caller holds b.mu.
+func (b *Backend) unwait(id string) {
+	if n := b.waiting[id]; n > 1 {
+		b.waiting[id] = n - 1
+	} else {
+		delete(b.waiting, id)
+	}
 }
 
 // signal wakes every waiting Dequeue. The caller holds b.mu.
@@ -481,6 +524,7 @@ func (b *Backend) DequeueBatch(ctx context.Context, limit int, ttl time.Duration
 			ls := make([]*asyncreq.Lease, n)
 			for i := range ls {
 				e := b.ready.pop()
+				b.unwait(e.id)
 				e.leased = true
 				e.gen++
 				e.delivery++
@@ -541,6 +585,7 @@ func (b *Backend) promote(now time.Time) {
 		e.leased = false
 		e.gen++
 		e.readyAt = e.leaseUntil
+		b.waiting[e.id]++
 		b.ready.push(e)
 	}
 }
