@@ -15,7 +15,7 @@ import (
 )
 
 func TestNewRequiresQueuesAndAuthorization(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	tok, err := admin.NewToken(testToken)
 	require.NoError(t, err)
 	allow := func(*http.Request) error { return nil }
@@ -55,8 +55,8 @@ func TestNewRequiresQueuesAndAuthorization(t *testing.T) {
 }
 
 func TestAPIQueues(t *testing.T) {
-	jobs, plain := newListing(), bare{}
-	mem := newListing()
+	jobs, plain := newMemory(), bare{}
+	mem := newMemory()
 	plain.Store, plain.Queue = mem, mem
 	record(t, jobs, 3*time.Second, nil)
 	record(t, jobs, 2*time.Second, failed(&asyncreq.Problem{Status: 500, Detail: "boom"}))
@@ -89,7 +89,7 @@ func TestAPIQueues(t *testing.T) {
 }
 
 func TestAPIList(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	var ids []string // oldest first
 	for i := range 5 {
 		owner := "alice"
@@ -99,7 +99,7 @@ func TestAPIList(t *testing.T) {
 		ids = append(ids, record(t, b, time.Duration(10-i)*time.Second, func(r *asyncreq.Record) { r.Owner = owner }))
 	}
 	failedID := record(t, b, 0, failed(nil))
-	h := newAdmin(t, map[string]asyncreq.Backend{"jobs": b, "other": newListing()})
+	h := newAdmin(t, map[string]asyncreq.Backend{"jobs": b, "other": newMemory()})
 
 	// Paging: newest first, two at a time, until no next cursor.
 	var got []string
@@ -151,7 +151,7 @@ func TestAPIList(t *testing.T) {
 }
 
 func TestAPIListWithoutLister(t *testing.T) {
-	mem := newListing()
+	mem := newMemory()
 	h := newAdmin(t, map[string]asyncreq.Backend{"plain": bare{mem, mem}})
 	// One queue: the queue parameter may be left out.
 	p := requireProblem(t, api(t, h, http.MethodGet, "/admin/api/requests"), http.StatusNotImplemented)
@@ -165,7 +165,7 @@ func TestAPIListWithoutLister(t *testing.T) {
 }
 
 func TestAPIGet(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	id := record(t, b, time.Minute, func(r *asyncreq.Record) {
 		r.Owner = "alice"
 		r.IdempotencyKey = "key-1"
@@ -205,7 +205,7 @@ func TestAPIGet(t *testing.T) {
 }
 
 func TestAPIPreviewTruncatesAndEncodes(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	long := record(t, b, 0, func(r *asyncreq.Record) { r.Body = []byte("aé" + string(make([]byte, 10))) })
 	binary := record(t, b, 0, func(r *asyncreq.Record) { r.Body = []byte{0xff, 0xfe, 0x00} })
 	tok, _ := admin.NewToken(testToken)
@@ -221,7 +221,7 @@ func TestAPIPreviewTruncatesAndEncodes(t *testing.T) {
 }
 
 func TestAPIRetry(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	id := record(t, b, 0, failed(&asyncreq.Problem{Status: 500, Detail: "boom"}))
 	pending := record(t, b, 0, nil)
 	h := newAdmin(t, map[string]asyncreq.Backend{"jobs": b})
@@ -244,7 +244,7 @@ func TestAPIRetry(t *testing.T) {
 }
 
 func TestAPICancel(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	id := record(t, b, 0, nil)
 	done := record(t, b, 0, succeeded("ok"))
 	h := newAdmin(t, map[string]asyncreq.Backend{"jobs": b})
@@ -259,7 +259,7 @@ func TestAPICancel(t *testing.T) {
 }
 
 func TestAPIDelete(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	id := record(t, b, 0, failed(nil))
 	h := newAdmin(t, map[string]asyncreq.Backend{"jobs": b})
 
@@ -274,7 +274,7 @@ func TestAPIDelete(t *testing.T) {
 }
 
 func TestAPIPurge(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	old := record(t, b, 3*time.Hour, failed(nil))
 	oldDone := record(t, b, 2*time.Hour, succeeded("ok"))
 	recent := record(t, b, time.Minute, succeeded("ok"))

@@ -118,8 +118,15 @@ func formatNum(v float64) string {
 	return strconv.FormatFloat(v, 'g', 2, 64)
 }
 
-// formatSpan writes a duration for a person, to the second.
+// formatSpan writes a duration for a person: to the millisecond below a
+// second, to the tenth of a second below ten, to the second above.
 func formatSpan(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < 10*time.Second:
+		return d.Round(100 * time.Millisecond).String()
+	}
 	d = d.Round(time.Second)
 	switch {
 	case d < time.Minute:

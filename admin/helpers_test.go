@@ -3,12 +3,8 @@ package admin_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
-	"slices"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,137 +18,14 @@ import (
 // testToken is the admin secret of the tests.
 const testToken = "test-secret-0123456789"
 
-// listing is a memory Backend with a Lister and a FinishedPurger that
-// read every record it created: enough for the admin's tests, whatever
-// the memory package implements itself.
-type listing struct {
-	*memory.Backend
-	mu  sync.Mutex
-	ids []string
-}
-
-func newListing() *listing { return &listing{Backend: memory.New(nil)} }
-
+// The memory Backend has every capability the admin uses.
 var (
-	_ asyncreq.Lister           = (*listing)(nil)
-	_ asyncreq.FinishedPurger   = (*listing)(nil)
-	_ asyncreq.QueueStater      = (*listing)(nil)
-	_ asyncreq.Accepter         = (*listing)(nil)
-	_ asyncreq.Backend          = bare{}
-	_ asyncreq.UnenqueuedLister = (*listing)(nil)
+	_ asyncreq.Lister         = (*memory.Backend)(nil)
+	_ asyncreq.FinishedPurger = (*memory.Backend)(nil)
+	_ asyncreq.QueueStater    = (*memory.Backend)(nil)
 )
 
-func (l *listing) track(id string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.ids = append(l.ids, id)
-}
-
-func (l *listing) Create(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Record, error) {
-	old, err := l.Backend.Create(ctx, rec)
-	if err == nil {
-		l.track(rec.ID)
-	}
-	return old, err
-}
-
-func (l *listing) Accept(ctx context.Context, rec *asyncreq.Record) (*asyncreq.Record, error) {
-	old, err := l.Backend.Accept(ctx, rec)
-	if err == nil {
-		l.track(rec.ID)
-	}
-	return old, err
-}
-
-// all returns every record still held, newest first.
-func (l *listing) all(ctx context.Context) ([]*asyncreq.Record, error) {
-	l.mu.Lock()
-	ids := slices.Clone(l.ids)
-	l.mu.Unlock()
-	var recs []*asyncreq.Record
-	for _, id := range ids {
-		r, err := l.Get(ctx, id)
-		switch {
-		case err == nil:
-			r.Body = nil
-			if r.Result != nil {
-				r.Result.Body = nil
-			}
-			recs = append(recs, r)
-		case asyncreqMissing(err):
-		default:
-			return nil, err
-		}
-	}
-	slices.SortFunc(recs, func(a, b *asyncreq.Record) int {
-		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(b.ID, a.ID)
-	})
-	return recs, nil
-}
-
-func asyncreqMissing(err error) bool {
-	return errors.Is(err, asyncreq.ErrNotFound) || errors.Is(err, asyncreq.ErrGone)
-}
-
-func (l *listing) List(ctx context.Context, q asyncreq.ListQuery) (asyncreq.ListPage, error) {
-	cur, err := asyncreq.ParseListCursor(q.Cursor)
-	if err != nil {
-		return asyncreq.ListPage{}, err
-	}
-	recs, err := l.all(ctx)
-	if err != nil {
-		return asyncreq.ListPage{}, err
-	}
-	var page asyncreq.ListPage
-	limit := q.PageLimit()
-	for _, r := range recs {
-		if q.State != "" && r.State != q.State || q.Owner != "" && r.Owner != q.Owner {
-			continue
-		}
-		if !cur.IsZero() && !cur.After(r.CreatedAt, r.ID) {
-			continue
-		}
-		if len(page.Records) == limit {
-			last := page.Records[limit-1]
-			page.Next = asyncreq.ListCursor{CreatedAt: last.CreatedAt, ID: last.ID}.String()
-			break
-		}
-		page.Records = append(page.Records, r)
-	}
-	return page, nil
-}
-
-func (l *listing) CountStates(ctx context.Context) (asyncreq.StateCounts, error) {
-	recs, err := l.all(ctx)
-	var c asyncreq.StateCounts
-	for _, r := range recs {
-		c.Add(r.State, 1)
-	}
-	return c, err
-}
-
-func (l *listing) PurgeFinished(ctx context.Context, before time.Time, limit int, tombstone bool) (int, error) {
-	recs, err := l.all(ctx)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, r := range recs {
-		if n == limit {
-			break
-		}
-		if r.State.Final() && r.UpdatedAt.Before(before) {
-			if err := l.Delete(ctx, r.ID, tombstone); err != nil {
-				return n, err
-			}
-			n++
-		}
-	}
-	return n, nil
-}
+func newMemory() *memory.Backend { return memory.New(nil) }
 
 // bare hides every optional capability of a Backend.
 type bare struct {

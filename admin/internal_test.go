@@ -38,7 +38,7 @@ func TestSamplerStartStop(t *testing.T) {
 		require.True(t, s[0].at.Before(s[1].at) && s[1].at.Before(s[2].at), "oldest first")
 		require.EqualValues(t, 1, s[2].pending)
 		require.InDelta(t, 5, s[2].oldest, 1)
-		require.EqualValues(t, -1, s[2].finished, "memory counts no states by itself")
+		require.EqualValues(t, 0, s[2].finished)
 
 		require.NoError(t, h.Stop(t.Context()))
 		require.NoError(t, h.Stop(t.Context()), "a second Stop")
@@ -101,6 +101,12 @@ func TestChartsFromSamples(t *testing.T) {
 	require.Contains(t, empty, "no samples yet")
 	require.Contains(t, empty, "&lt;b&gt;")
 
+	for d, want := range map[time.Duration]string{
+		0: "0s", 1400 * time.Microsecond: "1ms", 140 * time.Millisecond: "140ms", 1449 * time.Millisecond: "1.4s",
+		42 * time.Second: "42s", 61 * time.Second: "1m01s", 90 * time.Minute: "1h30m", 50 * time.Hour: "2d",
+	} {
+		require.Equal(t, want, formatSpan(d), d)
+	}
 	require.Equal(t, 1.0, niceCeil(0))
 	require.Equal(t, 5.0, niceCeil(4))
 	require.Equal(t, 20.0, niceCeil(11))

@@ -77,7 +77,7 @@ func (b *browser) login() {
 }
 
 func TestEveryRouteNeedsAuthorization(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	id := record(t, b, 0, failed(nil))
 	h := newAdmin(t, map[string]asyncreq.Backend{"jobs": b})
 	for _, rt := range []struct{ method, target string }{
@@ -119,7 +119,7 @@ func TestEveryRouteNeedsAuthorization(t *testing.T) {
 }
 
 func TestAuthorizeFunc(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	errNo := errors.New("no")
 	ah, err := admin.New(admin.Options{Queues: map[string]asyncreq.Backend{"jobs": b}, Authorize: func(r *http.Request) error {
 		if r.Header.Get("X-Operator") == "yes" {
@@ -142,7 +142,7 @@ func TestAuthorizeFunc(t *testing.T) {
 }
 
 func TestLoginSession(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	h := newAdmin(t, map[string]asyncreq.Backend{"jobs": b})
 	br := &browser{t: t, h: h}
 
@@ -177,7 +177,7 @@ func TestLoginSession(t *testing.T) {
 }
 
 func TestCrossOriginStateChangeIsRefused(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	id := record(t, b, 0, failed(nil))
 	h := newAdmin(t, map[string]asyncreq.Backend{"jobs": b})
 	for _, target := range []string{"/admin/api/requests/" + id + "/retry", "/admin/requests/" + id + "/retry", "/admin/login"} {
@@ -203,7 +203,7 @@ func TestCrossOriginStateChangeIsRefused(t *testing.T) {
 }
 
 func TestPagesEscapeRecordData(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	id := record(t, b, 0, func(r *asyncreq.Record) {
 		r.Owner = xss
 		r.Body = []byte(xss)
@@ -244,7 +244,7 @@ func TestPagesEscapeRecordData(t *testing.T) {
 }
 
 func TestDashboardAndList(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	f := record(t, b, time.Second, failed(&asyncreq.Problem{Status: 500, Detail: "attempt 3 of 3 failed"}))
 	record(t, b, 0, succeeded("ok"))
 	h := newAdmin(t, map[string]asyncreq.Backend{"jobs": b, "plain": bare{b, b}})
@@ -281,7 +281,7 @@ func TestDashboardAndList(t *testing.T) {
 }
 
 func TestForms(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	id := record(t, b, 0, failed(nil))
 	old := record(t, b, 48*time.Hour, succeeded("ok"))
 	h := newAdmin(t, map[string]asyncreq.Backend{"jobs": b})
@@ -325,7 +325,7 @@ func TestForms(t *testing.T) {
 }
 
 func TestMountPaths(t *testing.T) {
-	b := newListing()
+	b := newMemory()
 	tok, err := admin.NewToken(testToken)
 	require.NoError(t, err)
 

@@ -32,15 +32,16 @@ func TestAdminInBrowser(t *testing.T) {
 	require.NoError(t, os.MkdirAll(artifacts, 0o755))
 	t.Logf("screenshots in %s", artifacts)
 
-	srv := startApp(t, config{backend: "memory", processor: "report", workTime: 200 * time.Millisecond, concurrency: 4,
+	// One worker, so that a backlog builds up for the charts.
+	srv := startApp(t, config{backend: "memory", processor: "report", workTime: 200 * time.Millisecond, concurrency: 1,
 		adminToken: testAdminToken, failWord: "FAIL-ONCE", adminSampleInterval: 250 * time.Millisecond})
 
 	// Some traffic over a few samples: reports that succeed, and one
 	// that fails.
 	var ids []string
-	for i := range 12 {
+	for i := range 16 {
 		ids = append(ids, submitJob(t, srv, strings.Repeat("a line of text\n", i+1)))
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(80 * time.Millisecond)
 	}
 	failedID := submitJob(t, srv, "this report should FAIL-ONCE\n")
 	for _, id := range ids {
@@ -82,6 +83,9 @@ func TestAdminInBrowser(t *testing.T) {
 	require.NoError(t, chromedp.Do(ctx,
 		chromedp.SendKeys(chromedp.ID("token"), testAdminToken),
 		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("queue-jobs")),
+		// Once more, without the login's message, for the screenshot.
+		chromedp.Navigate(srv.URL+"/admin/"),
 		chromedp.WaitVisible(chromedp.ID("queue-jobs")),
 	))
 	shot("admin-dashboard.png")
