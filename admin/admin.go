@@ -201,6 +201,12 @@ func New(opts Options) (*Handler, error) {
 	mux.HandleFunc("POST /api/requests/{id}/retry", h.apiRetry)
 	mux.HandleFunc("POST /api/requests/{id}/cancel", h.apiCancel)
 	mux.HandleFunc("POST /api/purge", h.apiPurge)
+	for path, allow := range map[string]string{
+		"/api/queues": "GET, HEAD", "/api/requests": "GET, HEAD", "/api/requests/{id}": "GET, HEAD, DELETE",
+		"/api/requests/{id}/retry": "POST", "/api/requests/{id}/cancel": "POST", "/api/purge": "POST",
+	} {
+		mux.HandleFunc(path, h.apiMethodNotAllowed(allow))
+	}
 	mux.HandleFunc("/api/", h.apiNotFound)
 	// The pages and their forms.
 	mux.HandleFunc("GET /{$}", h.pageDashboard)

@@ -34,6 +34,14 @@ func (h *Handler) apiNotFound(w http.ResponseWriter, r *http.Request) {
 	h.problem(w, r, http.StatusNotFound, "no such API route")
 }
 
+// apiMethodNotAllowed answers a method an API route does not serve.
+func (h *Handler) apiMethodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		h.problem(w, r, http.StatusMethodNotAllowed, "the method "+strconv.Quote(r.Method)+" is not allowed here; allowed: "+allow)
+	}
+}
+
 // QueuesDocument is the answer of GET {base}/api/queues.
 type QueuesDocument struct {
 	Queues []Queue `json:"queues"`

@@ -62,6 +62,7 @@ func TestAPIQueues(t *testing.T) {
 	record(t, jobs, 2*time.Second, failed(&asyncreq.Problem{Status: 500, Detail: "boom"}))
 	record(t, jobs, time.Second, succeeded("ok"))
 	require.NoError(t, jobs.Enqueue(context.Background(), "0000000000000000000000000000AA", 0))
+	require.NoError(t, jobs.Enqueue(context.Background(), "0000000000000000000000000000AB", time.Hour))
 	h := newAdmin(t, map[string]asyncreq.Backend{"jobs": jobs, "plain": plain})
 
 	w := api(t, h, http.MethodGet, "/admin/api/queues")
@@ -78,6 +79,7 @@ func TestAPIQueues(t *testing.T) {
 	require.NotNil(t, q.Stats)
 	assert.EqualValues(t, 1, q.Stats.Pending)
 	require.NotNil(t, q.Stats.Delayed)
+	assert.EqualValues(t, 2, q.Stats.Depth, "one due, one delayed")
 	assert.GreaterOrEqual(t, q.Stats.OldestPendingAge, 0.0)
 	assert.Empty(t, q.Errors)
 
@@ -240,7 +242,9 @@ func TestAPIRetry(t *testing.T) {
 	requireProblem(t, api(t, h, http.MethodPost, "/admin/api/requests/"+id+"/retry"), http.StatusConflict)
 	requireProblem(t, api(t, h, http.MethodPost, "/admin/api/requests/"+pending+"/retry"), http.StatusConflict)
 	requireProblem(t, api(t, h, http.MethodPost, "/admin/api/requests/"+asyncreq.NewID()+"/retry"), http.StatusNotFound)
-	requireProblem(t, api(t, h, http.MethodGet, "/admin/api/requests/"+id+"/retry"), http.StatusNotFound)
+	w = api(t, h, http.MethodGet, "/admin/api/requests/"+id+"/retry")
+	requireProblem(t, w, http.StatusMethodNotAllowed)
+	require.Equal(t, "POST", w.Header().Get("Allow"))
 }
 
 func TestAPICancel(t *testing.T) {
@@ -270,7 +274,10 @@ func TestAPIDelete(t *testing.T) {
 
 	requireProblem(t, api(t, h, http.MethodGet, "/admin/api/requests/"+id), http.StatusGone)
 	requireProblem(t, api(t, h, http.MethodDelete, "/admin/api/requests/"+asyncreq.NewID()), http.StatusNotFound)
-	requireProblem(t, api(t, h, http.MethodPut, "/admin/api/requests/"+id), http.StatusNotFound)
+	w = api(t, h, http.MethodPut, "/admin/api/requests/"+id)
+	requireProblem(t, w, http.StatusMethodNotAllowed)
+	require.Equal(t, "GET, HEAD, DELETE", w.Header().Get("Allow"))
+	requireProblem(t, api(t, h, http.MethodDelete, "/admin/api/queues"), http.StatusMethodNotAllowed)
 }
 
 func TestAPIPurge(t *testing.T) {

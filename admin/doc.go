@@ -45,7 +45,8 @@
 //
 // The API answers errors as RFC 9457 problem documents (asyncreq.Problem):
 // 400 for a bad parameter or cursor, 401 without authorization, 403 for a
-// cross-origin state change, 404 for an unknown queue or request, 409 for
+// cross-origin state change, 404 for an unknown queue or request, 405 for
+// a method a route does not serve, 409 for
 // a retry of a request that is not failed or canceled or a cancel of a
 // finished one, 410 for a deleted request whose tombstone lasts, and 501
 // when the queue's backend lacks the capability the route needs

@@ -70,10 +70,13 @@ func (c *Counts) Of(s asyncreq.State) int64 {
 // Stats is a queue's asyncreq.QueueStats: a count the backend cannot tell
 // is left out.
 type Stats struct {
-	At      time.Time `json:"at"`
-	Pending int64     `json:"pending"`
-	Delayed *int64    `json:"delayed,omitempty"`
-	Running *int64    `json:"running,omitempty"`
+	At time.Time `json:"at"`
+	// Depth counts the entries waiting in the queue: Pending plus
+	// Delayed (when the backend counts it).
+	Depth   int64  `json:"depth"`
+	Pending int64  `json:"pending"`
+	Delayed *int64 `json:"delayed,omitempty"`
+	Running *int64 `json:"running,omitempty"`
 	// OldestPendingAge is how long, in seconds, the oldest pending entry
 	// has been due: how far behind the workers are.
 	OldestPendingAge float64 `json:"oldest_pending_age_seconds"`
@@ -86,8 +89,12 @@ func statsOf(s asyncreq.QueueStats) *Stats {
 		}
 		return &n
 	}
-	return &Stats{At: s.At.UTC(), Pending: s.Pending, Delayed: counted(s.Delayed), Running: counted(s.Running),
+	st := &Stats{At: s.At.UTC(), Depth: s.Pending, Pending: s.Pending, Delayed: counted(s.Delayed), Running: counted(s.Running),
 		OldestPendingAge: s.OldestPendingAge().Seconds()}
+	if st.Delayed != nil {
+		st.Depth += *st.Delayed
+	}
+	return st
 }
 
 // Capabilities says which of the optional operator capabilities a queue's
