@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -250,6 +251,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if p == "" {
 		p = "/"
+	}
+	// The mux would redirect an unclean path to its clean form without
+	// the mount path: answer it here instead.
+	if c := path.Clean(p); c != p && c+"/" != p {
+		h.problem(w, r, http.StatusNotFound, "no such path")
+		return
 	}
 	// Route a shallow copy, as http.StripPrefix does.
 	r2 := r.WithContext(withBase(r.Context(), mountBase(r, p)))

@@ -346,6 +346,16 @@ func TestMountPaths(t *testing.T) {
 	require.Equal(t, http.StatusOK, w.Code)
 	assert.Contains(t, w.Body.String(), `href="/static/admin.css"`)
 
+	// An unclean path is not redirected out of the mount path.
+	for _, target := range []string{"/admin/requests/../api/queues", "/admin//requests", "/admin/requests/./x"} {
+		r := httptest.NewRequest(http.MethodGet, "/admin/", nil)
+		r.URL.Path = target
+		r.Header.Set("Authorization", "Bearer "+testToken)
+		w := httptest.NewRecorder()
+		root.ServeHTTP(w, r)
+		require.Equal(t, http.StatusNotFound, w.Code, target)
+	}
+
 	// A request line that would make links point at another host.
 	mux := mount(root)
 	r := httptest.NewRequest(http.MethodGet, "/admin/", nil)
