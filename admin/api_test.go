@@ -2,8 +2,11 @@ package admin_test
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -316,4 +319,26 @@ func TestAPIPurge(t *testing.T) {
 
 	w = api(t, h, http.MethodPost, "/admin/api/purge?queue=jobs&before="+url.QueryEscape(time.Now().Add(time.Second).Format(time.RFC3339)))
 	require.Equal(t, 1, decode[admin.PurgeDocument](t, w).Deleted)
+}
+
+// failingStore fails every Get, as a backend whose server is down.
+type failingStore struct{ asyncreq.Store }
+
+var errDown = errors.New("dial tcp 10.0.0.1:5432: secret-host unreachable")
+
+func (failingStore) Get(context.Context, string) (*asyncreq.Record, error) { return nil, errDown }
+
+func TestAPIBackendFailureIsLoggedNotShown(t *testing.T) {
+	mem := newMemory()
+	var logs strings.Builder
+	tok, err := admin.NewToken(testToken)
+	require.NoError(t, err)
+	ah, err := admin.New(admin.Options{Queues: map[string]asyncreq.Backend{"jobs": bare{failingStore{mem}, mem}}, Token: tok,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	h := mount(ah)
+
+	p := requireProblem(t, api(t, h, http.MethodGet, "/admin/api/requests/"+asyncreq.NewID()), http.StatusInternalServerError)
+	require.NotContains(t, p.Detail, "secret-host")
+	require.Contains(t, logs.String(), "secret-host")
 }
