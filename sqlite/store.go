@@ -190,7 +190,8 @@ func (b *Backend) insert(ctx context.Context, rec *asyncreq.Record, enqueue bool
 		}
 		if _, err := t.exec(b.sql.insertRecord, b.queue, rec.ID, rec.Owner, nullString(rec.IdempotencyKey),
 			string(rec.State), boolInt(rec.Enqueued), rec.CreatedAt.UnixNano(), nullTime(rec.ExpiresAt),
-			int64(rec.TombstoneTTL), enc.data, blob(enc.body), blob(enc.resultBody), idKey(rec.ID)); err != nil {
+			int64(rec.TombstoneTTL), enc.data, blob(enc.body), blob(enc.resultBody), idKey(rec.ID),
+			rec.UpdatedAt.UnixNano()); err != nil {
 			return err
 		}
 		if enqueue {
@@ -350,10 +351,12 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 		}
 		if bytes.Equal(origBody, rec.Body) && (origBody == nil) == (rec.Body == nil) {
 			_, err = t.exec(b.sql.updateRecord, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
-				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), idKey(id))
+				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), idKey(id),
+				rec.UpdatedAt.UnixNano())
 		} else {
 			_, err = t.exec(b.sql.updateRecordAll, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
-				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), blob(enc.body), idKey(id))
+				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), blob(enc.body), idKey(id),
+				rec.UpdatedAt.UnixNano())
 		}
 		if err != nil {
 			return err
