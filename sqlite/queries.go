@@ -94,8 +94,8 @@ func newQueries(prefix string) queries {
 		listOwnerAfter:      r(listSQL(false, true, true)),
 		listOwnerState:      r(listSQL(true, true, false)),
 		listOwnerStateAfter: r(listSQL(true, true, true)),
-		// countStates reads the index on (queue, state, ...) whole.
-		countStates: r(`SELECT state, count(*) FROM {{prefix}}records WHERE queue = ?1 GROUP BY state`),
+		// countStates reads the counts the triggers of 0004_list.sql keep.
+		countStates: r(`SELECT state, n FROM {{prefix}}state_counts WHERE queue = ?1`),
 		// purgeFinished deletes up to ?3 final records last changed before
 		// ?2, oldest first, and returns the id, tombstone TTL and owner of
 		// each.
