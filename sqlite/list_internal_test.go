@@ -57,6 +57,7 @@ func fillMixed(tb testing.TB, b *Backend, n int) {
 					blob(enc.body), blob(enc.resultBody), idKey(rec.ID), rec.UpdatedAt.UnixNano()); err != nil {
 					return err
 				}
+				tx.count(b.prefix, b.queue, string(rec.State), 1)
 			}
 			return nil
 		}, nil))

@@ -109,10 +109,10 @@ func (b *Backend) listSQL(state, owner, after bool) string {
 	}
 }
 
-// CountStates implements asyncreq.Lister. It counts exactly, by reading
-// the queue's part of the index on (queue, state, created_at, id) whole on
-// the read pool: O(n) in the queue's records, about 0.1 s a million (see
-// docs/benchmarks-scale.md). It takes no lock the writer waits for.
+// CountStates implements asyncreq.Lister. It reads the counts the writer
+// keeps in the table <TablePrefix>state_counts, a row for each state:
+// O(1), exact as of the last commit. (The writer adds up the changes of a
+// transaction's writes and updates those rows once per commit.)
 func (b *Backend) CountStates(ctx context.Context) (asyncreq.StateCounts, error) {
 	if err := b.enter(ctx); err != nil {
 		return asyncreq.StateCounts{}, err
@@ -183,11 +183,15 @@ func (b *Backend) purgeFinishedChunk(ctx context.Context, beforeN int64, k int, 
 		}
 		var tombs []tomb
 		for rows.Next() {
-			var tb tomb
-			if err := rows.Scan(&tb.id, &tb.ttl, &tb.owner); err != nil {
+			var (
+				tb    tomb
+				state string
+			)
+			if err := rows.Scan(&tb.id, &tb.ttl, &tb.owner, &state); err != nil {
 				_ = rows.Close()
 				return err
 			}
+			t.count(b.prefix, b.queue, state, -1)
 			purged = append(purged, tb.id)
 			if tombstone && tb.ttl > 0 {
 				tombs = append(tombs, tb)

@@ -67,18 +67,18 @@ func newQueries(prefix string) queries {
 			SET state = ?3, enqueued = ?4, expires_at = ?5, tombstone_ttl = ?6, data = ?7, result_body = ?8, body = ?9, updated_at = ?11
 			WHERE id_key = ?10 AND queue = ?1 AND id = ?2`),
 		deleteRecord: r(`DELETE FROM {{prefix}}records WHERE id_key = ?3 AND queue = ?1 AND id = ?2
-			RETURNING tombstone_ttl, owner`),
+			RETURNING tombstone_ttl, owner, state`),
 		putTombstone: r(`INSERT INTO {{prefix}}tombstones (queue, id, until, owner) VALUES (?1, ?2, ?3, ?4)
 			ON CONFLICT (queue, id) DO UPDATE SET until = max(until, excluded.until), owner = excluded.owner`),
 		// purgeRecords deletes up to ?3 final records expired at ?2 and
-		// returns when each one's tombstone runs out, and its owner.
+		// returns when each one's tombstone runs out, its owner and state.
 		purgeRecords: r(`DELETE FROM {{prefix}}records
 			WHERE rowid IN (
 				SELECT rowid FROM {{prefix}}records
 				WHERE queue = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2
 					AND state IN ('succeeded', 'failed', 'canceled')
 				ORDER BY expires_at LIMIT ?3)
-			RETURNING id, expires_at + tombstone_ttl, owner`),
+			RETURNING id, expires_at + tombstone_ttl, owner, state`),
 		purgeTombstones: r(`DELETE FROM {{prefix}}tombstones
 			WHERE queue = ?1 AND id IN (
 				SELECT id FROM {{prefix}}tombstones WHERE queue = ?1 AND until <= ?2 LIMIT ?3)`),
@@ -97,14 +97,14 @@ func newQueries(prefix string) queries {
 		// countStates reads the counts the triggers of 0004_list.sql keep.
 		countStates: r(`SELECT state, n FROM {{prefix}}state_counts WHERE queue = ?1`),
 		// purgeFinished deletes up to ?3 final records last changed before
-		// ?2, oldest first, and returns the id, tombstone TTL and owner of
-		// each.
+		// ?2, oldest first, and returns the id, tombstone TTL, owner and
+		// state of each.
 		purgeFinished: r(`DELETE FROM {{prefix}}records
 			WHERE rowid IN (
 				SELECT rowid FROM {{prefix}}records
 				WHERE queue = ?1 AND state IN ('succeeded', 'failed', 'canceled') AND updated_at < ?2
 				ORDER BY updated_at LIMIT ?3)
-			RETURNING id, tombstone_ttl, owner`),
+			RETURNING id, tombstone_ttl, owner, state`),
 		// waitingEntry finds an entry of id ?2 that no lease holds at ?3.
 		// No index has the queue's ids (see 0001_init.sql), so it reads
 		// every entry of the queue: only a Requeue of a canceled record

@@ -23,11 +23,12 @@ CREATE INDEX {{prefix}}records_list_owner ON {{prefix}}records (queue, owner, cr
 CREATE INDEX {{prefix}}records_list_owner_state ON {{prefix}}records (queue, owner, state, created_at, id)
 	WHERE owner <> '';
 
--- The records of each queue by state, kept by triggers in the same
--- transaction as every write of a record, so that counting them
--- (CountStates) reads a row a state instead of an index whole: a write
--- that adds, deletes or changes the state of a record also updates one or
--- two of these rows, which stay in the writer's page cache.
+-- The records of each queue by state, so that counting them
+-- (CountStates) reads a row a state instead of an index whole. The writer
+-- adds up what the writes of a transaction change and updates these rows
+-- once, before it commits (see wtx.count), so that a write costs nothing
+-- more; every process that writes the file must keep them so, as every
+-- process of this version does.
 CREATE TABLE {{prefix}}state_counts (
 	queue TEXT    NOT NULL,
 	state TEXT    NOT NULL,
@@ -36,19 +37,3 @@ CREATE TABLE {{prefix}}state_counts (
 ) WITHOUT ROWID;
 INSERT INTO {{prefix}}state_counts (queue, state, n)
 	SELECT queue, state, count(*) FROM {{prefix}}records GROUP BY queue, state;
-CREATE TRIGGER {{prefix}}records_count_insert AFTER INSERT ON {{prefix}}records
-BEGIN
-	INSERT INTO {{prefix}}state_counts (queue, state, n) VALUES (new.queue, new.state, 1)
-		ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER {{prefix}}records_count_delete AFTER DELETE ON {{prefix}}records
-BEGIN
-	UPDATE {{prefix}}state_counts SET n = n - 1 WHERE queue = old.queue AND state = old.state;
-END;
-CREATE TRIGGER {{prefix}}records_count_update AFTER UPDATE OF state ON {{prefix}}records
-	WHEN old.state IS NOT new.state
-BEGIN
-	UPDATE {{prefix}}state_counts SET n = n - 1 WHERE queue = old.queue AND state = old.state;
-	INSERT INTO {{prefix}}state_counts (queue, state, n) VALUES (new.queue, new.state, 1)
-		ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
-END;
