@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -58,4 +59,63 @@ func BenchmarkPendingMemory(b *testing.B) {
 	if perReq > 2048 {
 		b.Errorf("%.0f bytes per pending request beyond its body, want at most 2048", perReq)
 	}
+}
+
+// BenchmarkList lists a page of 50 records, newest first, out of
+// 1,000,000 that a Backend holds (5% of them failed, spread over 100
+// owners), with no filter, by state and by owner, and counts them by
+// state. A page is read off the Backend's ordered indexes, so its time
+// does not grow with the records held.
+func BenchmarkList(b *testing.B) {
+	const n = 1_000_000
+	ctx := context.Background()
+	be := memory.New(nil)
+	defer be.Close()
+	start := time.Now().Add(-n * time.Millisecond)
+	for i := range n {
+		at := start.Add(time.Duration(i) * time.Millisecond)
+		rec := &asyncreq.Record{
+			ID:        asyncreq.NewID(),
+			Owner:     "owner-" + strconv.Itoa(i%100),
+			State:     asyncreq.StateSucceeded,
+			Method:    "POST",
+			URL:       "/reports/",
+			CreatedAt: at,
+			UpdatedAt: at.Add(time.Second),
+		}
+		if i%20 == 1 {
+			rec.State = asyncreq.StateFailed
+		}
+		if _, err := be.Create(ctx, rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		q    asyncreq.ListQuery
+	}{
+		{"newest", asyncreq.ListQuery{}},
+		{"state=failed", asyncreq.ListQuery{State: asyncreq.StateFailed}},
+		{"owner", asyncreq.ListQuery{Owner: "owner-1"}},
+		{"owner+state=failed", asyncreq.ListQuery{Owner: "owner-1", State: asyncreq.StateFailed}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				page, err := be.List(ctx, c.q)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(page.Records) != asyncreq.DefaultListLimit {
+					b.Fatalf("a page of %d records, want %d", len(page.Records), asyncreq.DefaultListLimit)
+				}
+			}
+		})
+	}
+	b.Run("CountStates", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := be.CountStates(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

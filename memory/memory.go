@@ -45,7 +45,7 @@
 //
 // The indexes are sorted chunks of at most 512 keys: adding or removing a
 // record costs O(log n + 512), most often at the newest end, and they take
-// about 100 bytes a record.
+// about 80 bytes a record.
 package memory
 
 import (

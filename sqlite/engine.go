@@ -302,6 +302,11 @@ func (e *engine) runBatch(ops []*op) {
 		e.finish(ops, nil)
 		return
 	}
+	if err := t.flushCounts(); err != nil {
+		_, _ = e.wconn.ExecContext(ctx, "ROLLBACK")
+		e.finish(ops, fmt.Errorf("sqlite: commit: %w", err))
+		return
+	}
 	if err := e.commit(ctx, len(ops)); err != nil {
 		_, _ = e.wconn.ExecContext(ctx, "ROLLBACK")
 		e.finish(ops, fmt.Errorf("sqlite: commit: %w", err))
@@ -361,6 +366,40 @@ func isDBError(err error) bool {
 // transaction. It is used by the writer goroutine only.
 type wtx struct {
 	e *engine
+	// counts adds up what the writes of the transaction change of the
+	// counts of records by state (see count).
+	counts map[countKey]int64
+}
+
+// countKey names a row of a state_counts table.
+type countKey struct {
+	prefix, queue, state string
+}
+
+// count records that the transaction's writes changed the number of
+// records of queue in state by n. The writer adds it to the row of
+// <prefix>state_counts before it commits, once for all the writes of the
+// transaction, so that they update that row once rather than once each.
+func (t *wtx) count(prefix, queue, state string, n int64) {
+	if t.counts == nil {
+		t.counts = make(map[countKey]int64)
+	}
+	t.counts[countKey{prefix, queue, state}] += n
+}
+
+// flushCounts writes the changes count recorded.
+func (t *wtx) flushCounts() error {
+	for k, n := range t.counts {
+		if n == 0 {
+			continue
+		}
+		if _, err := t.exec(`INSERT INTO `+k.prefix+`state_counts (queue, state, n) VALUES (?1, ?2, ?3)
+			ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n`, k.queue, k.state, n); err != nil {
+			return err
+		}
+	}
+	clear(t.counts)
+	return nil
 }
 
 func (t *wtx) stmt(q string) (*sql.Stmt, error) {

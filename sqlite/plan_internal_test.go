@@ -52,7 +52,7 @@ func fillFinished(t *testing.T, b *Backend, n int) {
 				}
 				if _, err := tx.exec(b.sql.insertRecord, b.queue, rec.ID, rec.Owner, nil, string(rec.State), 1,
 					rec.CreatedAt.UnixNano(), rec.ExpiresAt.UnixNano(), int64(rec.TombstoneTTL), enc.data,
-					enc.body, enc.resultBody, idKey(rec.ID)); err != nil {
+					enc.body, enc.resultBody, idKey(rec.ID), rec.UpdatedAt.UnixNano()); err != nil {
 					return err
 				}
 			}

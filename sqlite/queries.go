@@ -1,6 +1,9 @@
 package sqlite
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // queries holds the SQL of one table prefix. Every statement takes the queue
 // name as ?1. A statement that finds a record by its id also takes the id's
@@ -19,6 +22,16 @@ type queries struct {
 	purgeRecords    string
 	purgeTombstones string
 	listUnenqueued  string
+
+	// The listings (see list.go): by no filter, state, owner, or both,
+	// from the start or after a cursor.
+	listAll, listAllAfter               string
+	listState, listStateAfter           string
+	listOwner, listOwnerAfter           string
+	listOwnerState, listOwnerStateAfter string
+	countStates                         string
+	purgeFinished                       string
+	waitingEntry                        string
 
 	enqueue string
 	claim   string
@@ -43,35 +56,61 @@ func newQueries(prefix string) queries {
 		getByIdemKey: r(`SELECT data, body, result_body FROM {{prefix}}records
 			WHERE queue = ?1 AND owner = ?2 AND idem_key = ?3`),
 		insertRecord: r(`INSERT INTO {{prefix}}records
-			(queue, id, owner, idem_key, state, enqueued, created_at, expires_at, tombstone_ttl, data, body, result_body, id_key)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)`),
+			(queue, id, owner, idem_key, state, enqueued, created_at, expires_at, tombstone_ttl, data, body, result_body, id_key, updated_at)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)`),
 		// updateRecord leaves the request body alone; updateRecordAll also
 		// rewrites it (only when an update changed it).
 		updateRecord: r(`UPDATE {{prefix}}records
-			SET state = ?3, enqueued = ?4, expires_at = ?5, tombstone_ttl = ?6, data = ?7, result_body = ?8
+			SET state = ?3, enqueued = ?4, expires_at = ?5, tombstone_ttl = ?6, data = ?7, result_body = ?8, updated_at = ?10
 			WHERE id_key = ?9 AND queue = ?1 AND id = ?2`),
 		updateRecordAll: r(`UPDATE {{prefix}}records
-			SET state = ?3, enqueued = ?4, expires_at = ?5, tombstone_ttl = ?6, data = ?7, result_body = ?8, body = ?9
+			SET state = ?3, enqueued = ?4, expires_at = ?5, tombstone_ttl = ?6, data = ?7, result_body = ?8, body = ?9, updated_at = ?11
 			WHERE id_key = ?10 AND queue = ?1 AND id = ?2`),
 		deleteRecord: r(`DELETE FROM {{prefix}}records WHERE id_key = ?3 AND queue = ?1 AND id = ?2
-			RETURNING tombstone_ttl, owner`),
+			RETURNING tombstone_ttl, owner, state`),
 		putTombstone: r(`INSERT INTO {{prefix}}tombstones (queue, id, until, owner) VALUES (?1, ?2, ?3, ?4)
 			ON CONFLICT (queue, id) DO UPDATE SET until = max(until, excluded.until), owner = excluded.owner`),
 		// purgeRecords deletes up to ?3 final records expired at ?2 and
-		// returns when each one's tombstone runs out, and its owner.
+		// returns when each one's tombstone runs out, its owner and state.
 		purgeRecords: r(`DELETE FROM {{prefix}}records
 			WHERE rowid IN (
 				SELECT rowid FROM {{prefix}}records
 				WHERE queue = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2
 					AND state IN ('succeeded', 'failed', 'canceled')
 				ORDER BY expires_at LIMIT ?3)
-			RETURNING id, expires_at + tombstone_ttl, owner`),
+			RETURNING id, expires_at + tombstone_ttl, owner, state`),
 		purgeTombstones: r(`DELETE FROM {{prefix}}tombstones
 			WHERE queue = ?1 AND id IN (
 				SELECT id FROM {{prefix}}tombstones WHERE queue = ?1 AND until <= ?2 LIMIT ?3)`),
 		listUnenqueued: r(`SELECT id FROM {{prefix}}records
 			WHERE queue = ?1 AND enqueued = 0 AND state IN ('pending', 'running') AND created_at < ?2
 			ORDER BY created_at LIMIT ?3`),
+
+		listAll:             r(listSQL(false, false, false)),
+		listAllAfter:        r(listSQL(false, false, true)),
+		listState:           r(listSQL(true, false, false)),
+		listStateAfter:      r(listSQL(true, false, true)),
+		listOwner:           r(listSQL(false, true, false)),
+		listOwnerAfter:      r(listSQL(false, true, true)),
+		listOwnerState:      r(listSQL(true, true, false)),
+		listOwnerStateAfter: r(listSQL(true, true, true)),
+		// countStates reads the counts the triggers of 0004_list.sql keep.
+		countStates: r(`SELECT state, n FROM {{prefix}}state_counts WHERE queue = ?1`),
+		// purgeFinished deletes up to ?3 final records last changed before
+		// ?2, oldest first, and returns the id, tombstone TTL, owner and
+		// state of each.
+		purgeFinished: r(`DELETE FROM {{prefix}}records
+			WHERE rowid IN (
+				SELECT rowid FROM {{prefix}}records
+				WHERE queue = ?1 AND state IN ('succeeded', 'failed', 'canceled') AND updated_at < ?2
+				ORDER BY updated_at LIMIT ?3)
+			RETURNING id, tombstone_ttl, owner, state`),
+		// waitingEntry finds an entry of id ?2 that no lease holds at ?3.
+		// No index has the queue's ids (see 0001_init.sql), so it reads
+		// every entry of the queue: only a Requeue of a canceled record
+		// runs it.
+		waitingEntry: r(`SELECT EXISTS (SELECT 1 FROM {{prefix}}queue
+			WHERE queue = ?1 AND id = ?2 AND (token IS NULL OR due <= ?3))`),
 
 		// enqueue adds an entry due at ?3.
 		enqueue: r(`INSERT INTO {{prefix}}queue (queue, id, due) VALUES (?1, ?2, ?3)`),
@@ -99,4 +138,28 @@ func newQueries(prefix string) queries {
 		statsNotDue: r(`SELECT count(*) FILTER (WHERE token IS NULL), count(*) FILTER (WHERE token IS NOT NULL)
 			FROM {{prefix}}queue WHERE queue = ?1 AND due > ?2`),
 	}
+}
+
+// listSQL returns the statement of a listing page: the records of queue ?1
+// (in state ?2, of owner ?n, after the cursor (?n, ?n+1), as asked),
+// newest first, at most the limit in its last parameter. Its parameters
+// are numbered in that order, without gaps.
+func listSQL(state, owner, after bool) string {
+	var b strings.Builder
+	n := 1
+	param := func() string { n++; return "?" + strconv.Itoa(n) }
+	b.WriteString(`SELECT created_at, id, data FROM {{prefix}}records WHERE queue = ?1`)
+	if state {
+		b.WriteString(` AND state = ` + param())
+	}
+	if owner {
+		// owner <> '' lets the partial indexes of 0004_list.sql serve.
+		b.WriteString(` AND owner = ` + param() + ` AND owner <> ''`)
+	}
+	if after {
+		c := param()
+		b.WriteString(` AND (created_at, id) < (` + c + `, ` + param() + `)`)
+	}
+	b.WriteString(` ORDER BY created_at DESC, id DESC LIMIT ` + param())
+	return b.String()
 }

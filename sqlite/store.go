@@ -190,9 +190,11 @@ func (b *Backend) insert(ctx context.Context, rec *asyncreq.Record, enqueue bool
 		}
 		if _, err := t.exec(b.sql.insertRecord, b.queue, rec.ID, rec.Owner, nullString(rec.IdempotencyKey),
 			string(rec.State), boolInt(rec.Enqueued), rec.CreatedAt.UnixNano(), nullTime(rec.ExpiresAt),
-			int64(rec.TombstoneTTL), enc.data, blob(enc.body), blob(enc.resultBody), idKey(rec.ID)); err != nil {
+			int64(rec.TombstoneTTL), enc.data, blob(enc.body), blob(enc.resultBody), idKey(rec.ID),
+			rec.UpdatedAt.UnixNano()); err != nil {
 			return err
 		}
+		t.count(b.prefix, b.queue, string(rec.State), 1)
 		if enqueue {
 			if _, err := t.exec(b.sql.enqueue, b.queue, rec.ID, b.now().UnixNano()); err != nil {
 				return err
@@ -336,7 +338,7 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 			return err
 		}
 		origBody := bytes.Clone(e.body)
-		owner, key := rec.Owner, rec.IdempotencyKey
+		owner, key, state := rec.Owner, rec.IdempotencyKey, rec.State
 		if err := fn(rec); err != nil {
 			fnErr = err
 			return err
@@ -350,13 +352,19 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 		}
 		if bytes.Equal(origBody, rec.Body) && (origBody == nil) == (rec.Body == nil) {
 			_, err = t.exec(b.sql.updateRecord, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
-				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), idKey(id))
+				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), idKey(id),
+				rec.UpdatedAt.UnixNano())
 		} else {
 			_, err = t.exec(b.sql.updateRecordAll, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
-				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), blob(enc.body), idKey(id))
+				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), blob(enc.body), idKey(id),
+				rec.UpdatedAt.UnixNano())
 		}
 		if err != nil {
 			return err
+		}
+		if rec.State != state {
+			t.count(b.prefix, b.queue, string(state), -1)
+			t.count(b.prefix, b.queue, string(rec.State), 1)
 		}
 		if then != nil {
 			if err := then(t, rec); err != nil {
@@ -385,14 +393,15 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 	defer b.exit()
 	del := func(t *wtx) error {
 		var ttl int64
-		var owner string
-		err := t.queryRow(b.sql.deleteRecord, b.queue, id, idKey(id)).Scan(&ttl, &owner)
+		var owner, state string
+		err := t.queryRow(b.sql.deleteRecord, b.queue, id, idKey(id)).Scan(&ttl, &owner, &state)
 		if errors.Is(err, sql.ErrNoRows) {
 			return asyncreq.ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
+		t.count(b.prefix, b.queue, state, -1)
 		if tombstone && ttl > 0 {
 			if _, err := t.exec(b.sql.putTombstone, b.queue, id, b.now().UnixNano()+ttl, owner); err != nil {
 				return err
@@ -491,11 +500,15 @@ func (b *Backend) purgeRecords(t *wtx, nowN int64, k int, purged *[]string) erro
 	}
 	var tombs []tomb
 	for rows.Next() {
-		var tb tomb
-		if err := rows.Scan(&tb.id, &tb.until, &tb.owner); err != nil {
+		var (
+			tb    tomb
+			state string
+		)
+		if err := rows.Scan(&tb.id, &tb.until, &tb.owner, &state); err != nil {
 			_ = rows.Close()
 			return err
 		}
+		t.count(b.prefix, b.queue, state, -1)
 		*purged = append(*purged, tb.id)
 		if tb.until > nowN {
 			tombs = append(tombs, tb)
