@@ -1,0 +1,58 @@
+-- 0005: indexes that list records newest first (asyncreq.Lister): a page is
+-- a backward scan of one of them, WHERE (created_at, id) < (cursor) ORDER
+-- BY created_at DESC, id DESC LIMIT n, which reads the page's rows and
+-- nothing more, with no sort, however many records there are. Ids are
+-- compared byte by byte (COLLATE "C"), as the cursor's Go strings are, so
+-- the order of ids, the old 26-character ones included, does not depend
+-- on the database's collation.
+--
+-- No index names the state column, on purpose. A row update is heap-only
+-- (HOT: no new index entry for any index) only when it changes no column
+-- that any index uses, in its key or in its predicate; so an index on
+-- state, even a partial one such as WHERE state IN ('failed',
+-- 'canceled'), would turn the Worker's claim (pending to running, which
+-- changes state, attempts, lease_token and updated_at) from a HOT update
+-- into one that adds an entry to the primary key and to every full index
+-- below. A worker's outcome already changes expires_at (indexed by
+-- records_expires_at) and is not HOT, so it pays for the new indexes
+-- either way. Instead, the states are found through the columns the
+-- lifecycle changes together with them:
+--
+--   - a pending or running record has no expires_at (every final one has
+--     one): records_live holds exactly the records not finished, so the
+--     records of those two states are found among the live ones, a scan
+--     bounded by the backlog, not by the records retained;
+--   - a failed or canceled record has an error (so has a pending or
+--     running one whose earlier attempt failed): records_erred holds
+--     them, so those states are found among the records with an error;
+--   - succeeded, the bulk of the records retained, is a filter on the
+--     scan of records_created.
+--
+-- Measured on the worker path (go test -bench 'BenchmarkWorkerDrain|
+-- BenchmarkDrain|BenchmarkAccept', the same run conditions, before and
+-- after; see docs/benchmarks-scale.md, "Listing"): the claim stays HOT;
+-- an accept writes three more index entries and an outcome two or three.
+--
+-- Locking: Migrate runs every migration in one transaction, where CREATE
+-- INDEX CONCURRENTLY is not allowed, so these are plain CREATE INDEX: each
+-- holds a SHARE lock on records while it builds, during which reads go on
+-- and every write (accepts, claims, outcomes) waits; about a second per
+-- index per million records. To migrate a large table without that pause,
+-- build the indexes first, outside a transaction, with the same
+-- statements written CREATE INDEX CONCURRENTLY IF NOT EXISTS (and drop
+-- and build again any left INVALID by a failed build), then run Migrate:
+-- IF NOT EXISTS makes this migration skip them.
+
+CREATE INDEX IF NOT EXISTS records_created
+    ON {{schema}}.records (queue, created_at, id COLLATE "C");
+
+CREATE INDEX IF NOT EXISTS records_owner_created
+    ON {{schema}}.records (queue, owner, created_at, id COLLATE "C");
+
+CREATE INDEX IF NOT EXISTS records_live
+    ON {{schema}}.records (queue, created_at, id COLLATE "C")
+    WHERE expires_at IS NULL;
+
+CREATE INDEX IF NOT EXISTS records_erred
+    ON {{schema}}.records (queue, created_at, id COLLATE "C")
+    WHERE error IS NOT NULL;
