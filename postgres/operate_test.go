@@ -1,0 +1,88 @@
+package postgres_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+)
+
+// TestCountStatesLargeQueue checks CountStates on a queue of more than
+// 10,000 records, where it counts pending, running, failed and canceled
+// through the partial indexes and estimates succeeded.
+func TestCountStatesLargeQueue(t *testing.T) {
+	s, pool := newStore(t, nil)
+	fillScale(t, pool, s, 20_000)
+	c, err := s.CountStates(t.Context())
+	require.NoError(t, err)
+	require.InEpsilon(t, 19_400, c.Succeeded, 0.05, "the estimate of succeeded records")
+	c.Succeeded = 19_400
+	require.Equal(t, asyncreq.StateCounts{Pending: 200, Running: 100, Succeeded: 19_400, Failed: 200, Canceled: 100}, c)
+}
+
+// TestRequeueKeepsQueuedEntry checks that Requeue of a request canceled
+// before a Worker dequeued it reuses the queue entry its submit made
+// rather than adding a second, so that it is delivered once.
+func TestRequeueKeepsQueuedEntry(t *testing.T) {
+	s, pool := newStore(t, nil)
+	ctx := t.Context()
+	rec := testRecord("alice", "", []byte("x"))
+	_, err := s.Accept(ctx, rec)
+	require.NoError(t, err)
+	_, err = s.Update(ctx, rec.ID, func(r *asyncreq.Record) error { return r.RequestCancel("alice", time.Now()) })
+	require.NoError(t, err)
+
+	got, err := asyncreq.RetryRequest(ctx, s, rec.ID)
+	require.NoError(t, err)
+	require.Equal(t, asyncreq.StatePending, got.State)
+	require.True(t, got.Enqueued)
+
+	jobs := pgx.Identifier{s.Schema(), "jobs"}.Sanitize()
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM `+jobs+` WHERE id = $1`, rec.ID).Scan(&n))
+	require.Equal(t, 1, n, "the queue holds one entry for the request")
+
+	l, err := s.Dequeue(ctx, time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, rec.ID, l.ID)
+	require.Equal(t, 1, l.Delivery, "the kept entry's deliveries count from zero again")
+	require.NoError(t, s.Ack(ctx, l))
+
+	// Canceled again and requeued with no entry left: one is added.
+	_, err = s.Update(ctx, rec.ID, func(r *asyncreq.Record) error { return r.RequestCancel("alice", time.Now()) })
+	require.NoError(t, err)
+	_, err = asyncreq.RetryRequest(ctx, s, rec.ID)
+	require.NoError(t, err)
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM `+jobs+` WHERE id = $1`, rec.ID).Scan(&n))
+	require.Equal(t, 1, n)
+}
+
+// TestPurgeFinishedBatches checks that PurgeFinished deletes in batches of
+// its limit until none is left, keeping a tombstone with the owner.
+func TestPurgeFinishedBatches(t *testing.T) {
+	s, pool := newStore(t, nil)
+	fillScale(t, pool, s, 2_000)
+	ctx := t.Context()
+	// Every final record of the fill was last changed before now; there
+	// are 1,940 succeeded, 20 failed and 10 canceled.
+	total := 0
+	for {
+		n, err := s.PurgeFinished(ctx, time.Now(), 500, true)
+		require.NoError(t, err)
+		require.LessOrEqual(t, n, 500)
+		total += n
+		if n < 500 {
+			break
+		}
+	}
+	require.Equal(t, 1_970, total)
+	c, err := s.CountStates(ctx)
+	require.NoError(t, err)
+	require.Equal(t, asyncreq.StateCounts{Pending: 20, Running: 10}, c)
+	var tombstones int
+	tomb := pgx.Identifier{s.Schema(), "tombstones"}.Sanitize()
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM `+tomb+` WHERE owner LIKE 'owner%'`).Scan(&tombstones))
+	require.Equal(t, 1_970, tombstones)
+}
