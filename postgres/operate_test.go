@@ -86,3 +86,37 @@ func TestPurgeFinishedBatches(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM `+tomb+` WHERE owner LIKE 'owner%'`).Scan(&tombstones))
 	require.Equal(t, 1_970, tombstones)
 }
+
+// TestClaimIsHOT checks the choice of migrations/0005_list.sql: no index
+// names a column that a Worker's claim changes, so the claim (pending to
+// running) is a heap-only update, which adds no index entry; the outcome
+// changes expires_at, which records_expires_at indexes, and is not.
+func TestClaimIsHOT(t *testing.T) {
+	pool := newPool(t, 1) // one connection: the statistics flushed below are its own
+	s := newStoreOn(t, pool, newSchema(t, pool), nil)
+	ctx := t.Context()
+	rec := testRecord("", "", []byte("x"))
+	_, err := s.Accept(ctx, rec)
+	require.NoError(t, err)
+	l, err := s.Dequeue(ctx, time.Minute)
+	require.NoError(t, err)
+	token := asyncreq.NewID()
+	updates := func() (n, hot int64) {
+		t.Helper()
+		_, err := pool.Exec(ctx, `SELECT pg_stat_force_next_flush()`)
+		require.NoError(t, err)
+		err = pool.QueryRow(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+			WHERE schemaname = $1 AND relname = 'records'`, s.Schema()).Scan(&n, &hot)
+		require.NoError(t, err)
+		return n, hot
+	}
+	n0, hot0 := updates()
+	_, err = s.Update(ctx, rec.ID, func(r *asyncreq.Record) error { return r.Claim(token, 3, time.Now()) })
+	require.NoError(t, err)
+	n, hot := updates()
+	require.Equal(t, [2]int64{1, 1}, [2]int64{n - n0, hot - hot0}, "the claim is one heap-only update")
+	_, err = s.Complete(ctx, l, func(r *asyncreq.Record) error { return r.Succeed(token, nil, time.Now()) })
+	require.NoError(t, err)
+	n, hot = updates()
+	require.Equal(t, [2]int64{2, 1}, [2]int64{n - n0, hot - hot0}, "the outcome is not heap-only")
+}
