@@ -1,10 +1,13 @@
 package postgres_test
 
 import (
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/postgres"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
@@ -119,4 +122,43 @@ func TestClaimIsHOT(t *testing.T) {
 	require.NoError(t, err)
 	n, hot = updates()
 	require.Equal(t, [2]int64{2, 1}, [2]int64{n - n0, hot - hot0}, "the outcome is not heap-only")
+}
+
+// TestMigrateListIndexesBuiltBeforehand follows the procedure the comment
+// of migrations/0005_list.sql gives for a large table: the listing
+// indexes built beforehand with CREATE INDEX CONCURRENTLY, then Migrate,
+// which finds them and records the version.
+func TestMigrateListIndexesBuiltBeforehand(t *testing.T) {
+	s, pool := newStore(t, nil)
+	ctx := t.Context()
+	schema := pgx.Identifier{s.Schema()}.Sanitize()
+	// Back to version 4, records in the table.
+	fillScale(t, pool, s, 1_000)
+	for _, index := range []string{"records_created", "records_owner_created", "records_live", "records_erred"} {
+		_, err := pool.Exec(ctx, `DROP INDEX `+schema+`.`+index)
+		require.NoError(t, err)
+	}
+	_, err := pool.Exec(ctx, `DELETE FROM `+schema+`.schema_migrations WHERE version = 5`)
+	require.NoError(t, err)
+
+	sql, err := os.ReadFile("migrations/0005_list.sql")
+	require.NoError(t, err)
+	built := 0
+	for _, stmt := range strings.Split(string(sql), ";") {
+		stmt = strings.TrimSpace(stmt)
+		if i := strings.Index(stmt, "CREATE INDEX IF NOT EXISTS"); i >= 0 {
+			stmt = strings.Replace(stmt[i:], "CREATE INDEX", "CREATE INDEX CONCURRENTLY", 1)
+			_, err := pool.Exec(ctx, strings.ReplaceAll(stmt, "{{schema}}", schema))
+			require.NoError(t, err, stmt)
+			built++
+		}
+	}
+	require.Equal(t, 4, built)
+	require.NoError(t, postgres.Migrate(ctx, pool, &postgres.Options{Schema: s.Schema()}))
+	var v int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT max(version) FROM `+schema+`.schema_migrations`).Scan(&v))
+	require.Equal(t, postgres.SchemaVersion(), v)
+	page, err := s.List(ctx, asyncreq.ListQuery{State: asyncreq.StateFailed, Limit: 5})
+	require.NoError(t, err)
+	require.Len(t, page.Records, 5)
 }
