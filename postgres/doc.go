@@ -139,21 +139,21 @@
 // true: a record not finished has no ExpiresAt, and a failed or canceled
 // one has an Error. A record stored against that through Create (a failed
 // one without an Error, say) is missing from its state's listing and
-// count. On a table of a million records a page of 50 takes 0.2-1 ms
-// with any filter but an owner and a state together, 10-30 ms for an
+// count. On a table of a million records a page of 50 takes 0.2-1.3 ms
+// with any filter but an owner and a state together, 9-26 ms for an
 // owner of 10,000 records with 1% of them in the state; the worker path
 // pays the new indexes on accepts and outcomes only (figures in
 // docs/benchmarks-scale.md, "Listing").
 //
-// CountStates is one statement in one snapshot. A queue of at most 10,000
-// records is counted exactly. In a larger one pending and running are
+// CountStates counts in one statement, in one snapshot (and plans one more
+// for a large queue). A queue of at most 10,000 records is counted exactly. In a larger one pending and running are
 // exact, counted through records_live (a cost that follows the backlog);
 // failed and canceled are exact, counted through records_erred (a cost
 // that follows the failed and canceled records retained); succeeded is
 // PostgreSQL's estimate, the planner's row estimate from the table's
 // statistics as of its last ANALYZE, scaled to the table's current size.
-// A GROUP BY state of every record took 0.7 s at a million; this, about
-// 50 ms with 30,000 records not succeeded.
+// A GROUP BY state of every record took 0.7 s at a million; this, 38 ms
+// with 30,000 records not succeeded.
 //
 // PurgeFinished deletes one batch per statement, like Purge: at most limit
 // final records last changed before the given time, found through
@@ -181,5 +181,6 @@
 // QueueStats (asyncreq.QueueStater) counts the queue's jobs exactly in one
 // statement, from the jobs_due index, linear in the jobs due and delayed:
 // about 0.2 s for a million pending jobs on a 2-core VM (see
-// docs/stats.md). It does not count records by final state.
+// docs/stats.md). It does not count records by final state; CountStates
+// does (see Listing and operator actions).
 package postgres

@@ -278,7 +278,7 @@ const countExactMax = 10_000
 //     among the 10,001 the statement looked at.
 //
 // A plain GROUP BY state reads every record: about 0.7 s at a million,
-// against some 50 ms for this with 30,000 records not succeeded (see
+// against 38 ms for this with 30,000 records not succeeded (see
 // docs/benchmarks-scale.md, "Listing").
 func (s *Backend) CountStates(ctx context.Context) (asyncreq.StateCounts, error) {
 	if err := s.check(ctx); err != nil {
