@@ -174,6 +174,24 @@ func TestListPlansAtScale(t *testing.T) {
 
 	// The pages list the records in the order of the whole table's ORDER
 	// BY, old ids and ties in creation time included.
+	requireListOrder(t, s, pool, 50, 3)
+
+	// The counts are exact but for succeeded, an estimate within 5%.
+	c, err := s.CountStates(ctx)
+	require.NoError(t, err)
+	per := int64(scaleRecords / 1000)
+	require.InEpsilon(t, 970*per, c.Succeeded, 0.05, "the estimate of succeeded records")
+	c.Succeeded = 970 * per
+	require.Equal(t, asyncreq.StateCounts{Pending: 10 * per, Running: 5 * per, Succeeded: 970 * per, Failed: 10 * per, Canceled: 5 * per}, c)
+}
+
+// requireListOrder checks, for every filter of listFilters, that pages
+// pages of size records of s list what the table's own ORDER BY gives,
+// ids compared as bytes, and that those of no filter hold ids of the old
+// 26-character form.
+func requireListOrder(t *testing.T, s *postgres.Backend, pool *pgxpool.Pool, size, pages int) {
+	t.Helper()
+	ctx := t.Context()
 	records := pgx.Identifier{s.Schema(), "records"}.Sanitize()
 	for _, f := range listFilters {
 		where := "queue = $1"
@@ -186,15 +204,19 @@ func TestListPlansAtScale(t *testing.T) {
 			args = append(args, string(f.q.State))
 			where += fmt.Sprintf(" AND state = $%d", len(args))
 		}
+		args = append(args, size*pages)
 		rows, err := pool.Query(ctx, `SELECT id FROM `+records+` WHERE `+where+`
-			ORDER BY created_at DESC, convert_to(id, 'UTF8') DESC LIMIT 150`, args...)
+			ORDER BY created_at DESC, convert_to(id, 'UTF8') DESC LIMIT $`+fmt.Sprint(len(args)), args...)
 		require.NoError(t, err)
 		want, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		require.NoError(t, err)
-		var got []string
+		if want == nil {
+			want = []string{}
+		}
+		got := []string{}
 		q := f.q
-		q.Limit = 50
-		for range 3 {
+		q.Limit = size
+		for range pages {
 			page, err := s.List(ctx, q)
 			require.NoError(t, err)
 			for _, r := range page.Records {
@@ -205,7 +227,7 @@ func TestListPlansAtScale(t *testing.T) {
 			}
 			q.Cursor = page.Next
 		}
-		require.Equal(t, want, got, "%s: three pages of 50", f.name)
+		require.Equal(t, want, got, "%s: %d pages of %d", f.name, pages, size)
 		legacy := 0
 		for _, id := range got {
 			if len(id) == 26 {
@@ -216,14 +238,15 @@ func TestListPlansAtScale(t *testing.T) {
 			require.NotZero(t, legacy, "the pages hold ids of the old form")
 		}
 	}
+}
 
-	// The counts are exact but for succeeded, an estimate within 5%.
-	c, err := s.CountStates(ctx)
-	require.NoError(t, err)
-	per := int64(scaleRecords / 1000)
-	require.InEpsilon(t, 970*per, c.Succeeded, 0.05, "the estimate of succeeded records")
-	c.Succeeded = 970 * per
-	require.Equal(t, asyncreq.StateCounts{Pending: 10 * per, Running: 5 * per, Succeeded: 970 * per, Failed: 10 * per, Canceled: 5 * per}, c)
+// TestListOrderWithOldIDs pages through the whole of a table of 3,000
+// records (see fillScale), a tenth of them with ids of the old
+// 26-character form and pairs sharing a creation time, with every filter.
+func TestListOrderWithOldIDs(t *testing.T) {
+	s, pool := newStore(t, nil)
+	fillScale(t, pool, s, 3_000)
+	requireListOrder(t, s, pool, 37, 100)
 }
 
 // BenchmarkListScale measures List's page of 50 newest on a table of a
