@@ -130,8 +130,10 @@ func newOperateStatements(schema string) operateStatements {
 			}
 		}
 	}
-	// Counts in one snapshot: the states of the queue's first $2 records
-	// (all of them, when there are fewer), the records not finished by
+	// Counts in one snapshot: the states of the queue's $2 newest records
+	// (all of them, when there are fewer; the order makes it a scan of
+	// records_created however few of the table's records are the queue's,
+	// and in a generic plan too), the records not finished by
 	// state from records_live, and the failed and canceled ones from
 	// records_erred; the last two read only the records of their index.
 	st.countStates = f(`SELECT p.n, p.pending, p.running, p.succeeded, p.failed, p.canceled,
@@ -142,7 +144,8 @@ func newOperateStatements(schema string) operateStatements {
 					count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
 					count(*) FILTER (WHERE state = 'failed') AS failed,
 					count(*) FILTER (WHERE state = 'canceled') AS canceled
-				FROM (SELECT state FROM {{s}}.records WHERE queue = $1 LIMIT $2) AS x) AS p,
+				FROM (SELECT state FROM {{s}}.records WHERE queue = $1
+					ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT $2) AS x) AS p,
 			(SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
 					count(*) FILTER (WHERE state = 'running') AS running
 				FROM {{s}}.records WHERE queue = $1 AND expires_at IS NULL) AS l,
