@@ -31,6 +31,7 @@ type Backend struct {
 	opts    Options
 	queue   string
 	sql     statements
+	ops     operateStatements
 	channel string // NOTIFY channel of the schema
 	origin  string // tells this Backend's own record notifications apart
 
@@ -136,6 +137,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 		opts:    o,
 		queue:   o.Queue,
 		sql:     newStatements(pgx.Identifier{o.Schema}.Sanitize()),
+		ops:     newOperateStatements(pgx.Identifier{o.Schema}.Sanitize()),
 		channel: channelName(o.Schema),
 		origin:  asyncreq.NewID(),
 		cache:   newVersionCache(),
