@@ -57,7 +57,8 @@ end
 //
 //	ls:<state>                 M of every record in the state, all scored 0
 //	                           (so that they sort by M: ZREVRANGEBYLEX)
-//	lo:<len>:<owner>:<state>   the same per owner
+//	lo:<len>:<owner>:<state>   the same per owner, but for the owner ""
+//	                           (a listing by owner never asks for it)
 //	lf                         the entry of every final record, scored by
 //	                           its UpdatedAt in Unix microseconds
 //	le:<state>                 the entry of every final record that
@@ -84,7 +85,9 @@ local function idx_del(base, e)
   local m, st, owner = idx_parse(e)
   if not m then return end
   redis.call('ZREM', base .. 'ls:' .. st, m)
-  redis.call('ZREM', base .. 'lo:' .. #owner .. ':' .. owner .. ':' .. st, m)
+  if owner ~= '' then
+    redis.call('ZREM', base .. 'lo:' .. #owner .. ':' .. owner .. ':' .. st, m)
+  end
   if finalStates[st] then
     redis.call('ZREM', base .. 'lf', e)
     redis.call('ZREM', base .. 'le:' .. st, e)
@@ -97,7 +100,9 @@ local function idx_add(base, e, upd, exp)
   local m, st, owner = idx_parse(e)
   if not m then return end
   redis.call('ZADD', base .. 'ls:' .. st, 0, m)
-  redis.call('ZADD', base .. 'lo:' .. #owner .. ':' .. owner .. ':' .. st, 0, m)
+  if owner ~= '' then
+    redis.call('ZADD', base .. 'lo:' .. #owner .. ':' .. owner .. ':' .. st, 0, m)
+  end
   if upd and finalStates[st] then
     redis.call('ZADD', base .. 'lf', upd, e)
     if exp > 0 then redis.call('ZADD', base .. 'le:' .. st, exp, e) end
