@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/asyncreq/asyncreq"
@@ -98,6 +99,7 @@ func (b *Backend) List(ctx context.Context, q asyncreq.ListQuery) (asyncreq.List
 	// The page and one more record, to know whether a next page holds
 	// anything.
 	h := make(oldestFirst, 0, limit+1)
+	held := make(map[string]bool, limit+1) // the ids in h
 	err = b.eachRecord(ctx, func(rec *asyncreq.Record) {
 		if (q.State != "" && rec.State != q.State) || (q.Owner != "" && rec.Owner != q.Owner) {
 			return
@@ -105,13 +107,22 @@ func (b *Backend) List(ctx context.Context, q asyncreq.ListQuery) (asyncreq.List
 		if !cur.IsZero() && !cur.After(rec.CreatedAt, rec.ID) {
 			return
 		}
+		if held[rec.ID] {
+			// Written again during the pass: the later value replaces
+			// the earlier.
+			i := slices.IndexFunc(h, func(r *asyncreq.Record) bool { return r.ID == rec.ID })
+			h[i] = rec
+			heap.Fix(&h, i)
+			return
+		}
 		if h.Len() == limit+1 {
 			if !newer(rec, h[0]) {
 				return
 			}
-			heap.Pop(&h)
+			delete(held, heap.Pop(&h).(*asyncreq.Record).ID)
 		}
 		heap.Push(&h, rec)
+		held[rec.ID] = true
 	})
 	if err != nil {
 		return asyncreq.ListPage{}, err

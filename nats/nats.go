@@ -147,7 +147,11 @@
 // bodies included) and keep what the query selects. Every page and every
 // count is O(n) in the records held, whatever the page size or filter: it
 // suits an operator's occasional look, not a dashboard that polls a large
-// bucket. An index kept in other keys could not be written in the same
+// bucket. A record written while a pass runs may be seen in its old
+// state and in its new one (a pass reads the writes made during it too):
+// CountStates may count it twice, and List may list it on the pages of
+// two states (but once on one page). An index
+// kept in other keys could not be written in the same
 // step as the record, so it could disagree with the records after a crash
 // between the two writes; a full pass always agrees with them.
 //
