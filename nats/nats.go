@@ -142,17 +142,18 @@
 //
 // A key-value bucket keeps no order but a key's and lists keys in the
 // order of their last write, so a Backend keeps no listing index: List and
-// CountStates read every record of the bucket in one streamed pass (a key-
-// value watch of the current values of the "r." keys, the inline bodies
-// included) and keep what the query selects. Every page and every count is
-// O(n) in the records held, whatever the page size or filter: it suits an
-// operator's occasional look, not a dashboard that polls a large bucket. A
-// record written while a pass runs may be seen in its old state and in its
-// new one (a pass reads the writes made during it too): CountStates may
-// count it twice, and List may list it on the pages of two states (but
-// once on one page). An index kept in other keys could not be written in
-// the same step as the record, so it could disagree with the records after
-// a crash between the two writes; a full pass always agrees with them.
+// CountStates read every record of the bucket in one streamed pass (a
+// key-value watch of the current values of the "r." keys, the inline
+// bodies included) and keep what the query selects. Every page and every
+// count is O(n) in the records held, whatever the page size or filter: it
+// suits an operator's occasional look, not a dashboard that polls a large
+// bucket. A record written while a pass runs may be seen in its old state
+// and in its new one (a pass reads the writes made during it too):
+// CountStates may count it twice, and List may list it on the pages of two
+// states (but once on one page). An index kept in other keys could not be
+// written in the same step as the record, so it could disagree with the
+// records after a crash between the two writes; a full pass always agrees
+// with them.
 //
 // PurgeFinished finds final records through their expiry markers (one
 // streamed pass over the markers, as Purge makes) and deletes each as
