@@ -135,9 +135,11 @@
 //     already runs: one ZADD for an accept, two ZADD and two ZREM more for
 //     a request's claim and outcome (for a request with an owner, one
 //     ZADD more for the accept and one ZADD and ZREM more for each change
-//     of state). Measured on a shared 2-vCPU machine, that took the
-//     server's script time per accept from about 20 to 30 µs, and per
-//     request run (accept, claim, outcome, ack) from about 85 to 130 µs;
+//     of state). Measured on a shared 2-vCPU machine (the server's
+//     script time, medians of three runs), that took a lone accept from
+//     22 to 40 µs, an accept among 32 concurrent ones from 13 to 20 µs,
+//     and a request's whole run (accept, claim, outcome, ack) from 74 to
+//     120 µs;
 //   - memory: a record's entries (two for an unfinished record, four for
 //     a final one, one fewer each without an owner) and its field i took
 //     about 630 bytes per record at a million records (2,065 in all).
