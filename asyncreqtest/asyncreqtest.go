@@ -120,11 +120,21 @@ func TestBackend(t *testing.T, newBackend func(t *testing.T) asyncreq.Backend, o
 	t.Run("Handler", func(t *testing.T) {
 		TestHandler(t, newBackend, opts)
 	})
-	cfg := newConfig(t, opts)
 	t.Run("Operate", func(t *testing.T) {
-		runCase(t, cfg, "RetryCancelDelete", func(t *testing.T, ctx context.Context) {
-			testRetryRequest(t, ctx, newBackend(t), cfg)
-		})
+		TestOperate(t, newBackend, opts)
+	})
+}
+
+// TestOperate runs the cases of the operator functions on a Backend
+// (asyncreq.RetryRequest, CancelRequest and DeleteRequest), as TestBackend
+// does in its subtest Operate: for a Queue tested with TestQueue beside a
+// Store of another module, through asyncreq.Pair. They are skipped unless
+// the Backend's Store is an asyncreq.Lister.
+func TestOperate(t *testing.T, newBackend func(t *testing.T) asyncreq.Backend, opts *Options) {
+	t.Helper()
+	cfg := newConfig(t, opts)
+	runCase(t, cfg, "RetryCancelDelete", func(t *testing.T, ctx context.Context) {
+		testRetryRequest(t, ctx, newBackend(t), cfg)
 	})
 }
 

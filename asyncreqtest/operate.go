@@ -58,12 +58,18 @@ func listed(rec *asyncreq.Record) *asyncreq.Record {
 	return c
 }
 
-// finish makes rec final in state s at time at.
+// finish makes rec final in state s at time at, with a Retention that
+// keeps it for two hours from now at least: a Store whose engine expires
+// records by itself (Redis) would drop one whose ExpiresAt passed, and a
+// case would see it gone before it purged or listed it.
 func finish(rec *asyncreq.Record, s asyncreq.State, at time.Time) *asyncreq.Record {
 	rec.State = s
 	rec.Enqueued = true
 	rec.Attempts = 1
 	rec.UpdatedAt = at
+	if at.Add(rec.Retention).Before(time.Now().Add(time.Hour)) {
+		rec.Retention = time.Since(at).Truncate(time.Second) + 2*time.Hour
+	}
 	rec.ExpiresAt = at.Add(rec.Retention)
 	switch s {
 	case asyncreq.StateSucceeded:

@@ -1,8 +1,9 @@
 // Package nats is an asyncreq backend on NATS JetStream: a key-value bucket
 // is the Store and a work-queue stream with a durable pull consumer is the
 // Queue. One Backend value is both, and it is also an
-// asyncreq.UnenqueuedLister, an asyncreq.Watcher and an
-// asyncreq.BatchDequeuer.
+// asyncreq.UnenqueuedLister, an asyncreq.Watcher, an asyncreq.BatchDequeuer,
+// and for operators an asyncreq.Lister and an asyncreq.FinishedPurger (but
+// no asyncreq.Requeuer: see Operator capabilities).
 //
 // Its names follow the convention of every asyncreq backend module: the
 // type that is both Store and Queue is Backend, and since the caller hands
@@ -136,6 +137,36 @@
 // made against the same revision, when they race or when the stream's
 // leader changes: the second replaces the first, a worker's claim is lost,
 // and its request with it.
+//
+// # Operator capabilities
+//
+// A key-value bucket keeps no order but a key's and lists keys in the
+// order of their last write, so a Backend keeps no listing index: List and
+// CountStates read every record of the bucket in one streamed pass (a
+// key-value watch of the current values of the "r." keys, the inline
+// bodies included) and keep what the query selects. Every page and every
+// count is O(n) in the records held, whatever the page size or filter: it
+// suits an operator's occasional look, not a dashboard that polls a large
+// bucket. A record written while a pass runs may be seen in its old state
+// and in its new one (a pass reads the writes made during it too):
+// CountStates may count it twice, and List may list it on the pages of two
+// states (but once on one page). An index kept in other keys could not be
+// written in the same step as the record, so it could disagree with the
+// records after a crash between the two writes; a full pass always agrees
+// with them.
+//
+// PurgeFinished finds final records through their expiry markers (one
+// streamed pass over the markers, as Purge makes) and deletes each as
+// Delete does, with a compare-and-set on its revision.
+//
+// Requeue would have to store a record and publish its id in one atomic
+// step, and JetStream has none across a bucket and a stream, so a Backend
+// is no asyncreq.Requeuer. asyncreq.RetryRequest then stores the record
+// back to pending with Enqueued false, enqueues the id and marks the
+// record enqueued; the Update that makes a record pending and unenqueued
+// writes its "u." marker first, so that if the retry stops between its
+// steps the Worker's sweep (ListUnenqueued) finds the record and enqueues
+// it.
 //
 // # Statistics
 //

@@ -484,11 +484,19 @@ func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Recor
 		if c.ID != old.ID || c.Owner != old.Owner || c.IdempotencyKey != old.IdempotencyKey {
 			return nil, errors.New("nats: update changed the record's identity")
 		}
-		// The expiry marker goes first, so that no final record lacks one;
-		// a marker left by a write that then lost the race is harmless
-		// (Purge skips records that are not final).
+		// The markers go first, so that no final record lacks its expiry
+		// marker and no unenqueued one (a failed request put back to
+		// pending by RetryRequest) its "u." marker; a marker left by a
+		// write that then lost the race is harmless (Purge skips records
+		// that are not final, ListUnenqueued drops markers of records that
+		// need none).
 		if c.State.Final() && !old.State.Final() {
 			if _, err := b.kv.Put(ctx, prefixExpiry+id, dueValue(c.ExpiresAt)); err != nil {
+				return nil, ctxErr(ctx, fmt.Errorf("nats: update %s: marker: %w", id, err))
+			}
+		}
+		if !c.Enqueued && !c.State.Final() && (old.Enqueued || old.State.Final()) {
+			if _, err := b.kv.Put(ctx, prefixUnenqueued+id, nil); err != nil {
 				return nil, ctxErr(ctx, fmt.Errorf("nats: update %s: marker: %w", id, err))
 			}
 		}
@@ -525,27 +533,41 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 		if err != nil {
 			return err
 		}
-		rec := s.rec
-		keepTomb := tombstone && rec.TombstoneTTL > 0
-		if keepTomb {
-			until := b.opts.Now().Add(rec.TombstoneTTL)
-			if _, err := b.kv.Put(ctx, prefixExpiry+id, dueValue(until)); err != nil {
-				return ctxErr(ctx, fmt.Errorf("nats: delete %s: marker: %w", id, err))
-			}
-			_, err = b.kv.Update(ctx, prefixRecord+id, encodeTombstone(until, rec.Owner), s.rev)
-		} else {
-			err = b.kv.Delete(ctx, prefixRecord+id, jetstream.LastRevision(s.rev))
-		}
+		err = b.remove(ctx, s, tombstone)
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			continue
 		}
 		if err != nil {
 			return ctxErr(ctx, fmt.Errorf("nats: delete %s: %w", id, err))
 		}
-		b.dropIndexes(ctx, s, !keepTomb)
 		return nil
 	}
 	return fmt.Errorf("nats: delete %s: too much contention", id)
+}
+
+// remove deletes the record s holds, at its revision, keeping a tombstone
+// for its TombstoneTTL when tombstone is true, and then drops its
+// idempotency key, markers and blobs. It returns
+// jetstream.ErrKeyRevisionMismatch when the record changed since s was
+// read.
+func (b *Backend) remove(ctx context.Context, s *stored, tombstone bool) error {
+	rec := s.rec
+	keepTomb := tombstone && rec.TombstoneTTL > 0
+	var err error
+	if keepTomb {
+		until := b.opts.Now().Add(rec.TombstoneTTL)
+		if _, err := b.kv.Put(ctx, prefixExpiry+rec.ID, dueValue(until)); err != nil {
+			return fmt.Errorf("marker: %w", err)
+		}
+		_, err = b.kv.Update(ctx, prefixRecord+rec.ID, encodeTombstone(until, rec.Owner), s.rev)
+	} else {
+		err = b.kv.Delete(ctx, prefixRecord+rec.ID, jetstream.LastRevision(s.rev))
+	}
+	if err != nil {
+		return err
+	}
+	b.dropIndexes(ctx, s, !keepTomb)
+	return nil
 }
 
 // dropIndexes removes the idempotency key and markers of a record that was

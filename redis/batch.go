@@ -184,6 +184,7 @@ const (
 	createBody                   // its body follows
 	createResult                 // its result's body follows
 	createIdem                   // its idempotency key's key follows
+	createFinal                  // its UpdatedAt in microseconds follows
 )
 
 // runCreates runs createScript on batch and returns its reply, one item per
@@ -214,7 +215,11 @@ func (b *Backend) runCreates(ctx context.Context, batch []*createCall) ([]any, e
 		if c.ik != "" {
 			flags |= createIdem
 		}
-		args = append(args, rec.ID, flags, ms(b.tombstoneTTL(rec)), c.meta)
+		entry, upd := indexEntry(rec)
+		if upd != "" {
+			flags |= createFinal
+		}
+		args = append(args, rec.ID, flags, ms(b.tombstoneTTL(rec)), c.meta, entry)
 		if expireAt > 0 {
 			args = append(args, expireAt, tombAt, rec.Owner)
 		}
@@ -229,6 +234,9 @@ func (b *Backend) runCreates(ctx context.Context, batch []*createCall) ([]any, e
 		}
 		if c.ik != "" {
 			args = append(args, c.ik)
+		}
+		if upd != "" {
+			args = append(args, upd)
 		}
 	}
 	res, err := createScript.Run(ctx, b.rdb, []string{b.streamKey, b.unenqueuedKey}, args...).Slice()

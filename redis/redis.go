@@ -110,9 +110,11 @@ func (o *Options) withDefaults() (Options, error) {
 }
 
 // Backend is an asyncreq Store, Queue, Accepter, Watcher, BatchDequeuer
-// and UnenqueuedLister on Redis: records are hashes with a TTL once final,
-// the queue is a stream with a consumer group, and delayed entries wait in
-// a sorted set. See the package documentation.
+// and UnenqueuedLister on Redis, and for operators a Lister,
+// FinishedPurger and Requeuer: records are hashes with a TTL once final,
+// the queue is a stream with a consumer group, delayed entries wait in a
+// sorted set, and sorted sets index the records for listing. See the
+// package documentation.
 //
 // All methods may be called concurrently. The Backend does not own the
 // client: close the client after the Backend.

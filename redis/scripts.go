@@ -16,6 +16,7 @@ import goredis "github.com/redis/go-redis/v9"
 //	k  the name of the record's idempotency key, if it has one
 //	t  the record's TombstoneTTL in milliseconds
 //	x  present once an expiry was set (the record became final)
+//	i  the record's entry in the listing indexes (see indexLua)
 //
 // A queue entry is a stream entry with the fields id (the request id) and n
 // (how many deliveries its earlier entries had; an entry handed back by Nack
@@ -47,6 +48,68 @@ local function apply_expiry(rec, tomb, ik, had, expireAt, tombAt, owner)
 end
 `
 
+// indexLua maintains the listing indexes (see list.go). A record's
+// position in a listing, M, is 16 hex digits of its CreatedAt in Unix
+// nanoseconds (sign bit flipped, so that they sort as the numbers do)
+// followed by its id; its entry, kept in its field i, is
+// state|len(M)|M owner (the length, so that neither an id nor an owner
+// needs escaping). The indexes are sorted sets under the Backend's prefix:
+//
+//	ls:<state>                 M of every record in the state, all scored 0
+//	                           (so that they sort by M: ZREVRANGEBYLEX)
+//	lo:<len>:<owner>:<state>   the same per owner, but for the owner ""
+//	                           (a listing by owner never asks for it)
+//	lf                         the entry of every final record, scored by
+//	                           its UpdatedAt in Unix microseconds
+//	le:<state>                 the entry of every final record that
+//	                           expires, scored by its expiry in Unix
+//	                           milliseconds
+//
+// A record that Redis expires leaves its entries behind; Purge removes
+// them (pruneScript), CountStates does not count them and List skips them.
+const indexLua = `
+local finalStates = {succeeded = true, failed = true, canceled = true}
+
+-- idx_parse returns the position, state and owner of an entry.
+local function idx_parse(e)
+  local p1 = string.find(e, '|', 1, true)
+  if not p1 then return nil end
+  local p2 = string.find(e, '|', p1 + 1, true)
+  if not p2 then return nil end
+  local n = tonumber(string.sub(e, p1 + 1, p2 - 1))
+  if not n then return nil end
+  return string.sub(e, p2 + 1, p2 + n), string.sub(e, 1, p1 - 1), string.sub(e, p2 + n + 1)
+end
+
+local function idx_del(base, e)
+  local m, st, owner = idx_parse(e)
+  if not m then return end
+  redis.call('ZREM', base .. 'ls:' .. st, m)
+  if owner ~= '' then
+    redis.call('ZREM', base .. 'lo:' .. #owner .. ':' .. owner .. ':' .. st, m)
+  end
+  if finalStates[st] then
+    redis.call('ZREM', base .. 'lf', e)
+    redis.call('ZREM', base .. 'le:' .. st, e)
+  end
+end
+
+-- upd is the UpdatedAt of a final record (false for another), exp its
+-- expiry (0: none).
+local function idx_add(base, e, upd, exp)
+  local m, st, owner = idx_parse(e)
+  if not m then return end
+  redis.call('ZADD', base .. 'ls:' .. st, 0, m)
+  if owner ~= '' then
+    redis.call('ZADD', base .. 'lo:' .. #owner .. ':' .. owner .. ':' .. st, 0, m)
+  end
+  if upd and finalStates[st] then
+    redis.call('ZADD', base .. 'lf', upd, e)
+    if exp > 0 then redis.call('ZADD', base .. 'le:' .. st, exp, e) end
+  end
+end
+`
+
 // createScript records requests and, if asked, enqueues them: one record
 // after the other, each with its own outcome, as separate calls in that
 // order would (see batch.go). It publishes nothing: nobody can be watching
@@ -56,19 +119,20 @@ end
 // KEYS: stream, unenqueued set.
 // ARGV: the key prefix with the queue's hash tag (Backend.base), then per
 // record: id, flags (the create* constants in batch.go), tombstone TTL ms,
-// the record's field d, and as the flags say: expireAt ms, tombAt ms and
-// its owner, its score in the unenqueued set, its body, its result's body,
-// its idempotency key's key. Only what a record has is sent: each argument costs the server
-// a string of its own.
+// the record's field d, its index entry (field i), and as the flags say:
+// expireAt ms, tombAt ms and its owner, its score in the unenqueued set,
+// its body, its result's body, its idempotency key's key, its UpdatedAt in
+// microseconds when it is final. Only what a record has is sent: each
+// argument costs the server a string of its own.
 //
 // Returns per record: 1 when created, {d, b, r} of the earlier record of a
 // duplicate idempotency key, 0 when a record with its id exists, or the
 // text of the error that stopped it (what it wrote before the error stays,
 // as after a failed script call).
-var createScript = goredis.NewScript(expiryLua + `
+var createScript = goredis.NewScript(expiryLua + indexLua + `
 local base = ARGV[1]
 
-local function create(id, ik, enqueue, ttl, d, expireAt, tombAt, owner, score, body, result)
+local function create(id, ik, enqueue, ttl, d, e, expireAt, tombAt, owner, score, body, result, upd)
   if ik then
     local other = redis.call('GET', ik)
     if other then
@@ -81,9 +145,9 @@ local function create(id, ik, enqueue, ttl, d, expireAt, tombAt, owner, score, b
   -- No table is built for unpack: measured, that costs about as much as
   -- the HSET itself. The rarer fields r and k take an HSET of their own.
   if body then
-    redis.call('HSET', rec, 'v', 1, 't', ttl, 'd', d, 'b', body)
+    redis.call('HSET', rec, 'v', 1, 't', ttl, 'd', d, 'i', e, 'b', body)
   else
-    redis.call('HSET', rec, 'v', 1, 't', ttl, 'd', d)
+    redis.call('HSET', rec, 'v', 1, 't', ttl, 'd', d, 'i', e)
   end
   if result then redis.call('HSET', rec, 'r', result) end
   if ik then
@@ -97,15 +161,16 @@ local function create(id, ik, enqueue, ttl, d, expireAt, tombAt, owner, score, b
   if score then
     redis.call('ZADD', KEYS[2], score, id)
   end
+  idx_add(base, e, upd, expireAt)
   return 1
 end
 
 local out = {}
 local i, n = 2, #ARGV
 while i <= n do
-  local id, flags, ttl, d = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
-  i = i + 4
-  local expireAt, tombAt, owner, score, body, result, ik = 0, 0, '', false, false, false, false
+  local id, flags, ttl, d, e = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  i = i + 5
+  local expireAt, tombAt, owner, score, body, result, ik, upd = 0, 0, '', false, false, false, false, false
   if bit.band(flags, 2) ~= 0 then
     expireAt, tombAt, owner = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
     i = i + 3
@@ -114,7 +179,8 @@ while i <= n do
   if bit.band(flags, 8) ~= 0 then body = ARGV[i]; i = i + 1 end
   if bit.band(flags, 16) ~= 0 then result = ARGV[i]; i = i + 1 end
   if bit.band(flags, 32) ~= 0 then ik = ARGV[i]; i = i + 1 end
-  local ok, res = pcall(create, id, ik, bit.band(flags, 1) ~= 0, ttl, d, expireAt, tombAt, owner, score, body, result)
+  if bit.band(flags, 64) ~= 0 then upd = ARGV[i]; i = i + 1 end
+  local ok, res = pcall(create, id, ik, bit.band(flags, 1) ~= 0, ttl, d, e, expireAt, tombAt, owner, score, body, result, upd)
   if not ok then
     if type(res) == 'table' and res.err then res = res.err end
     res = tostring(res)
@@ -125,52 +191,69 @@ return out
 `)
 
 // updateScript stores a new version of a record if the version it was read
-// at is still current. Only the fields that changed are sent: a large body
-// is not written again when the state changes.
+// at is still current, and keeps the listing indexes and the unenqueued set
+// in step. Only the fields that changed are sent: a large body is not
+// written again when the state changes. With enqueue set it also adds the
+// id to the stream, as Enqueue(id, 0) would (Requeue).
 //
-// KEYS: record, tombstone, unenqueued set.
-// ARGV: version read, tombstone TTL ms, expireAt ms, tombAt ms, watch
-// channel, the record's owner, number of fields to delete, their names,
-// then the fields to set and their values, and last the id and its score in
-// the unenqueued set ("": not unenqueued).
+// KEYS: record, tombstone, unenqueued set, stream.
+// ARGV: 1 version read, 2 tombstone TTL ms, 3 expireAt ms, 4 tombAt ms,
+// 5 watch channel, 6 the record's owner, 7 id, 8 its score in the
+// unenqueued set ("": not unenqueued), 9 the key prefix (Backend.base),
+// 10 its index entry, 11 its UpdatedAt in microseconds when final ("":
+// not final), 12 enqueue (0/1), 13 number of fields to delete, their
+// names, then the fields to set and their values.
 //
 // Returns {1} when stored, {-1} if the record is gone, and on a version
 // conflict {0, d, b, r, v}: the record as it is, so that the caller can try
 // again without reading it.
-var updateScript = goredis.NewScript(expiryLua + `
-local cur = redis.call('HMGET', KEYS[1], 'v', 'k', 'x')
+var updateScript = goredis.NewScript(expiryLua + indexLua + `
+local cur = redis.call('HMGET', KEYS[1], 'v', 'k', 'x', 'i')
 if not cur[1] then return {-1} end
 if cur[1] ~= ARGV[1] then
   local now = redis.call('HMGET', KEYS[1], 'd', 'b', 'r')
   return {0, now[1], now[2], now[3], cur[1]}
 end
-local ndel = tonumber(ARGV[7])
+local ndel = tonumber(ARGV[13])
 if ndel > 0 then
-  redis.call('HDEL', KEYS[1], unpack(ARGV, 8, 7 + ndel))
+  redis.call('HDEL', KEYS[1], unpack(ARGV, 14, 13 + ndel))
 end
-local last = #ARGV
-redis.call('HSET', KEYS[1], 'v', tonumber(cur[1]) + 1, 't', ARGV[2], unpack(ARGV, 8 + ndel, last - 2))
-if ARGV[last] == '' then
-  redis.call('ZREM', KEYS[3], ARGV[last - 1])
+local e, upd = ARGV[10], ARGV[11]
+if upd == '' then upd = false end
+if cur[4] ~= e then
+  redis.call('HSET', KEYS[1], 'v', tonumber(cur[1]) + 1, 't', ARGV[2], 'i', e, unpack(ARGV, 14 + ndel))
 else
-  redis.call('ZADD', KEYS[3], ARGV[last], ARGV[last - 1])
+  redis.call('HSET', KEYS[1], 'v', tonumber(cur[1]) + 1, 't', ARGV[2], unpack(ARGV, 14 + ndel))
+end
+if cur[4] ~= e or upd then
+  if cur[4] then idx_del(ARGV[9], cur[4]) end
+  idx_add(ARGV[9], e, upd, tonumber(ARGV[3]))
+end
+if ARGV[8] == '' then
+  redis.call('ZREM', KEYS[3], ARGV[7])
+else
+  redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
 end
 apply_expiry(KEYS[1], KEYS[2], cur[2], cur[3], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6])
+if ARGV[12] == '1' then
+  redis.call('XADD', KEYS[4], '*', 'id', ARGV[7], 'n', 0)
+end
 redis.call('PUBLISH', ARGV[5], '')
 return {1}
 `)
 
-// deleteScript removes a record and its idempotency key, and keeps or
-// drops its tombstone, which names the record's owner (read from its field
-// d; "1", no owner, if d cannot be read).
+// deleteScript removes a record, its idempotency key and its entries in
+// the listing indexes, and keeps or drops its tombstone, which names the
+// record's owner (read from its field d; "1", no owner, if d cannot be
+// read).
 //
 // KEYS: record, tombstone, unenqueued set.
 // ARGV: keep a tombstone (0/1), tombstone TTL ms to use when the record has
-// none, watch channel, id.
+// none, watch channel, id, the key prefix (Backend.base).
 //
 // Returns 1 when deleted, 0 when there was no record.
-var deleteScript = goredis.NewScript(`
-local cur = redis.call('HMGET', KEYS[1], 'k', 't', 'd')
+var deleteScript = goredis.NewScript(indexLua + `
+local cur = redis.call('HMGET', KEYS[1], 'k', 't', 'd', 'i')
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
 if cur[1] then redis.call('DEL', cur[1]) end
 if ARGV[1] == '1' then
@@ -188,6 +271,7 @@ else
   redis.call('DEL', KEYS[2])
 end
 redis.call('ZREM', KEYS[3], ARGV[4])
+if cur[4] then idx_del(ARGV[5], cur[4]) end
 redis.call('PUBLISH', ARGV[3], '')
 return 1
 `)
@@ -359,4 +443,127 @@ if mode == 'nack' then
   end
 end
 return 1
+`)
+
+// countScript counts the records by state: the size of each state's
+// index, less, for a final state, the entries of records that expired
+// (by the server's clock) and that Purge has not removed yet.
+//
+// KEYS: ls:<state> for pending, running, succeeded, failed and canceled,
+// then le:<state> for succeeded, failed and canceled.
+//
+// Returns the five counts in that order.
+var countScript = goredis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 1, 5 do out[i] = redis.call('ZCARD', KEYS[i]) end
+for i = 3, 5 do
+  out[i] = out[i] - redis.call('ZCOUNT', KEYS[i + 3], '-inf', now)
+end
+return out
+`)
+
+// pruneScript removes the index entries of up to limit final records that
+// Redis expired, oldest expiry first.
+//
+// KEYS: le:<state> for succeeded, failed and canceled.
+// ARGV: the key prefix (Backend.base), limit.
+//
+// Returns how many entries it removed.
+var pruneScript = goredis.NewScript(indexLua + `
+local base, limit = ARGV[1], tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = 0
+for _, key in ipairs(KEYS) do
+  if n >= limit then break end
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, limit - n)
+  for _, e in ipairs(due) do
+    local m = idx_parse(e)
+    -- A record still there (its expiry is the server's to apply) stays
+    -- indexed; so does everything after it.
+    if m and redis.call('EXISTS', base .. 'r:' .. string.sub(m, 17)) == 1 then break end
+    idx_del(base, e)
+    redis.call('ZREM', key, e)
+    n = n + 1
+  end
+end
+return n
+`)
+
+// purgeFinishedScript deletes up to limit final records whose UpdatedAt is
+// before a time, oldest first, as deleteScript would, and drops the index
+// entries of records that Redis expired on the way. It looks at no more
+// than a bound of entries, so that one call never blocks the server long.
+//
+// KEYS: lf, unenqueued set.
+// ARGV: the key prefix (Backend.base), the time in Unix microseconds
+// (exclusive), limit, keep tombstones (0/1), tombstone TTL ms to use when
+// a record has none, most entries to look at.
+//
+// Returns {how many records it deleted, 1 when no entry before the time is
+// left (0 when it stopped at limit or at the bound)}.
+var purgeFinishedScript = goredis.NewScript(indexLua + `
+local base, before, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local tombstone, defTTL, most = ARGV[4] == '1', tonumber(ARGV[5]), tonumber(ARGV[6])
+local deleted, seen, exhausted = 0, 0, 0
+while deleted < limit and seen < most do
+  local batch = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. before, 'LIMIT', 0, math.min(limit - deleted, most - seen))
+  if #batch == 0 then exhausted = 1; break end
+  for _, e in ipairs(batch) do
+    seen = seen + 1
+    local m, _, owner = idx_parse(e)
+    if m then
+      local id = string.sub(m, 17)
+      local rec = base .. 'r:' .. id
+      local cur = redis.call('HMGET', rec, 'k', 't', 'i')
+      if cur[3] == e then
+        redis.call('DEL', rec)
+        if cur[1] then redis.call('DEL', cur[1]) end
+        local tomb = base .. 't:' .. id
+        if tombstone then
+          local ttl = tonumber(cur[2] or '0') or 0
+          if ttl <= 0 then ttl = defTTL end
+          redis.call('SET', tomb, 'o:' .. owner, 'PX', ttl)
+        else
+          redis.call('DEL', tomb)
+        end
+        redis.call('ZREM', KEYS[2], id)
+        redis.call('PUBLISH', base .. 'w:' .. id, '')
+        deleted = deleted + 1
+      end
+      idx_del(base, e)
+    end
+    redis.call('ZREM', KEYS[1], e)
+  end
+end
+return {deleted, exhausted}
+`)
+
+// indexScript adds records written before the listing indexes existed to
+// them (Reindex): each record that still has the version read and has no
+// index entry yet.
+//
+// KEYS: lf (for routing: every key shares its hash tag).
+// ARGV: the key prefix (Backend.base), then per record: id, version read,
+// its index entry, its UpdatedAt in microseconds when final ("": not
+// final), its expiry in Unix milliseconds (0: none).
+//
+// Returns how many records it indexed.
+var indexScript = goredis.NewScript(indexLua + `
+local base = ARGV[1]
+local n = 0
+for i = 2, #ARGV, 5 do
+  local rec = base .. 'r:' .. ARGV[i]
+  local cur = redis.call('HMGET', rec, 'v', 'i')
+  if cur[1] == ARGV[i + 1] and not cur[2] then
+    local upd = ARGV[i + 3]
+    if upd == '' then upd = false end
+    redis.call('HSET', rec, 'i', ARGV[i + 2])
+    idx_add(base, ARGV[i + 2], upd, tonumber(ARGV[i + 4]))
+    n = n + 1
+  end
+end
+return n
 `)

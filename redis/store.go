@@ -188,6 +188,12 @@ func (b *Backend) read(ctx context.Context, id string) (*asyncreq.Record, stored
 // is returned only when fn ran on the record as read from Redis, not on a
 // cached copy that may be stale.
 func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	return b.update(ctx, "update", id, fn, false)
+}
+
+// update is Update, which also adds id to the stream in the same script
+// when enqueue is true (Requeue); op names the call in errors.
+func (b *Backend) update(ctx context.Context, op, id string, fn func(*asyncreq.Record) error, enqueue bool) (*asyncreq.Record, error) {
 	if err := b.check(ctx); err != nil {
 		return nil, err
 	}
@@ -221,7 +227,7 @@ func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Recor
 		}
 		meta, err := encodeMeta(rec)
 		if err != nil {
-			return nil, fmt.Errorf("redis: update %s: %w", id, err)
+			return nil, fmt.Errorf("redis: %s %s: %w", op, id, err)
 		}
 		var del []any
 		set := []any{"d", meta}
@@ -242,13 +248,15 @@ func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Recor
 			}
 		}
 		expireAt, tombAt := b.expiry(rec)
-		args := append([]any{st.version, ms(b.tombstoneTTL(rec)), expireAt, tombAt, b.watchChannel(id), rec.Owner, len(del)}, del...)
+		entry, upd := indexEntry(rec)
+		args := []any{st.version, ms(b.tombstoneTTL(rec)), expireAt, tombAt, b.watchChannel(id), rec.Owner,
+			id, unenqueuedScore(rec), b.base, entry, upd, boolArg(enqueue), len(del)}
+		args = append(args, del...)
 		args = append(args, set...)
-		args = append(args, id, unenqueuedScore(rec))
-		res, err := updateScript.Run(ctx, b.rdb, []string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey}, args...).Slice()
+		res, err := updateScript.Run(ctx, b.rdb, []string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey, b.streamKey}, args...).Slice()
 		if err != nil {
 			b.cache.Drop(id)
-			return nil, wrap(ctx, "update "+id, err)
+			return nil, wrap(ctx, op+" "+id, err)
 		}
 		code := int64(-2)
 		if len(res) > 0 {
@@ -281,10 +289,10 @@ func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Recor
 			}
 			if err != nil {
 				b.cache.Drop(id)
-				return nil, fmt.Errorf("redis: update %s: %w", id, err)
+				return nil, fmt.Errorf("redis: %s %s: %w", op, id, err)
 			}
 		default:
-			return nil, fmt.Errorf("redis: update %s: unexpected script reply %v", id, res)
+			return nil, fmt.Errorf("redis: %s %s: unexpected script reply %v", op, id, res)
 		}
 	}
 }
@@ -297,7 +305,7 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 	b.cache.Drop(id)
 	n, err := deleteScript.Run(ctx, b.rdb,
 		[]string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey},
-		boolArg(tombstone), ms(b.opts.TombstoneTTL), b.watchChannel(id), id,
+		boolArg(tombstone), ms(b.opts.TombstoneTTL), b.watchChannel(id), id, b.base,
 	).Int()
 	if err != nil {
 		return wrap(ctx, "delete "+id, err)
@@ -308,14 +316,31 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 	return nil
 }
 
-// Purge does nothing and returns 0: Redis expires a final record at its
-// ExpiresAt by itself (the record and its idempotency key carry that
-// expiry), and its tombstone at ExpiresAt plus TombstoneTTL.
+// Purge returns 0: Redis expires a final record at its ExpiresAt by itself
+// (the record and its idempotency key carry that expiry), and its
+// tombstone at ExpiresAt plus TombstoneTTL. What Purge does is remove the
+// listing-index entries of records Redis expired (see Lister in the package
+// documentation), in script calls of up to limit entries each, until none
+// is left or ctx ends.
 func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, error) {
 	if err := b.check(ctx); err != nil {
 		return 0, err
 	}
-	return 0, nil
+	if limit <= 0 {
+		return 0, nil
+	}
+	for {
+		n, err := b.prune(ctx, limit)
+		if err != nil {
+			return 0, err
+		}
+		if n < limit {
+			return 0, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
 }
 
 // ListUnenqueued returns the ids of up to limit records created with
