@@ -163,8 +163,11 @@ type AttemptEvent struct {
 // then whatever the TraceContext hook writes, called with the submit's
 // context. It returns kept, allocated if it was nil and there is
 // something to keep.
+//
+// from is read by its canonical keys, without canonicalizing them: an
+// http.Server canonicalizes a request's, and http.Header.Set does.
 func (h *Handler) keepTraceContext(ctx context.Context, from, kept http.Header) http.Header {
-	tp, ts := from.Values("Traceparent"), from.Values("Tracestate")
+	tp, ts := from["Traceparent"], from["Tracestate"]
 	hook := h.opts.Hooks != nil && h.opts.Hooks.TraceContext != nil
 	if len(tp) == 0 && len(ts) == 0 && !hook {
 		return kept
@@ -227,9 +230,22 @@ func (h *Handler) served(r *http.Request, route string, rec *Record) {
 	}
 }
 
+// acceptStart returns the time a submit began for its accepted event, or
+// the zero time when no one observes accepts (no Accepted hook, no debug
+// logging): an unobserved accept reads no clock for its event.
+func (h *Handler) acceptStart(ctx context.Context) time.Time {
+	if h.opts.Hooks != nil && h.opts.Hooks.Accepted != nil || h.log.Enabled(ctx, slog.LevelDebug) {
+		return h.now()
+	}
+	return time.Time{}
+}
+
 // acceptedEvent logs an accepted submit and tells the Accepted hook; ctx
-// is the submit's.
+// is the submit's and start what acceptStart returned for it.
 func (h *Handler) acceptedEvent(ctx context.Context, rec *Record, replay bool, start time.Time) {
+	if start.IsZero() {
+		return
+	}
 	d := h.now().Sub(start)
 	h.log.LogAttrs(ctx, slog.LevelDebug, "asyncreq: request accepted",
 		slog.String("id", rec.ID), slog.Bool("replay", replay), slog.Duration("duration", d))

@@ -129,7 +129,7 @@ func (h *Handler) Submit(ctx context.Context, s Submission) (Submitted, error) {
 // hook is called once accept returned, before the transaction commits:
 // a transaction rolled back later is still counted as accepted.
 func (h *Handler) SubmitVia(ctx context.Context, s Submission, accept AcceptFunc) (Submitted, error) {
-	start := h.now()
+	start := h.acceptStart(ctx)
 	rec, err := h.NewRecord(ctx, s)
 	if err != nil {
 		h.submissionRejected(ctx, err, http.StatusBadRequest, "bad_request")

@@ -19,7 +19,7 @@ import (
 
 // serveSubmit serves POST /: record and enqueue a request.
 func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
-	start := h.now()
+	start := h.acceptStart(r.Context())
 	st := state(r)
 	w.Header().Add("Vary", "Prefer")
 	owner, ok := h.owner(w, r, st)
