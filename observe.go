@@ -159,7 +159,7 @@ type AttemptEvent struct {
 }
 
 // keepTraceContext sets the trace context kept with an accepted request
-// in kept: the traceparent and tracestate of from (the submit's headers),
+// in kept: the traceparent of from (the submit's headers) and its tracestate,
 // then whatever the TraceContext hook writes, called with the submit's
 // context. It returns kept, allocated if it was nil and there is
 // something to keep.
@@ -167,9 +167,11 @@ type AttemptEvent struct {
 // from is read by its canonical keys, without canonicalizing them: an
 // http.Server canonicalizes a request's, and http.Header.Set does.
 func (h *Handler) keepTraceContext(ctx context.Context, from, kept http.Header) http.Header {
-	tp, ts := from["Traceparent"], from["Tracestate"]
+	// A tracestate means nothing without its traceparent (W3C Trace
+	// Context), and is not kept alone.
+	tp := from["Traceparent"]
 	hook := h.opts.Hooks != nil && h.opts.Hooks.TraceContext != nil
-	if len(tp) == 0 && len(ts) == 0 && !hook {
+	if len(tp) == 0 && !hook {
 		return kept
 	}
 	if kept == nil {
@@ -177,9 +179,9 @@ func (h *Handler) keepTraceContext(ctx context.Context, from, kept http.Header) 
 	}
 	if len(tp) > 0 {
 		kept["Traceparent"] = append([]string(nil), tp...)
-	}
-	if len(ts) > 0 {
-		kept["Tracestate"] = append([]string(nil), ts...)
+		if ts := from["Tracestate"]; len(ts) > 0 {
+			kept["Tracestate"] = append([]string(nil), ts...)
+		}
 	}
 	if hook {
 		h.opts.Hooks.TraceContext(ctx, kept)
