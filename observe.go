@@ -2,6 +2,7 @@ package asyncreq
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"time"
@@ -19,13 +20,15 @@ import (
 // use. The same Hooks value may be given to a Handler and a Worker; each
 // calls only the hooks of its own events.
 type Hooks struct {
-	// Accepted is called by a Handler once a submitted request is
-	// recorded and enqueued, and when a submit repeats an earlier one by
-	// its Idempotency-Key (Replay true).
+	// Accepted is called by a Handler once a submitted request (a POST,
+	// or Handler.Submit or SubmitVia) is recorded and enqueued, and when a
+	// submit repeats an earlier one by its idempotency key (Replay true).
 	Accepted func(ctx context.Context, e AcceptEvent)
 
 	// Rejected is called by a Handler when it refuses a submit: 400,
-	// 401, 409, 413, 422 or 503.
+	// 401, 409, 413, 422 or 503. A submission Handler.Submit or SubmitVia
+	// refuses is told with the status a POST of it would have been
+	// answered with.
 	Rejected func(ctx context.Context, e RejectEvent)
 
 	// Served is called by a Handler when it answers a status or result
@@ -34,9 +37,10 @@ type Hooks struct {
 
 	// TraceContext, if set, writes the trace context to keep with an
 	// accepted request into h, as the W3C "traceparent" and "tracestate"
-	// headers. It is called with the submit's context. By default the
-	// submit's own traceparent and tracestate headers are kept; a tracer
-	// sets this hook to keep the span serving the submit instead.
+	// headers. It is called with the submit's context (the ctx given to
+	// Handler.Submit, SubmitVia or NewRecord). By default the submit's own
+	// traceparent and tracestate headers (Submission.Header's) are kept;
+	// a tracer sets this hook to keep the span serving the submit instead.
 	TraceContext func(ctx context.Context, h http.Header)
 
 	// Claimed is called by a Worker once it has claimed a request for an
@@ -155,13 +159,19 @@ type AttemptEvent struct {
 }
 
 // keepTraceContext sets the trace context kept with an accepted request
-// in kept: the request's own traceparent and tracestate headers, then
-// whatever the TraceContext hook writes. It returns kept, allocated if it
-// was nil and there is something to keep.
-func (h *Handler) keepTraceContext(ctx context.Context, r *http.Request, kept http.Header) http.Header {
-	tp, ts := r.Header.Values("Traceparent"), r.Header.Values("Tracestate")
+// in kept: the traceparent of from (the submit's headers) and its tracestate,
+// then whatever the TraceContext hook writes, called with the submit's
+// context. It returns kept, allocated if it was nil and there is
+// something to keep.
+//
+// from is read by its canonical keys, without canonicalizing them: an
+// http.Server canonicalizes a request's, and http.Header.Set does.
+func (h *Handler) keepTraceContext(ctx context.Context, from, kept http.Header) http.Header {
+	// A tracestate means nothing without its traceparent (W3C Trace
+	// Context), and is not kept alone.
+	tp := from["Traceparent"]
 	hook := h.opts.Hooks != nil && h.opts.Hooks.TraceContext != nil
-	if len(tp) == 0 && len(ts) == 0 && !hook {
+	if len(tp) == 0 && !hook {
 		return kept
 	}
 	if kept == nil {
@@ -169,9 +179,9 @@ func (h *Handler) keepTraceContext(ctx context.Context, r *http.Request, kept ht
 	}
 	if len(tp) > 0 {
 		kept["Traceparent"] = append([]string(nil), tp...)
-	}
-	if len(ts) > 0 {
-		kept["Tracestate"] = append([]string(nil), ts...)
+		if ts := from["Tracestate"]; len(ts) > 0 {
+			kept["Tracestate"] = append([]string(nil), ts...)
+		}
 	}
 	if hook {
 		h.opts.Hooks.TraceContext(ctx, kept)
@@ -187,11 +197,32 @@ func traceContext(rec *Record) (parent, state string) {
 	return rec.Header.Get("Traceparent"), rec.Header.Get("Tracestate")
 }
 
-// rejected tells the Rejected hook about a refused submit.
-func (h *Handler) rejected(r *http.Request, status int, reason string) {
+// rejected tells the Rejected hook about a refused submit; ctx is the
+// submit's.
+func (h *Handler) rejected(ctx context.Context, status int, reason string) {
 	if h.opts.Hooks != nil && h.opts.Hooks.Rejected != nil {
-		h.opts.Hooks.Rejected(r.Context(), RejectEvent{Status: status, Reason: reason})
+		h.opts.Hooks.Rejected(ctx, RejectEvent{Status: status, Reason: reason})
 	}
+}
+
+// submissionRejected tells the Rejected hook about a submission that
+// Submit refused with err, by the status and reason a POST of it would
+// have been answered with; status and reason are those of an err that
+// names neither.
+func (h *Handler) submissionRejected(ctx context.Context, err error, status int, reason string) {
+	if h.opts.Hooks == nil || h.opts.Hooks.Rejected == nil {
+		return
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		status, reason = http.StatusRequestEntityTooLarge, "too_large"
+	case errors.Is(err, ErrRejected), errors.Is(err, ErrIdempotencyMismatch):
+		status, reason = http.StatusUnprocessableEntity, "invalid"
+	case errors.Is(err, ErrStillAccepting):
+		status, reason = http.StatusConflict, "conflict"
+	}
+	h.opts.Hooks.Rejected(ctx, RejectEvent{Status: status, Reason: reason})
 }
 
 // served tells the Served hook about an answered status or result request.
@@ -201,13 +232,27 @@ func (h *Handler) served(r *http.Request, route string, rec *Record) {
 	}
 }
 
-// acceptedEvent logs an accepted submit and tells the Accepted hook.
-func (h *Handler) acceptedEvent(r *http.Request, rec *Record, replay bool, start time.Time) {
+// acceptStart returns the time a submit began for its accepted event, or
+// the zero time when no one observes accepts (no Accepted hook, no debug
+// logging): an unobserved accept reads no clock for its event.
+func (h *Handler) acceptStart(ctx context.Context) time.Time {
+	if h.opts.Hooks != nil && h.opts.Hooks.Accepted != nil || h.log.Enabled(ctx, slog.LevelDebug) {
+		return h.now()
+	}
+	return time.Time{}
+}
+
+// acceptedEvent logs an accepted submit and tells the Accepted hook; ctx
+// is the submit's and start what acceptStart returned for it.
+func (h *Handler) acceptedEvent(ctx context.Context, rec *Record, replay bool, start time.Time) {
+	if start.IsZero() {
+		return
+	}
 	d := h.now().Sub(start)
-	h.log.LogAttrs(r.Context(), slog.LevelDebug, "asyncreq: request accepted",
+	h.log.LogAttrs(ctx, slog.LevelDebug, "asyncreq: request accepted",
 		slog.String("id", rec.ID), slog.Bool("replay", replay), slog.Duration("duration", d))
 	if h.opts.Hooks != nil && h.opts.Hooks.Accepted != nil {
-		h.opts.Hooks.Accepted(r.Context(), AcceptEvent{ID: rec.ID, Replay: replay, CreatedAt: rec.CreatedAt, Start: start, Duration: d})
+		h.opts.Hooks.Accepted(ctx, AcceptEvent{ID: rec.ID, Replay: replay, CreatedAt: rec.CreatedAt, Start: start, Duration: d})
 	}
 }
 

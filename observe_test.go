@@ -71,6 +71,7 @@ func TestHooksHandler(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, do(http.MethodPost, "/", "a", "Idempotency-Key", "k").Code)
 	require.Equal(t, http.StatusUnprocessableEntity, do(http.MethodPost, "/", "b", "Idempotency-Key", "k").Code)
 	require.Equal(t, http.StatusRequestEntityTooLarge, do(http.MethodPost, "/", strings.Repeat("x", 11)).Code)
+	require.Equal(t, http.StatusBadRequest, do(http.MethodPost, "/", "c", asyncreq.CallbackHeader, "https://example.com/hook").Code)
 	statusURL := w.Header().Get("Location")
 	require.Equal(t, http.StatusOK, do(http.MethodGet, statusURL, "").Code)
 	id := strings.TrimSuffix(strings.TrimPrefix(statusURL, "/"), "/status")
@@ -84,6 +85,7 @@ func TestHooksHandler(t *testing.T) {
 	assert.Equal(t, []asyncreq.RejectEvent{
 		{Status: http.StatusUnprocessableEntity, Reason: "invalid"},
 		{Status: http.StatusRequestEntityTooLarge, Reason: "too_large"},
+		{Status: http.StatusBadRequest, Reason: "bad_request"}, // a Callback-URL this handler does not serve
 	}, l.rejected)
 	assert.Equal(t, []asyncreq.ServeEvent{
 		{Route: "status", ID: id, State: asyncreq.StatePending},
@@ -111,6 +113,141 @@ func TestHooksTraceContextHook(t *testing.T) {
 	rec, err := b.Get(t.Context(), id)
 	require.NoError(t, err)
 	assert.Equal(t, http.Header{"Traceparent": {tp}}, rec.Header)
+}
+
+// submitKey marks the context of a Go submit, to check that the hooks
+// get it.
+type submitKey struct{}
+
+func TestHooksSubmit(t *testing.T) {
+	b := newMemory(t)
+	var l hookLog
+	hooks := l.hooks()
+	var wrongCtx int
+	accepted, rejected := hooks.Accepted, hooks.Rejected
+	hooks.Accepted = func(ctx context.Context, e asyncreq.AcceptEvent) {
+		if ctx.Value(submitKey{}) == nil {
+			wrongCtx++
+		}
+		accepted(ctx, e)
+	}
+	hooks.Rejected = func(ctx context.Context, e asyncreq.RejectEvent) {
+		if ctx.Value(submitKey{}) == nil {
+			wrongCtx++
+		}
+		rejected(ctx, e)
+	}
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{
+		Hooks:        hooks,
+		MaxBodyBytes: 10,
+		Validate: func(r *http.Request, body []byte) error {
+			if string(body) == "invalid" {
+				return errors.New("not that")
+			}
+			return nil
+		},
+	})
+	ctx := context.WithValue(t.Context(), submitKey{}, true)
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+	s := asyncreq.Submission{
+		Body: []byte("a"), IdempotencyKey: "k",
+		Header: http.Header{"Traceparent": {tp}, "Tracestate": {"v=1"}, "X-Other": {"x"}},
+	}
+	sub, err := h.Submit(ctx, s)
+	require.NoError(t, err)
+	again, err := h.Submit(ctx, s) // a repeat: accepted again, as a replay
+	require.NoError(t, err)
+	require.True(t, again.Repeated)
+	via, err := h.SubmitVia(ctx, asyncreq.Submission{Body: []byte("b"), Header: http.Header{"Tracestate": {"alone=1"}}}, b.Accept)
+	require.NoError(t, err)
+
+	_, err = h.Submit(ctx, asyncreq.Submission{Body: []byte("other"), IdempotencyKey: "k"})
+	require.ErrorIs(t, err, asyncreq.ErrIdempotencyMismatch)
+	_, err = h.Submit(ctx, asyncreq.Submission{Body: []byte("far too large")})
+	var mbe *http.MaxBytesError
+	require.ErrorAs(t, err, &mbe)
+	_, err = h.Submit(ctx, asyncreq.Submission{Body: []byte("invalid")})
+	require.ErrorIs(t, err, asyncreq.ErrRejected)
+	_, err = h.Submit(ctx, asyncreq.Submission{Method: "NOT A METHOD"})
+	require.Error(t, err)
+	// A request stored but not yet enqueued is still being accepted.
+	rec, err := h.NewRecord(ctx, asyncreq.Submission{Body: []byte("c"), IdempotencyKey: "half"})
+	require.NoError(t, err)
+	_, err = b.Create(ctx, rec)
+	require.NoError(t, err)
+	_, err = h.Submit(ctx, asyncreq.Submission{Body: []byte("c"), IdempotencyKey: "half"})
+	require.ErrorIs(t, err, asyncreq.ErrStillAccepting)
+	// A backend that cannot enqueue makes the submit unavailable.
+	down := newTestHandler(t, asyncreq.Pair(b, refusingQueue{b}), &asyncreq.HandlerOptions{Hooks: hooks})
+	_, err = down.Submit(ctx, asyncreq.Submission{Body: []byte("d")})
+	require.Error(t, err)
+
+	require.Len(t, l.accepted, 3)
+	assert.Equal(t, sub.ID, l.accepted[0].ID)
+	assert.False(t, l.accepted[0].Replay)
+	assert.Equal(t, sub.ID, l.accepted[1].ID)
+	assert.True(t, l.accepted[1].Replay)
+	assert.Equal(t, l.accepted[0].CreatedAt, l.accepted[1].CreatedAt, "a replay carries the first submit's time")
+	assert.Equal(t, via.ID, l.accepted[2].ID)
+	assert.False(t, l.accepted[2].Replay)
+	for _, e := range l.accepted {
+		assert.False(t, e.Start.IsZero())
+		assert.GreaterOrEqual(t, e.Duration, time.Duration(0))
+	}
+	assert.Equal(t, []asyncreq.RejectEvent{
+		{Status: http.StatusUnprocessableEntity, Reason: "invalid"},
+		{Status: http.StatusRequestEntityTooLarge, Reason: "too_large"},
+		{Status: http.StatusUnprocessableEntity, Reason: "invalid"},
+		{Status: http.StatusBadRequest, Reason: "bad_request"},
+		{Status: http.StatusConflict, Reason: "conflict"},
+		{Status: http.StatusServiceUnavailable, Reason: "unavailable"},
+	}, l.rejected)
+	assert.Zero(t, wrongCtx, "the hooks get the submit's context")
+
+	// The trace context is kept though KeepHeaders keeps nothing, as for
+	// a POST.
+	got, err := b.Get(ctx, sub.ID)
+	require.NoError(t, err)
+	assert.Equal(t, http.Header{"Traceparent": {tp}, "Tracestate": {"v=1"}}, got.Header)
+	got, err = b.Get(ctx, via.ID)
+	require.NoError(t, err)
+	assert.Empty(t, got.Header, "a tracestate without its traceparent is not kept")
+}
+
+func TestHooksSubmitTraceContextHook(t *testing.T) {
+	b := newMemory(t)
+	// The hook keeps the span the submit's context carries, as a tracer's
+	// would.
+	hooks := &asyncreq.Hooks{TraceContext: func(ctx context.Context, h http.Header) {
+		if tp, ok := ctx.Value(submitKey{}).(string); ok {
+			h.Set("Traceparent", tp)
+		}
+	}}
+	h := newTestHandler(t, b, &asyncreq.HandlerOptions{Hooks: hooks})
+	const tp = "00-11111111111111111111111111111111-2222222222222222-01"
+	ctx := context.WithValue(t.Context(), submitKey{}, tp)
+	s := asyncreq.Submission{Body: []byte("a"), Header: http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}}
+
+	sub, err := h.Submit(ctx, s)
+	require.NoError(t, err)
+	got, err := b.Get(ctx, sub.ID)
+	require.NoError(t, err)
+	assert.Equal(t, http.Header{"Traceparent": {tp}}, got.Header)
+
+	rec, err := h.NewRecord(ctx, s)
+	require.NoError(t, err)
+	assert.Equal(t, http.Header{"Traceparent": {tp}}, rec.Header, "NewRecord keeps what a submit keeps")
+
+	// The trace context is no part of the fingerprint: a repeat under a
+	// new trace is the same request.
+	s.IdempotencyKey = "k"
+	first, err := h.Submit(ctx, s)
+	require.NoError(t, err)
+	again, err := h.Submit(context.WithValue(t.Context(), submitKey{}, "00-33333333333333333333333333333333-4444444444444444-01"), s)
+	require.NoError(t, err)
+	assert.True(t, again.Repeated)
+	assert.Equal(t, first.ID, again.ID)
 }
 
 func TestHooksWorker(t *testing.T) {

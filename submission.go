@@ -100,6 +100,12 @@ var (
 // whose enqueue failed is deleted again). A Worker over the same backend processes it, and the
 // Handler serves it at the returned StatusURL.
 //
+// Submit tells HandlerOptions.Hooks what a POST would: Accepted (with
+// Replay for a repeated idempotency key) or Rejected, with the status and
+// reason a POST of the submission would have been answered with, all
+// called with ctx. The trace context kept with the request is the one a
+// POST would keep (see NewRecord).
+//
 // Submit returns ErrIdempotencyMismatch or ErrStillAccepting for an
 // idempotency key that a POST would answer 422 or 409, an error wrapping
 // ErrRejected when Validate refused the submission, an
@@ -119,16 +125,22 @@ func (h *Handler) Submit(ctx context.Context, s Submission) (Submitted, error) {
 //	})
 //
 // The request then exists once the transaction commits, and a repeat of
-// its idempotency key is resolved as Submit resolves it.
+// its idempotency key is resolved as Submit resolves it. The Accepted
+// hook is called once accept returned, before the transaction commits:
+// a transaction rolled back later is still counted as accepted.
 func (h *Handler) SubmitVia(ctx context.Context, s Submission, accept AcceptFunc) (Submitted, error) {
+	start := h.acceptStart(ctx)
 	rec, err := h.NewRecord(ctx, s)
 	if err != nil {
+		h.submissionRejected(ctx, err, http.StatusBadRequest, "bad_request")
 		return Submitted{}, err
 	}
 	got, err := h.acceptRecord(ctx, rec, accept)
 	if err != nil {
+		h.submissionRejected(ctx, err, http.StatusServiceUnavailable, "unavailable")
 		return Submitted{}, err
 	}
+	h.acceptedEvent(ctx, got, got.ID != rec.ID, start)
 	return Submitted{
 		ID:        got.ID,
 		StatusURL: h.opts.BasePath + "/" + got.ID + "/status",
@@ -145,6 +157,12 @@ func (h *Handler) SubmitVia(ctx context.Context, s Submission, accept AcceptFunc
 // transactional accept; SubmitVia does that and also resolves a repeated
 // idempotency key. It returns Submit's errors for a submission Submit
 // would refuse before storing anything.
+//
+// The record keeps the trace context a POST's record keeps, whatever
+// KeepHeaders says: the traceparent and tracestate of s.Header, then
+// what the TraceContext hook writes, called with ctx (a tracer keeps the
+// span ctx carries). NewRecord calls no other hook: a caller that records
+// the request itself tells no Accepted or Rejected hook.
 func (h *Handler) NewRecord(ctx context.Context, s Submission) (*Record, error) {
 	method := s.Method
 	if method == "" {
@@ -198,5 +216,8 @@ func (h *Handler) NewRecord(ctx context.Context, s Submission) (*Record, error) 
 			return nil, fmt.Errorf("%w: %w", ErrRejected, err)
 		}
 	}
-	return h.newRecord(s.Owner, key, method, uri, header, s.ContentType, body), nil
+	rec := h.newRecord(s.Owner, key, method, uri, header, s.ContentType, body)
+	// Not part of the fingerprint: kept whatever KeepHeaders says.
+	rec.Header = h.keepTraceContext(ctx, header, rec.Header)
+	return rec, nil
 }

@@ -19,34 +19,34 @@ import (
 
 // serveSubmit serves POST /: record and enqueue a request.
 func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
-	start := h.now()
+	start := h.acceptStart(r.Context())
 	st := state(r)
 	w.Header().Add("Vary", "Prefer")
 	owner, ok := h.owner(w, r, st)
 	if !ok {
-		h.rejected(r, http.StatusUnauthorized, "unauthorized")
+		h.rejected(r.Context(), http.StatusUnauthorized, "unauthorized")
 		return
 	}
 	key, ok := idempotencyKey(r.Header)
 	if !ok {
-		h.rejected(r, http.StatusBadRequest, "bad_request")
+		h.rejected(r.Context(), http.StatusBadRequest, "bad_request")
 		sendError(w, r, http.StatusBadRequest, "the Idempotency-Key header must be one non-empty key of at most 255 printable characters")
 		return
 	}
 	body, status := h.readBody(w, r)
 	if status != 0 {
 		if status == http.StatusRequestEntityTooLarge {
-			h.rejected(r, status, "too_large")
+			h.rejected(r.Context(), status, "too_large")
 			sendError(w, r, status, "the request body is larger than "+strconv.FormatInt(h.opts.MaxBodyBytes, 10)+" bytes")
 		} else {
-			h.rejected(r, status, "bad_request")
+			h.rejected(r.Context(), status, "bad_request")
 			sendError(w, r, status, "the request body could not be read")
 		}
 		return
 	}
 	if h.opts.Validate != nil {
 		if err := h.opts.Validate(st.orig, body); err != nil {
-			h.rejected(r, http.StatusUnprocessableEntity, "invalid")
+			h.rejected(r.Context(), http.StatusUnprocessableEntity, "invalid")
 			var p *Problem
 			if errors.As(err, &p) && p != nil {
 				sendProblem(w, r, p, http.StatusUnprocessableEntity)
@@ -60,6 +60,7 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	rec := h.newRecord(owner, key, r.Method, st.orig.URL.RequestURI(), r.Header, r.Header.Get("Content-Type"), body)
 	callback, err := h.callbackURL(r)
 	if err != nil {
+		h.rejected(r.Context(), http.StatusBadRequest, "bad_request")
 		sendError(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -68,14 +69,14 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 		rec.BodyHash = fingerprint(rec)
 	}
 	// Not part of the fingerprint: kept whatever KeepHeaders says.
-	rec.Header = h.keepTraceContext(r.Context(), r, rec.Header)
+	rec.Header = h.keepTraceContext(r.Context(), r.Header, rec.Header)
 	prefs := parsePrefer(r.Header)
 	id := rec.ID
 	rec, ok = h.accept(w, r, rec)
 	if !ok {
 		return
 	}
-	h.acceptedEvent(r, rec, rec.ID != id, start)
+	h.acceptedEvent(r.Context(), rec, rec.ID != id, start)
 
 	wait := h.capWait(prefs.wait)
 	if wait > 0 && !rec.State.Final() {
@@ -204,16 +205,16 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rec *Record) (*
 	case err == nil:
 		return got, true
 	case errors.Is(err, ErrIdempotencyMismatch):
-		h.rejected(r, http.StatusUnprocessableEntity, "invalid")
+		h.rejected(r.Context(), http.StatusUnprocessableEntity, "invalid")
 		sendError(w, r, http.StatusUnprocessableEntity, "the Idempotency-Key was already used with a different request "+
 			"(method, path and query, Content-Type, headers or body)")
 	case errors.Is(err, ErrStillAccepting):
-		h.rejected(r, http.StatusConflict, "conflict")
+		h.rejected(r.Context(), http.StatusConflict, "conflict")
 		w.Header().Set("Retry-After", h.retryAfter)
 		sendError(w, r, http.StatusConflict, "a request with this Idempotency-Key is still being accepted; retry later")
 	default:
 		h.logBackend(r.Context(), "asyncreq: accepting a request", rec.ID, err)
-		h.rejected(r, http.StatusServiceUnavailable, "unavailable")
+		h.rejected(r.Context(), http.StatusServiceUnavailable, "unavailable")
 		h.unavailable(w, r)
 	}
 	return nil, false

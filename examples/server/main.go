@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/admin"
 	"github.com/asyncreq/asyncreq/examples/internal/backend"
@@ -69,6 +71,9 @@ type config struct {
 	failWord   string
 	// adminSampleInterval is the admin's SampleInterval (0: its default).
 	adminSampleInterval time.Duration
+	// otlpEndpoint, or the OTEL_EXPORTER_OTLP_* environment, turns on
+	// exporting traces over OTLP/HTTP.
+	otlpEndpoint string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -92,11 +97,16 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.webhookAllowLoopback, "webhook-allow-loopback", false, "let webhooks reach loopback addresses (127.0.0.1, ::1), for trying them out locally")
 	fs.StringVar(&c.adminToken, "admin-token", os.Getenv("ASYNCREQ_ADMIN_TOKEN"), "`token` (16 bytes or more) that serves the operator's admin at /admin/: sent as \"Authorization: Bearer TOKEN\", or typed into its login form")
 	fs.StringVar(&c.failWord, "fail-word", "", "a /jobs request whose body contains this `word` fails the first time it runs, and succeeds when retried (from the admin, say)")
+	fs.StringVar(&c.otlpEndpoint, "otlp-endpoint", "", "export traces over OTLP/HTTP to `host:port` (plain HTTP, path /v1/traces) or to an http:// or https:// URL; "+
+		"when empty, the OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT environment variable, if set, turns exporting on")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if _, err := otlpOptions(c.otlpEndpoint); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -142,7 +152,7 @@ func run(args []string) error {
 	waits, endWaits := context.WithCancel(context.Background())
 	defer endWaits()
 	srv := &http.Server{
-		Handler:           endWaitsOnShutdown(waits, app.mux),
+		Handler:           endWaitsOnShutdown(waits, app.handler),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// Long enough for the longest Prefer: wait the handlers allow.
@@ -157,7 +167,8 @@ func run(args []string) error {
 	if err := app.start(ctx); err != nil {
 		return err
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "backend", cfg.backend, "processor", cfg.processor, "work_time", cfg.workTime, "concurrency", cfg.concurrency)
+	logger.Info("listening", "addr", ln.Addr().String(), "backend", cfg.backend, "processor", cfg.processor, "work_time", cfg.workTime, "concurrency", cfg.concurrency,
+		"tracing", app.tracing)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -234,11 +245,14 @@ const (
 
 // app is the example's handlers and the workers behind them.
 type app struct {
-	mux    *http.ServeMux
-	jobs   *asyncreq.Endpoint
-	async  *asyncreq.Async
-	admin  *admin.Handler // nil without -admin-token
-	closer func()
+	mux *http.ServeMux
+	// handler is mux, inside a server span per request when tracing is on.
+	handler http.Handler
+	tracing bool
+	jobs    *asyncreq.Endpoint
+	async   *asyncreq.Async
+	admin   *admin.Handler // nil without -admin-token
+	closer  func()
 }
 
 func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) {
@@ -261,12 +275,23 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err != nil {
 		return nil, err
 	}
-	tel, err := newTelemetry()
+	var tp *sdktrace.TracerProvider
+	if cfg.otlpEndpoint != "" || otlpEnvSet() {
+		if tp, err = newTracing(ctx, cfg.otlpEndpoint); err != nil {
+			bk.Close()
+			return nil, err
+		}
+	}
+	tel, err := newTelemetry(tp)
 	if err != nil {
 		bk.Close()
 		return nil, err
 	}
-	a := &app{mux: http.NewServeMux(), closer: func() { tel.close(); bk.Close() }}
+	a := &app{mux: http.NewServeMux(), tracing: tp != nil, closer: func() { tel.close(); bk.Close() }}
+	a.handler = a.mux
+	if tp != nil {
+		a.handler = traced(a.mux, tp)
+	}
 	fail := func(err error) (*app, error) {
 		a.closer()
 		return nil, err
@@ -364,7 +389,8 @@ const usage = `asyncreq example server
   GET  /jobs/{id}         the JSON report once done
   POST /report    the same report, synchronously
   POST /reports   /report made asynchronous by asyncreq.NewAsync
-  GET  /metrics   Prometheus metrics (docs/observability.md)
+  GET  /metrics   Prometheus metrics (docs/observability.md); traces go over
+                  OTLP with -otlp-endpoint host:4318
 
 Try: curl -i -X POST --data-binary @README.md localhost:8080/jobs
 `

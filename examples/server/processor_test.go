@@ -38,7 +38,7 @@ func submitAndWait(t *testing.T, c config) (*http.Response, string) {
 	t.Cleanup(a.close)
 	require.NoError(t, a.start(ctx))
 	t.Cleanup(func() { assert.NoError(t, a.stop()) })
-	srv := httptest.NewServer(a.mux)
+	srv := httptest.NewServer(a.handler)
 	t.Cleanup(srv.Close)
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/jobs", strings.NewReader("one two\nthree\n"))

@@ -39,7 +39,7 @@ func startApp(t *testing.T, c config) *httptest.Server {
 	t.Cleanup(a.close)
 	require.NoError(t, a.start(context.WithoutCancel(t.Context())))
 	t.Cleanup(func() { assert.NoError(t, a.stop()) })
-	srv := httptest.NewServer(a.mux)
+	srv := httptest.NewServer(a.handler)
 	t.Cleanup(srv.Close)
 	return srv
 }
