@@ -59,6 +59,10 @@ func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 		j.log.DebugContext(ctx, "asyncreq: skipping a request that is gone", "err", err)
 		ack()
 		return
+	case errors.Is(err, errDuplicateEntry):
+		j.log.DebugContext(ctx, "asyncreq: dropping a second queue entry of a running request")
+		ack()
+		return
 	case errors.Is(err, ErrFinished), errors.Is(err, errClaimSettled):
 		// Delivered again after its outcome was recorded (or settled at
 		// the claim): its callback may still be due.
@@ -88,6 +92,15 @@ func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 // instead of running it (see Record.Claim).
 var errClaimSettled = errors.New("asyncreq: record settled at claim")
 
+// errDuplicateEntry is the outcome of a claim of a running record by the
+// first delivery of a queue entry. An attempt whose lease ran out is
+// taken over by its own entry delivered again (Delivery 2 or more); an
+// entry delivered for the first time while the record runs is a second
+// entry of the id (an operator's retry of a request canceled before it
+// was dequeued, on a Queue that cannot tell its entries apart), and
+// taking over would run the request twice at once.
+var errDuplicateEntry = errors.New("asyncreq: a second queue entry of a running request")
+
 // claim marks the record running under j's token (see Record.Claim). A
 // final record gives ErrFinished; a record Claim settled instead (its
 // cancel was requested, or it used up its attempts in earlier crashed
@@ -95,6 +108,9 @@ var errClaimSettled = errors.New("asyncreq: record settled at claim")
 func (w *Worker) claim(ctx context.Context, j *job) (*Record, error) {
 	now := time.Now()
 	rec, err := checkRecord(w.store.Update(ctx, j.lease.ID, func(rec *Record) error {
+		if rec.State == StateRunning && j.lease.Delivery == 1 {
+			return errDuplicateEntry
+		}
 		return rec.Claim(j.token, w.opts.MaxAttempts, now)
 	}))
 	if err != nil {

@@ -12,7 +12,11 @@ type Lease struct {
 	// ID is the request id.
 	ID string
 	// Delivery counts the deliveries of this queue entry, starting at 1.
-	// It is informational: the Store's Attempts is what limits retries.
+	// The Store's Attempts, not Delivery, limits retries, but a Worker
+	// relies on a redelivery counting 2 or more: it takes a running
+	// request over (its attempt's lease ran out) only from a redelivered
+	// entry, and drops an entry delivered for the first time while the
+	// request runs as a second entry of the id.
 	Delivery int
 	// Handle is the backend's own reference to the delivery (a message, a
 	// stream entry id, a delivery tag). Callers must not touch it.

@@ -17,10 +17,10 @@ import (
 	"github.com/asyncreq/asyncreq/memory"
 )
 
-// A second queue entry of one id (made by a sweep, or by a queue that
-// delivers at least once) must not take the request away from the attempt
-// running it lease after lease until the attempts are used up: the attempt
-// it supersedes acks its entry.
+// A second queue entry of one id (made by a sweep, an operator's retry,
+// or a queue that delivers at least once) must not take the request away
+// from the attempt running it: delivered for the first time while the
+// request runs, it is acked and dropped.
 func TestWorkerDuplicateQueueEntryIsSettled(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := memory.New(nil)
@@ -46,13 +46,13 @@ func TestWorkerDuplicateQueueEntryIsSettled(t *testing.T) {
 		rec, err := b.Get(t.Context(), id)
 		require.NoError(t, err)
 		require.Equal(t, asyncreq.StateRunning, rec.State)
-		assert.Equal(t, 2, rec.Attempts, "the duplicate delivery took over once, and only once")
-		assert.EqualValues(t, 2, calls.Load())
-		assert.Equal(t, 1, queueLen(b), "the superseded attempt acked its entry")
+		assert.Equal(t, 1, rec.Attempts, "the duplicate entry did not take the attempt over")
+		assert.EqualValues(t, 1, calls.Load())
+		assert.Equal(t, 1, queueLen(b), "the duplicate entry was acked; the running attempt holds the other")
 
 		close(release)
 		rec = awaitState(t, b, id, asyncreq.StateSucceeded)
-		assert.Equal(t, "attempt 2", string(rec.Result.Body))
+		assert.Equal(t, "attempt 1", string(rec.Result.Body))
 		synctest.Wait()
 		assert.Zero(t, queueLen(b))
 	})

@@ -89,6 +89,16 @@ func awaitState(t *testing.T, b *memory.Backend, id string, s asyncreq.State) *a
 	return awaitRecord(t, b, id, func(r *asyncreq.Record) bool { return r.State == s })
 }
 
+// crashedWorker dequeues the one entry b holds and lets its lease run
+// out, as a worker that crashed holding it: the entry's next delivery is
+// its second, which takes a running record over.
+func crashedWorker(t *testing.T, b *memory.Backend) {
+	t.Helper()
+	_, err := b.Dequeue(t.Context(), time.Second)
+	require.NoError(t, err)
+	time.Sleep(2 * time.Second)
+}
+
 // queueLen returns how many queue entries b holds.
 func queueLen(b *memory.Backend) int {
 	_, n := b.Len()
@@ -506,6 +516,7 @@ func TestWorkerCancelRequestedBeforeClaim(t *testing.T) {
 		b := memory.New(nil)
 		id := acceptJob(t, b, "x")
 		// A worker crashed while running it, and the client canceled since.
+		crashedWorker(t, b)
 		_, err := b.Update(t.Context(), id, func(r *asyncreq.Record) error {
 			r.State, r.Attempts, r.LeaseToken, r.CancelRequested = asyncreq.StateRunning, 1, "old", true
 			return nil
@@ -529,6 +540,7 @@ func TestWorkerCrashLoopFailsAtClaim(t *testing.T) {
 		b := memory.New(nil)
 		id := acceptJob(t, b, "x")
 		// Every attempt started and none recorded an outcome.
+		crashedWorker(t, b)
 		_, err := b.Update(t.Context(), id, func(r *asyncreq.Record) error {
 			r.State, r.Attempts, r.LeaseToken = asyncreq.StateRunning, 3, "crashed"
 			return nil
