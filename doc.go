@@ -147,7 +147,10 @@
 //     (change notification for long polls and cancels),
 //     [UnenqueuedLister] (recovery of interrupted accepts),
 //     [BatchDequeuer] and [QueueStater] (counts for metrics and
-//     dashboards, which the Handler and Worker do not call);
+//     dashboards, which the Handler and Worker do not call), and the
+//     operator's [Lister], [FinishedPurger] and [Requeuer] (listing,
+//     purging by age and an atomic retry, for the admin package and
+//     [RetryRequest]);
 //   - the lifecycle a Store keeps without judging it: [State] holds the
 //     table of which state follows which, and each change is a method of
 //     [*Record] ([Record.Claim], [Record.Succeed], [Record.RequestCancel],
