@@ -48,7 +48,9 @@ type Options struct {
 	DisableListen bool
 
 	// Logger receives the Backend's background errors (a lost LISTEN
-	// connection). The default discards them.
+	// connection). The default discards them, except the one warning New
+	// gives about a pool too small for the Backend (see MinPoolSize),
+	// which goes to slog.Default.
 	Logger *slog.Logger
 }
 
@@ -97,4 +99,32 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("postgres: Options.Committers %d is negative", c.Committers)
 	}
 	return c, nil
+}
+
+// MinPoolSize is the smallest pgxpool MaxConns with which a Backend opened
+// with opts (nil for the defaults) does not wait for connections of its
+// own making: one for each group-commit writer (accepts, updates and acks,
+// Committers each, 6 by default), one for the notifications a write sends
+// and one for a Worker's claims (the LISTEN connection is not the pool's).
+// On top of it, size the pool for the reads that arrive at once: each
+// status or result GET that reaches the Store, and each heartbeat of a
+// running request, holds a connection for one round trip. A pool of
+// MinPoolSize plus the HTTP requests served at once, up to a Worker's
+// Concurrency, keeps both from waiting; pgxpool's default, the larger of 4
+// and the number of CPUs, is below MinPoolSize, and New warns of it.
+func MinPoolSize(opts *Options) int32 {
+	o, err := opts.withDefaults()
+	if err != nil {
+		o, _ = (*Options)(nil).withDefaults()
+	}
+	return int32(3*o.Committers + 2)
+}
+
+// logger returns the Logger opts sets, or slog.Default: for the warnings a
+// user must see even without a Logger.
+func (o *Options) logger() *slog.Logger {
+	if o != nil && o.Logger != nil {
+		return o.Logger
+	}
+	return slog.Default()
 }

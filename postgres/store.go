@@ -132,6 +132,11 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 		}
 	}
 
+	if have, need := pool.Config().MaxConns, MinPoolSize(&o); have < need {
+		log := opts.logger()
+		log.WarnContext(ctx, "postgres: the connection pool is smaller than the backend's own writers need: raise pgxpool MaxConns (postgres.MinPoolSize)",
+			"max_conns", have, "min_pool_size", need, "committers", o.Committers)
+	}
 	s := &Backend{
 		pool:    pool,
 		opts:    o,
