@@ -122,6 +122,11 @@ func openScaleStore(ctx context.Context, o options, label string, n int) (*scale
 		}
 	case "postgres":
 		st.cfg.Schema = "asyncreq_" + label
+		if st.cfg.PostgresConns == 0 {
+			// Two stores are open at once on one server, whose default
+			// max_connections (100) two pools of 2×Concurrency+8 exceed.
+			st.cfg.PostgresConns = 40
+		}
 		st.drop = func() { dropSchema(st.cfg.Postgres, st.cfg.Schema) }
 	case "redis":
 		st.cfg.RedisPrefix = "asyncreq-" + label + ":"
