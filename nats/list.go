@@ -24,29 +24,70 @@ var (
 // out) in one streamed pass: a key-value watch of the current values of
 // the "r." keys, which reads every record once. The records carry the
 // bodies kept inline; those kept as blobs are not read.
+//
+// With Replicas above 1 the watch's consumer may read from a replica
+// that is behind the stream leader, and end its pass before the writes
+// the leader acknowledged. So the pass first writes the key "l.sync" (a
+// write goes through the leader, after every write it acknowledged) and
+// watches it too, and it ends only once that write came through; a
+// record written again while it waits is seen again, so the records are
+// kept by key, latest revision first, and handed to fn at the end.
 func (b *Backend) eachRecord(ctx context.Context, fn func(*asyncreq.Record)) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := b.kv.Watch(wctx, prefixRecord+">", jetstream.IgnoreDeletes())
+	_, lagging := b.kv.(*leaderKV)
+	keys := []string{prefixRecord + ">"}
+	var syncRev uint64
+	if lagging {
+		rev, err := b.kv.Put(ctx, keySync, []byte{'S'})
+		if err != nil {
+			return ctxErr(ctx, fmt.Errorf("nats: list records: %w", err))
+		}
+		syncRev = rev
+		keys = append(keys, keySync)
+	}
+	w, err := b.kv.WatchFiltered(wctx, keys, jetstream.IgnoreDeletes())
 	if err != nil {
 		return ctxErr(ctx, fmt.Errorf("nats: list records: %w", err))
 	}
 	defer func() { _ = w.Stop() }()
+	latest := make(map[string]*stored)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case e, ok := <-w.Updates():
-			if !ok || e == nil {
-				// All current values are in (or the watch ended).
+			switch {
+			case !ok:
+				return ctx.Err()
+			case e == nil && !lagging:
+				return ctx.Err() // all current values are in
+			case e == nil:
+				continue // the initial values are in: wait for the sync write
+			case e.Key() == keySync:
+				if e.Revision() < syncRev {
+					continue
+				}
+				// Every write the leader acknowledged before it is in.
+				for _, s := range latest {
+					fn(s.rec)
+				}
 				return ctx.Err()
 			}
 			s, err := decode(e)
 			if err != nil {
 				return err
 			}
-			if s.rec != nil {
+			if s.rec == nil {
+				delete(latest, e.Key())
+				continue
+			}
+			if !lagging {
 				fn(s.rec)
+				continue
+			}
+			if old, ok := latest[e.Key()]; !ok || old.rev < s.rev {
+				latest[e.Key()] = s
 			}
 		}
 	}

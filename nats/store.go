@@ -24,6 +24,9 @@ const (
 	prefixUnenqueued = "u."
 	prefixExpiry     = "x."
 	prefixBlob       = "b."
+	// keySync is the key a listing writes to know when a watch has caught
+	// up with the stream leader (see eachRecord).
+	keySync = "l.sync"
 )
 
 // The first byte of a value under "r.": a record or a tombstone.
