@@ -109,23 +109,15 @@ func (h *Handler) list(ctx context.Context, q *queue, lq asyncreq.ListQuery) (Li
 }
 
 func (h *Handler) apiList(w http.ResponseWriter, r *http.Request) {
-	q, ok := h.queueOf(w, r, h.problem)
-	if !ok {
-		return
+	if _, _, doc, ok := h.listed(w, r, h.apiAnswers()); ok {
+		writeJSON(w, http.StatusOK, doc)
 	}
-	lq, err := listQuery(r)
-	if err != nil {
-		h.problem(w, r, http.StatusBadRequest, err.Error())
-		return
+}
+
+func (h *Handler) apiGet(w http.ResponseWriter, r *http.Request) {
+	if q, rec, ok := h.found(w, r, h.apiAnswers()); ok {
+		writeJSON(w, http.StatusOK, h.detailOf(q, rec, time.Now()))
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
-	defer cancel()
-	doc, err := h.list(ctx, q, lq)
-	if err != nil {
-		h.apiError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, doc)
 }
 
 // get reads the request r's path names in q.
@@ -136,44 +128,28 @@ func (h *Handler) get(ctx context.Context, q *queue, id string) (*asyncreq.Recor
 	return q.backend.Get(ctx, id)
 }
 
-func (h *Handler) apiGet(w http.ResponseWriter, r *http.Request) {
-	q, ok := h.queueOf(w, r, h.problem)
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
-	defer cancel()
-	rec, err := h.get(ctx, q, r.PathValue("id"))
-	if err != nil {
-		h.apiError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, h.detailOf(q, rec, time.Now()))
-}
-
 // operation is one of the changes an operator makes to a request.
 type operation func(ctx context.Context, b asyncreq.Backend, id string) (*asyncreq.Record, error)
 
-func retry(ctx context.Context, b asyncreq.Backend, id string) (*asyncreq.Record, error) {
-	if !asyncreq.ValidID(id) {
-		return nil, asyncreq.ErrNotFound
+// byValidID makes op answer ErrNotFound for a malformed id without
+// asking the backend, as the Handler's routes do.
+func byValidID(op operation) operation {
+	return func(ctx context.Context, b asyncreq.Backend, id string) (*asyncreq.Record, error) {
+		if !asyncreq.ValidID(id) {
+			return nil, asyncreq.ErrNotFound
+		}
+		return op(ctx, b, id)
 	}
-	return asyncreq.RetryRequest(ctx, b, id)
 }
 
-func cancelRequest(ctx context.Context, b asyncreq.Backend, id string) (*asyncreq.Record, error) {
-	if !asyncreq.ValidID(id) {
-		return nil, asyncreq.ErrNotFound
-	}
-	return asyncreq.CancelRequest(ctx, b, id)
-}
-
-func deleteRequest(ctx context.Context, b asyncreq.Backend, id string) (*asyncreq.Record, error) {
-	if !asyncreq.ValidID(id) {
-		return nil, asyncreq.ErrNotFound
-	}
-	return nil, asyncreq.DeleteRequest(ctx, b, id)
-}
+// The operations of the routes; delete leaves no record to show.
+var (
+	retry         = byValidID(asyncreq.RetryRequest)
+	cancelRequest = byValidID(asyncreq.CancelRequest)
+	deleteRequest = byValidID(func(ctx context.Context, b asyncreq.Backend, id string) (*asyncreq.Record, error) {
+		return nil, asyncreq.DeleteRequest(ctx, b, id)
+	})
+)
 
 // apiOperate answers an operation with the request's detail as it
 // stands after it, or 204 when nothing is left to show.

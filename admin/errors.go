@@ -84,3 +84,52 @@ func baseOf(r *http.Request) string {
 	b, _ := r.Context().Value(baseKey{}).(string)
 	return b
 }
+
+// answers is how a family of routes answers a request it cannot serve:
+// the API with problem documents, the pages with an error page.
+type answers struct {
+	status func(w http.ResponseWriter, r *http.Request, status int, detail string)
+	err    func(w http.ResponseWriter, r *http.Request, err error)
+}
+
+func (h *Handler) apiAnswers() answers  { return answers{status: h.problem, err: h.apiError} }
+func (h *Handler) pageAnswers() answers { return answers{status: h.errorPage, err: h.pageError} }
+
+// listed reads the page of requests that r asks for; when it cannot, it
+// answers r with a and reports false.
+func (h *Handler) listed(w http.ResponseWriter, r *http.Request, a answers) (*queue, asyncreq.ListQuery, ListDocument, bool) {
+	q, ok := h.queueOf(w, r, a.status)
+	if !ok {
+		return nil, asyncreq.ListQuery{}, ListDocument{}, false
+	}
+	lq, err := listQuery(r)
+	if err != nil {
+		a.status(w, r, http.StatusBadRequest, err.Error())
+		return nil, asyncreq.ListQuery{}, ListDocument{}, false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	doc, err := h.list(ctx, q, lq)
+	if err != nil {
+		a.err(w, r, err)
+		return nil, asyncreq.ListQuery{}, ListDocument{}, false
+	}
+	return q, lq, doc, true
+}
+
+// found reads the request that r names; when it cannot, it answers r with
+// a and reports false.
+func (h *Handler) found(w http.ResponseWriter, r *http.Request, a answers) (*queue, *asyncreq.Record, bool) {
+	q, ok := h.queueOf(w, r, a.status)
+	if !ok {
+		return nil, nil, false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	rec, err := h.get(ctx, q, r.PathValue("id"))
+	if err != nil {
+		a.err(w, r, err)
+		return nil, nil, false
+	}
+	return q, rec, true
+}

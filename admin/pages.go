@@ -171,20 +171,8 @@ type listData struct {
 }
 
 func (h *Handler) pageList(w http.ResponseWriter, r *http.Request) {
-	q, ok := h.queueOf(w, r, h.errorPage)
+	q, lq, doc, ok := h.listed(w, r, h.pageAnswers())
 	if !ok {
-		return
-	}
-	lq, err := listQuery(r)
-	if err != nil {
-		h.errorPage(w, r, http.StatusBadRequest, err.Error())
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
-	defer cancel()
-	doc, err := h.list(ctx, q, lq)
-	if err != nil {
-		h.pageError(w, r, err)
 		return
 	}
 	d := listData{page: h.page(r, "Requests of "+q.name), Queue: q.name, State: lq.State, Owner: lq.Owner,
@@ -202,15 +190,8 @@ type requestData struct {
 }
 
 func (h *Handler) pageRequest(w http.ResponseWriter, r *http.Request) {
-	q, ok := h.queueOf(w, r, h.errorPage)
+	q, rec, ok := h.found(w, r, h.pageAnswers())
 	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
-	defer cancel()
-	rec, err := h.get(ctx, q, r.PathValue("id"))
-	if err != nil {
-		h.pageError(w, r, err)
 		return
 	}
 	d := requestData{page: h.page(r, "Request "+rec.ID), Detail: h.detailOf(q, rec, time.Now()),
