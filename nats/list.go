@@ -96,10 +96,7 @@ func (b *Backend) eachRecord(ctx context.Context, fn func(*asyncreq.Record)) err
 // newer reports whether a comes before b in a listing: created later, or
 // at the same time with a greater id.
 func newer(a, b *asyncreq.Record) bool {
-	if !a.CreatedAt.Equal(b.CreatedAt) {
-		return a.CreatedAt.After(b.CreatedAt)
-	}
-	return a.ID > b.ID
+	return asyncreq.ListCursor{CreatedAt: a.CreatedAt, ID: a.ID}.After(b.CreatedAt, b.ID)
 }
 
 // oldestFirst is a heap of records whose top is the one a listing reaches
