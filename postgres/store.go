@@ -45,7 +45,7 @@ type Backend struct {
 	acks    *batcher[leaseHandle, struct{}]
 
 	cancel    context.CancelFunc // ends the listener
-	wg        sync.WaitGroup     // the listener
+	wg        sync.WaitGroup     // the listener and analyzeWhenFilled
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -157,6 +157,8 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 	lctx, lcancel := context.WithCancel(context.Background())
 	s.cancel = lcancel
 	s.notes = newNotifier(s)
+	s.wg.Add(1)
+	go s.analyzeWhenFilled(lctx)
 	if !o.DisableListen {
 		ready := make(chan struct{})
 		s.wg.Add(1)
@@ -505,6 +507,10 @@ type statements struct {
 	updateLocked, getManyForUpdate, updateVersioned, getManyVersioned      string
 	purge, purgeTombstones, unenqueued                                     string
 	enqueue, claim, release, nextDue, extend, nack, ack, notify, notifyTx  string
+	// schema is the quoted schema; unanalyzed lists the tables the hot
+	// statements read that have no statistics, with whether each has
+	// grown to $2 bytes (see analyzeWhenFilled).
+	schema, unanalyzed string
 }
 
 // newStatements fills the schema (an already quoted identifier) into the
@@ -588,6 +594,12 @@ func newStatements(schema string) statements {
 			)
 			SELECT ins.id FROM ins`
 	return statements{
+		schema: schema,
+		unanalyzed: `SELECT c.relname, pg_relation_size(c.oid) >= $2
+			FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+			WHERE n.nspname = $1 AND c.relname IN ('records', 'jobs')
+				AND NOT EXISTS (SELECT 1 FROM pg_stats AS p
+					WHERE p.schemaname = $1 AND p.tablename = c.relname AND p.attname = 'queue')`,
 		insert: f(`INSERT INTO {{s}}.records (queue, {{cols}}) VALUES ($1, ` + values + `)
 			ON CONFLICT DO NOTHING`),
 		// One statement, so it commits atomically on its own: the records

@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -74,6 +75,9 @@ type config struct {
 	// otlpEndpoint, or the OTEL_EXPORTER_OTLP_* environment, turns on
 	// exporting traces over OTLP/HTTP.
 	otlpEndpoint string
+	// cpuProfile, when set, is the file a CPU profile of the whole run is
+	// written to, for finding where the time goes under load.
+	cpuProfile string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -99,6 +103,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.failWord, "fail-word", "", "a /jobs request whose body contains this `word` fails the first time it runs, and succeeds when retried (from the admin, say)")
 	fs.StringVar(&c.otlpEndpoint, "otlp-endpoint", "", "export traces over OTLP/HTTP to `host:port` (plain HTTP, path /v1/traces) or to an http:// or https:// URL; "+
 		"when empty, the OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT environment variable, if set, turns exporting on")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the run, from start to shutdown, to `file`")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -109,6 +114,23 @@ func parseFlags(args []string) (config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// startCPUProfile starts a CPU profile written to path; the function it
+// returns stops it and closes the file.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 func envOr(name, def string) string {
@@ -131,6 +153,13 @@ func run(args []string) error {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,60 @@
+package postgres_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+)
+
+// TestPlansMadeOnEmptyTablesAreRemade: a statement prepared while the
+// tables were empty, as every pgx connection of a new deployment prepares
+// its statements, plans a record's lookup as a scan of the queue's records.
+// The Backend analyzes its tables once they hold rows, which makes
+// PostgreSQL plan the statement again, by the primary key.
+func TestPlansMadeOnEmptyTablesAreRemade(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, 8)
+	schema := newSchema(t, pool)
+	s := newStoreOn(t, pool, schema, nil)
+	ctx := t.Context()
+
+	conn, err := pgx.Connect(ctx, testDSN(t))
+	require.NoError(t, err)
+	defer func() { _ = conn.Close(context.Background()) }()
+	// pgx's statement cache prepares each statement once; after five runs
+	// PostgreSQL keeps one generic plan for it if that plan costs no more.
+	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "PREPARE lookup(text, text) AS SELECT * FROM "+
+		pgx.Identifier{schema}.Sanitize()+".records WHERE queue = $1 AND id = $2")
+	require.NoError(t, err)
+	plan := func() string {
+		rows, err := conn.Query(ctx, "EXPLAIN EXECUTE lookup('default', 'x')")
+		require.NoError(t, err)
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return strings.Join(lines, "\n")
+	}
+	require.NotContains(t, plan(), "records_pkey", "on empty tables, this PostgreSQL plans a lookup by another index: the case this test is about")
+
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				_, err := s.Create(ctx, testRecord("", "", []byte("body")))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool { return strings.Contains(plan(), "records_pkey") }, 20*time.Second, 100*time.Millisecond,
+		"the lookup prepared on empty tables is still planned without the primary key")
+}
