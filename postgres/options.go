@@ -41,6 +41,14 @@ type Options struct {
 	// free one. The default is 2.
 	Committers int
 
+	// Readers is the number of reads of records by id (Get, which serves
+	// each status and result GET) that may be in flight at once. Gets
+	// that arrive while all of them are busy are read together, in one
+	// statement, by the next free one: a read never waits for company,
+	// but many clients polling at once cost the database far fewer
+	// statements. The default is 4.
+	Readers int
+
 	// DisableListen turns off the LISTEN connection. Dequeue then finds
 	// work by polling every PollInterval, and Watch only sees changes made
 	// through this Backend. Use it where LISTEN is unavailable (a connection
@@ -61,6 +69,7 @@ const (
 	defaultPollInterval = time.Second
 	defaultMaxBatch     = 256
 	defaultCommitters   = 2
+	defaultReaders      = 4
 )
 
 // withDefaults returns a copy of o with the defaults filled in, or an error
@@ -85,6 +94,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.Committers == 0 {
 		c.Committers = defaultCommitters
 	}
+	if c.Readers == 0 {
+		c.Readers = defaultReaders
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -97,6 +109,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("postgres: Options.MaxBatch %d is negative", c.MaxBatch)
 	case c.Committers < 0:
 		return c, fmt.Errorf("postgres: Options.Committers %d is negative", c.Committers)
+	case c.Readers < 0:
+		return c, fmt.Errorf("postgres: Options.Readers %d is negative", c.Readers)
 	}
 	return c, nil
 }
@@ -104,20 +118,20 @@ func (o *Options) withDefaults() (Options, error) {
 // MinPoolSize is the smallest pgxpool MaxConns with which a Backend opened
 // with opts (nil for the defaults) does not wait for connections of its
 // own making: one for each group-commit writer (accepts, updates and acks,
-// Committers each, 6 by default), one for the notifications a write sends
-// and one for a Worker's claims (the LISTEN connection is not the pool's).
-// On top of it, size the pool for the reads that arrive at once: each
-// status or result GET that reaches the Store, and each heartbeat of a
-// running request, holds a connection for one round trip. A pool of
-// MinPoolSize plus the HTTP requests served at once, up to a Worker's
-// Concurrency, keeps both from waiting; pgxpool's default, the larger of 4
-// and the number of CPUs, is below MinPoolSize, and New warns of it.
+// Committers each, 6 by default), one for each reader of records
+// (Readers, 4 by default), one for the notifications a write sends and one
+// for a Worker's claims (the LISTEN connection is not the pool's): 12 at
+// the defaults. On top of it, size the pool for the other calls that
+// arrive at once, such as each heartbeat of a running request; a few more
+// connections than MinPoolSize serve a Worker of the default Concurrency.
+// pgxpool's default, the larger of 4 and the number of CPUs, is below
+// MinPoolSize, and New warns of it.
 func MinPoolSize(opts *Options) int32 {
 	o, err := opts.withDefaults()
 	if err != nil {
 		o, _ = (*Options)(nil).withDefaults()
 	}
-	return int32(3*o.Committers + 2)
+	return int32(3*o.Committers + o.Readers + 2)
 }
 
 // logger returns the Logger opts sets, or slog.Default: for the warnings a

@@ -43,6 +43,7 @@ type Backend struct {
 	accepts *batcher[*asyncreq.Record, *asyncreq.Record]
 	updates *batcher[updateArg, updateRes]
 	acks    *batcher[leaseHandle, struct{}]
+	reads   *batcher[string, *asyncreq.Record]
 
 	cancel    context.CancelFunc // ends the listener
 	wg        sync.WaitGroup     // the listener and analyzeWhenFilled
@@ -93,8 +94,9 @@ const startTimeout = time.Minute
 // ends first, New returns ctx.Err().
 //
 // Size the pool for the load: the Backend takes a connection per call in
-// flight, plus up to Options.Committers for the group commits of accepts
-// and as many for acks, and one for notifications. The LISTEN connection
+// flight, plus up to Options.Committers for the group commits of accepts,
+// as many for updates and for acks, Options.Readers for reads of records,
+// and one for notifications (MinPoolSize). The LISTEN connection
 // is opened from the pool's configuration but not taken from the pool;
 // New waits up to 5 seconds for it to listen (if it cannot, Dequeue polls
 // until a retry succeeds). The pool stays the caller's: call Close on the
@@ -134,8 +136,8 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 
 	if have, need := pool.Config().MaxConns, MinPoolSize(&o); have < need {
 		log := opts.logger()
-		log.WarnContext(ctx, "postgres: the connection pool is smaller than the backend's own writers need: raise pgxpool MaxConns (postgres.MinPoolSize)",
-			"max_conns", have, "min_pool_size", need, "committers", o.Committers)
+		log.WarnContext(ctx, "postgres: the connection pool is smaller than the backend's own writers and readers need: raise pgxpool MaxConns (postgres.MinPoolSize)",
+			"max_conns", have, "min_pool_size", need, "committers", o.Committers, "readers", o.Readers)
 	}
 	s := &Backend{
 		pool:    pool,
@@ -154,6 +156,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 	s.accepts = newBatcher(context.Background(), o.Committers, o.MaxBatch, recordSize, maxBatchBytes, s.runAccepts)
 	s.updates = newBatcher(context.Background(), o.Committers, o.MaxBatch, nil, 0, s.runUpdates)
 	s.acks = newBatcher(context.Background(), o.Committers, o.MaxBatch, nil, 0, s.runAcks)
+	s.reads = newBatcher(context.Background(), o.Readers, o.MaxBatch, nil, 0, s.runGets)
 	lctx, lcancel := context.WithCancel(context.Background())
 	s.cancel = lcancel
 	s.notes = newNotifier(s)
@@ -189,6 +192,7 @@ func (s *Backend) Close() error {
 		s.accepts.close()
 		s.updates.close()
 		s.acks.close()
+		s.reads.close()
 		s.notes.close()
 		s.wg.Wait()
 		s.jobs.wake()
@@ -294,14 +298,7 @@ func (s *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) 
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	rec, err := scanRecord(s.pool.QueryRow(ctx, s.sql.get, s.queue, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, s.missing(ctx, id)
-	}
-	if err != nil {
-		return nil, s.fail(ctx, "get "+id, err)
-	}
-	return rec, nil
+	return s.reads.do(ctx, id)
 }
 
 // missing returns a *asyncreq.GoneError naming the record's owner if id
@@ -505,6 +502,7 @@ type statements struct {
 	insert, acceptBatch, acceptFresh, exists, get, selectByKey, tombstoned string
 	delete                                                                 string
 	updateLocked, getManyForUpdate, updateVersioned, getManyVersioned      string
+	getMany                                                                string
 	purge, purgeTombstones, unenqueued                                     string
 	enqueue, claim, release, nextDue, extend, nack, ack, notify, notifyTx  string
 	// schema is the quoted schema; unanalyzed lists the tables the hot
@@ -624,6 +622,8 @@ func newStatements(schema string) statements {
 		updateVersioned: f(update + ` AND t.xmin = r.version::xid` + settle),
 		// update's form for a transaction that holds the rows locked.
 		updateLocked: f(update + settle),
+		getMany: f(`SELECT {{cols}} FROM {{s}}.records
+			WHERE queue = $1 AND id = ANY($2::text[])`),
 		getManyVersioned: f(`SELECT {{cols}}, xmin::text FROM {{s}}.records
 			WHERE queue = $1 AND id = ANY($2::text[])`),
 		getManyForUpdate: f(`SELECT {{cols}} FROM {{s}}.records
