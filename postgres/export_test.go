@@ -12,3 +12,17 @@ func (s *Backend) ListStatement(q asyncreq.ListQuery) (string, []any, error) {
 	sql, args, _ := s.listStatement(q.State, q.Owner, cur, q.PageLimit()+1)
 	return sql, args, nil
 }
+
+// JobStatements exposes, by name, the statements that read or write jobs
+// by their id, to the test that checks their plans.
+func (s *Backend) JobStatements() map[string]string {
+	return map[string]string{
+		"claim":   s.sql.claim,
+		"extend":  s.sql.extend,
+		"nack":    s.sql.nack,
+		"release": s.sql.release,
+		"ack":     s.sql.ack,
+		"update":  s.sql.updateVersioned,
+		"locked":  s.sql.updateLocked,
+	}
+}

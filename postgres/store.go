@@ -561,9 +561,9 @@ func newStatements(schema string) statements {
 				RETURNING t.id, t.xmin::text AS version
 			), d AS (
 				DELETE FROM {{s}}.jobs AS j
-				USING unnest($28::bigint[], $29::text[], $30::text[]) AS l(job_id, token, id), u
-				WHERE j.job_id = l.job_id AND j.lease_token = l.token AND j.id = l.id
-					AND u.id = l.id AND j.run_at > now()
+				WHERE j.job_id = ANY ($28::bigint[]) AND j.lease_token = ANY ($29::text[])
+					AND j.id = ANY ($30::text[]) AND j.id = ANY (ARRAY(SELECT id FROM u))
+					AND (j.run_at > now()) IS TRUE
 			)
 			SELECT id, version FROM u`
 	// accept inserts records, and a job for each record inserted.
@@ -671,6 +671,16 @@ func newStatements(schema string) statements {
 
 		enqueue: f(`INSERT INTO {{s}}.jobs (queue, id, run_at)
 			VALUES ($1, $2, now() + $3::bigint * interval '1 microsecond')`),
+		// The jobs table is a queue: its statistics, whenever they are
+		// taken, may say it is empty while it holds thousands of jobs, and
+		// then every plan looks as cheap as every other. So each statement
+		// that finds jobs by id says so in a form only the primary key can
+		// serve (job_id = ANY (...), even beside a join on job_id that says
+		// the same), and tests that a lease still holds in one no index can
+		// serve ((run_at > now()) IS TRUE), so that no plan scans jobs_due
+		// for the leases that run out later, or every job for each one
+		// (TestJobPlansNeedNoStatistics).
+		//
 		// The statements below change only a job's lease, and commit without
 		// waiting for the WAL flush (synchronous_commit off): if the database
 		// crashes before the flush, the job is just delivered again, which
@@ -696,7 +706,7 @@ func newStatements(schema string) statements {
 				SET run_at = now() + $3::bigint * interval '1 microsecond',
 					lease_token = gen_random_uuid()::text,
 					deliveries = j.deliveries + 1
-				FROM c, cfg WHERE j.job_id = c.job_id
+				FROM cfg WHERE j.job_id = ANY (ARRAY(SELECT job_id FROM c))
 				RETURNING j.job_id, j.id, j.deliveries, j.lease_token
 			)
 			SELECT l.job_id, l.id, l.deliveries, l.lease_token, r.*
@@ -709,11 +719,11 @@ func newStatements(schema string) statements {
 		extend: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
 			UPDATE {{s}}.jobs SET run_at = now() + $4::bigint * interval '1 microsecond'
 			FROM cfg
-			WHERE queue = $1 AND job_id = $2 AND lease_token = $3 AND run_at > now()`),
+			WHERE queue = $1 AND job_id = $2 AND lease_token = $3 AND (run_at > now()) IS TRUE`),
 		nack: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
 			UPDATE {{s}}.jobs SET run_at = now() + $4::bigint * interval '1 microsecond', lease_token = NULL
 			FROM cfg
-			WHERE queue = $1 AND job_id = $2 AND lease_token = $3 AND run_at > now()`),
+			WHERE queue = $1 AND job_id = $2 AND lease_token = $3 AND (run_at > now()) IS TRUE`),
 		// Sent after the changes it announces have committed, on its own
 		// and without waiting for a WAL flush: PostgreSQL serializes the
 		// commits of transactions that NOTIFY, flush included, so a NOTIFY
@@ -726,8 +736,8 @@ func newStatements(schema string) statements {
 		release: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
 			UPDATE {{s}}.jobs AS j SET run_at = now(), lease_token = NULL,
 				deliveries = greatest(j.deliveries - 1, 0)
-			FROM cfg, unnest($1::bigint[], $2::text[]) AS l(job_id, token)
-			WHERE j.job_id = l.job_id AND j.lease_token = l.token`),
+			FROM cfg
+			WHERE j.job_id = ANY ($1::bigint[]) AND j.lease_token = ANY ($2::text[])`),
 		// Each lease is one job, found by its primary key, whose token must
 		// still be the lease's. The queue is left out on purpose (job ids
 		// are unique across queues, and Ack checks the lease's queue): with
@@ -736,8 +746,9 @@ func newStatements(schema string) statements {
 		// vacuum removes them, which made each Ack slower the more jobs
 		// had been settled.
 		ack: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `)
-			DELETE FROM {{s}}.jobs AS j USING cfg, unnest($1::bigint[], $2::text[]) AS l(job_id, token)
-			WHERE j.job_id = l.job_id AND j.lease_token = l.token AND j.run_at > now()
+			DELETE FROM {{s}}.jobs AS j USING cfg
+			WHERE j.job_id = ANY ($1::bigint[]) AND j.lease_token = ANY ($2::text[])
+				AND (j.run_at > now()) IS TRUE
 			RETURNING j.job_id, j.lease_token`),
 	}
 }
