@@ -456,6 +456,15 @@ func purgePhase(ctx context.Context, o options, st *scaleStore) (*purgeFigures, 
 	pf.total = until.Sub(from)
 	pf.during = newStats(lat, pf.total)
 	pf.batches = newStats([][]time.Duration{batchLat}, pf.total)
+	// The accepts above were left pending, with no worker: settle them,
+	// so that the store's next phase, the next round's mixed drain, starts
+	// with nothing queued, as the first round's did (a backlog of the
+	// phase's 20,000 and more accepts ran before that drain's requests).
+	settled, err := settleLeftover(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Printf("purge     settled the %d requests accepted in this phase in %s\n", settled.n, settled.took.Round(time.Millisecond))
 	fmt.Printf("purge     %d expired in %s, %d batches of up to %d: %s\n", pf.purged, pf.total.Round(time.Millisecond), pf.batches.n, purgeBatch, pf.batches)
 	fmt.Printf("purge     accepts without a purge: %s\n", pf.without)
 	fmt.Printf("purge     accepts during the purge: %s\n", pf.during)
@@ -648,4 +657,50 @@ func dropKeys(u, prefix string) {
 	if err := iter.Err(); err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest: drop keys:", err)
 	}
+}
+
+// leftover is what settleLeftover did.
+type leftover struct {
+	n    int64
+	took time.Duration
+}
+
+// settleLeftover runs a worker on the store until none of its requests is
+// pending or running, and reports how many it found unfinished.
+func settleLeftover(ctx context.Context, st *scaleStore) (leftover, error) {
+	start := time.Now()
+	counts, err := asyncreq.CountStates(ctx, st.b)
+	if err != nil {
+		return leftover{}, err
+	}
+	left := leftover{n: counts.Pending + counts.Running}
+	if left.n == 0 {
+		return left, nil
+	}
+	w, err := asyncreq.NewWorker(st.b, noop(), &asyncreq.WorkerOptions{Concurrency: 100})
+	if err != nil {
+		return left, err
+	}
+	if err := w.Start(ctx); err != nil {
+		return left, err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_ = w.Stop(stopCtx)
+	}()
+	deadline := time.Now().Add(10 * time.Minute)
+	for counts.Pending+counts.Running > 0 {
+		if time.Now().After(deadline) {
+			return left, fmt.Errorf("%d requests still unfinished after 10 minutes", counts.Pending+counts.Running)
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return left, err
+		}
+		if counts, err = asyncreq.CountStates(ctx, st.b); err != nil {
+			return left, err
+		}
+	}
+	left.took = time.Since(start)
+	return left, nil
 }

@@ -56,6 +56,12 @@ func TestScaleStoreFillAndPurge(t *testing.T) {
 		_, err := st.b.Get(ctx, id)
 		require.NoError(t, err, "a retained request is not purged")
 	}
+	// The phase's accepts are settled, so that the next round's mixed
+	// drain finds nothing queued before its own requests.
+	counts, err := asyncreq.CountStates(ctx, st.b)
+	require.NoError(t, err)
+	assert.Zero(t, counts.Pending+counts.Running, "requests the purge phase accepted are left unfinished")
+	assert.Positive(t, counts.Succeeded)
 }
 
 func TestParseCounts(t *testing.T) {
