@@ -40,8 +40,10 @@
 // The scale mode gives each store a SQLite file, PostgreSQL schema or
 // Redis key prefix of its own and removes it at the end.
 //
-// With -url, the e2e, mixed and poll-e2e modes load an asyncreq endpoint
-// of a server in another process instead, such as the example server:
+// With -url, the accept, e2e, mixed and poll-e2e modes load an asyncreq
+// endpoint of a server in another process instead, such as the example
+// server (for accept, one started with -no-workers, so that no worker runs
+// as in the accept mode's own process):
 //
 //	go run ./examples/server -addr 127.0.0.1:8090 -backend sqlite -sqlite-path /tmp/load.db -processor noop -concurrency 100 -defaults
 //	go run ./examples/loadtest -url http://127.0.0.1:8090/jobs -mode mixed
@@ -99,7 +101,7 @@ func main() {
 	var o options
 	var defaults bool
 	flag.StringVar(&o.mode, "mode", "all", "accept, drain, e2e, all (the three), mixed or poll-e2e")
-	flag.StringVar(&o.url, "url", "", "load the asyncreq endpoint at this `URL`, served by another process (-mode e2e, mixed, poll-e2e)")
+	flag.StringVar(&o.url, "url", "", "load the asyncreq endpoint at this `URL`, served by another process (-mode accept, e2e, mixed, poll-e2e; for accept, start the server with -no-workers)")
 	flag.IntVar(&o.concurrency, "c", 32, "concurrent clients")
 	flag.DurationVar(&o.duration, "d", 10*time.Second, "how long each timed phase runs")
 	flag.IntVar(&o.n, "n", 0, "requests to submit (-mode drain: default 20000, mixed: 10000)")
@@ -171,7 +173,7 @@ func run(ctx context.Context, o options) error {
 	default:
 		return fmt.Errorf("unknown -mode %q", o.mode)
 	}
-	if o.url != "" && (o.mode == "all" || o.mode == "accept" || o.mode == "drain" || o.mode == "scale") {
+	if o.url != "" && (o.mode == "all" || o.mode == "drain" || o.mode == "scale") {
 		return fmt.Errorf("-mode %s needs the server in this process: leave out -url", o.mode)
 	}
 	if o.concurrency < 1 || o.pollers < 1 || o.n < 0 || o.workers < 0 || o.duration <= 0 || o.pollInterval < 0 {
@@ -337,6 +339,9 @@ func openTarget(ctx context.Context, o options, phase string, count int) (*targe
 }
 
 func runAccept(ctx context.Context, o options, bare stats) error {
+	if o.url != "" {
+		return runAcceptAt(ctx, o, bare)
+	}
 	bk, _, h, err := endpoint(ctx, o, "accept")
 	if err != nil {
 		return err
@@ -352,6 +357,23 @@ func runAccept(ctx context.Context, o options, bare stats) error {
 		return err
 	}
 	fmt.Printf("accept    asyncreq handler (%s): %s  %s\n", describe(o), st, st.vs(bare))
+	return nil
+}
+
+// runAcceptAt measures the accepts of the endpoint at -url, served by
+// another process, which should run no worker (the example server's
+// -no-workers), as the in-process accept mode runs none.
+func runAcceptAt(ctx context.Context, o options, bare stats) error {
+	client := newClient(o.concurrency)
+	defer client.CloseIdleConnections()
+	st, err := timed(o, func() (time.Duration, error) {
+		_, d, err := post(ctx, client, o.url, nil, http.StatusAccepted)
+		return d, err
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("accept    asyncreq handler (the server's backend, in another process): %s  %s\n", st, st.vs(bare))
 	return nil
 }
 

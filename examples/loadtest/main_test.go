@@ -75,14 +75,14 @@ func TestModesAtURL(t *testing.T) {
 		}
 		return &asyncreq.Result{ContentType: "text/plain", Body: []byte("ok")}, nil
 	})
-	for _, mode := range []string{"e2e", "mixed", "poll-e2e"} {
+	for _, mode := range []string{"accept", "e2e", "mixed", "poll-e2e"} {
 		t.Run(mode, func(t *testing.T) {
 			o := short(mode)
 			o.url = u
 			require.NoError(t, run(t.Context(), o))
 		})
 	}
-	for _, mode := range []string{"all", "accept", "drain"} {
+	for _, mode := range []string{"all", "drain"} {
 		t.Run(mode, func(t *testing.T) {
 			o := short(mode)
 			o.url = u

@@ -59,6 +59,9 @@ type config struct {
 	processor   string
 	concurrency int
 	defaults    bool
+	// noWorkers serves the handlers without running their workers: the
+	// accepted requests wait in the queue (the load program's accept mode).
+	noWorkers bool
 	// publicURL and genericPollers serve generic pollers such as the
 	// Azure SDK's (docs/azure.md).
 	publicURL      string
@@ -94,6 +97,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.verbose, "v", false, "log every step of the workers")
 	fs.StringVar(&c.processor, "processor", "report", "what /jobs runs: report, or noop (answers \"ok\" at once, for load tests)")
 	fs.IntVar(&c.concurrency, "concurrency", 8, "requests each endpoint's worker runs at once")
+	fs.BoolVar(&c.noWorkers, "no-workers", false, "run no worker: requests are accepted and left in the queue, for measuring accepts alone (the load program's -mode accept -url)")
 	fs.BoolVar(&c.defaults, "defaults", false, "open the backend with its package's default options, as the load program's mixed and poll-e2e modes do")
 	fs.StringVar(&c.publicURL, "public-url", "", "absolute URL clients reach the server at (such as https://api.example.com); makes every URL the server writes absolute")
 	fs.BoolVar(&c.genericPollers, "generic-pollers", false, "answer the status URL as generic pollers (the Azure SDK's) expect: 202 while running, the outcome when finished")
@@ -282,6 +286,8 @@ type app struct {
 	async   *asyncreq.Async
 	admin   *admin.Handler // nil without -admin-token
 	closer  func()
+	// noWorkers leaves the workers of jobs and async stopped.
+	noWorkers bool
 }
 
 func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) {
@@ -316,7 +322,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		bk.Close()
 		return nil, err
 	}
-	a := &app{mux: http.NewServeMux(), tracing: tp != nil, closer: func() { tel.close(); bk.Close() }}
+	a := &app{mux: http.NewServeMux(), tracing: tp != nil, closer: func() { tel.close(); bk.Close() }, noWorkers: cfg.noWorkers}
 	a.handler = a.mux
 	if tp != nil {
 		a.handler = traced(a.mux, tp)
@@ -430,11 +436,13 @@ const adminUsage = `
 `
 
 func (a *app) start(ctx context.Context) error {
-	if err := a.jobs.Start(ctx); err != nil {
-		return err
-	}
-	if err := a.async.Start(ctx); err != nil {
-		return err
+	if !a.noWorkers {
+		if err := a.jobs.Start(ctx); err != nil {
+			return err
+		}
+		if err := a.async.Start(ctx); err != nil {
+			return err
+		}
 	}
 	if a.admin != nil {
 		return a.admin.Start(ctx)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/asyncreq/asyncreq"
 )
 
 func TestLoadTargetFlags(t *testing.T) {
@@ -74,4 +76,29 @@ func TestReportProcessorIsTheDefault(t *testing.T) {
 func TestUnknownProcessor(t *testing.T) {
 	_, err := newApp(t.Context(), config{backend: "memory", processor: "sleep", concurrency: 1}, slog.New(slog.DiscardHandler))
 	require.ErrorContains(t, err, `unknown -processor "sleep"`)
+}
+
+func TestNoWorkersLeavesRequestsQueued(t *testing.T) {
+	c, err := parseFlags([]string{"-backend", "memory", "-processor", "noop", "-no-workers"})
+	require.NoError(t, err)
+	require.True(t, c.noWorkers)
+	ctx := t.Context()
+	a, err := newApp(ctx, c, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(a.close)
+	require.NoError(t, a.start(ctx))
+	t.Cleanup(func() { assert.NoError(t, a.stop()) })
+	srv := httptest.NewServer(a.handler)
+	t.Cleanup(srv.Close)
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/jobs", strings.NewReader("x"))
+	require.NoError(t, err)
+	req.Header.Set("Prefer", "wait=1")
+	resp, err := srv.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "no worker ran the request within its wait")
+	var doc asyncreq.StatusDocument
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&doc))
+	assert.Equal(t, asyncreq.StatePending, doc.Status)
 }
