@@ -30,9 +30,9 @@ func TestLoadTargetFlags(t *testing.T) {
 	assert.True(t, c.defaults)
 }
 
-// submitAndWait posts a document to /jobs of an app made from c and
-// returns the final answer.
-func submitAndWait(t *testing.T, c config) (*http.Response, string) {
+// serveApp starts an app made from c behind a test server, stopped when t
+// ends.
+func serveApp(t *testing.T, c config) *httptest.Server {
 	t.Helper()
 	ctx := t.Context()
 	a, err := newApp(ctx, c, slog.New(slog.DiscardHandler))
@@ -42,7 +42,15 @@ func submitAndWait(t *testing.T, c config) (*http.Response, string) {
 	t.Cleanup(func() { assert.NoError(t, a.stop()) })
 	srv := httptest.NewServer(a.handler)
 	t.Cleanup(srv.Close)
+	return srv
+}
 
+// submitAndWait posts a document to /jobs of an app made from c and
+// returns the final answer.
+func submitAndWait(t *testing.T, c config) (*http.Response, string) {
+	t.Helper()
+	ctx := t.Context()
+	srv := serveApp(t, c)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/jobs", strings.NewReader("one two\nthree\n"))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "text/plain")
@@ -83,14 +91,7 @@ func TestNoWorkersLeavesRequestsQueued(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, c.noWorkers)
 	ctx := t.Context()
-	a, err := newApp(ctx, c, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	t.Cleanup(a.close)
-	require.NoError(t, a.start(ctx))
-	t.Cleanup(func() { assert.NoError(t, a.stop()) })
-	srv := httptest.NewServer(a.handler)
-	t.Cleanup(srv.Close)
-
+	srv := serveApp(t, c)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/jobs", strings.NewReader("x"))
 	require.NoError(t, err)
 	req.Header.Set("Prefer", "wait=1")
