@@ -381,12 +381,31 @@ func (b *Backend) tomb(rec *asyncreq.Record, until time.Time) {
 
 // Purge implements asyncreq.Store.
 func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, error) {
-	if err := b.lock(ctx); err != nil {
-		return 0, err
-	}
-	defer b.mu.Unlock()
 	n := 0
-	for n < limit && b.expiries.Len() > 0 && !b.expiries[0].at.After(now) {
+	for {
+		if err := b.lock(ctx); err != nil {
+			return n, err
+		}
+		more := b.purgeSome(now, min(purgeChunk, limit-n), &n)
+		b.mu.Unlock()
+		if !more || n >= limit {
+			return n, nil
+		}
+	}
+}
+
+// purgeChunk is the most records, and tombstones, Purge removes in one hold
+// of the lock: a call that arrives during a purge (a submit, a status read)
+// waits for a chunk, not for the whole batch. A batch of 1,000 under one
+// hold raised the accepts' p99 2.5–5× during a purge of 100,000.
+const purgeChunk = 64
+
+// purgeSome removes up to max records expired at now, adding them to *n,
+// then up to purgeChunk tombstones expired at now; it reports whether more
+// of either may be left. b.mu is held.
+func (b *Backend) purgeSome(now time.Time, max int, n *int) bool {
+	removed := 0
+	for removed < max && b.expiries.Len() > 0 && !b.expiries[0].at.After(now) {
 		t := heap.Pop(&b.expiries).(timed)
 		rec, ok := b.records[t.id]
 		if !ok || !rec.State.Final() || !rec.ExpiresAt.Equal(t.at) {
@@ -396,15 +415,21 @@ func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, err
 		if rec.TombstoneTTL > 0 {
 			b.tomb(rec, rec.ExpiresAt.Add(rec.TombstoneTTL))
 		}
-		n++
+		removed++
 	}
-	for b.tombHeap.Len() > 0 && !b.tombHeap[0].at.After(now) {
+	*n += removed
+	for range purgeChunk {
+		if b.tombHeap.Len() == 0 || b.tombHeap[0].at.After(now) {
+			break
+		}
 		t := heap.Pop(&b.tombHeap).(timed)
 		if tb, ok := b.tombs[t.id]; ok && tb.until.Equal(t.at) {
 			delete(b.tombs, t.id)
 		}
 	}
-	return n, nil
+	recordsLeft := b.expiries.Len() > 0 && !b.expiries[0].at.After(now)
+	tombsLeft := b.tombHeap.Len() > 0 && !b.tombHeap[0].at.After(now)
+	return recordsLeft || tombsLeft
 }
 
 // ListUnenqueued implements asyncreq.UnenqueuedLister.
