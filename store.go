@@ -77,6 +77,24 @@ type Record struct {
 	Callback *Callback `json:"callback,omitempty"`
 }
 
+// WithoutBodies returns a shallow copy of r without its request body and
+// its result's body, sharing every other field with r: a record as a Lister
+// lists it, or the part a backend that stores the bodies apart encodes.
+// Clone the copy to keep it.
+func (r *Record) WithoutBodies() *Record {
+	if r == nil {
+		return nil
+	}
+	c := *r
+	c.Body = nil
+	if r.Result != nil {
+		res := *r.Result
+		res.Body = nil
+		c.Result = &res
+	}
+	return &c
+}
+
 // Clone returns a deep copy of r. Stores use it so that no caller shares
 // memory with what they keep.
 func (r *Record) Clone() *Record {

@@ -50,12 +50,7 @@ func (k *storeKit) lister(t *testing.T) (asyncreq.Store, asyncreq.Lister) {
 
 // listed returns a record as a Lister lists it: without its bodies.
 func listed(rec *asyncreq.Record) *asyncreq.Record {
-	c := rec.Clone()
-	c.Body = nil
-	if c.Result != nil {
-		c.Result.Body = nil
-	}
-	return c
+	return rec.WithoutBodies().Clone()
 }
 
 // finish makes rec final in state s at time at, with a Retention that

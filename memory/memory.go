@@ -386,8 +386,9 @@ func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, err
 		if err := b.lock(ctx); err != nil {
 			return n, err
 		}
-		more := b.purgeSome(now, min(purgeChunk, limit-n), &n)
+		removed, more := b.purgeSome(now, min(purgeChunk, limit-n))
 		b.mu.Unlock()
+		n += removed
 		if !more || n >= limit {
 			return n, nil
 		}
@@ -400,12 +401,11 @@ func (b *Backend) Purge(ctx context.Context, now time.Time, limit int) (int, err
 // hold raised the accepts' p99 2.5–5× during a purge of 100,000.
 const purgeChunk = 64
 
-// purgeSome removes up to max records expired at now, adding them to *n,
-// then up to purgeChunk tombstones expired at now; it reports whether more
-// of either may be left. b.mu is held.
-func (b *Backend) purgeSome(now time.Time, max int, n *int) bool {
-	removed := 0
-	for removed < max && b.expiries.Len() > 0 && !b.expiries[0].at.After(now) {
+// purgeSome removes up to max records expired at now, then up to
+// purgeChunk tombstones expired at now; it returns how many records it
+// removed and whether more of either may be left. b.mu is held.
+func (b *Backend) purgeSome(now time.Time, max int) (removed int, more bool) {
+	for removed < max && b.expiries.due(now) {
 		t := heap.Pop(&b.expiries).(timed)
 		rec, ok := b.records[t.id]
 		if !ok || !rec.State.Final() || !rec.ExpiresAt.Equal(t.at) {
@@ -417,19 +417,13 @@ func (b *Backend) purgeSome(now time.Time, max int, n *int) bool {
 		}
 		removed++
 	}
-	*n += removed
-	for range purgeChunk {
-		if b.tombHeap.Len() == 0 || b.tombHeap[0].at.After(now) {
-			break
-		}
+	for i := 0; i < purgeChunk && b.tombHeap.due(now); i++ {
 		t := heap.Pop(&b.tombHeap).(timed)
 		if tb, ok := b.tombs[t.id]; ok && tb.until.Equal(t.at) {
 			delete(b.tombs, t.id)
 		}
 	}
-	recordsLeft := b.expiries.Len() > 0 && !b.expiries[0].at.After(now)
-	tombsLeft := b.tombHeap.Len() > 0 && !b.tombHeap[0].at.After(now)
-	return recordsLeft || tombsLeft
+	return removed, b.expiries.due(now) || b.tombHeap.due(now)
 }
 
 // ListUnenqueued implements asyncreq.UnenqueuedLister.
@@ -689,6 +683,9 @@ type timed struct {
 
 // timeHeap is a min-heap of timed items by time.
 type timeHeap []timed
+
+// due reports whether h's earliest item is due at now.
+func (h timeHeap) due(now time.Time) bool { return len(h) > 0 && !h[0].at.After(now) }
 
 func (h timeHeap) Len() int           { return len(h) }
 func (h timeHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }

@@ -147,7 +147,7 @@ func (b *Backend) List(ctx context.Context, q asyncreq.ListQuery) (asyncreq.List
 			page.Next = asyncreq.ListCursor{CreatedAt: last.CreatedAt, ID: last.ID}.String()
 			break
 		}
-		page.Records = append(page.Records, summary(b.records[bk.id]))
+		page.Records = append(page.Records, b.records[bk.id].WithoutBodies().Clone())
 	}
 	return page, nil
 }
@@ -161,18 +161,6 @@ func (b *Backend) states(s asyncreq.State) []asyncreq.State {
 		asyncreq.StatePending, asyncreq.StateRunning, asyncreq.StateSucceeded,
 		asyncreq.StateFailed, asyncreq.StateCanceled,
 	}
-}
-
-// summary returns a copy of rec without its bodies.
-func summary(rec *asyncreq.Record) *asyncreq.Record {
-	c := *rec
-	c.Body = nil
-	if rec.Result != nil {
-		res := *rec.Result
-		res.Body = nil
-		c.Result = &res
-	}
-	return c.Clone()
 }
 
 // CountStates implements asyncreq.Lister. It reads the sizes of the

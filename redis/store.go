@@ -397,14 +397,7 @@ func (b *Backend) tombstoneTTL(rec *asyncreq.Record) time.Duration {
 // encodeMeta encodes rec without its body and its result's body, which
 // are stored as fields of their own.
 func encodeMeta(rec *asyncreq.Record) ([]byte, error) {
-	c := *rec
-	c.Body = nil
-	if rec.Result != nil {
-		res := *rec.Result
-		res.Body = nil
-		c.Result = &res
-	}
-	return c.MarshalBinary()
+	return rec.WithoutBodies().MarshalBinary()
 }
 
 func boolArg(v bool) string {

@@ -22,16 +22,11 @@ type encoded struct {
 
 // encodeRecord turns rec into its stored form.
 func encodeRecord(rec *asyncreq.Record) (encoded, error) {
-	c := *rec
-	c.Body = nil
 	var resultBody []byte
 	if rec.Result != nil {
-		res := *rec.Result
-		resultBody = res.Body
-		res.Body = nil
-		c.Result = &res
+		resultBody = rec.Result.Body
 	}
-	data, err := json.Marshal(&c)
+	data, err := json.Marshal(rec.WithoutBodies())
 	if err != nil {
 		return encoded{}, fmt.Errorf("sqlite: encode record %s: %w", rec.ID, err)
 	}
