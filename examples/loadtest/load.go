@@ -214,35 +214,52 @@ func post(ctx context.Context, c *http.Client, u string, hdr http.Header, want i
 // maxStatus is the most of a status document pollStatus reads.
 const maxStatus = 64 << 10
 
-// pollStatus GETs the status URL u once. done reports whether the request
-// has finished, and result is then its result URL; a request that finished
-// other than by succeeding is an error, as the load's processor never
-// fails.
-func pollStatus(ctx context.Context, c *http.Client, u *url.URL) (done bool, result *url.URL, d time.Duration, err error) {
+// polled is what one GET of a status URL told.
+type polled struct {
+	done   bool          // the request has finished (succeeded)
+	result *url.URL      // its result URL, once done
+	d      time.Duration // the GET's latency
+	// created and finished are the status document's created_at and,
+	// once done, its updated_at: when the server accepted the request
+	// and when the worker recorded its outcome, by the server's clock.
+	created, finished time.Time
+}
+
+// pollStatus GETs the status URL u once. A request that finished other
+// than by succeeding is an error, as the load's processor never fails.
+func pollStatus(ctx context.Context, c *http.Client, u *url.URL) (polled, error) {
 	resp, doc, d, err := do(ctx, c, http.MethodGet, u.String(), nil, nil, maxStatus)
 	if err != nil {
-		return false, nil, 0, err
+		return polled{}, err
+	}
+	var st struct {
+		Status    asyncreq.State `json:"status"`
+		CreatedAt time.Time      `json:"created_at"`
+		UpdatedAt time.Time      `json:"updated_at"`
 	}
 	switch resp.StatusCode {
 	case http.StatusSeeOther:
 		result, err := resp.Location()
 		if err != nil {
-			return false, nil, 0, fmt.Errorf("GET %s: 303 without a result URL: %w", u, err)
+			return polled{}, fmt.Errorf("GET %s: 303 without a result URL: %w", u, err)
 		}
-		return true, result, d, nil
+		p := polled{done: true, result: result, d: d}
+		// The 303's body is the status document; a server that sends
+		// none leaves the times zero.
+		if json.Unmarshal(doc, &st) == nil {
+			p.created, p.finished = st.CreatedAt, st.UpdatedAt
+		}
+		return p, nil
 	case http.StatusOK, http.StatusAccepted: // 202: the option for generic pollers
-		var st struct {
-			Status asyncreq.State `json:"status"`
-		}
 		if err := json.Unmarshal(doc, &st); err != nil {
-			return false, nil, 0, fmt.Errorf("GET %s: status document: %w", u, err)
+			return polled{}, fmt.Errorf("GET %s: status document: %w", u, err)
 		}
 		if st.Status == asyncreq.StatePending || st.Status == asyncreq.StateRunning {
-			return false, nil, d, nil
+			return polled{d: d, created: st.CreatedAt}, nil
 		}
-		return false, nil, 0, fmt.Errorf("GET %s: the request is %q: %s", u, st.Status, doc)
+		return polled{}, fmt.Errorf("GET %s: the request is %q: %s", u, st.Status, doc)
 	}
-	return false, nil, 0, fmt.Errorf("GET %s answered %s", u, resp.Status)
+	return polled{}, fmt.Errorf("GET %s answered %s", u, resp.Status)
 }
 
 // sleep waits d, or until ctx ends.

@@ -210,9 +210,11 @@ func (st *scaleStore) makeTemplate(ctx context.Context) error {
 		if err := sleep(ctx, 5*time.Millisecond); err != nil {
 			return err
 		}
-		if _, result, _, err = pollStatus(ctx, c, status); err != nil {
+		p, err := pollStatus(ctx, c, status)
+		if err != nil {
 			return err
 		}
+		result = p.result
 	}
 	if st.tmpl, err = st.b.Get(ctx, id); err != nil {
 		return err

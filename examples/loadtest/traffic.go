@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -47,14 +48,14 @@ func mixed(ctx context.Context, o options, bare stats) (mixedFigures, error) {
 	defer pollers.CloseIdleConnections()
 	tr := newTracker(o.n, o.pollInterval)
 	start := time.Now()
-	type polled struct {
+	type pollOutcome struct {
 		lat [][]time.Duration
 		err error
 	}
-	pollDone := make(chan polled, 1)
+	pollDone := make(chan pollOutcome, 1)
 	go func() {
 		lat, err := tr.poll(ctx, pollers, o.pollers)
-		pollDone <- polled{lat, err}
+		pollDone <- pollOutcome{lat, err}
 	}()
 	add := tr.add
 	if o.accepted != nil {
@@ -72,8 +73,8 @@ func mixed(ctx context.Context, o options, bare stats) (mixedFigures, error) {
 		return fig, fmt.Errorf("%d of %d requests seen done: %w", o.n-int(tr.left.Load()), o.n, p.err)
 	}
 
-	done := func(how string, at time.Time) {
-		d := at.Sub(start)
+	done := func(how string, from, at time.Time) {
+		d := at.Sub(from)
 		rate := float64(o.n) / d.Seconds()
 		if fig.rate == 0 {
 			fig.rate = rate
@@ -84,12 +85,18 @@ func mixed(ctx context.Context, o options, bare stats) (mixedFigures, error) {
 		// The outcome is visible a moment before its ack.
 		select {
 		case <-tg.acks.done:
-			done("last ack", tg.acks.at)
+			done("last ack", start, tg.acks.at)
 		case <-time.After(10 * time.Second):
 			return fig, fmt.Errorf("every request was seen done, but only %d of %d acked after 10s more", tg.acks.n.Load(), o.n)
 		}
 	}
-	done("last seen done", tr.last)
+	if !tr.unknown {
+		// What the worker did, free of the pollers' pace: from the first
+		// request's acceptance to the last outcome, both as the server
+		// recorded them, so that no clock but the server's is involved.
+		done("last outcome (server)", tr.first, tr.finished)
+	}
+	done("last seen done", start, tr.last)
 	accepts := newStats(acceptLat, accepted)
 	fig.accepts = accepts
 	fmt.Printf("mixed     accepts:      %s  %s\n", accepts, accepts.vs(bare))
@@ -99,7 +106,7 @@ func mixed(ctx context.Context, o options, bare stats) (mixedFigures, error) {
 	if polls.n == o.n {
 		// No poll found a request still to do: the worker was never behind
 		// the pollers, so they set when the last was seen done.
-		fmt.Printf("mixed     every request was done at its first poll: the pollers' pace is the last-seen-done figure (try more -pollers)\n")
+		fmt.Printf("mixed     every request was done at its first poll: the pollers' pace set the last-seen-done figure (try more -pollers)\n")
 	}
 	return fig, nil
 }
@@ -112,6 +119,30 @@ type tracker struct {
 	left     atomic.Int64
 	all      chan struct{} // closed when left reaches 0
 	last     time.Time     // when the last was seen done; read after all is closed
+
+	mu sync.Mutex
+	// first and finished are the earliest acceptance and the latest
+	// outcome among the requests seen done, by the server's clock (the
+	// status documents' created_at and updated_at); zero when a document
+	// lacked them.
+	first, finished time.Time
+	unknown         bool // a done request's document had no times
+}
+
+// span widens the server-clock span by a done request's times.
+func (t *tracker) span(created, finished time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if created.IsZero() || finished.IsZero() {
+		t.unknown = true
+		return
+	}
+	if t.first.IsZero() || created.Before(t.first) {
+		t.first = created
+	}
+	if finished.After(t.finished) {
+		t.finished = finished
+	}
 }
 
 // pending is a request not yet seen done, and when to poll it next.
@@ -144,18 +175,21 @@ func (t *tracker) poll(ctx context.Context, c *http.Client, conc int) ([][]time.
 		if err := sleep(ctx, time.Until(p.due)); err != nil {
 			return 0, false, err
 		}
-		done, _, d, err := pollStatus(ctx, c, p.status)
+		st, err := pollStatus(ctx, c, p.status)
 		if err != nil {
 			return 0, false, err
 		}
-		if !done {
+		if !st.done {
 			p.due = time.Now().Add(t.interval)
 			t.todo <- p
-		} else if t.left.Add(-1) == 0 {
+			return st.d, true, nil
+		}
+		t.span(st.created, st.finished)
+		if t.left.Add(-1) == 0 {
 			t.last = time.Now()
 			close(t.all)
 		}
-		return d, true, nil
+		return st.d, true, nil
 	})
 }
 
@@ -203,13 +237,14 @@ func submitToResult(ctx context.Context, c *http.Client, u string, interval time
 		if err := sleep(ctx, interval); err != nil {
 			return 0, err
 		}
-		done, result, _, err := pollStatus(ctx, c, status)
+		p, err := pollStatus(ctx, c, status)
 		if err != nil {
 			return 0, err
 		}
-		if !done {
+		if !p.done {
 			continue
 		}
+		result := p.result
 		resp, _, _, err := do(ctx, c, http.MethodGet, result.String(), nil, nil, 0)
 		if err != nil {
 			return 0, err
