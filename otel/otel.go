@@ -132,6 +132,12 @@ type Observer struct {
 	tracer trace.Tracer
 	attrs  []attribute.KeyValue // the queue, if named
 	set    metric.MeasurementOption
+	// replay and outcomes are the measurement options of the accepted
+	// counter (by AcceptEvent.Replay) and of each outcome the package
+	// names, made once: an attribute set sorts and allocates, and these
+	// are recorded at every request.
+	replay   [2]metric.MeasurementOption
+	outcomes map[string]metric.MeasurementOption
 
 	accepted, rejected, attempts      metric.Int64Counter
 	attemptDur, queueWait, requestDur metric.Float64Histogram
@@ -162,6 +168,15 @@ func Instrument(opts ...Option) (*Observer, error) {
 		o.attrs = []attribute.KeyValue{AttrQueue.String(c.queue)}
 	}
 	o.set = metric.WithAttributeSet(attribute.NewSet(o.attrs...))
+	o.replay = [2]metric.MeasurementOption{o.withQueue(AttrReplay.Bool(false)), o.withQueue(AttrReplay.Bool(true))}
+	o.outcomes = make(map[string]metric.MeasurementOption)
+	for _, out := range []string{
+		asyncreq.OutcomeSucceeded, asyncreq.OutcomeFailed, asyncreq.OutcomeRetry,
+		asyncreq.OutcomeCanceled, asyncreq.OutcomeTimedOut, asyncreq.OutcomePanicked,
+		asyncreq.OutcomeLeaseLost, asyncreq.OutcomeHandedBack, asyncreq.OutcomeUnrecorded,
+	} {
+		o.outcomes[out] = o.withQueue(AttrOutcome.String(out))
+	}
 
 	m := c.mp.Meter(ScopeName)
 	var err error
@@ -238,7 +253,11 @@ func (o *Observer) withQueue(attrs ...attribute.KeyValue) metric.MeasurementOpti
 }
 
 func (o *Observer) onAccepted(ctx context.Context, e asyncreq.AcceptEvent) {
-	o.accepted.Add(ctx, 1, o.withQueue(AttrReplay.Bool(e.Replay)))
+	replay := 0
+	if e.Replay {
+		replay = 1
+	}
+	o.accepted.Add(ctx, 1, o.replay[replay])
 	_, span := o.tracer.Start(ctx, "asyncreq.accept",
 		trace.WithTimestamp(e.Start),
 		trace.WithSpanKind(trace.SpanKindInternal),
@@ -307,7 +326,10 @@ func (o *Observer) onAttemptStarted(ctx context.Context, e asyncreq.AttemptEvent
 }
 
 func (o *Observer) onAttemptFinished(ctx context.Context, e asyncreq.AttemptEvent) {
-	outcome := o.withQueue(AttrOutcome.String(e.Outcome))
+	outcome, ok := o.outcomes[e.Outcome]
+	if !ok {
+		outcome = o.withQueue(AttrOutcome.String(e.Outcome))
+	}
 	o.attempts.Add(ctx, 1, outcome)
 	o.attemptDur.Record(ctx, e.Duration.Seconds(), outcome)
 	if e.Final && !e.CreatedAt.IsZero() {
