@@ -15,6 +15,7 @@ import (
 
 	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/asyncreqtest"
+	"github.com/asyncreq/asyncreq/postgres"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
@@ -183,4 +184,42 @@ func BenchmarkWorkerDrain(b *testing.B) {
 	b.StopTimer()
 	require.NoError(b, w.Stop(ctx))
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+}
+
+// BenchmarkPollRunning measures status reads of running requests, as
+// clients polling them cause: 32 clients each Get one of 32 running
+// records in a loop, with the poll cache off and at its default age.
+func BenchmarkPollRunning(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		age  time.Duration
+	}{{"cache=off", -1}, {"cache=default", 0}} {
+		b.Run(c.name, func(b *testing.B) {
+			pool := newPool(b, 32)
+			s := newStoreOn(b, pool, newSchema(b, pool), &postgres.Options{PollCacheAge: c.age})
+			ctx := context.Background()
+			ids := make([]string, 32)
+			for i := range ids {
+				rec := testRecord("", "", []byte("running"))
+				_, err := s.Create(ctx, rec)
+				require.NoError(b, err)
+				_, err = s.Update(ctx, rec.ID, func(r *asyncreq.Record) error { return r.Claim("token", 3, time.Now()) })
+				require.NoError(b, err)
+				ids[i] = rec.ID
+			}
+			var next atomic.Int64
+			b.SetParallelism(16) // 32 clients on 2 CPUs
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				id := ids[next.Add(1)%int64(len(ids))]
+				for pb.Next() {
+					if _, err := s.Get(ctx, id); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "gets/s")
+		})
+	}
 }

@@ -14,7 +14,7 @@ import (
 // record the claim wrote) each cost one statement. A stale entry is
 // harmless: the UPDATE finds another xmin and writes nothing, and the
 // update is tried again on the record as read (see Backend.updateBatch).
-// Get always reads the database.
+// Get reads the database, or answers from the poll cache (see polls.go).
 //
 // An xmin names the transaction that wrote the row version, so two
 // versions of a record never share one unless a single transaction wrote

@@ -49,6 +49,19 @@ type Options struct {
 	// statements. The default is 4.
 	Readers int
 
+	// PollCacheAge is how long a Get of a pending or running record may be
+	// answered from the record as a Get read it, for as long as no
+	// notification says it changed: clients polling the status of running
+	// requests then cost a read of each record every PollCacheAge, not one
+	// per poll. Every write notifies the Backends of the schema on commit
+	// (LISTEN/NOTIFY), so a poll sees a change as soon as its notification
+	// arrives; a notification lost on the way delays it by PollCacheAge at
+	// most. Nothing is cached while the LISTEN connection is down (or with
+	// DisableListen), and final records are never cached. The default is
+	// 500ms; a negative value turns the cache off, so that every Get reads
+	// the database.
+	PollCacheAge time.Duration
+
 	// DisableListen turns off the LISTEN connection. Dequeue then finds
 	// work by polling every PollInterval, and Watch only sees changes made
 	// through this Backend. Use it where LISTEN is unavailable (a connection
@@ -70,6 +83,7 @@ const (
 	defaultMaxBatch     = 256
 	defaultCommitters   = 2
 	defaultReaders      = 4
+	defaultPollCacheAge = 500 * time.Millisecond
 )
 
 // withDefaults returns a copy of o with the defaults filled in, or an error
@@ -96,6 +110,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.Readers == 0 {
 		c.Readers = defaultReaders
+	}
+	if c.PollCacheAge == 0 {
+		c.PollCacheAge = defaultPollCacheAge
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -38,6 +38,7 @@ type Backend struct {
 	jobs    waker
 	watches watchSet
 	cache   *reccache.Cache[cached]
+	polls   *pollCache
 
 	notes   *notifier
 	accepts *batcher[*asyncreq.Record, *asyncreq.Record]
@@ -148,6 +149,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 		channel: channelName(o.Schema),
 		origin:  asyncreq.NewID(),
 		cache:   newVersionCache(),
+		polls:   newPollCache(o.PollCacheAge),
 	}
 	s.jobs.init()
 	s.watches.init()
@@ -298,7 +300,14 @@ func (s *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) 
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	return s.reads.do(ctx, id)
+	now := time.Now()
+	if rec := s.polls.get(id, now); rec != nil {
+		return rec, nil
+	}
+	e := s.polls.begin(id, now)
+	rec, err := s.reads.do(ctx, id)
+	s.polls.end(id, e, rec)
+	return rec, err
 }
 
 // missing returns a *asyncreq.GoneError naming the record's owner if id
@@ -449,6 +458,7 @@ func (s *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, error)
 // changed tells the watches of id, here and in other processes, that the
 // record changed. The change must have committed.
 func (s *Backend) changed(id string) {
+	s.polls.changed(id)
 	s.watches.fire(id)
 	s.notes.post(s.recordPayload(id))
 }
