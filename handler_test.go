@@ -215,7 +215,7 @@ func TestSubmitAccepted(t *testing.T) {
 	assert.True(t, rec.Enqueued)
 	assert.Equal(t, 24*time.Hour, rec.Retention)
 	assert.Equal(t, 7*24*time.Hour, rec.TombstoneTTL)
-	assert.Len(t, rec.BodyHash, 64)
+	assert.Empty(t, rec.BodyHash, "without an Idempotency-Key, nothing compares a fingerprint: none is taken")
 
 	l, err := b.Dequeue(t.Context(), time.Minute)
 	require.NoError(t, err)
@@ -353,6 +353,9 @@ func TestIdempotencyKey(t *testing.T) {
 	first := serveReq(t, h, http.MethodPost, "/", "body", "Idempotency-Key", "k1", "X-User", "ann")
 	require.Equal(t, http.StatusAccepted, first.Code)
 	id := readDoc(t, first).ID
+	rec, err := b.Get(t.Context(), id)
+	require.NoError(t, err)
+	assert.Len(t, rec.BodyHash, 64, "a request with a key keeps the fingerprint its repeats must match")
 
 	// Same key, same body: the same answer, nothing new.
 	again := serveReq(t, h, http.MethodPost, "/", "body", "Idempotency-Key", `"k1"`, "X-User", "ann")

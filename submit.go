@@ -66,7 +66,9 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	if callback != "" {
 		rec.Callback = &Callback{URL: callback, StatusURL: st.statusURL(rec.ID), ResultURL: st.resultURL(rec.ID)}
-		rec.BodyHash = fingerprint(rec)
+		if key != "" {
+			rec.BodyHash = fingerprint(rec)
+		}
 	}
 	// Not part of the fingerprint: kept whatever KeepHeaders says.
 	rec.Header = h.keepTraceContext(r.Context(), r.Header, rec.Header)
@@ -111,8 +113,9 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 
 // newRecord returns the pending record of a submitted request, as an HTTP
 // submit and Handler.Submit make it: a new id, the headers KeepHeaders
-// keeps of header, the options' Retention and TombstoneTTL, and the
-// fingerprint an idempotent repeat must match.
+// keeps of header, the options' Retention and TombstoneTTL, and, with an
+// Idempotency-Key, the fingerprint a repeat must match (without one,
+// nothing is ever compared with it, and it is left empty).
 func (h *Handler) newRecord(owner, key, method, uri string, header http.Header, contentType string, body []byte) *Record {
 	now := h.now().UTC()
 	rec := &Record{
@@ -130,7 +133,9 @@ func (h *Handler) newRecord(owner, key, method, uri string, header http.Header, 
 		Retention:      h.opts.Retention,
 		TombstoneTTL:   h.opts.TombstoneTTL,
 	}
-	rec.BodyHash = fingerprint(rec)
+	if key != "" {
+		rec.BodyHash = fingerprint(rec)
+	}
 	return rec
 }
 
