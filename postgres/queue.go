@@ -124,6 +124,7 @@ func (s *Backend) claim(ctx context.Context, limit int, ttl time.Duration) ([]*a
 	if err := rows.Err(); err != nil {
 		return nil, s.fail(ctx, "dequeue", err)
 	}
+	s.claimed(len(ls))
 	if err := ctx.Err(); err != nil && len(ls) > 0 {
 		s.release(qctx, ls)
 		return nil, err

@@ -40,6 +40,9 @@ type Backend struct {
 	cache   *reccache.Cache[cached]
 	polls   *pollCache
 
+	sinceVacuum atomic.Int64  // jobs claimed since the last VACUUM of jobs
+	vacuumKick  chan struct{} // asks vacuumJobs for a VACUUM
+
 	notes   *notifier
 	accepts *batcher[*asyncreq.Record, *asyncreq.Record]
 	updates *batcher[updateArg, updateRes]
@@ -150,6 +153,8 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 		origin:  asyncreq.NewID(),
 		cache:   newVersionCache(),
 		polls:   newPollCache(o.PollCacheAge),
+
+		vacuumKick: make(chan struct{}, 1),
 	}
 	s.jobs.init()
 	s.watches.init()
@@ -164,6 +169,10 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 	s.notes = newNotifier(s)
 	s.wg.Add(1)
 	go s.analyzeWhenFilled(lctx)
+	if o.VacuumJobsAfter > 0 {
+		s.wg.Add(1)
+		go s.vacuumJobs(lctx)
+	}
 	if !o.DisableListen {
 		ready := make(chan struct{})
 		s.wg.Add(1)
@@ -515,6 +524,7 @@ type statements struct {
 	getMany                                                                string
 	purge, purgeTombstones, unenqueued                                     string
 	enqueue, claim, release, nextDue, extend, nack, ack, notify, notifyTx  string
+	vacuumJobs                                                             string
 	// schema is the quoted schema; unanalyzed lists the tables the hot
 	// statements read that have no statistics, with whether each has
 	// grown to $2 bytes (see analyzeWhenFilled).
@@ -723,6 +733,9 @@ func newStatements(schema string) statements {
 			FROM l LEFT JOIN LATERAL (
 				SELECT xmin::text, {{cols}} FROM {{s}}.records WHERE queue = $1 AND id = l.id LIMIT 1
 			) AS r ON true`),
+		// Run on its own (VACUUM cannot run in a transaction), see
+		// vacuum.go.
+		vacuumJobs: f(`VACUUM (SKIP_LOCKED) {{s}}.jobs`),
 		// How long until the next job is due, NULL if the queue is empty.
 		nextDue: f(`SELECT extract(epoch FROM min(run_at) - clock_timestamp())::float8
 			FROM {{s}}.jobs WHERE queue = $1`),
