@@ -27,3 +27,29 @@ func HoldCreates(b *Backend) (queued func() int, release func()) {
 	}
 	return queued, release
 }
+
+// HoldScripts is HoldCreates for the pipelined script calls (the updates
+// of records and the settling of leases).
+func HoldScripts(b *Backend) (queued func() int, release func()) {
+	p := &b.scripts
+	p.mu.Lock()
+	p.writing = true
+	p.mu.Unlock()
+	queued = func() int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		n := 0
+		for _, c := range p.queue {
+			if c.state == callWaiting {
+				n++
+			}
+		}
+		return n
+	}
+	release = func() {
+		if next := p.next(); next != nil {
+			close(next.wake)
+		}
+	}
+	return queued, release
+}

@@ -413,10 +413,10 @@ func (b *Backend) settle(ctx context.Context, mode string, l *asyncreq.Lease, de
 	if !ok || h == nil {
 		return nil, fmt.Errorf("redis: %s: %w: lease not made by this backend", mode, asyncreq.ErrLeaseLost)
 	}
-	held, err := settleScript.Run(ctx, b.rdb, []string{b.streamKey, b.delayedKey},
+	held, err := goredis.NewCmdResult(b.runScript(ctx, settleScript, []string{b.streamKey, b.delayedKey},
 		b.opts.Group, h.consumer, h.entry, h.count, ms(h.leaseTTL()), mode,
 		ms(delay), l.ID, n, nonce(),
-	).Int()
+	)).Int()
 	if err != nil {
 		if isNoGroup(err) {
 			return nil, asyncreq.ErrLeaseLost

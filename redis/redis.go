@@ -131,6 +131,7 @@ type Backend struct {
 	hub     hub
 	cache   *reccache.Cache[stored]
 	creates creates
+	scripts scriptPipe
 
 	mu          sync.Mutex
 	cursor      string     // XAUTOCLAIM cursor

@@ -253,7 +253,8 @@ func (b *Backend) update(ctx context.Context, op, id string, fn func(*asyncreq.R
 			id, unenqueuedScore(rec), b.base, entry, upd, boolArg(enqueue), len(del)}
 		args = append(args, del...)
 		args = append(args, set...)
-		res, err := updateScript.Run(ctx, b.rdb, []string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey, b.streamKey}, args...).Slice()
+		res, err := goredis.NewCmdResult(b.runScript(ctx, updateScript,
+			[]string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey, b.streamKey}, args...)).Slice()
 		if err != nil {
 			b.cache.Drop(id)
 			return nil, wrap(ctx, op+" "+id, err)
