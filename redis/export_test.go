@@ -28,10 +28,10 @@ func HoldCreates(b *Backend) (queued func() int, release func()) {
 	return queued, release
 }
 
-// HoldScripts is HoldCreates for the pipelined script calls (the updates
-// of records and the settling of leases).
-func HoldScripts(b *Backend) (queued func() int, release func()) {
-	p := &b.scripts
+// HoldPipeline is HoldCreates for the pipelined calls (reads and updates
+// of records, settling of leases).
+func HoldPipeline(b *Backend) (queued func() int, release func()) {
+	p := &b.pipe
 	p.mu.Lock()
 	p.writing = true
 	p.mu.Unlock()

@@ -8,15 +8,16 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// Pipelining of the scripts a worker runs per request: the update of its
-// record (the claim, then the outcome) and the settling of its lease. Each
-// is a script call of its own, whose cost is mostly per round trip (a
-// pooled connection and two system calls in the client, a read and a write
-// in the server, a wake-up on each side), so calls made while an earlier
-// one is on the wire wait, and are then sent together in one pipeline: one
-// write, one read, each call still its own script run with its own reply,
-// run by the server in the order they were sent. Unlike the creates'
-// batch (batch.go), no call's outcome depends on another's.
+// Pipelining of the commands made per request: the read of a record (a
+// status poll, a result), the update of its record (the claim, then the
+// outcome) and the settling of its lease. Each is a command of its own
+// (HMGET, or a script call), whose cost is mostly per round trip (a pooled
+// connection and two system calls in the client, a read and a write in the
+// server, a wake-up on each side), so calls made while an earlier one is
+// on the wire wait, and are then sent together in one pipeline: one write,
+// one read, each call still its own command with its own reply, run by the
+// server in the order they were sent. Unlike the creates' batch
+// (batch.go), no call's outcome depends on another's.
 //
 // As there, there is no timer and no goroutine of its own: a call made
 // while nothing is on the wire goes out at once, alone; when a pipeline's
@@ -27,41 +28,55 @@ import (
 // maxPipeline bounds the calls of one pipeline.
 const maxPipeline = 128
 
-// scriptCall is one script run and, once run, its reply.
-type scriptCall struct {
-	script *goredis.Script
-	keys   []string
-	args   []any
+// pipedCall is one command and, once sent, the command with its reply.
+type pipedCall struct {
+	// send adds the command to c, a pipeline or (alone) the client, and
+	// returns it.
+	send func(ctx context.Context, c goredis.Cmdable, alone bool) goredis.Cmder
+	cmd  goredis.Cmder
 
-	res any
-	err error
-
-	state int           // guarded by scriptPipe.mu; the states of batch.go
-	batch []*scriptCall // set with state callLeading
+	state int           // guarded by pipeline.mu; the states of batch.go
+	batch []*pipedCall  // set with state callLeading
 	wake  chan struct{} // as createCall.wake
 }
 
-// scriptPipe is a Backend's pipelining of script calls.
-type scriptPipe struct {
+// pipeline is a Backend's pipelining of commands.
+type pipeline struct {
 	mu      sync.Mutex
-	writing bool          // a pipeline is on the wire
-	queue   []*scriptCall // calls waiting, in arrival order
+	writing bool         // a pipeline is on the wire
+	queue   []*pipedCall // calls waiting, in arrival order
 }
 
 // runScript runs script with keys and args, alone or in a pipeline with
-// other calls, and returns its reply. If ctx ends while the call waits to
-// be taken into a pipeline, it is not run; if it ends while another call
-// sends its pipeline, runScript returns ctx.Err() without its reply, as
-// any call cut short by its context.
+// other calls (see piped), and returns its reply.
 func (b *Backend) runScript(ctx context.Context, script *goredis.Script, keys []string, args ...any) (any, error) {
-	c := &scriptCall{script: script, keys: keys, args: args}
-	p := &b.scripts
+	cmd, err := b.piped(ctx, func(ctx context.Context, c goredis.Cmdable, alone bool) goredis.Cmder {
+		if alone {
+			// Run loads the script if the server does not have it.
+			return script.Run(ctx, c, keys, args...)
+		}
+		return script.EvalSha(ctx, c, keys, args...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cmd.(*goredis.Cmd).Result()
+}
+
+// piped sends the command send makes, alone or in a pipeline with other
+// calls, and returns it with its reply. If ctx ends while the call waits
+// to be taken into a pipeline, it is not sent; if it ends while another
+// call sends its pipeline, piped returns ctx.Err(), as any call cut short
+// by its context.
+func (b *Backend) piped(ctx context.Context, send func(ctx context.Context, c goredis.Cmdable, alone bool) goredis.Cmder) (goredis.Cmder, error) {
+	c := &pipedCall{send: send}
+	p := &b.pipe
 	p.mu.Lock()
 	if !p.writing {
 		p.writing = true
 		p.mu.Unlock()
-		b.writeScripts(ctx, []*scriptCall{c})
-		return c.res, c.err
+		b.writePiped(ctx, []*pipedCall{c})
+		return c.cmd, nil
 	}
 	c.wake = make(chan struct{})
 	p.queue = append(p.queue, c)
@@ -81,19 +96,19 @@ func (b *Backend) runScript(ctx context.Context, script *goredis.Script, keys []
 		// The pipeline is this call's to send, on behalf of the others.
 	}
 	if c.batch != nil {
-		b.writeScripts(ctx, c.batch)
+		b.writePiped(ctx, c.batch)
 	}
-	return c.res, c.err
+	return c.cmd, nil
 }
 
-// writeScripts runs batch, whose first call is the caller's, hands the
+// writePiped runs batch, whose first call is the caller's, hands the
 // calls that queued meanwhile to the next pipeline, and then answers the
 // other calls of batch.
-func (b *Backend) writeScripts(ctx context.Context, batch []*scriptCall) {
+func (b *Backend) writePiped(ctx context.Context, batch []*pipedCall) {
 	if len(batch) == 1 {
 		c := batch[0]
-		c.res, c.err = c.script.Run(ctx, b.rdb, c.keys, c.args...).Result()
-		if next := b.scripts.next(); next != nil {
+		c.cmd = c.send(ctx, b.rdb, true)
+		if next := b.pipe.next(); next != nil {
 			close(next.wake)
 		}
 		return
@@ -102,22 +117,21 @@ func (b *Backend) writeScripts(ctx context.Context, batch []*scriptCall) {
 	// cancellation may fail it for the others.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
 	defer cancel()
-	cmds := make([]*goredis.Cmd, len(batch))
-	// Each command's error is its own, read below.
+	// Each command's error is its own, read by its caller.
 	_, _ = b.rdb.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
-		for i, c := range batch {
-			cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+		for _, c := range batch {
+			c.cmd = c.send(ctx, pipe, false)
 		}
 		return nil
 	})
-	if next := b.scripts.next(); next != nil {
+	if next := b.pipe.next(); next != nil {
 		close(next.wake)
 	}
-	for i, c := range batch {
-		c.res, c.err = cmds[i].Result()
-		if c.err != nil && strings.HasPrefix(c.err.Error(), "NOSCRIPT") {
-			// Not loaded (a new or flushed server): Run loads it.
-			c.res, c.err = c.script.Run(ctx, b.rdb, c.keys, c.args...).Result()
+	for _, c := range batch {
+		if err := c.cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			// A script the server does not have (a new or flushed
+			// server): sent alone, it is loaded.
+			c.cmd = c.send(ctx, b.rdb, true)
 		}
 	}
 	for _, c := range batch[1:] {
@@ -128,10 +142,10 @@ func (b *Backend) writeScripts(ctx context.Context, batch []*scriptCall) {
 // next ends the pipeline on the wire: it takes the calls queued meanwhile
 // as the next pipeline and returns the call that is to send it, or nil
 // when none wait.
-func (p *scriptPipe) next() *scriptCall {
+func (p *pipeline) next() *pipedCall {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var batch []*scriptCall
+	var batch []*pipedCall
 	i := 0
 	for ; i < len(p.queue) && len(batch) < maxPipeline; i++ {
 		c := p.queue[i]

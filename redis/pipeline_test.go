@@ -17,7 +17,7 @@ import (
 // trips their release took.
 func pipelined(t *testing.T, b *redis.Backend, rt *roundTrips, calls ...func() error) ([]error, int64) {
 	t.Helper()
-	queued, release := redis.HoldScripts(b)
+	queued, release := redis.HoldPipeline(b)
 	errs := make([]error, len(calls))
 	done := make(chan struct{}, len(calls))
 	for i, call := range calls {
@@ -36,11 +36,11 @@ func pipelined(t *testing.T, b *redis.Backend, rt *roundTrips, calls ...func() e
 	return errs, rt.n.Load() - before
 }
 
-// TestScriptsPipelined: updates of records and acks of leases made while
-// another is on the wire go out in one pipeline, and each gets its own
-// outcome: an update its record, a stale ack ErrLeaseLost, without
-// failing the others.
-func TestScriptsPipelined(t *testing.T) {
+// TestCallsPipelined: updates of records, acks of leases and reads of
+// records made while another is on the wire go out in one pipeline, and
+// each gets its own outcome: an update its record, a stale ack
+// ErrLeaseLost without failing the others, a read its record.
+func TestCallsPipelined(t *testing.T) {
 	b, c := newBackend(t, nil)
 	rt := new(roundTrips)
 	c.AddHook(rt)
@@ -72,9 +72,14 @@ func TestScriptsPipelined(t *testing.T) {
 			return err
 		})
 	}
+	var read *asyncreq.Record
 	calls = append(calls,
 		func() error { return b.Ack(ctx, &stale) },
 		func() error { return b.Ack(ctx, leases[1]) },
+		func() (err error) {
+			read, err = b.Get(ctx, ids[n-1])
+			return err
+		},
 	)
 	errs, trips := pipelined(t, b, rt, calls...)
 	assert.Equal(t, int64(1), trips, "the queued calls take one round trip")
@@ -88,6 +93,8 @@ func TestScriptsPipelined(t *testing.T) {
 	}
 	assert.ErrorIs(t, errs[n], asyncreq.ErrLeaseLost, "the stale ack")
 	assert.NoError(t, errs[n+1])
+	require.NoError(t, errs[n+2])
+	assert.Equal(t, ids[n-1], read.ID, "the read")
 	assert.ErrorIs(t, b.Ack(ctx, leases[1]), asyncreq.ErrLeaseLost, "acked in the pipeline")
 }
 
@@ -113,7 +120,7 @@ func TestPipelinedScriptsLoadThemselves(t *testing.T) {
 			return err
 		})
 	}
-	queued, release := redis.HoldScripts(b)
+	queued, release := redis.HoldPipeline(b)
 	errs := make([]error, len(calls))
 	done := make(chan struct{}, len(calls))
 	for i, call := range calls {

@@ -131,7 +131,7 @@ type Backend struct {
 	hub     hub
 	cache   *reccache.Cache[stored]
 	creates creates
-	scripts scriptPipe
+	pipe    pipeline
 
 	mu          sync.Mutex
 	cursor      string     // XAUTOCLAIM cursor

@@ -145,10 +145,16 @@ func (st stored) decode() (*asyncreq.Record, error) {
 // read returns the record with the given id as stored, or ErrNotFound /
 // ErrGone.
 func (b *Backend) read(ctx context.Context, id string) (*asyncreq.Record, stored, error) {
-	// One command, so that an AutoPipeliner can batch it with those of
-	// other callers; the tombstone is looked up only when the record is
+	// One command, pipelined with those of other callers (see
+	// pipeline.go); the tombstone is looked up only when the record is
 	// missing.
-	v, err := b.rdb.HMGet(ctx, b.recordKey(id), "d", "b", "r", "v").Result()
+	cmd, err := b.piped(ctx, func(ctx context.Context, c goredis.Cmdable, _ bool) goredis.Cmder {
+		return c.HMGet(ctx, b.recordKey(id), "d", "b", "r", "v")
+	})
+	var v []any
+	if err == nil {
+		v, err = cmd.(*goredis.SliceCmd).Result()
+	}
 	if err != nil {
 		return nil, stored{}, wrap(ctx, "get "+id, err)
 	}
