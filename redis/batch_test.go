@@ -24,22 +24,37 @@ func inOneBatch(t *testing.T, b *redis.Backend, rt *roundTrips, calls ...func() 
 	t.Helper()
 	queued, release := redis.HoldCreates(b)
 	out := make([]outcome, len(calls))
+	queue := make([]func(), len(calls))
+	for i, call := range calls {
+		queue[i] = func() { out[i].other, out[i].err = call() }
+	}
+	wait := queueAll(t, queued, queue...)
+	before := rt.n.Load()
+	release()
+	wait()
+	require.Equal(t, int64(1), rt.n.Load()-before, "the queued calls take one round trip")
+	return out
+}
+
+// queueAll starts the calls, in this order, each once the one before it
+// has queued (queued reports how many wait), and returns a function that
+// waits for all of them to return.
+func queueAll(t *testing.T, queued func() int, calls ...func()) (wait func()) {
+	t.Helper()
 	done := make(chan struct{}, len(calls))
 	for i, call := range calls {
 		go func() {
-			out[i].other, out[i].err = call()
+			call()
 			done <- struct{}{}
 		}()
 		require.Eventually(t, func() bool { return queued() == i+1 }, 5*time.Second, time.Millisecond,
 			"call %d did not queue", i)
 	}
-	before := rt.n.Load()
-	release()
-	for range calls {
-		<-done
+	return func() {
+		for range calls {
+			<-done
+		}
 	}
-	require.Equal(t, int64(1), rt.n.Load()-before, "the queued calls take one round trip")
-	return out
 }
 
 // TestBatchedCreatesAreSerialized checks that the records of one batch

@@ -13,27 +13,25 @@ import (
 )
 
 // pipelined makes the calls while a pipeline is held on the wire, so that
-// they queue and go out together, and returns their errors and the round
-// trips their release took.
-func pipelined(t *testing.T, b *redis.Backend, rt *roundTrips, calls ...func() error) ([]error, int64) {
+// they queue and go out together, calls before (if not nil) just before
+// the pipeline is released, and returns the calls' errors and the round
+// trips from the release on.
+func pipelined(t *testing.T, b *redis.Backend, rt *roundTrips, before func(), calls ...func() error) ([]error, int64) {
 	t.Helper()
 	queued, release := redis.HoldPipeline(b)
 	errs := make([]error, len(calls))
-	done := make(chan struct{}, len(calls))
+	queue := make([]func(), len(calls))
 	for i, call := range calls {
-		go func() {
-			errs[i] = call()
-			done <- struct{}{}
-		}()
-		require.Eventually(t, func() bool { return queued() == i+1 }, 5*time.Second, time.Millisecond,
-			"call %d did not queue", i)
+		queue[i] = func() { errs[i] = call() }
 	}
-	before := rt.n.Load()
+	wait := queueAll(t, queued, queue...)
+	if before != nil {
+		before()
+	}
+	n := rt.n.Load()
 	release()
-	for range calls {
-		<-done
-	}
-	return errs, rt.n.Load() - before
+	wait()
+	return errs, rt.n.Load() - n
 }
 
 // TestCallsPipelined: updates of records, acks of leases and reads of
@@ -81,7 +79,7 @@ func TestCallsPipelined(t *testing.T) {
 			return err
 		},
 	)
-	errs, trips := pipelined(t, b, rt, calls...)
+	errs, trips := pipelined(t, b, rt, nil, calls...)
 	assert.Equal(t, int64(1), trips, "the queued calls take one round trip")
 	for i, id := range ids {
 		require.NoError(t, errs[i])
@@ -120,21 +118,7 @@ func TestPipelinedScriptsLoadThemselves(t *testing.T) {
 			return err
 		})
 	}
-	queued, release := redis.HoldPipeline(b)
-	errs := make([]error, len(calls))
-	done := make(chan struct{}, len(calls))
-	for i, call := range calls {
-		go func() {
-			errs[i] = call()
-			done <- struct{}{}
-		}()
-		require.Eventually(t, func() bool { return queued() == i+1 }, 5*time.Second, time.Millisecond)
-	}
-	require.NoError(t, c.ScriptFlush(ctx).Err())
-	release()
-	for range calls {
-		<-done
-	}
+	errs, _ := pipelined(t, b, rt, func() { require.NoError(t, c.ScriptFlush(ctx).Err()) }, calls...)
 	require.NoError(t, errors.Join(errs...))
 	for _, id := range ids {
 		rec, err := b.Get(ctx, id)
