@@ -3,7 +3,6 @@ package redis
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/asyncreq/asyncreq"
@@ -23,22 +22,8 @@ import (
 // within one batch is therefore found like any other: the later record
 // sees the earlier one.
 //
-// There is no timer and no goroutine of its own. A call made while no
-// batch is on the wire writes its own record at once, so a lone call costs
-// what it did without batching. Otherwise it queues. When a batch's reply
-// arrives, the call that wrote it first takes the queued calls (up to
-// maxBatchRecords records and about maxBatchBytes) as the next batch and
-// wakes that batch's first call to write it, and only then answers the
-// other calls of its own batch: the next batch goes out as early as it
-// can. The queue fills while a batch is on the wire, which is where the
-// grouping comes from, and batches grow with the load without a latency
-// floor.
-//
-// One batch at a time: measured on 2 cores shared with Redis, a second
-// batch on the wire split the queue into smaller batches and gave fewer
-// accepts per second, and a committer goroutine that wrote every batch
-// (no waiting call to wake before a batch goes out) gave fewer too, since
-// each of its batches' callers then had to be woken.
+// Calls queue and are written in batches as a handoff (handoff.go) groups
+// them.
 const (
 	// maxBatchRecords and maxBatchBytes bound one batch, so that one script
 	// call does not keep the single-threaded server busy for long.
@@ -49,14 +34,6 @@ const (
 	batchTimeout = 30 * time.Second
 )
 
-// The states of a queued call. They are guarded by creates.mu.
-const (
-	callWaiting   = iota // queued, not yet in a batch
-	callTaken            // in a batch that another call writes
-	callLeading          // writes the batch in its batch field
-	callAbandoned        // its caller's context ended while it waited
-)
-
 // createCall is one Create or Accept and, once written, its outcome.
 type createCall struct {
 	op      string           // "create" or "accept", for errors
@@ -64,58 +41,26 @@ type createCall struct {
 	meta    []byte           // rec encoded without its bodies
 	ik      string           // its idempotency key's key, "" when none
 	enqueue bool
-	size    int // bytes it adds to a batch, about
 
 	other *asyncreq.Record // the earlier record of a duplicate
 	err   error
 
-	state int           // guarded by creates.mu
-	batch []*createCall // set with state callLeading
-	// wake is closed when the call's outcome is set, or when it is to
-	// write batch; nil for a call that never queued.
-	wake chan struct{}
+	t turn[*createCall] // its place in Backend.creates
 }
 
-// creates is a Backend's group commit of Creates and Accepts.
-type creates struct {
-	mu      sync.Mutex
-	writing bool          // a batch is on the wire
-	queue   []*createCall // calls waiting for a batch, in arrival order
-}
+func (c *createCall) turn() *turn[*createCall] { return &c.t }
 
 // submit writes c alone or in a batch with other calls, and returns its
 // outcome. If ctx ends while c waits to be taken into a batch, nothing is
 // written; if it ends while another call writes c's batch, submit returns
 // ctx.Err() without c's outcome, as any call cut short by its context.
 func (b *Backend) submit(ctx context.Context, c *createCall) (*asyncreq.Record, error) {
-	g := &b.creates
-	g.mu.Lock()
-	if !g.writing {
-		g.writing = true
-		g.mu.Unlock()
-		b.writeCreates(ctx, []*createCall{c})
-		return c.other, c.err
+	batch, err := b.creates.join(ctx, c)
+	if err != nil {
+		return nil, err
 	}
-	c.wake = make(chan struct{})
-	g.queue = append(g.queue, c)
-	g.mu.Unlock()
-	select {
-	case <-c.wake:
-	case <-ctx.Done():
-		g.mu.Lock()
-		state := c.state
-		if state == callWaiting {
-			c.state = callAbandoned
-		}
-		g.mu.Unlock()
-		if state != callLeading {
-			return nil, ctx.Err()
-		}
-		// The batch is this call's to write, on behalf of its other
-		// callers too.
-	}
-	if c.batch != nil {
-		b.writeCreates(ctx, c.batch)
+	if batch != nil {
+		b.writeCreates(ctx, batch)
 	}
 	return c.other, c.err
 }
@@ -132,9 +77,7 @@ func (b *Backend) writeCreates(ctx context.Context, batch []*createCall) {
 		defer cancel()
 	}
 	res, err := b.runCreates(ctx, batch)
-	if next := b.creates.next(); next != nil {
-		close(next.wake)
-	}
+	b.creates.pass()
 	for i, c := range batch {
 		if err != nil {
 			c.err = wrap(ctx, c.op+" "+c.rec.ID, err)
@@ -142,38 +85,7 @@ func (b *Backend) writeCreates(ctx context.Context, batch []*createCall) {
 			c.other, c.err = b.outcome(c, res[i])
 		}
 	}
-	for _, c := range batch[1:] {
-		close(c.wake)
-	}
-}
-
-// next ends the batch on the wire: it takes the calls queued meanwhile as
-// the next batch and returns the call that is to write it, or nil when
-// none wait.
-func (g *creates) next() *createCall {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	var batch []*createCall
-	size, i := 0, 0
-	for ; i < len(g.queue) && len(batch) < maxBatchRecords && size < maxBatchBytes; i++ {
-		c := g.queue[i]
-		if c.state == callAbandoned {
-			continue
-		}
-		c.state = callTaken
-		batch = append(batch, c)
-		size += c.size
-	}
-	n := copy(g.queue, g.queue[i:])
-	clear(g.queue[n:])
-	g.queue = g.queue[:n]
-	if len(batch) == 0 {
-		g.writing = false
-		return nil
-	}
-	batch[0].state = callLeading
-	batch[0].batch = batch
-	return batch[0]
+	b.creates.answer(batch)
 }
 
 // Flags of a record in createScript's arguments.

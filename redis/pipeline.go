@@ -3,7 +3,6 @@ package redis
 import (
 	"context"
 	"strings"
-	"sync"
 
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -19,11 +18,8 @@ import (
 // server in the order they were sent. Unlike the creates' batch
 // (batch.go), no call's outcome depends on another's.
 //
-// As there, there is no timer and no goroutine of its own: a call made
-// while nothing is on the wire goes out at once, alone; when a pipeline's
-// replies arrive, the call that sent it hands the calls queued meanwhile
-// to the first of them, which sends them as the next pipeline, and only
-// then answers the other calls of its own.
+// Calls queue and are sent in pipelines as a handoff (handoff.go) groups
+// them.
 
 // maxPipeline bounds the calls of one pipeline.
 const maxPipeline = 128
@@ -35,17 +31,10 @@ type pipedCall struct {
 	send func(ctx context.Context, c goredis.Cmdable, alone bool) goredis.Cmder
 	cmd  goredis.Cmder
 
-	state int           // guarded by pipeline.mu; the states of batch.go
-	batch []*pipedCall  // set with state callLeading
-	wake  chan struct{} // as createCall.wake
+	t turn[*pipedCall] // its place in Backend.pipe
 }
 
-// pipeline is a Backend's pipelining of commands.
-type pipeline struct {
-	mu      sync.Mutex
-	writing bool         // a pipeline is on the wire
-	queue   []*pipedCall // calls waiting, in arrival order
-}
+func (c *pipedCall) turn() *turn[*pipedCall] { return &c.t }
 
 // runScript runs script with keys and args, alone or in a pipeline with
 // other calls (see piped), and returns its reply.
@@ -70,33 +59,12 @@ func (b *Backend) runScript(ctx context.Context, script *goredis.Script, keys []
 // by its context.
 func (b *Backend) piped(ctx context.Context, send func(ctx context.Context, c goredis.Cmdable, alone bool) goredis.Cmder) (goredis.Cmder, error) {
 	c := &pipedCall{send: send}
-	p := &b.pipe
-	p.mu.Lock()
-	if !p.writing {
-		p.writing = true
-		p.mu.Unlock()
-		b.writePiped(ctx, []*pipedCall{c})
-		return c.cmd, nil
+	batch, err := b.pipe.join(ctx, c)
+	if err != nil {
+		return nil, err
 	}
-	c.wake = make(chan struct{})
-	p.queue = append(p.queue, c)
-	p.mu.Unlock()
-	select {
-	case <-c.wake:
-	case <-ctx.Done():
-		p.mu.Lock()
-		state := c.state
-		if state == callWaiting {
-			c.state = callAbandoned
-		}
-		p.mu.Unlock()
-		if state != callLeading {
-			return nil, ctx.Err()
-		}
-		// The pipeline is this call's to send, on behalf of the others.
-	}
-	if c.batch != nil {
-		b.writePiped(ctx, c.batch)
+	if batch != nil {
+		b.writePiped(ctx, batch)
 	}
 	return c.cmd, nil
 }
@@ -108,9 +76,7 @@ func (b *Backend) writePiped(ctx context.Context, batch []*pipedCall) {
 	if len(batch) == 1 {
 		c := batch[0]
 		c.cmd = c.send(ctx, b.rdb, true)
-		if next := b.pipe.next(); next != nil {
-			close(next.wake)
-		}
+		b.pipe.pass()
 		return
 	}
 	// Several callers wait for this round trip: no one caller's
@@ -124,9 +90,7 @@ func (b *Backend) writePiped(ctx context.Context, batch []*pipedCall) {
 		}
 		return nil
 	})
-	if next := b.pipe.next(); next != nil {
-		close(next.wake)
-	}
+	b.pipe.pass()
 	for _, c := range batch {
 		if err := c.cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
 			// A script the server does not have (a new or flushed
@@ -134,35 +98,5 @@ func (b *Backend) writePiped(ctx context.Context, batch []*pipedCall) {
 			c.cmd = c.send(ctx, b.rdb, true)
 		}
 	}
-	for _, c := range batch[1:] {
-		close(c.wake)
-	}
-}
-
-// next ends the pipeline on the wire: it takes the calls queued meanwhile
-// as the next pipeline and returns the call that is to send it, or nil
-// when none wait.
-func (p *pipeline) next() *pipedCall {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var batch []*pipedCall
-	i := 0
-	for ; i < len(p.queue) && len(batch) < maxPipeline; i++ {
-		c := p.queue[i]
-		if c.state == callAbandoned {
-			continue
-		}
-		c.state = callTaken
-		batch = append(batch, c)
-	}
-	n := copy(p.queue, p.queue[i:])
-	clear(p.queue[n:])
-	p.queue = p.queue[:n]
-	if len(batch) == 0 {
-		p.writing = false
-		return nil
-	}
-	batch[0].state = callLeading
-	batch[0].batch = batch
-	return batch[0]
+	b.pipe.answer(batch)
 }

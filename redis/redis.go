@@ -130,8 +130,8 @@ type Backend struct {
 	closed  atomic.Bool
 	hub     hub
 	cache   *reccache.Cache[stored]
-	creates creates
-	pipe    pipeline
+	creates handoff[*createCall]
+	pipe    handoff[*pipedCall]
 
 	mu          sync.Mutex
 	cursor      string     // XAUTOCLAIM cursor
@@ -170,6 +170,8 @@ func New(ctx context.Context, client goredis.UniversalClient, opts *Options) (*B
 		cursor:        "0-0",
 		cache:         newRecCache(),
 	}
+	b.creates.maxCalls, b.creates.maxBytes = maxBatchRecords, maxBatchBytes
+	b.pipe.maxCalls = maxPipeline
 	if err := b.createGroup(ctx); err != nil {
 		return nil, err
 	}

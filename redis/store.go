@@ -48,12 +48,13 @@ func (b *Backend) create(ctx context.Context, op string, rec *asyncreq.Record, e
 	if err != nil {
 		return nil, fmt.Errorf("redis: %s %s: %w", op, rec.ID, err)
 	}
-	call := &createCall{op: op, rec: c, meta: meta, enqueue: enqueue, size: len(meta) + len(c.Body)}
+	call := &createCall{op: op, rec: c, meta: meta, enqueue: enqueue}
+	call.t.size = len(meta) + len(c.Body)
 	if c.IdempotencyKey != "" {
 		call.ik = b.idemKey(c.Owner, c.IdempotencyKey)
 	}
 	if c.Result != nil {
-		call.size += len(c.Result.Body)
+		call.t.size += len(c.Result.Body)
 	}
 	return b.submit(ctx, call)
 }
