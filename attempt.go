@@ -153,16 +153,22 @@ func (w *Worker) process(ctx context.Context, j *job, rec *Record) attempt {
 	})
 
 	// The heartbeat outlives a shutdown cancel: the lease must hold until
-	// the request is handed back.
+	// the request is handed back. It starts after heartbeatStart: most
+	// requests of a busy worker are over by then, and cost no watch, no
+	// read of their record and no goroutine of the heartbeat's.
 	hctx, stopHeartbeat := context.WithCancel(context.WithoutCancel(ctx))
 	beatDone := make(chan struct{})
-	go func() {
+	every := max(w.opts.LeaseDuration/3, time.Millisecond)
+	start := min(every, heartbeatStartMax)
+	beat := time.AfterFunc(start, func() {
 		defer close(beatDone)
-		w.heartbeat(hctx, j, cancel)
-	}()
+		w.heartbeat(hctx, j, cancel, every-start)
+	})
 	defer func() {
 		stopHeartbeat()
-		<-beatDone
+		if !beat.Stop() {
+			<-beatDone // it started
+		}
 	}()
 
 	req := &Request{
@@ -212,15 +218,24 @@ func (w *Worker) progress(ctx context.Context, j *job, p Progress) error {
 	return err
 }
 
+// heartbeatStartMax is how long after its processor starts an attempt's
+// heartbeat begins, at most: a third of the lease when that is shorter. A
+// client's cancel of a running request is therefore noticed by its watch
+// no later than this after the attempt started.
+const heartbeatStartMax = 50 * time.Millisecond
+
 // heartbeat extends j's lease every LeaseDuration/3 until ctx ends, and
 // cancels the processor with cause ErrCanceled when the client cancels the
 // request, or with ErrLeaseLost when the lease or the record's lease token
 // is lost. It reads the record at every beat; when the Store is a Watcher
 // it also watches the record and reads it at each change the watch
 // reports. A watch is only a hint: a Watcher may miss changes made by
-// other processes (see Watcher), and the beat's read catches those.
-func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(max(w.opts.LeaseDuration/3, time.Millisecond))
+// other processes (see Watcher), and the beat's read catches those. The
+// first beat is in first, so that beats keep their pace from the
+// processor's start however late the heartbeat began.
+func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCauseFunc, first time.Duration) {
+	every := max(w.opts.LeaseDuration/3, time.Millisecond)
+	t := time.NewTimer(first)
 	defer t.Stop()
 	var changed <-chan struct{}
 	checking := true // false once nothing more can happen to watch for
@@ -258,6 +273,7 @@ func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCau
 		case <-changed:
 			rewatch = true
 		case <-t.C:
+			t.Reset(every)
 			err := w.queue.Extend(ctx, j.lease, w.opts.LeaseDuration)
 			switch {
 			case err == nil:

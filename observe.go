@@ -283,8 +283,8 @@ func (w *Worker) attemptStarted(ctx context.Context, j *job) context.Context {
 	return j.ctx
 }
 
-// attemptFinished logs j's finished attempt and tells the AttemptFinished
-// hook. err is the error that kept the outcome from being recorded, or nil.
+// attemptFinished logs j's finished attempt (at Debug when it succeeded,
+// at Info otherwise) and tells the AttemptFinished hook. err is the error that kept the outcome from being recorded, or nil.
 func (w *Worker) attemptFinished(ctx context.Context, j *job, outcome string, final bool, retryIn time.Duration, err error) {
 	ev := j.ev
 	ev.Outcome, ev.Final, ev.RetryIn = outcome, final, retryIn
@@ -295,7 +295,13 @@ func (w *Worker) attemptFinished(ctx context.Context, j *job, outcome string, fi
 	if retryIn > 0 {
 		attrs = append(attrs, slog.Duration("retry_in", retryIn))
 	}
-	j.log.LogAttrs(ctx, slog.LevelInfo, "asyncreq: attempt finished", attrs...)
+	// A success is routine: at Info, a busy worker would write a line per
+	// request.
+	level := slog.LevelInfo
+	if outcome == OutcomeSucceeded {
+		level = slog.LevelDebug
+	}
+	j.log.LogAttrs(ctx, level, "asyncreq: attempt finished", attrs...)
 	if w.opts.Hooks != nil && w.opts.Hooks.AttemptFinished != nil {
 		hctx := j.ctx
 		if hctx == nil {

@@ -70,7 +70,8 @@ type WorkerOptions struct {
 
 	// Logger receives the worker's logs: failed attempts (with the error
 	// text that is kept from clients), panics with their stacks, and
-	// backend errors. The default discards them.
+	// backend errors. Every finished attempt is logged, at Info, or at
+	// Debug when it succeeded. The default discards them.
 	Logger *slog.Logger
 
 	// MaxResultBytes is the largest Result stored, counting its Body, its
@@ -264,7 +265,10 @@ var (
 // A client's cancel (Record.CancelRequested) is noticed at once when the
 // Store implements Watcher and its watch sees the change, and otherwise at
 // the next heartbeat, when the worker reads the record. The processor's
-// context is then canceled with cause ErrCanceled.
+// context is then canceled with cause ErrCanceled. The heartbeat, and with
+// it the watch, starts 50ms after the processor (a third of LeaseDuration
+// when that is shorter), with a read of the record that notices a cancel
+// made before: a request that is over sooner costs no watch and no read.
 //
 // The worker takes leases only while it has free capacity (Concurrency),
 // several at a time when the Queue implements BatchDequeuer. Every

@@ -1,0 +1,115 @@
+package asyncreq_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/memory"
+)
+
+// readCounter is a memory Backend's Store that counts the worker's reads
+// and watches of records.
+type readCounter struct {
+	*memory.Backend
+	gets, watches atomic.Int32
+}
+
+func (c *readCounter) Get(ctx context.Context, id string) (*asyncreq.Record, error) {
+	c.gets.Add(1)
+	return c.Backend.Get(ctx, id)
+}
+
+func (c *readCounter) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
+	c.watches.Add(1)
+	return c.Backend.Watch(ctx, id)
+}
+
+// TestShortAttemptCostsNoHeartbeat: a request whose processor returns
+// before the heartbeat starts (50ms) costs no watch and no read of its
+// record; one that runs longer is watched, and read once the watch is
+// set.
+func TestShortAttemptCostsNoHeartbeat(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New(nil)
+		defer b.Close()
+		s := &readCounter{Backend: b}
+		var runFor atomic.Int64
+		startTestWorker(t, asyncreq.Pair(s, queueOnly{b}), asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
+			time.Sleep(time.Duration(runFor.Load()))
+			return &asyncreq.Result{Body: []byte("ok")}, nil
+		}), nil)
+
+		runFor.Store(int64(49 * time.Millisecond))
+		for range 3 {
+			awaitState(t, b, acceptJob(t, b, "short"), asyncreq.StateSucceeded)
+		}
+		assert.Zero(t, s.watches.Load(), "watches")
+		assert.Zero(t, s.gets.Load(), "reads")
+
+		runFor.Store(int64(time.Second))
+		awaitState(t, b, acceptJob(t, b, "long"), asyncreq.StateSucceeded)
+		assert.Equal(t, int32(1), s.watches.Load(), "watches")
+		assert.Equal(t, int32(1), s.gets.Load(), "reads")
+	})
+}
+
+// TestCancelBeforeHeartbeatNoticedAtItsStart: a client's cancel made
+// before the heartbeat starts reaches the processor when it starts, 50ms
+// after the processor did, by the read that follows its watch.
+func TestCancelBeforeHeartbeatNoticedAtItsStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New(nil)
+		defer b.Close()
+		h := newTestHandler(t, b, nil)
+		started := make(chan time.Time, 1)
+		canceled := make(chan time.Time, 1)
+		startTestWorker(t, b, asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
+			started <- time.Now()
+			<-ctx.Done()
+			assert.ErrorIs(t, context.Cause(ctx), asyncreq.ErrCanceled)
+			canceled <- time.Now()
+			return nil, ctx.Err()
+		}), nil)
+
+		id := postJob(t, h, "x")
+		start := <-started
+		rr := serveReq(t, h, http.MethodDelete, "/"+id, "")
+		require.Equal(t, http.StatusAccepted, rr.Code, rr.Body.String())
+		assert.Equal(t, 50*time.Millisecond, (<-canceled).Sub(start))
+		awaitState(t, b, id, asyncreq.StateCanceled)
+	})
+}
+
+// TestSucceededAttemptLoggedAtDebug: a worker logging at Info writes no
+// line for a request that succeeds, and one for an attempt that fails.
+func TestSucceededAttemptLoggedAtDebug(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New(nil)
+		defer b.Close()
+		var logs syncBuffer
+		startTestWorker(t, b, asyncreq.ProcessorFunc(func(ctx context.Context, req *asyncreq.Request) (*asyncreq.Result, error) {
+			if string(req.Body) == "fail" {
+				return nil, asyncreq.Permanent(errors.New("no"), http.StatusUnprocessableEntity)
+			}
+			return &asyncreq.Result{Body: []byte("ok")}, nil
+		}), &asyncreq.WorkerOptions{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+
+		awaitState(t, b, acceptJob(t, b, "ok"), asyncreq.StateSucceeded)
+		synctest.Wait()
+		assert.Empty(t, logs.String())
+		awaitState(t, b, acceptJob(t, b, "fail"), asyncreq.StateFailed)
+		synctest.Wait()
+		assert.Contains(t, logs.String(), "attempt finished")
+		assert.Contains(t, logs.String(), "outcome=failed")
+	})
+}
