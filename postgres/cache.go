@@ -35,12 +35,17 @@ type cached struct {
 // newVersionCache returns an empty version cache.
 func newVersionCache() *reccache.Cache[cached] {
 	return reccache.New(func(a, b cached) bool { return later(a.version, b.version) }, func(e cached) int {
-		n := recordSize(e.rec)
-		if e.rec.Result != nil {
-			n += len(e.rec.Result.Body)
-		}
-		return n
+		return cacheSize(e.rec)
 	})
+}
+
+// cacheSize is the bytes a record takes in a cache, about.
+func cacheSize(rec *asyncreq.Record) int {
+	n := recordSize(rec)
+	if rec.Result != nil {
+		n += len(rec.Result.Body)
+	}
+	return n
 }
 
 // cacheRecord keeps rec, stored at row version version, in s's cache. rec

@@ -147,7 +147,9 @@ func TestUpdateStaleCache(t *testing.T) {
 	pool := newPool(t, 8)
 	schema := newSchema(t, pool)
 	a := newStoreOn(t, pool, schema, &postgres.Options{Queue: "shared"})
-	b := newStoreOn(t, pool, schema, &postgres.Options{Queue: "shared"})
+	// b reads what a stored at once, not once a's notification arrives:
+	// without the poll cache, its Get reads the database.
+	b := newStoreOn(t, pool, schema, &postgres.Options{Queue: "shared", PollCacheAge: -1})
 	ctx := t.Context()
 	rec, l := accepted(t, a, time.Minute) // a caches the record
 

@@ -49,17 +49,18 @@ type Options struct {
 	// statements. The default is 4.
 	Readers int
 
-	// PollCacheAge is how long a Get of a pending or running record may be
-	// answered from the record as a Get read it, for as long as no
-	// notification says it changed: clients polling the status of running
-	// requests then cost a read of each record every PollCacheAge, not one
-	// per poll. Every write notifies the Backends of the schema on commit
+	// PollCacheAge is how long a Get may be answered from the record as a
+	// Get of this Backend read it, or as its Update or Complete wrote it,
+	// for as long as no notification says it changed: clients polling the
+	// status of running requests then cost a read of each record every
+	// PollCacheAge, not one per poll, and the outcome a worker of this
+	// Backend wrote is read by the handler beside it without a round trip.
+	// Every write notifies the Backends of the schema on commit
 	// (LISTEN/NOTIFY), so a poll sees a change as soon as its notification
 	// arrives; a notification lost on the way delays it by PollCacheAge at
 	// most. Nothing is cached while the LISTEN connection is down (or with
-	// DisableListen), and final records are never cached. The default is
-	// 500ms; a negative value turns the cache off, so that every Get reads
-	// the database.
+	// DisableListen). The default is 500ms; a negative value turns the
+	// cache off, so that every Get reads the database.
 	PollCacheAge time.Duration
 
 	// VacuumJobsAfter is how many jobs a Backend claims between the

@@ -7,26 +7,35 @@ import (
 	"github.com/asyncreq/asyncreq"
 )
 
-// The poll cache answers a Get of an unfinished record from the record as
-// a Get read it moments ago, while nothing says it changed since: a client
-// that polls the status of a running request every few milliseconds then
-// costs a read of the database every Options.PollCacheAge, not at every
-// poll.
+// The poll cache answers a Get from the record as a Get read it, or as
+// this Backend wrote it (an Update or Complete: a worker's claim, its
+// progress, its outcome), moments ago, while nothing says it changed since:
+// a client that polls the status of a running request every few
+// milliseconds then costs a read of the database every
+// Options.PollCacheAge, not one at every poll, and a client that reads the
+// outcome the worker beside the handler just wrote costs none.
 //
 // What says a record changed is the change notification every write sends
 // on commit (NOTIFY, see Backend.changed), received on the LISTEN
 // connection for other processes' writes and at once for this Backend's
 // own. A notification is a hint, not a guarantee: it arrives a moment after
 // the commit, and it is lost if its sender fails to send it. So an entry
-// is used for PollCacheAge at most after its read was issued, only while
-// the LISTEN connection is up, and everything cached is dropped whenever
-// that connection is lost, since notifications may have been missed. A
-// lost notification therefore delays what a poll sees by PollCacheAge at
-// most, and a delivered one by the time it took to arrive.
+// is used for PollCacheAge at most after its read or write was issued,
+// only while the LISTEN connection is up, and everything cached is dropped
+// whenever that connection is lost, since notifications may have been
+// missed. A lost notification therefore delays what a poll sees by
+// PollCacheAge at most, and a delivered one by the time it took to arrive.
 //
-// Only pending and running records are cached: a final record is what a
-// poll reads once, and the purges that delete final records send no
-// notification.
+// A read or write notes itself in the cache before it is issued, replacing
+// the entry of its record, and its record is kept only if that note is
+// still the entry when it is done: a change noted in between (another
+// read or write of this Backend, a notification) means the record may be
+// outdated already. A write that finds its note replaced drops the entry,
+// since the record it replaced is older than the write.
+//
+// Final records are cached too. The purge deletes them without a
+// notification, but only once they expired, and an expired record is never
+// answered from the cache.
 
 // pollCacheBytes bounds the records the poll cache holds, by
 // recordSize; records over pollCacheMaxRecord are not kept.
@@ -45,12 +54,12 @@ type pollCache struct {
 	bytes     int
 }
 
-// pollEntry is one record in the poll cache, or a read of it in flight
-// (rec nil). A change of the record removes the entry, so that a read in
-// flight during the change is not kept.
+// pollEntry is one record in the poll cache, or a read or write of it in
+// flight (rec nil). A change of the record removes the entry, so that a
+// read or write in flight during the change is not kept.
 type pollEntry struct {
-	rec  *asyncreq.Record // never changed once stored; nil until read
-	at   time.Time        // when the read was issued
+	rec  *asyncreq.Record // never changed once stored; nil until done
+	at   time.Time        // when the read or write was issued
 	size int
 }
 
@@ -58,8 +67,8 @@ func newPollCache(age time.Duration) *pollCache {
 	return &pollCache{age: age, m: make(map[string]*pollEntry)}
 }
 
-// get returns a copy of the cached record id if it was read less than the
-// cache's age ago, nil otherwise.
+// get returns a copy of the cached record id if it was read or written
+// less than the cache's age ago and has not expired, nil otherwise.
 func (p *pollCache) get(id string, now time.Time) *asyncreq.Record {
 	if p.age <= 0 {
 		return nil
@@ -67,7 +76,7 @@ func (p *pollCache) get(id string, now time.Time) *asyncreq.Record {
 	p.mu.Lock()
 	e := p.m[id]
 	var rec *asyncreq.Record
-	if e != nil && e.rec != nil && now.Sub(e.at) < p.age {
+	if e != nil && e.rec != nil && now.Sub(e.at) < p.age && (e.rec.ExpiresAt.IsZero() || now.Before(e.rec.ExpiresAt)) {
 		rec = e.rec
 	}
 	p.mu.Unlock()
@@ -77,9 +86,9 @@ func (p *pollCache) get(id string, now time.Time) *asyncreq.Record {
 	return rec.Clone()
 }
 
-// begin notes a read of id about to be issued, and returns what to give
-// end with its outcome; nil when nothing is to be cached (the cache is
-// off, or LISTEN is down).
+// begin notes a read or write of id about to be issued, and returns what
+// to give end or wrote with its outcome; nil when nothing is to be cached
+// (the cache is off, or LISTEN is down).
 func (p *pollCache) begin(id string, now time.Time) *pollEntry {
 	if p.age <= 0 {
 		return nil
@@ -95,28 +104,50 @@ func (p *pollCache) begin(id string, now time.Time) *pollEntry {
 	return e
 }
 
-// end keeps rec, the outcome of the read begin noted as e, if it is
-// unfinished and no change of the record (nor a loss of the LISTEN
-// connection) was noted since begin. rec is copied: the caller keeps it.
+// end keeps rec, the outcome of the read begin noted as e, if no change
+// of the record (nor a loss of the LISTEN connection) was noted since
+// begin. rec is copied: the caller keeps it.
 func (p *pollCache) end(id string, e *pollEntry, rec *asyncreq.Record) {
 	if e == nil {
 		return
 	}
-	keep := rec != nil && !rec.State.Final()
-	var size int
-	if keep {
-		size = recordSize(rec)
-		keep = size <= pollCacheMaxRecord
-	}
-	if keep {
+	if rec != nil && cacheSize(rec) <= pollCacheMaxRecord {
 		rec = rec.Clone()
+	} else {
+		rec = nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.m[id] != e {
 		return // changed, reset, or read again since
 	}
-	if !keep || !p.roomLocked(size, e.at) {
+	p.keepLocked(id, e, rec)
+}
+
+// wrote keeps rec, the record a write begin noted as e stored, if no
+// change of the record was noted since begin, and otherwise drops what the
+// cache holds of it. rec must not be changed afterwards.
+func (p *pollCache) wrote(id string, e *pollEntry, rec *asyncreq.Record) {
+	if p.age <= 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e == nil || p.m[id] != e || cacheSize(rec) > pollCacheMaxRecord {
+		p.removeLocked(id)
+		return
+	}
+	p.keepLocked(id, e, rec)
+}
+
+// keepLocked stores rec in e, the entry of id, or removes e if rec is nil
+// or does not fit.
+func (p *pollCache) keepLocked(id string, e *pollEntry, rec *asyncreq.Record) {
+	size := 0
+	if rec != nil {
+		size = cacheSize(rec)
+	}
+	if rec == nil || !p.roomLocked(size, e.at) {
 		delete(p.m, id)
 		return
 	}

@@ -468,6 +468,12 @@ func (s *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, error)
 // record changed. The change must have committed.
 func (s *Backend) changed(id string) {
 	s.polls.changed(id)
+	s.announce(id)
+}
+
+// announce tells the watches of id, here and in other processes, that the
+// record changed, as changed does, leaving the poll cache to the caller.
+func (s *Backend) announce(id string) {
 	s.watches.fire(id)
 	s.notes.post(s.recordPayload(id))
 }

@@ -753,9 +753,12 @@ func TestUpdateConcurrentStores(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t, 16)
 	schema := newSchema(t, pool)
+	// Without the poll cache: a Get of one Backend right after the other's
+	// write is answered from the cache until the write's notification
+	// arrives (see TestPollCacheSeesEveryWrite).
 	stores := []*postgres.Backend{
-		newStoreOn(t, pool, schema, &postgres.Options{Queue: "shared", Committers: 4}),
-		newStoreOn(t, pool, schema, &postgres.Options{Queue: "shared", Committers: 4}),
+		newStoreOn(t, pool, schema, &postgres.Options{Queue: "shared", Committers: 4, PollCacheAge: -1}),
+		newStoreOn(t, pool, schema, &postgres.Options{Queue: "shared", Committers: 4, PollCacheAge: -1}),
 	}
 	ctx := t.Context()
 	recs := make([]*asyncreq.Record, 3)

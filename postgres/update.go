@@ -206,6 +206,7 @@ func (s *Backend) updateOptimistic(ctx context.Context, calls []*call[updateArg,
 	if len(p.ids) == 0 {
 		return again, nil
 	}
+	marks := s.beginWrites(p.ids)
 	rows, err := s.pool.Query(ctx, s.sql.updateVersioned, p.rows.args(s.queue)...)
 	var written map[string]string
 	if err == nil {
@@ -215,9 +216,10 @@ func (s *Backend) updateOptimistic(ctx context.Context, calls []*call[updateArg,
 		for _, c := range calls {
 			c.res.rec = nil
 		}
+		s.wrote(p, nil, marks)
 		return nil, err
 	}
-	s.wrote(p, written)
+	s.wrote(p, written, marks)
 	for _, id := range p.ids {
 		if _, ok := written[id]; !ok {
 			s.cache.Drop(id)
@@ -263,15 +265,33 @@ func collectVersions(rows pgx.Rows) (map[string]string, error) {
 	return written, err
 }
 
+// beginWrites notes in the poll cache the writes of ids about to be
+// issued, and returns the notes, in ids order.
+func (s *Backend) beginWrites(ids []string) []*pollEntry {
+	now := time.Now()
+	marks := make([]*pollEntry, len(ids))
+	for i, id := range ids {
+		marks[i] = s.polls.begin(id, now)
+	}
+	return marks
+}
+
 // wrote records that the records of p in written, a map from id to new
-// row version, were committed: it keeps them in the version cache and
-// tells their watches.
-func (s *Backend) wrote(p *pending, written map[string]string) {
-	for _, id := range p.ids {
-		if v, ok := written[id]; ok {
-			s.cacheRecord(storedCopy(p.final[id]), v)
-			s.changed(id)
+// row version, were committed: it keeps them in the version cache and the
+// poll cache and tells their watches. marks are the poll cache's notes of
+// the writes (beginWrites of p.ids); a record not written is dropped from
+// the poll cache, for the write's outcome may be unknown.
+func (s *Backend) wrote(p *pending, written map[string]string, marks []*pollEntry) {
+	for i, id := range p.ids {
+		v, ok := written[id]
+		if !ok {
+			s.polls.wrote(id, nil, nil)
+			continue
 		}
+		rec := storedCopy(p.final[id])
+		s.cacheRecord(rec, v)
+		s.polls.wrote(id, marks[i], rec)
+		s.announce(id)
 	}
 }
 
@@ -329,6 +349,7 @@ func (s *Backend) updateLocked(ctx context.Context, calls []*call[updateArg, upd
 	if len(p.ids) == 0 {
 		return nil // releaseIdle rolls back
 	}
+	marks := s.beginWrites(p.ids)
 	b = pgx.Batch{}
 	b.Queue(s.sql.updateLocked, p.rows.args(s.queue)...)
 	b.Queue("COMMIT")
@@ -351,9 +372,10 @@ func (s *Backend) updateLocked(ctx context.Context, calls []*call[updateArg, upd
 		for _, c := range calls {
 			c.res.rec = nil
 		}
+		s.wrote(p, nil, marks)
 		return err
 	}
-	s.wrote(p, written)
+	s.wrote(p, written, marks)
 	return nil
 }
 
