@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,7 +18,11 @@ import (
 type job struct {
 	lease *Lease
 	token string
-	log   *slog.Logger
+	// base is the worker's logger; log, made from it at the first log
+	// line, adds the lease's id, its delivery and the attempt (see logger).
+	base    *slog.Logger
+	log     atomic.Pointer[slog.Logger]
+	attempt int // set at the claim
 	// ev and ctx are the attempt as AttemptStarted saw it and the context
 	// it returned, for AttemptFinished.
 	ev  AttemptEvent
@@ -37,7 +42,7 @@ type job struct {
 // backend that batches writes gets larger batches). The writes still
 // pending are bounded by the settling semaphore.
 func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
-	j := &job{lease: l, token: newToken(), log: w.log.With("id", l.ID, "delivery", l.Delivery)}
+	j := &job{lease: l, token: newToken(), base: w.log}
 	settle := func(f func(ctx context.Context)) {
 		sctx, cancel := w.settleContext(ctx)
 		defer cancel()
@@ -56,11 +61,11 @@ func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 	case err == nil:
 	case isMissing(err):
 		// Deleted since it was queued.
-		j.log.DebugContext(ctx, "asyncreq: skipping a request that is gone", "err", err)
+		j.logger().DebugContext(ctx, "asyncreq: skipping a request that is gone", "err", err)
 		ack()
 		return
 	case errors.Is(err, errDuplicateEntry):
-		j.log.DebugContext(ctx, "asyncreq: dropping a second queue entry of a running request")
+		j.logger().DebugContext(ctx, "asyncreq: dropping a second queue entry of a running request")
 		ack()
 		return
 	case errors.Is(err, ErrFinished), errors.Is(err, errClaimSettled):
@@ -73,11 +78,13 @@ func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 		return
 	default:
 		delay := w.backoff(max(l.Delivery, 1))
-		j.log.ErrorContext(ctx, "asyncreq: claim", "err", err, "retry_in", delay)
+		j.logger().ErrorContext(ctx, "asyncreq: claim", "err", err, "retry_in", delay)
 		nack(delay)
 		return
 	}
-	j.log = j.log.With("attempt", rec.Attempts)
+	// Nothing else uses j yet: the heartbeat starts with the processor.
+	j.attempt = rec.Attempts
+	j.log.Store(nil)
 	w.claimed(ctx, j, rec, claimStart)
 	j.callback = rec.Callback != nil
 
@@ -86,6 +93,24 @@ func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 	defer func() { <-w.settling }()
 	free()
 	settle(func(sctx context.Context) { w.finish(sctx, j, rec, a) })
+}
+
+// logger returns j's logger: the worker's, with the lease's id and
+// delivery and, once claimed, the attempt. It is made at the first log
+// line, since most attempts of a busy worker log none.
+func (j *job) logger() *slog.Logger {
+	if l := j.log.Load(); l != nil {
+		return l
+	}
+	args := []any{"id", j.lease.ID}
+	if j.lease.Delivery > 0 {
+		args = append(args, "delivery", j.lease.Delivery)
+	}
+	if j.attempt > 0 {
+		args = append(args, "attempt", j.attempt)
+	}
+	j.log.CompareAndSwap(nil, j.base.With(args...))
+	return j.log.Load()
 }
 
 // errClaimSettled is the outcome of a claim that settled the record
@@ -120,9 +145,9 @@ func (w *Worker) claim(ctx context.Context, j *job) (*Record, error) {
 	case StateRunning:
 		return rec, nil
 	case StateCanceled:
-		j.log.InfoContext(ctx, "asyncreq: request canceled before it ran")
+		j.logger().InfoContext(ctx, "asyncreq: request canceled before it ran")
 	default:
-		j.log.ErrorContext(ctx, "asyncreq: request failed: attempts used up without an outcome (the processor may crash its worker)", "attempts", rec.Attempts)
+		j.logger().ErrorContext(ctx, "asyncreq: request failed: attempts used up without an outcome (the processor may crash its worker)", "attempts", rec.Attempts)
 	}
 	return nil, errClaimSettled
 }
@@ -202,7 +227,7 @@ func (e *panicError) Error() string { return fmt.Sprintf("asyncreq: processor pa
 func (w *Worker) call(ctx context.Context, j *job, req *Request) (res *Result, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			j.log.ErrorContext(ctx, "asyncreq: processor panicked", "panic", v, "stack", string(debug.Stack()))
+			j.logger().ErrorContext(ctx, "asyncreq: processor panicked", "panic", v, "stack", string(debug.Stack()))
 			res, err = nil, &panicError{value: v}
 		}
 	}()
@@ -257,7 +282,7 @@ func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCau
 				return
 			default:
 				// Poll at every beat instead, and try to watch again then.
-				j.log.WarnContext(ctx, "asyncreq: watch", "err", err)
+				j.logger().WarnContext(ctx, "asyncreq: watch", "err", err)
 				changed = nil
 			}
 			// A change between the claim (or the last change) and the
@@ -282,11 +307,11 @@ func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCau
 			case errors.Is(err, ErrLeaseLost):
 				// The request may be delivered to another worker already;
 				// this attempt's outcome would be fenced off.
-				j.log.WarnContext(ctx, "asyncreq: lease lost; canceling the processor")
+				j.logger().WarnContext(ctx, "asyncreq: lease lost; canceling the processor")
 				cancel(ErrLeaseLost)
 				return
 			default:
-				j.log.WarnContext(ctx, "asyncreq: extend lease", "err", err)
+				j.logger().WarnContext(ctx, "asyncreq: extend lease", "err", err)
 			}
 			if checking {
 				if w.watcher != nil && changed == nil {
@@ -310,20 +335,20 @@ func (w *Worker) check(ctx context.Context, j *job, cancel context.CancelCauseFu
 	case ctx.Err() != nil:
 		return false
 	case isMissing(err):
-		j.log.WarnContext(ctx, "asyncreq: record vanished while running; canceling the processor")
+		j.logger().WarnContext(ctx, "asyncreq: record vanished while running; canceling the processor")
 		cancel(ErrLeaseLost)
 		return false
 	default:
-		j.log.WarnContext(ctx, "asyncreq: read record", "err", err)
+		j.logger().WarnContext(ctx, "asyncreq: read record", "err", err)
 		return true
 	}
 	switch {
 	case !rec.heldBy(j.token):
-		j.log.WarnContext(ctx, "asyncreq: request taken over by a newer attempt; canceling the processor")
+		j.logger().WarnContext(ctx, "asyncreq: request taken over by a newer attempt; canceling the processor")
 		cancel(ErrLeaseLost)
 		return false
 	case rec.CancelRequested:
-		j.log.InfoContext(ctx, "asyncreq: cancel requested; canceling the processor")
+		j.logger().InfoContext(ctx, "asyncreq: cancel requested; canceling the processor")
 		cancel(ErrCanceled)
 		return false
 	}

@@ -26,7 +26,7 @@ func (w *Worker) settleFinished(ctx context.Context, j *job) {
 	default:
 		// The callback may be due: leave the lease to run out, and read
 		// the record again at the next delivery.
-		j.log.Error("asyncreq: read a finished record", "err", err)
+		j.logger().Error("asyncreq: read a finished record", "err", err)
 	}
 }
 
@@ -34,7 +34,7 @@ func (w *Worker) settleFinished(ctx context.Context, j *job) {
 // went, and settles j's lease: acked once the callback is delivered or
 // given up, nacked with a backoff for the next attempt otherwise.
 func (w *Worker) deliver(ctx context.Context, j *job, rec *Record) {
-	log := j.log.With("callback_attempt", rec.Callback.Attempts+1)
+	log := j.logger().With("callback_attempt", rec.Callback.Attempts+1)
 	var sendErr error
 	if w.hooks == nil {
 		sendErr = errors.New(errNoWebhooks)

@@ -43,7 +43,7 @@ func (w *Worker) fetch(fetchCtx, workCtx context.Context, wg *sync.WaitGroup) {
 				continue
 			case got == n:
 				// More than asked for: not ours to run now.
-				w.nack(context.WithoutCancel(fetchCtx), &job{lease: l, log: w.log.With("id", l.ID)}, 0)
+				w.nack(context.WithoutCancel(fetchCtx), &job{lease: l, base: w.log}, 0)
 				continue
 			}
 			got++

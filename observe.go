@@ -284,16 +284,13 @@ func (w *Worker) attemptStarted(ctx context.Context, j *job) context.Context {
 }
 
 // attemptFinished logs j's finished attempt (at Debug when it succeeded,
-// at Info otherwise) and tells the AttemptFinished hook. err is the error that kept the outcome from being recorded, or nil.
+// at Info otherwise) and tells the AttemptFinished hook. err is the error
+// that kept the outcome from being recorded, or nil.
 func (w *Worker) attemptFinished(ctx context.Context, j *job, outcome string, final bool, retryIn time.Duration, err error) {
 	ev := j.ev
 	ev.Outcome, ev.Final, ev.RetryIn = outcome, final, retryIn
 	if ev.Err == nil {
 		ev.Err = err
-	}
-	attrs := []slog.Attr{slog.String("outcome", outcome), slog.Duration("duration", ev.Duration)}
-	if retryIn > 0 {
-		attrs = append(attrs, slog.Duration("retry_in", retryIn))
 	}
 	// A success is routine: at Info, a busy worker would write a line per
 	// request.
@@ -301,7 +298,13 @@ func (w *Worker) attemptFinished(ctx context.Context, j *job, outcome string, fi
 	if outcome == OutcomeSucceeded {
 		level = slog.LevelDebug
 	}
-	j.log.LogAttrs(ctx, level, "asyncreq: attempt finished", attrs...)
+	if w.log.Enabled(ctx, level) {
+		attrs := []slog.Attr{slog.String("outcome", outcome), slog.Duration("duration", ev.Duration)}
+		if retryIn > 0 {
+			attrs = append(attrs, slog.Duration("retry_in", retryIn))
+		}
+		j.logger().LogAttrs(ctx, level, "asyncreq: attempt finished", attrs...)
+	}
 	if w.opts.Hooks != nil && w.opts.Hooks.AttemptFinished != nil {
 		hctx := j.ctx
 		if hctx == nil {

@@ -24,7 +24,7 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 		}
 		if n := resultSize(res); n > w.opts.MaxResultBytes {
 			err = fmt.Errorf("%w: %d bytes, more than MaxResultBytes (%d)", ErrResultTooLarge, n, w.opts.MaxResultBytes)
-			j.log.ErrorContext(ctx, "asyncreq: request failed: result too large", "err", err)
+			j.logger().ErrorContext(ctx, "asyncreq: request failed: result too large", "err", err)
 			p := tooLargeProblem(w.opts.MaxResultBytes)
 			w.record(ctx, j, OutcomeFailed, 0, func(rec *Record) error { return rec.Fail(j.token, p, now) })
 			return
@@ -34,7 +34,7 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 	}
 
 	if p := permanentProblem(err); p != nil {
-		j.log.InfoContext(ctx, "asyncreq: request failed permanently", "status", p.Status, "err", err)
+		j.logger().InfoContext(ctx, "asyncreq: request failed permanently", "status", p.Status, "err", err)
 		w.record(ctx, j, OutcomeFailed, 0, func(rec *Record) error { return rec.Fail(j.token, p, now) })
 		return
 	}
@@ -43,16 +43,16 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 	switch {
 	case errors.Is(cause, ErrLeaseLost):
 		// Another attempt owns the request now, or will.
-		j.log.WarnContext(ctx, "asyncreq: attempt abandoned: lease lost", "err", err)
+		j.logger().WarnContext(ctx, "asyncreq: attempt abandoned: lease lost", "err", err)
 		w.releaseIfSuperseded(ctx, j)
 		w.attemptFinished(ctx, j, OutcomeLeaseLost, false, 0, err)
 		return
 	case errors.Is(cause, ErrShutdown):
-		j.log.InfoContext(ctx, "asyncreq: handing the request back at shutdown", "err", err)
+		j.logger().InfoContext(ctx, "asyncreq: handing the request back at shutdown", "err", err)
 		w.record(ctx, j, OutcomeHandedBack, 0, func(rec *Record) error { return rec.HandBack(j.token, now) })
 		return
 	case errors.Is(cause, ErrCanceled):
-		j.log.InfoContext(ctx, "asyncreq: request canceled while running", "err", err)
+		j.logger().InfoContext(ctx, "asyncreq: request canceled while running", "err", err)
 		w.record(ctx, j, OutcomeCanceled, 0, func(rec *Record) error { return rec.Cancel(j.token, now) })
 		return
 	case errors.Is(cause, ErrTimeout):
@@ -72,7 +72,7 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 		failed, retry = OutcomePanicked, OutcomePanicked
 	}
 	if rec.Attempts >= w.opts.MaxAttempts {
-		j.log.ErrorContext(ctx, "asyncreq: request failed: attempts used up", "err", err, "attempts", rec.Attempts)
+		j.logger().ErrorContext(ctx, "asyncreq: request failed: attempts used up", "err", err, "attempts", rec.Attempts)
 		p := failedProblem(detail)
 		w.record(ctx, j, failed, 0, func(rec *Record) error { return rec.Fail(j.token, p, now) })
 		return
@@ -82,7 +82,7 @@ func (w *Worker) finish(ctx context.Context, j *job, rec *Record, a attempt) {
 	if errors.As(err, &ra) {
 		delay = max(ra.Delay, 0)
 	}
-	j.log.WarnContext(ctx, "asyncreq: attempt failed; retrying", "err", err, "retry_in", delay)
+	j.logger().WarnContext(ctx, "asyncreq: attempt failed; retrying", "err", err, "retry_in", delay)
 	p := failedProblem(fmt.Sprintf("attempt %d of %d failed: %s; retrying", rec.Attempts, w.opts.MaxAttempts, detail))
 	w.record(ctx, j, retry, delay, func(rec *Record) error { return rec.Retry(j.token, p, now) })
 }
@@ -112,14 +112,14 @@ func (w *Worker) record(ctx context.Context, j *job, what string, delay time.Dur
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrLeaseLost), isMissing(err):
-		j.log.WarnContext(ctx, "asyncreq: outcome not recorded: the request is no longer this attempt's", "outcome", what, "err", err)
+		j.logger().WarnContext(ctx, "asyncreq: outcome not recorded: the request is no longer this attempt's", "outcome", what, "err", err)
 		w.release(ctx, j)
 		w.attemptFinished(ctx, j, OutcomeLeaseLost, false, 0, err)
 		return
 	default:
 		// The outcome is lost with this attempt; leave the lease to run
 		// out, so that the request is delivered again.
-		j.log.ErrorContext(ctx, "asyncreq: record outcome", "outcome", what, "err", err)
+		j.logger().ErrorContext(ctx, "asyncreq: record outcome", "outcome", what, "err", err)
 		w.attemptFinished(ctx, j, OutcomeUnrecorded, false, 0, err)
 		return
 	}
@@ -141,7 +141,7 @@ func (w *Worker) record(ctx context.Context, j *job, what string, delay time.Dur
 // happened, and a redelivery is acked at claim.
 func (w *Worker) ack(ctx context.Context, j *job) {
 	if err := w.queue.Ack(ctx, j.lease); err != nil {
-		j.log.WarnContext(ctx, "asyncreq: ack", "err", err)
+		j.logger().WarnContext(ctx, "asyncreq: ack", "err", err)
 	}
 }
 
@@ -156,7 +156,7 @@ func (w *Worker) ack(ctx context.Context, j *job) {
 // changes.
 func (w *Worker) release(ctx context.Context, j *job) {
 	if err := w.queue.Ack(ctx, j.lease); err != nil && !errors.Is(err, ErrLeaseLost) {
-		j.log.WarnContext(ctx, "asyncreq: ack of a superseded lease", "err", err)
+		j.logger().WarnContext(ctx, "asyncreq: ack of a superseded lease", "err", err)
 	}
 }
 
@@ -171,7 +171,7 @@ func (w *Worker) releaseIfSuperseded(ctx context.Context, j *job) {
 	case err == nil && rec != nil && rec.heldBy(j.token):
 		return
 	case err != nil && !isMissing(err):
-		j.log.WarnContext(ctx, "asyncreq: read record of an abandoned attempt; leaving its lease to run out", "err", err)
+		j.logger().WarnContext(ctx, "asyncreq: read record of an abandoned attempt; leaving its lease to run out", "err", err)
 		return
 	}
 	w.release(ctx, j)
@@ -181,7 +181,7 @@ func (w *Worker) releaseIfSuperseded(ctx context.Context, j *job) {
 // the lease then runs out and the request is delivered again anyway.
 func (w *Worker) nack(ctx context.Context, j *job, delay time.Duration) {
 	if err := w.queue.Nack(ctx, j.lease, delay); err != nil {
-		j.log.WarnContext(ctx, "asyncreq: nack", "err", err)
+		j.logger().WarnContext(ctx, "asyncreq: nack", "err", err)
 	}
 }
 
