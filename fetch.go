@@ -16,6 +16,8 @@ import (
 // the Queue is closed.
 func (w *Worker) fetch(fetchCtx, workCtx context.Context, wg *sync.WaitGroup) {
 	slots := make(chan struct{}, w.opts.Concurrency)
+	// idle hands a lease to a runner done with its last one, if one waits.
+	idle := make(chan *Lease)
 	pause := time.Duration(0)
 	for {
 		// Wait for one free slot, then take every other free one.
@@ -47,12 +49,11 @@ func (w *Worker) fetch(fetchCtx, workCtx context.Context, wg *sync.WaitGroup) {
 				continue
 			}
 			got++
-			wg.Go(func() {
-				var once sync.Once
-				free := func() { once.Do(func() { <-slots }) }
-				defer free()
-				w.run(workCtx, l, free)
-			})
+			select {
+			case idle <- l:
+			default:
+				wg.Go(func() { w.runner(fetchCtx, workCtx, l, slots, idle) })
+			}
 		}
 		for range n - got {
 			<-slots
@@ -78,6 +79,42 @@ func (w *Worker) fetch(fetchCtx, workCtx context.Context, wg *sync.WaitGroup) {
 		}
 	}
 }
+
+// runner runs l, then each lease fetch hands it while it waits in idle,
+// until it has waited runnerIdle in vain or fetchCtx ends. Each lease
+// holds one of slots until its processor returns (see Worker.run). A
+// runner that goes on with the next lease spares a goroutine's start and
+// the growth of its stack per request.
+func (w *Worker) runner(fetchCtx, workCtx context.Context, l *Lease, slots chan struct{}, idle <-chan *Lease) {
+	var wait *time.Timer
+	for {
+		var freed bool
+		free := func() {
+			if !freed {
+				freed = true
+				<-slots
+			}
+		}
+		w.run(workCtx, l, free)
+		free()
+		if wait == nil {
+			wait = time.NewTimer(runnerIdle)
+			defer wait.Stop()
+		} else {
+			wait.Reset(runnerIdle)
+		}
+		select {
+		case l = <-idle:
+		case <-wait.C:
+			return
+		case <-fetchCtx.Done():
+			return
+		}
+	}
+}
+
+// runnerIdle is how long a runner waits for its next lease.
+const runnerIdle = time.Second
 
 // dequeue takes up to n leases, in one call when the Queue can batch.
 func (w *Worker) dequeue(ctx context.Context, n int) ([]*Lease, error) {
