@@ -43,6 +43,23 @@ func attempts(t *testing.T, s *postgres.Backend, id string) int {
 	return rec.Attempts
 }
 
+// pollConstantly Gets id through s, one Get after the other, until stop
+// is called; stop waits for the last Get to end.
+func pollConstantly(s *postgres.Backend, id string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			_, _ = s.Get(ctx, id)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
 // TestPollCacheAnswersFromTheRead: a Get of an unfinished record that
 // follows another within PollCacheAge is answered from the first one's
 // read, without reading the database (a change nobody was told of is not
@@ -141,16 +158,9 @@ func TestPollCacheKeepsTheLastOwnWrite(t *testing.T) {
 	pool := newPool(t, 32)
 	schema := newSchema(t, pool)
 	api := newStoreOn(t, pool, schema, &postgres.Options{PollCacheAge: time.Hour, Committers: 4})
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
 	id := newPolledRecord(t, api)
-	polled := make(chan struct{})
-	go func() {
-		defer close(polled)
-		for ctx.Err() == nil {
-			_, _ = api.Get(ctx, id)
-		}
-	}()
+	stopPolling := pollConstantly(api, id)
+	defer stopPolling()
 	const writers, each = 8, 15
 	done := make(chan error, writers)
 	for range writers {
@@ -170,8 +180,7 @@ func TestPollCacheKeepsTheLastOwnWrite(t *testing.T) {
 	for range writers {
 		require.NoError(t, <-done)
 	}
-	cancel()
-	<-polled
+	stopPolling()
 	for range 20 {
 		require.Equal(t, writers*each, attempts(t, api, id), "a Get answered with an older version")
 	}
@@ -189,16 +198,9 @@ func TestPollCacheDropsReadsOverlappingAChange(t *testing.T) {
 	schema := newSchema(t, pool)
 	api := newStoreOn(t, pool, schema, &postgres.Options{PollCacheAge: time.Hour})
 	other := newStoreOn(t, newPool(t, 16), schema, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
 	id := newPolledRecord(t, api)
-	polled := make(chan struct{})
-	go func() {
-		defer close(polled)
-		for ctx.Err() == nil {
-			_, _ = api.Get(ctx, id)
-		}
-	}()
+	stopPolling := pollConstantly(api, id)
+	defer stopPolling()
 	const last = 40
 	for i := 1; i <= last; i++ {
 		_, err := other.Update(t.Context(), id, func(r *asyncreq.Record) error {
@@ -208,8 +210,7 @@ func TestPollCacheDropsReadsOverlappingAChange(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Eventually(t, func() bool { return attempts(t, api, id) == last }, 5*time.Second, 5*time.Millisecond)
-	cancel()
-	<-polled
+	stopPolling()
 	for range 20 {
 		require.Equal(t, last, attempts(t, api, id), "a Get went back to an older version")
 	}
