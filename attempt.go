@@ -178,16 +178,16 @@ func (w *Worker) process(ctx context.Context, j *job, rec *Record) attempt {
 	})
 
 	// The heartbeat outlives a shutdown cancel: the lease must hold until
-	// the request is handed back. It starts after heartbeatStart: most
-	// requests of a busy worker are over by then, and cost no watch, no
-	// read of their record and no goroutine of the heartbeat's.
+	// the request is handed back. It starts heartbeatStartMax after the
+	// processor at most: most requests of a busy worker are over by then,
+	// and cost no watch, no read of their record and no goroutine of the
+	// heartbeat's.
 	hctx, stopHeartbeat := context.WithCancel(context.WithoutCancel(ctx))
 	beatDone := make(chan struct{})
-	every := max(w.opts.LeaseDuration/3, time.Millisecond)
-	start := min(every, heartbeatStartMax)
+	start := min(w.beatInterval(), heartbeatStartMax)
 	beat := time.AfterFunc(start, func() {
 		defer close(beatDone)
-		w.heartbeat(hctx, j, cancel, every-start)
+		w.heartbeat(hctx, j, cancel, w.beatInterval()-start)
 	})
 	defer func() {
 		stopHeartbeat()
@@ -243,6 +243,11 @@ func (w *Worker) progress(ctx context.Context, j *job, p Progress) error {
 	return err
 }
 
+// beatInterval is the time between two heartbeats: a third of the lease.
+func (w *Worker) beatInterval() time.Duration {
+	return max(w.opts.LeaseDuration/3, time.Millisecond)
+}
+
 // heartbeatStartMax is how long after its processor starts an attempt's
 // heartbeat begins, at most: a third of the lease when that is shorter. A
 // client's cancel of a running request is therefore noticed by its watch
@@ -259,7 +264,7 @@ const heartbeatStartMax = 50 * time.Millisecond
 // first beat is in first, so that beats keep their pace from the
 // processor's start however late the heartbeat began.
 func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCauseFunc, first time.Duration) {
-	every := max(w.opts.LeaseDuration/3, time.Millisecond)
+	every := w.beatInterval()
 	t := time.NewTimer(first)
 	defer t.Stop()
 	var changed <-chan struct{}
