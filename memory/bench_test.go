@@ -119,3 +119,31 @@ func BenchmarkList(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkUpdateLargeBody updates the progress of a record with a 64 KiB
+// request body and a 64 KiB result, as a worker reporting progress on a
+// large upload does (B/op: what one Update allocates).
+func BenchmarkUpdateLargeBody(b *testing.B) {
+	be := memory.New(nil)
+	defer be.Close()
+	ctx := context.Background()
+	now := time.Now()
+	rec := &asyncreq.Record{
+		ID: asyncreq.NewID(), State: asyncreq.StateRunning, CreatedAt: now, UpdatedAt: now, Retention: time.Hour,
+		Body: make([]byte, 64<<10), Result: &asyncreq.Result{Body: make([]byte, 64<<10)},
+	}
+	if _, err := be.Create(ctx, rec); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		if _, err := be.Update(ctx, rec.ID, func(r *asyncreq.Record) error {
+			r.Progress = &asyncreq.Progress{Percent: i % 100}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -49,6 +49,7 @@
 package memory
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"errors"
@@ -334,8 +335,36 @@ func (b *Backend) update(id string, fn func(*asyncreq.Record) error) (*asyncreq.
 		return nil, errors.New("asyncreq/memory: update changed the record's identity")
 	}
 	// fn's argument stays the caller's: store a copy of it.
-	b.put(c.Clone(), old)
+	b.put(keptCopy(c, old), old)
 	return c, nil
+}
+
+// keptCopy returns a copy of c to store in place of old, the stored
+// version c was made from. A body c has as old had it is shared with old:
+// stored records are never changed in place, so only a body that changed
+// costs a copy.
+func keptCopy(c, old *asyncreq.Record) *asyncreq.Record {
+	k := c.WithoutBodies().Clone()
+	k.Body = sharedBody(c.Body, old.Body)
+	if c.Result != nil {
+		var was []byte
+		if old.Result != nil {
+			was = old.Result.Body
+		}
+		k.Result.Body = sharedBody(c.Result.Body, was)
+	}
+	return k
+}
+
+// sharedBody returns old if it holds the bytes of b, else a copy of b.
+func sharedBody(b, old []byte) []byte {
+	switch {
+	case b == nil:
+		return nil
+	case old != nil && bytes.Equal(b, old):
+		return old
+	}
+	return append([]byte{}, b...)
 }
 
 // Delete implements asyncreq.Store.
