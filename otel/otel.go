@@ -249,7 +249,13 @@ func (o *Observer) observeQueue(ctx context.Context, ob metric.Observer) error {
 
 // withQueue returns the measurement option of attrs plus the queue.
 func (o *Observer) withQueue(attrs ...attribute.KeyValue) metric.MeasurementOption {
-	return metric.WithAttributes(append(attrs, o.attrs...)...)
+	return metric.WithAttributes(o.plusQueue(attrs...)...)
+}
+
+// plusQueue returns attrs plus the queue's, in one allocation.
+func (o *Observer) plusQueue(attrs ...attribute.KeyValue) []attribute.KeyValue {
+	all := make([]attribute.KeyValue, 0, len(attrs)+len(o.attrs))
+	return append(append(all, attrs...), o.attrs...)
 }
 
 func (o *Observer) onAccepted(ctx context.Context, e asyncreq.AcceptEvent) {
@@ -261,7 +267,7 @@ func (o *Observer) onAccepted(ctx context.Context, e asyncreq.AcceptEvent) {
 	_, span := o.tracer.Start(ctx, "asyncreq.accept",
 		trace.WithTimestamp(e.Start),
 		trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(append([]attribute.KeyValue{AttrRequestID.String(e.ID), AttrReplay.Bool(e.Replay)}, o.attrs...)...))
+		trace.WithAttributes(o.plusQueue(AttrRequestID.String(e.ID), AttrReplay.Bool(e.Replay))...))
 	span.End()
 }
 
@@ -294,7 +300,7 @@ func (o *Observer) workerSpan(ctx context.Context, name, parent, state string, s
 	opts := []trace.SpanStartOption{
 		trace.WithTimestamp(start),
 		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(append(attrs, o.attrs...)...),
+		trace.WithAttributes(o.plusQueue(attrs...)...),
 	}
 	sc := o.submitter(parent, state)
 	if sc.IsValid() {
