@@ -127,14 +127,7 @@ func BenchmarkUpdateLargeBody(b *testing.B) {
 	be := memory.New(nil)
 	defer be.Close()
 	ctx := context.Background()
-	now := time.Now()
-	rec := &asyncreq.Record{
-		ID: asyncreq.NewID(), State: asyncreq.StateRunning, CreatedAt: now, UpdatedAt: now, Retention: time.Hour,
-		Body: make([]byte, 64<<10), Result: &asyncreq.Result{Body: make([]byte, 64<<10)},
-	}
-	if _, err := be.Create(ctx, rec); err != nil {
-		b.Fatal(err)
-	}
+	rec := createRunning(b, be, make([]byte, 64<<10), make([]byte, 64<<10))
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {

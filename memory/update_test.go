@@ -19,13 +19,7 @@ func TestUpdateKeepsItsOwnBodies(t *testing.T) {
 	b := memory.New(nil)
 	defer b.Close()
 	ctx := t.Context()
-	now := time.Now()
-	rec := &asyncreq.Record{
-		ID: asyncreq.NewID(), State: asyncreq.StateRunning, CreatedAt: now, UpdatedAt: now, Retention: time.Hour,
-		Body: []byte("request"), Result: &asyncreq.Result{Body: []byte("result")},
-	}
-	_, err := b.Create(ctx, rec)
-	require.NoError(t, err)
+	rec := createRunning(t, b, []byte("request"), []byte("result"))
 
 	var arg *asyncreq.Record
 	got, err := b.Update(ctx, rec.ID, func(r *asyncreq.Record) error {
@@ -51,4 +45,18 @@ func TestUpdateKeepsItsOwnBodies(t *testing.T) {
 	assert.Equal(t, "changed", string(stored.Body))
 	assert.Equal(t, "result", string(stored.Result.Body))
 	assert.Equal(t, 10, stored.Progress.Percent)
+}
+
+// createRunning creates a running record with body and a result of
+// result through b.
+func createRunning(tb testing.TB, b *memory.Backend, body, result []byte) *asyncreq.Record {
+	tb.Helper()
+	now := time.Now()
+	rec := &asyncreq.Record{
+		ID: asyncreq.NewID(), State: asyncreq.StateRunning, CreatedAt: now, UpdatedAt: now, Retention: time.Hour,
+		Body: body, Result: &asyncreq.Result{Body: result},
+	}
+	_, err := b.Create(tb.Context(), rec)
+	require.NoError(tb, err)
+	return rec
 }
