@@ -217,6 +217,7 @@ func (h *Handler) NewRecord(ctx context.Context, s Submission) (*Record, error) 
 		}
 	}
 	rec := h.newRecord(s.Owner, key, method, uri, header, s.ContentType, body)
+	setFingerprint(rec)
 	// Not part of the fingerprint: kept whatever KeepHeaders says.
 	rec.Header = h.keepTraceContext(ctx, header, rec.Header)
 	return rec, nil

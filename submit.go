@@ -66,10 +66,8 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	if callback != "" {
 		rec.Callback = &Callback{URL: callback, StatusURL: st.statusURL(rec.ID), ResultURL: st.resultURL(rec.ID)}
-		if key != "" {
-			rec.BodyHash = fingerprint(rec)
-		}
 	}
+	setFingerprint(rec)
 	// Not part of the fingerprint: kept whatever KeepHeaders says.
 	rec.Header = h.keepTraceContext(r.Context(), r.Header, rec.Header)
 	prefs := parsePrefer(r.Header)
@@ -113,12 +111,11 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
 
 // newRecord returns the pending record of a submitted request, as an HTTP
 // submit and Handler.Submit make it: a new id, the headers KeepHeaders
-// keeps of header, the options' Retention and TombstoneTTL, and, with an
-// Idempotency-Key, the fingerprint a repeat must match (without one,
-// nothing is ever compared with it, and it is left empty).
+// keeps of header, the options' Retention and TombstoneTTL. The caller
+// completes it, then calls setFingerprint.
 func (h *Handler) newRecord(owner, key, method, uri string, header http.Header, contentType string, body []byte) *Record {
 	now := h.now().UTC()
-	rec := &Record{
+	return &Record{
 		ID:             NewID(),
 		Owner:          owner,
 		IdempotencyKey: key,
@@ -133,10 +130,15 @@ func (h *Handler) newRecord(owner, key, method, uri string, header http.Header, 
 		Retention:      h.opts.Retention,
 		TombstoneTTL:   h.opts.TombstoneTTL,
 	}
-	if key != "" {
+}
+
+// setFingerprint sets a complete record's BodyHash to the fingerprint a
+// repeat of its Idempotency-Key must match. Without a key nothing is ever
+// compared with it, and it is left empty.
+func setFingerprint(rec *Record) {
+	if rec.IdempotencyKey != "" {
 		rec.BodyHash = fingerprint(rec)
 	}
-	return rec
 }
 
 // successful reports whether rec succeeded with a 2xx result, the only
