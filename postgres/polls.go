@@ -38,7 +38,7 @@ import (
 // answered from the cache.
 
 // pollCacheBytes bounds the records the poll cache holds, by
-// recordSize; records over pollCacheMaxRecord are not kept.
+// cacheSize; records over pollCacheMaxRecord are not kept.
 const (
 	pollCacheBytes     = 8 << 20
 	pollCacheMaxRecord = 64 << 10
@@ -52,6 +52,7 @@ type pollCache struct {
 	listening bool // the LISTEN connection is up
 	m         map[string]*pollEntry
 	bytes     int
+	rescan    time.Time // a full cache is not scanned for old entries before
 }
 
 // pollEntry is one record in the poll cache, or a read or write of it in
@@ -111,17 +112,19 @@ func (p *pollCache) end(id string, e *pollEntry, rec *asyncreq.Record) {
 	if e == nil {
 		return
 	}
-	if rec != nil && cacheSize(rec) <= pollCacheMaxRecord {
-		rec = rec.Clone()
-	} else {
-		rec = nil
+	size := 0
+	if rec != nil {
+		size = cacheSize(rec)
+		if size <= pollCacheMaxRecord {
+			rec = rec.Clone()
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.m[id] != e {
 		return // changed, reset, or read again since
 	}
-	p.keepLocked(id, e, rec)
+	p.keepLocked(id, e, rec, size)
 }
 
 // wrote keeps rec, the record a write begin noted as e stored, if no
@@ -133,21 +136,17 @@ func (p *pollCache) wrote(id string, e *pollEntry, rec *asyncreq.Record) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if e == nil || p.m[id] != e || cacheSize(rec) > pollCacheMaxRecord {
+	if e == nil || p.m[id] != e {
 		p.removeLocked(id)
 		return
 	}
-	p.keepLocked(id, e, rec)
+	p.keepLocked(id, e, rec, cacheSize(rec))
 }
 
-// keepLocked stores rec in e, the entry of id, or removes e if rec is nil
-// or does not fit.
-func (p *pollCache) keepLocked(id string, e *pollEntry, rec *asyncreq.Record) {
-	size := 0
-	if rec != nil {
-		size = cacheSize(rec)
-	}
-	if rec == nil || !p.roomLocked(size, e.at) {
+// keepLocked stores rec, of size bytes, in e, the entry of id; it removes
+// e instead if rec is nil, over pollCacheMaxRecord, or does not fit.
+func (p *pollCache) keepLocked(id string, e *pollEntry, rec *asyncreq.Record, size int) {
+	if rec == nil || size > pollCacheMaxRecord || !p.roomLocked(size, e.at) {
 		delete(p.m, id)
 		return
 	}
@@ -156,17 +155,27 @@ func (p *pollCache) keepLocked(id string, e *pollEntry, rec *asyncreq.Record) {
 }
 
 // roomLocked reports whether size more bytes fit, dropping the entries
-// older than the cache's age (as of now) if they do not.
+// older than the cache's age (as of now) if they do not. A full cache is
+// scanned for them at most every half age: while it is full of younger
+// entries, a scan at every read or write would cost a walk of the whole
+// cache each, and finds nothing to drop.
 func (p *pollCache) roomLocked(size int, now time.Time) bool {
 	if p.bytes+size <= pollCacheBytes {
 		return true
+	}
+	if now.Before(p.rescan) {
+		return false
 	}
 	for id, e := range p.m {
 		if e.rec != nil && now.Sub(e.at) >= p.age {
 			p.removeLocked(id)
 		}
 	}
-	return p.bytes+size <= pollCacheBytes
+	if p.bytes+size <= pollCacheBytes {
+		return true
+	}
+	p.rescan = now.Add(p.age / 2)
+	return false
 }
 
 // removeLocked removes the entry of id, if any.

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -67,4 +68,48 @@ func TestPollCacheOrdersOverlappingWrites(t *testing.T) {
 	p.wrote("r", w, &asyncreq.Record{ID: "r", State: asyncreq.StateSucceeded, Attempts: 3, Result: &asyncreq.Result{Body: []byte("ok")}})
 	assert.Equal(t, 3, attempts(p), "a final record is kept")
 	assert.Nil(t, p.get("r", now.Add(time.Hour)), "until the cache's age has passed")
+}
+
+// BenchmarkPollCacheFull reads records into a poll cache that is full of
+// records read within its age, which it cannot keep: the cost of a read's
+// begin and end when nothing can be dropped.
+func BenchmarkPollCacheFull(b *testing.B) {
+	now := time.Now()
+	p := newPollCache(time.Hour)
+	p.listen(true)
+	body := make([]byte, 1<<10)
+	for i := 0; p.bytes < pollCacheBytes-2<<10; i++ {
+		id := strconv.Itoa(i)
+		p.end(id, p.begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
+	}
+	rec := &asyncreq.Record{ID: "new", State: asyncreq.StateRunning, Body: make([]byte, 4<<10)}
+	for b.Loop() {
+		p.end(rec.ID, p.begin(rec.ID, now), rec)
+	}
+	if p.get(rec.ID, now) != nil {
+		b.Fatal("a record was kept in a full cache")
+	}
+}
+
+// TestPollCacheFullKeepsAgainOnceEntriesAge: a full cache refuses a
+// record while its entries are younger than its age, and keeps one again
+// once they have aged, although it scans a full cache only every half age.
+func TestPollCacheFullKeepsAgainOnceEntriesAge(t *testing.T) {
+	const age = time.Second
+	now := time.Now()
+	p := newPollCache(age)
+	p.listen(true)
+	body := make([]byte, 64<<10-1<<10)
+	for i := 0; p.bytes < pollCacheBytes-64<<10; i++ {
+		id := strconv.Itoa(i)
+		p.end(id, p.begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
+	}
+	rec := &asyncreq.Record{ID: "new", State: asyncreq.StateRunning, Body: body}
+	read := func(at time.Time) *asyncreq.Record {
+		p.end(rec.ID, p.begin(rec.ID, at), rec)
+		return p.get(rec.ID, at)
+	}
+	assert.Nil(t, read(now), "full of entries younger than the age")
+	assert.Nil(t, read(now.Add(age/4)), "still full")
+	assert.NotNil(t, read(now.Add(age)), "the aged entries are dropped")
 }
