@@ -12,12 +12,14 @@ import (
 
 // This file is one attempt at a request: claiming the record, running the
 // processor with its progress reporter, timeout and panic recovery, and
-// the heartbeat that extends the lease and notices a client's cancel.
+// the heartbeat that notices a client's cancel.
 
 // job is one lease being worked on.
 type job struct {
 	lease *Lease
 	token string
+	// keeper extends lease until the attempt has settled it.
+	keeper leaseKeeper
 	// base is the worker's logger; log, made from it at the first log
 	// line, adds the lease's id, its delivery and the attempt (see logger).
 	base    *slog.Logger
@@ -54,6 +56,8 @@ func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 		nack(0)
 		return
 	}
+	w.keepLease(ctx, j)
+	defer j.keeper.stop()
 
 	claimStart := time.Now()
 	rec, err := w.claim(ctx, j)
@@ -164,6 +168,8 @@ type attempt struct {
 func (w *Worker) process(ctx context.Context, j *job, rec *Record) attempt {
 	pctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	j.keeper.setProcessor(cancel)
+	defer j.keeper.setProcessor(nil)
 	if w.opts.Timeout > 0 {
 		var cancelTimeout context.CancelFunc
 		pctx, cancelTimeout = context.WithTimeoutCause(pctx, w.opts.Timeout, ErrTimeout)
@@ -177,11 +183,11 @@ func (w *Worker) process(ctx context.Context, j *job, rec *Record) attempt {
 		return err
 	})
 
-	// The heartbeat outlives a shutdown cancel: the lease must hold until
-	// the request is handed back. It starts heartbeatStartMax after the
-	// processor at most: most requests of a busy worker are over by then,
-	// and cost no watch, no read of their record and no goroutine of the
-	// heartbeat's.
+	// The heartbeat outlives a shutdown cancel, as the processor may still
+	// be canceled by the client until it has returned. It starts
+	// heartbeatStartMax after the processor at most: most requests of a
+	// busy worker are over by then, and cost no watch, no read of their
+	// record and no goroutine of the heartbeat's.
 	hctx, stopHeartbeat := context.WithCancel(context.WithoutCancel(ctx))
 	beatDone := make(chan struct{})
 	start := min(w.beatInterval(), heartbeatStartMax)
@@ -254,21 +260,22 @@ func (w *Worker) beatInterval() time.Duration {
 // no later than this after the attempt started.
 const heartbeatStartMax = 50 * time.Millisecond
 
-// heartbeat extends j's lease every LeaseDuration/3 until ctx ends, and
-// cancels the processor with cause ErrCanceled when the client cancels the
-// request, or with ErrLeaseLost when the lease or the record's lease token
-// is lost. It reads the record at every beat; when the Store is a Watcher
-// it also watches the record and reads it at each change the watch
-// reports. A watch is only a hint: a Watcher may miss changes made by
-// other processes (see Watcher), and the beat's read catches those. The
-// first beat is in first, so that beats keep their pace from the
-// processor's start however late the heartbeat began.
+// heartbeat watches j's request while its processor runs, and cancels the
+// processor with cause ErrCanceled when the client cancels the request,
+// or with ErrLeaseLost when the record's lease token is lost. (The lease
+// itself is extended by j's leaseKeeper.) It reads the record every
+// LeaseDuration/3; when the Store is a Watcher it also watches the record
+// and reads it at each change the watch reports. A watch is only a hint:
+// a Watcher may miss changes made by other processes (see Watcher), and
+// the beat's read catches those. The first beat is in first, so that
+// beats keep their pace from the processor's start however late the
+// heartbeat began. It returns when ctx ends or once nothing more can
+// happen to the record to watch for.
 func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCauseFunc, first time.Duration) {
 	every := w.beatInterval()
 	t := time.NewTimer(first)
 	defer t.Stop()
 	var changed <-chan struct{}
-	checking := true // false once nothing more can happen to watch for
 	rewatch := w.watcher != nil
 	// Each watch is released when it is replaced: a long request that
 	// reports progress often would otherwise hold one per change.
@@ -293,8 +300,7 @@ func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCau
 			// A change between the claim (or the last change) and the
 			// watch would be missed without this read.
 			if !w.check(ctx, j, cancel) {
-				checking = false
-				changed = nil
+				return
 			}
 		}
 		select {
@@ -304,27 +310,10 @@ func (w *Worker) heartbeat(ctx context.Context, j *job, cancel context.CancelCau
 			rewatch = true
 		case <-t.C:
 			t.Reset(every)
-			err := w.queue.Extend(ctx, j.lease, w.opts.LeaseDuration)
-			switch {
-			case err == nil:
-			case ctx.Err() != nil:
+			if w.watcher != nil && changed == nil {
+				rewatch = true // watches again, then reads
+			} else if !w.check(ctx, j, cancel) {
 				return
-			case errors.Is(err, ErrLeaseLost):
-				// The request may be delivered to another worker already;
-				// this attempt's outcome would be fenced off.
-				j.logger().WarnContext(ctx, "asyncreq: lease lost; canceling the processor")
-				cancel(ErrLeaseLost)
-				return
-			default:
-				j.logger().WarnContext(ctx, "asyncreq: extend lease", "err", err)
-			}
-			if checking {
-				if w.watcher != nil && changed == nil {
-					rewatch = true // watches again, then reads
-				} else if !w.check(ctx, j, cancel) {
-					checking = false
-					changed = nil
-				}
 			}
 		}
 	}

@@ -39,11 +39,9 @@ func (w *Worker) deliver(ctx context.Context, j *job, rec *Record) {
 	if w.hooks == nil {
 		sendErr = errors.New(errNoWebhooks)
 	} else {
-		// The lease must outlast the attempt, or the request would be
-		// delivered to another worker meanwhile and sent twice.
-		if err := w.queue.Extend(ctx, j.lease, w.opts.LeaseDuration); err != nil {
-			log.Warn("asyncreq: extend lease before a callback", "err", err)
-		}
+		// The lease, kept by j's leaseKeeper, outlasts the attempt: the
+		// request is not delivered to another worker meanwhile and sent
+		// twice.
 		sendErr = w.hooks.send(ctx, rec, time.Now())
 	}
 	now := time.Now()

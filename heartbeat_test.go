@@ -113,3 +113,53 @@ func TestSucceededAttemptLoggedAtDebug(t *testing.T) {
 		assert.Contains(t, logs.String(), "outcome=failed")
 	})
 }
+
+// slowWrites is a memory Backend whose record writes (the claim and the
+// outcome) each take two seconds, as on a database under load. It counts
+// them.
+type slowWrites struct {
+	*memory.Backend
+	writes atomic.Int32
+}
+
+const slowWrite = 2 * time.Second
+
+func (s *slowWrites) Update(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	s.writes.Add(1)
+	time.Sleep(slowWrite)
+	return s.Backend.Update(ctx, id, fn)
+}
+
+func (s *slowWrites) Complete(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	s.writes.Add(1)
+	time.Sleep(slowWrite)
+	return s.Backend.Complete(ctx, l, fn)
+}
+
+// TestSlowWritesKeepTheLease: the lease is extended from the dequeue
+// until it is settled, not only while the processor runs. A short request
+// whose claim and outcome writes take longer together than the lease
+// still succeeds at its first attempt, with no redelivery.
+func TestSlowWritesKeepTheLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New(nil)
+		defer b.Close()
+		var log workerLog
+		var calls atomic.Int32
+		s := &slowWrites{Backend: b}
+		startTestWorker(t, s, asyncreq.ProcessorFunc(func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+			calls.Add(1)
+			return &asyncreq.Result{Body: []byte("ok")}, nil
+		}), &asyncreq.WorkerOptions{LeaseDuration: 3 * time.Second, Logger: log.logger()})
+		id := acceptJob(t, b, "x")
+		rec := awaitRecord(t, b, id, func(r *asyncreq.Record) bool { return r.State.Final() })
+		time.Sleep(time.Minute) // any redelivery would be over
+		synctest.Wait()
+		assert.Equal(t, asyncreq.StateSucceeded, rec.State)
+		assert.Equal(t, 1, rec.Attempts)
+		assert.EqualValues(t, 1, calls.Load())
+		assert.Zero(t, queueLen(b), "the entry is acked")
+		assert.EqualValues(t, 2, s.writes.Load(), "one claim and one outcome: no redelivery")
+		assert.NotContains(t, log.String(), "level=WARN")
+	})
+}

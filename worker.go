@@ -12,8 +12,8 @@ import (
 // This file is the Worker's face: its options, NewWorker, Start and Stop.
 // What it does between them is in the files named after each duty:
 // fetch.go (taking leases), attempt.go (claiming and running one),
-// settle.go (recording the outcome and settling the lease) and
-// maintenance.go (purge and sweep).
+// leasekeeper.go (extending its lease), settle.go (recording the outcome
+// and settling the lease) and maintenance.go (purge and sweep).
 
 // WorkerOptions configures a Worker. A nil *WorkerOptions means all
 // defaults; a zero field means that field's default.
@@ -224,10 +224,13 @@ var (
 //
 // For every lease it claims the request in the Store (state running, one
 // more attempt, a fresh lease token), runs the processor while a heartbeat
-// extends the lease and watches for a client's cancel, and records the
-// outcome with a write that only succeeds while the record still carries
-// its lease token: a worker whose lease ran out and whose request was
-// delivered to another worker can never overwrite the newer attempt.
+// watches for a client's cancel, and records the outcome with a write
+// that only succeeds while the record still carries its lease token: a
+// worker whose lease ran out and whose request was delivered to another
+// worker can never overwrite the newer attempt. The lease is extended
+// every LeaseDuration/3 from the dequeue until the attempt has settled it
+// (acked or nacked it after the outcome's write, or delivered the
+// callback): a slow claim or outcome write does not lose it.
 //
 // Outcomes:
 //

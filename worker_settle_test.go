@@ -157,8 +157,11 @@ func TestWorkerStopBoundedWhenStoreHangs(t *testing.T) {
 		q := NewMockQueue(ctrl)
 		id := asyncreq.NewID()
 		sr := &mockRecord{rec: &asyncreq.Record{ID: id, State: asyncreq.StatePending}}
-		q.EXPECT().Dequeue(gomock.Any(), gomock.Any()).Return(&asyncreq.Lease{ID: id, Delivery: 1}, nil)
+		l := &asyncreq.Lease{ID: id, Delivery: 1}
+		q.EXPECT().Dequeue(gomock.Any(), gomock.Any()).Return(l, nil)
 		dequeueBlocks(q)
+		// The lease is kept while the hand-back is being written.
+		q.EXPECT().Extend(gomock.Any(), l, 30*time.Second).Return(nil).AnyTimes()
 		gomock.InOrder(
 			store.EXPECT().Update(gomock.Any(), id, gomock.Any()).DoAndReturn(sr.update), // claim
 			store.EXPECT().Update(gomock.Any(), id, gomock.Any()).DoAndReturn(
