@@ -24,11 +24,12 @@ type WorkerOptions struct {
 	// 4×Concurrency outcomes being written at once. The default is 10.
 	Concurrency int
 
-	// LeaseDuration is how long a Queue lease is taken for. While a request
-	// is processed the worker extends its lease every LeaseDuration/3, so a
-	// long request keeps its lease and a crashed worker's request is
-	// delivered again about LeaseDuration after the last extension. The
-	// default is 30s.
+	// LeaseDuration is how long a Queue lease is taken for. From the
+	// dequeue until the outcome is written and the lease settled, the
+	// worker extends the lease every LeaseDuration/3, so a long request (or
+	// a slow write of its outcome) keeps its lease, and a crashed worker's
+	// request is delivered again about LeaseDuration after the last
+	// extension. The default is 30s.
 	LeaseDuration time.Duration
 
 	// MaxAttempts is the number of attempts a request gets before a

@@ -76,8 +76,8 @@
 //
 // The lease is the consumer's AckWait, which is fixed per consumer: the ttl
 // arguments of Dequeue and Extend are ignored, and Options.AckWait is the
-// lease length (set the worker's LeaseDuration to the same value, so its
-// heartbeat runs every AckWait/3). Extend sends an in-progress
+// lease length (set the worker's LeaseDuration to the same value, so that
+// it extends the lease every AckWait/3). Extend sends an in-progress
 // acknowledgement, which restarts the AckWait; Nack sends a negative
 // acknowledgement with the delay. The consumer's MaxDeliver is unlimited:
 // the worker's MaxAttempts, counted in the Store, bounds the attempts, so

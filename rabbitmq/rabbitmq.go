@@ -39,8 +39,8 @@
 // dropped and it was not settled). When a connection drops (a crashed
 // worker, a broker restart, a network fault), RabbitMQ returns its
 // unacknowledged deliveries to the queue for another consumer; the old
-// leases then answer asyncreq.ErrLeaseLost. The worker's heartbeat keeps
-// running but does not keep the lease alive: AMQP heartbeats
+// leases then answer asyncreq.ErrLeaseLost. The worker's Extend calls go
+// on but do not keep the lease alive: AMQP heartbeats
 // (Options.Heartbeat) do, by keeping the connection.
 //
 // RabbitMQ closes a channel whose delivery stays unacknowledged longer

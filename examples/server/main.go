@@ -272,7 +272,8 @@ const (
 	// Start context stops their fetching at once, and the requests they
 	// run get both budgets to finish before they are handed back.
 	stopTimeout = httpShutdownBudget + workerStopBudget
-	// leaseDuration is how long a worker holds a request between heartbeats.
+	// leaseDuration is how long a worker holds a request between two
+	// extensions of its lease.
 	leaseDuration = 10 * time.Second
 )
 

@@ -30,8 +30,8 @@ func openNATS(ctx context.Context, cfg Config) (*Backend, error) {
 			Stream:   "asyncreq_" + name,
 			Subject:  "asyncreq." + name,
 			Consumer: "asyncreq_" + name,
-			// The lease is the consumer's ack wait: the worker's heartbeats
-			// must come well within it.
+			// The lease is the consumer's ack wait: the worker's lease
+			// extensions must come well within it.
 			AckWait: cfg.Lease,
 		})
 	})
