@@ -163,3 +163,36 @@ func TestSlowWritesKeepTheLease(t *testing.T) {
 		assert.NotContains(t, log.String(), "level=WARN")
 	})
 }
+
+// lostDuringClaim is slowWrites whose leases are lost at their first
+// extension.
+type lostDuringClaim struct{ *slowWrites }
+
+func (lostDuringClaim) Extend(context.Context, *asyncreq.Lease, time.Duration) error {
+	return asyncreq.ErrLeaseLost
+}
+
+// TestLeaseLostDuringClaimCancelsProcessorAtStart: a lease found lost
+// while the claim is being written cancels the processor as soon as it
+// starts, not a beat later.
+func TestLeaseLostDuringClaimCancelsProcessorAtStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New(nil)
+		defer b.Close()
+		cause := make(chan error, 1)
+		var ranFor time.Duration
+		startTestWorker(t, lostDuringClaim{&slowWrites{Backend: b}}, asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
+			start := time.Now()
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Minute):
+			}
+			ranFor = time.Since(start)
+			cause <- context.Cause(ctx)
+			return nil, ctx.Err()
+		}), &asyncreq.WorkerOptions{LeaseDuration: 3 * time.Second})
+		acceptJob(t, b, "x")
+		assert.ErrorIs(t, <-cause, asyncreq.ErrLeaseLost)
+		assert.Zero(t, ranFor, "canceled at its start: the lease was lost 1s into the 2s claim")
+	})
+}
