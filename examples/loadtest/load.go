@@ -64,10 +64,10 @@ func (s stats) String() string {
 }
 
 // vs gives s as multiples of the bare handler's figures: its rate, and each
-// latency quantile.
-func (s stats) vs(bare stats) string {
+// latency quantile; the text names the bare handler.
+func (s stats) vs(bare baseline) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "× bare: rate %.2f", s.rate()/bare.rate())
+	fmt.Fprintf(&b, "× %s: rate %.2f", bare.name, s.rate()/bare.rate())
 	for _, q := range quantiles {
 		fmt.Fprintf(&b, ", %s %.1f", q.name, float64(s.quantile(q.q))/float64(bare.quantile(q.q)))
 	}
@@ -132,6 +132,13 @@ func drive(ctx context.Context, h http.Handler, o options, hdr http.Header, want
 		return stats{}, err
 	}
 	defer srv.Close()
+	return postAt(ctx, o, u, hdr, want)
+}
+
+// postAt posts to u from o.concurrency clients for o.duration after a
+// one-second warm-up, expecting status want: how the handlers of this
+// process and the servers of others alike are measured.
+func postAt(ctx context.Context, o options, u string, hdr http.Header, want int) (stats, error) {
 	client := newClient(o.concurrency)
 	defer client.CloseIdleConnections()
 	return timed(o, func() (time.Duration, error) {

@@ -32,7 +32,15 @@
 // Every run first measures a bare net/http handler, in this process, that
 // answers 202 and stores nothing, and prints every figure also as a
 // multiple of the bare one: the machine's speed moves by more than the
-// code's effect.
+// code's effect. With -url the server measured runs in another process,
+// which costs it rate by itself (two Go runtimes share the cores, and wake
+// each other across processes: on two cores the bare handler served from
+// another process reached 0.84 to 0.92 of its rate in this one). So with
+// -url the run also measures the bare handler served by another process, a
+// copy of the load program that it starts on a free port of 127.0.0.1 and
+// stops after, through the same clients as -url, prints both, and takes
+// every multiple to the one in another process ("× bare (another
+// process)").
 //
 // The accept, drain and e2e modes open the backend as tuned in
 // examples/internal/backend and run 32 workers; mixed, poll-e2e and scale
@@ -98,10 +106,11 @@ type options struct {
 }
 
 func main() {
+	serveBareIfAsked()
 	var o options
 	var defaults bool
 	flag.StringVar(&o.mode, "mode", "all", "accept, drain, e2e, all (the three), mixed or poll-e2e")
-	flag.StringVar(&o.url, "url", "", "load the asyncreq endpoint at this `URL`, served by another process (-mode accept, e2e, mixed, poll-e2e; for accept, start the server with -no-workers)")
+	flag.StringVar(&o.url, "url", "", "load the asyncreq endpoint at this `URL`, served by another process (-mode accept, e2e, mixed, poll-e2e; for accept, start the server with -no-workers); the ratios are then to the bare handler served by another process too")
 	flag.IntVar(&o.concurrency, "c", 32, "concurrent clients")
 	flag.DurationVar(&o.duration, "d", 10*time.Second, "how long each timed phase runs")
 	flag.IntVar(&o.n, "n", 0, "requests to submit (-mode drain: default 20000, mixed: 10000)")
@@ -200,11 +209,22 @@ func run(ctx context.Context, o options) error {
 		}
 		fmt.Printf(", %d clients\n", o.concurrency)
 	}
-	bare, err := drive(ctx, bareHandler, o, nil, http.StatusAccepted)
+	inProcess, err := drive(ctx, bareHandler, o, nil, http.StatusAccepted)
 	if err != nil {
 		return fmt.Errorf("bare handler: %w", err)
 	}
-	fmt.Printf("bare      net/http 202 (this process): %s\n", bare)
+	fmt.Printf("bare      net/http 202 (this process): %s\n", inProcess)
+	bare := baseline{stats: inProcess, name: "bare"}
+	if o.url != "" {
+		// The server at -url runs in another process: so does the bare
+		// handler that its figures are taken as multiples of.
+		other, err := bareElsewhere(ctx, o)
+		if err != nil {
+			return fmt.Errorf("bare handler in another process: %w", err)
+		}
+		fmt.Printf("bare      net/http 202 (another process): %s  %s\n", other, other.vs(baseline{stats: inProcess, name: "bare (this process)"}))
+		bare = baseline{stats: other, name: "bare (another process)"}
+	}
 	for _, m := range modes {
 		var err error
 		om := o.forMode(m)
@@ -338,7 +358,7 @@ func openTarget(ctx context.Context, o options, phase string, count int) (*targe
 	return tg, nil
 }
 
-func runAccept(ctx context.Context, o options, bare stats) error {
+func runAccept(ctx context.Context, o options, bare baseline) error {
 	if o.url != "" {
 		return runAcceptAt(ctx, o, bare)
 	}
@@ -363,13 +383,8 @@ func runAccept(ctx context.Context, o options, bare stats) error {
 // runAcceptAt measures the accepts of the endpoint at -url, served by
 // another process, which should run no worker (the example server's
 // -no-workers), as the in-process accept mode runs none.
-func runAcceptAt(ctx context.Context, o options, bare stats) error {
-	client := newClient(o.concurrency)
-	defer client.CloseIdleConnections()
-	st, err := timed(o, func() (time.Duration, error) {
-		_, d, err := post(ctx, client, o.url, nil, http.StatusAccepted)
-		return d, err
-	})
+func runAcceptAt(ctx context.Context, o options, bare baseline) error {
+	st, err := postAt(ctx, o, o.url, nil, http.StatusAccepted)
 	if err != nil {
 		return err
 	}
@@ -377,7 +392,7 @@ func runAcceptAt(ctx context.Context, o options, bare stats) error {
 	return nil
 }
 
-func runDrain(ctx context.Context, o options, bare stats) error {
+func runDrain(ctx context.Context, o options, bare baseline) error {
 	bk, b, h, err := endpoint(ctx, o, "drain")
 	if err != nil {
 		return err
@@ -423,11 +438,11 @@ func runDrain(ctx context.Context, o options, bare stats) error {
 		return err
 	}
 	rate := float64(o.n) / elapsed.Seconds()
-	fmt.Printf("drain     %d no-op requests with %d workers (%s) in %s: %.0f jobs/s  (%.2f × bare)\n", o.n, o.workers, describe(o), elapsed.Round(time.Millisecond), rate, rate/bare.rate())
+	fmt.Printf("drain     %d no-op requests with %d workers (%s) in %s: %.0f jobs/s  (%.2f × %s)\n", o.n, o.workers, describe(o), elapsed.Round(time.Millisecond), rate, rate/bare.rate(), bare.name)
 	return nil
 }
 
-func runE2E(ctx context.Context, o options, bare stats) error {
+func runE2E(ctx context.Context, o options, bare baseline) error {
 	st, desc, err := timedAt(ctx, o, "e2e", func(c *http.Client, u string) (time.Duration, error) {
 		_, d, err := post(ctx, c, u, http.Header{"Prefer": {"wait=10"}}, http.StatusOK)
 		return d, err

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +24,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The test binary is the bare server of the -url runs' tests.
+	serveBareIfAsked()
 	goleak.VerifyTestMain(m)
 }
 
@@ -92,6 +99,71 @@ func TestModesAtURL(t *testing.T) {
 			require.ErrorContains(t, run(t.Context(), o), "needs the server in this process")
 		})
 	}
+}
+
+func TestBareInAnotherProcess(t *testing.T) {
+	ctx := t.Context()
+	p, err := startBare(ctx, "127.0.0.1:0")
+	require.NoError(t, err)
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = p.stop()
+		}
+	})
+	pid := p.cmd.Process.Pid
+	assert.NotEqual(t, os.Getpid(), pid, "served by another process")
+
+	c := newClient(1)
+	defer c.CloseIdleConnections()
+	resp, _, err := post(ctx, c, p.url, nil, http.StatusAccepted)
+	require.NoError(t, err)
+	loc, err := resp.Location()
+	require.NoError(t, err)
+	assert.Regexp(t, `^/jobs/[^/]+/status$`, loc.Path)
+	o := short("accept")
+	o.duration = 200 * time.Millisecond
+	st, err := postAt(ctx, o, p.url, nil, http.StatusAccepted)
+	require.NoError(t, err)
+	assert.Positive(t, st.n)
+	c.CloseIdleConnections()
+
+	stopped = true
+	require.NoError(t, p.stop())
+	require.NotNil(t, p.cmd.ProcessState, "waited for")
+	proc, err := os.FindProcess(pid)
+	if err == nil {
+		assert.ErrorIs(t, proc.Signal(syscall.Signal(0)), os.ErrProcessDone, "no process left")
+	}
+	_, _, err = post(ctx, c, p.url, nil, http.StatusAccepted)
+	assert.Error(t, err, "nothing serves its URL any more")
+}
+
+func TestBareServerThatFailsToStart(t *testing.T) {
+	// The child writes why to the test's standard error, and exits.
+	_, err := startBare(t.Context(), "not an address")
+	require.ErrorContains(t, err, "start the bare server")
+}
+
+func TestBareServerEndsWithItsInput(t *testing.T) {
+	in, closeIn := io.Pipe()
+	out, writeOut := io.Pipe()
+	served := make(chan error, 1)
+	go func() { served <- serveBare("127.0.0.1:0", in, writeOut) }()
+	u, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err)
+	c := newClient(1)
+	defer c.CloseIdleConnections()
+	_, _, err = post(t.Context(), c, strings.TrimSpace(u), nil, http.StatusAccepted)
+	require.NoError(t, err)
+	require.NoError(t, closeIn.Close())
+	require.NoError(t, <-served)
+}
+
+func TestVsNamesTheBare(t *testing.T) {
+	st := stats{n: 10, elapsed: time.Second, lat: []time.Duration{time.Millisecond}}
+	assert.True(t, strings.HasPrefix(st.vs(baseline{stats: st, name: "bare (another process)"}), "× bare (another process): rate 1.00"))
+	assert.True(t, strings.HasPrefix(st.vs(baseline{stats: st, name: "bare"}), "× bare: rate 1.00"))
 }
 
 func TestMixedFailedRequestIsAnError(t *testing.T) {

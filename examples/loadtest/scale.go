@@ -68,7 +68,7 @@ type scaleFigures struct {
 // measures each in turn, -rounds times: the mixed drain, poll-e2e, GETs of
 // the status and of the result of retained requests, and the purge of
 // -expired expired requests with the accepts beside it.
-func runScale(ctx context.Context, o options, bare stats) error {
+func runScale(ctx context.Context, o options, bare baseline) error {
 	run := strconv.FormatInt(time.Now().Unix()%1_000_000, 10)
 	stores := map[int]*scaleStore{}
 	defer func() {
@@ -272,7 +272,7 @@ func fillStore(ctx context.Context, st *scaleStore, n, conc int, expired bool) (
 }
 
 // measureScale runs the phases of one round on st.
-func measureScale(ctx context.Context, o options, st *scaleStore, bare stats) (scaleFigures, error) {
+func measureScale(ctx context.Context, o options, st *scaleStore, bare baseline) (scaleFigures, error) {
 	fig := scaleFigures{n: st.n, fill: st.fill}
 	if o.bk.Name == "memory" {
 		fig.heapPerRetained = heapPerRetained(st)
@@ -538,7 +538,7 @@ func (p pauses) quantile(q float64) time.Duration {
 
 // printScale prints the figures of every round as a table, in the order
 // measured.
-func printScale(o options, bare stats, all []scaleFigures) {
+func printScale(o options, bare baseline, all []scaleFigures) {
 	ms := func(d time.Duration) string {
 		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64)
 	}

@@ -14,7 +14,7 @@ import (
 // runs, and o.pollers clients poll the status of every accepted request
 // until it is done. It reports jobs/s from the first submit to the last
 // done, and the accepts and polls as they ran beside each other.
-func runMixed(ctx context.Context, o options, bare stats) error {
+func runMixed(ctx context.Context, o options, bare baseline) error {
 	_, err := mixed(ctx, o, bare)
 	return err
 }
@@ -27,7 +27,7 @@ type mixedFigures struct {
 }
 
 // mixed runs and prints a mixed phase and returns its figures.
-func mixed(ctx context.Context, o options, bare stats) (mixedFigures, error) {
+func mixed(ctx context.Context, o options, bare baseline) (mixedFigures, error) {
 	var fig mixedFigures
 	tg, err := openTarget(ctx, o, "mixed", o.n)
 	if err != nil {
@@ -79,7 +79,7 @@ func mixed(ctx context.Context, o options, bare stats) (mixedFigures, error) {
 		if fig.rate == 0 {
 			fig.rate = rate
 		}
-		fmt.Printf("mixed     done, first submit to %-19s %8.0f jobs/s  (in %s; %.2f × bare)\n", how+":", rate, d.Round(time.Millisecond), rate/bare.rate())
+		fmt.Printf("mixed     done, first submit to %-19s %8.0f jobs/s  (in %s; %.2f × %s)\n", how+":", rate, d.Round(time.Millisecond), rate/bare.rate(), bare.name)
 	}
 	if tg.acks != nil {
 		// The outcome is visible a moment before its ack.
@@ -196,13 +196,13 @@ func (t *tracker) poll(ctx context.Context, c *http.Client, conc int) ([][]time.
 // runPollE2E measures submit-to-result as a client that polls sees it:
 // o.concurrency clients in a closed loop each submit, poll the status every
 // o.pollInterval (ignoring Retry-After), follow the 303 and GET the result.
-func runPollE2E(ctx context.Context, o options, bare stats) error {
+func runPollE2E(ctx context.Context, o options, bare baseline) error {
 	_, err := pollE2E(ctx, o, bare)
 	return err
 }
 
 // pollE2E runs and prints a poll-e2e phase and returns its figures.
-func pollE2E(ctx context.Context, o options, bare stats) (stats, error) {
+func pollE2E(ctx context.Context, o options, bare baseline) (stats, error) {
 	st, desc, err := timedAt(ctx, o, "poll-e2e", func(c *http.Client, u string) (time.Duration, error) {
 		return submitToResult(ctx, c, u, o.pollInterval)
 	})
