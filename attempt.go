@@ -43,8 +43,12 @@ type job struct {
 // while this one's outcome joins the other outcomes being written (a
 // backend that batches writes gets larger batches). The writes still
 // pending are bounded by the settling semaphore.
-func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
-	j := &job{lease: l, token: newToken(), base: w.log}
+func (w *Worker) run(ctx context.Context, d delivery, free func()) {
+	l := d.lease
+	j := &job{lease: l, token: d.token, base: w.log}
+	if !d.claimed {
+		j.token = newToken()
+	}
 	settle := func(f func(ctx context.Context)) {
 		sctx, cancel := w.settleContext(ctx)
 		defer cancel()
@@ -53,14 +57,21 @@ func (w *Worker) run(ctx context.Context, l *Lease, free func()) {
 	nack := func(delay time.Duration) { settle(func(sctx context.Context) { w.nack(sctx, j, delay) }) }
 	ack := func() { settle(func(sctx context.Context) { w.ack(sctx, j) }) }
 	if ctx.Err() != nil {
-		nack(0)
+		settle(func(sctx context.Context) { w.giveBack(sctx, j, d) })
 		return
 	}
 	w.keepLease(ctx, j)
 	defer j.keeper.stop()
 
-	claimStart := time.Now()
-	rec, err := w.claim(ctx, j)
+	claimStart := d.start
+	var rec *Record
+	var err error
+	if d.claimed {
+		rec, err = w.claimOutcome(ctx, j, d.rec, d.err)
+	} else {
+		claimStart = time.Now()
+		rec, err = w.claim(ctx, j)
+	}
 	switch {
 	case err == nil:
 	case isMissing(err):
@@ -136,12 +147,25 @@ var errDuplicateEntry = errors.New("asyncreq: a second queue entry of a running 
 // runs) gives errClaimSettled.
 func (w *Worker) claim(ctx context.Context, j *job) (*Record, error) {
 	now := time.Now()
-	rec, err := checkRecord(w.store.Update(ctx, j.lease.ID, func(rec *Record) error {
-		if rec.State == StateRunning && j.lease.Delivery == 1 {
-			return errDuplicateEntry
-		}
-		return rec.Claim(j.token, w.opts.MaxAttempts, now)
-	}))
+	rec, err := w.store.Update(ctx, j.lease.ID, func(rec *Record) error {
+		return w.claimRecord(j.lease, j.token, rec, now)
+	})
+	return w.claimOutcome(ctx, j, rec, err)
+}
+
+// claimRecord is the claim of rec for the lease l under token, the update
+// that both claim and a Claimer's DequeueClaim make.
+func (w *Worker) claimRecord(l *Lease, token string, rec *Record, now time.Time) error {
+	if rec.State == StateRunning && l.Delivery == 1 {
+		return errDuplicateEntry
+	}
+	return rec.Claim(token, w.opts.MaxAttempts, now)
+}
+
+// claimOutcome is what the claim of j's record, which gave rec and err, comes
+// to, as claim returns it.
+func (w *Worker) claimOutcome(ctx context.Context, j *job, rec *Record, err error) (*Record, error) {
+	rec, err = checkRecord(rec, err)
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,7 @@ import (
 func (w *Worker) fetch(fetchCtx, workCtx context.Context, wg *sync.WaitGroup) {
 	slots := make(chan struct{}, w.opts.Concurrency)
 	// idle hands a lease to a runner done with its last one, if one waits.
-	idle := make(chan *Lease)
+	idle := make(chan delivery)
 	pause := time.Duration(0)
 	for {
 		// Wait for one free slot, then take every other free one.
@@ -37,22 +37,22 @@ func (w *Worker) fetch(fetchCtx, workCtx context.Context, wg *sync.WaitGroup) {
 			}
 		}
 
-		leases, err := w.dequeue(fetchCtx, n)
+		taken, err := w.dequeue(fetchCtx, n)
 		got := 0
-		for _, l := range leases {
+		for _, d := range taken {
 			switch {
-			case l == nil:
+			case d.lease == nil:
 				continue
 			case got == n:
 				// More than asked for: not ours to run now.
-				w.nack(context.WithoutCancel(fetchCtx), &job{lease: l, base: w.log}, 0)
+				w.giveBack(context.WithoutCancel(fetchCtx), &job{lease: d.lease, token: d.token, base: w.log}, d)
 				continue
 			}
 			got++
 			select {
-			case idle <- l:
+			case idle <- d:
 			default:
-				wg.Go(func() { w.runner(fetchCtx, workCtx, l, slots, idle) })
+				wg.Go(func() { w.runner(fetchCtx, workCtx, d, slots, idle) })
 			}
 		}
 		for range n - got {
@@ -80,12 +80,12 @@ func (w *Worker) fetch(fetchCtx, workCtx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// runner runs l, then each lease fetch hands it while it waits in idle,
+// runner runs d, then each lease fetch hands it while it waits in idle,
 // until it has waited runnerIdle in vain or fetchCtx ends. Each lease
 // holds one of slots until its processor returns (see Worker.run). A
 // runner that goes on with the next lease spares a goroutine's start and
 // the growth of its stack per request.
-func (w *Worker) runner(fetchCtx, workCtx context.Context, l *Lease, slots chan struct{}, idle <-chan *Lease) {
+func (w *Worker) runner(fetchCtx, workCtx context.Context, d delivery, slots chan struct{}, idle <-chan delivery) {
 	var wait *time.Timer
 	for {
 		var freed bool
@@ -95,7 +95,7 @@ func (w *Worker) runner(fetchCtx, workCtx context.Context, l *Lease, slots chan 
 				<-slots
 			}
 		}
-		w.run(workCtx, l, free)
+		w.run(workCtx, d, free)
 		free()
 		if wait == nil {
 			wait = time.NewTimer(runnerIdle)
@@ -104,7 +104,7 @@ func (w *Worker) runner(fetchCtx, workCtx context.Context, l *Lease, slots chan 
 			wait.Reset(runnerIdle)
 		}
 		select {
-		case l = <-idle:
+		case d = <-idle:
 		case <-wait.C:
 			return
 		case <-fetchCtx.Done():
@@ -116,16 +116,85 @@ func (w *Worker) runner(fetchCtx, workCtx context.Context, l *Lease, slots chan 
 // runnerIdle is how long a runner waits for its next lease.
 const runnerIdle = time.Second
 
-// dequeue takes up to n leases, in one call when the Queue can batch.
-func (w *Worker) dequeue(ctx context.Context, n int) ([]*Lease, error) {
+// delivery is a lease the fetcher took for an attempt and, when the
+// Backend claimed its record in the same step (Claimer), that claim.
+type delivery struct {
+	lease   *Lease
+	claimed bool      // the record was claimed with the lease; then:
+	token   string    // the lease token it was claimed under
+	rec     *Record   // the record as claimed, when err is nil
+	err     error     // what the claim's update returned
+	start   time.Time // when the claim began
+}
+
+// dequeue takes up to n leases, in one call when the Queue can batch, and
+// claims their records in the same step when the Backend is a Claimer.
+func (w *Worker) dequeue(ctx context.Context, n int) ([]delivery, error) {
+	if w.claimer != nil {
+		return w.dequeueClaim(ctx, n)
+	}
 	if n > 1 && w.batch != nil {
-		return w.batch.DequeueBatch(ctx, n, w.opts.LeaseDuration)
+		leases, err := w.batch.DequeueBatch(ctx, n, w.opts.LeaseDuration)
+		taken := make([]delivery, len(leases))
+		for i, l := range leases {
+			taken[i] = delivery{lease: l}
+		}
+		return taken, err
 	}
 	l, err := w.queue.Dequeue(ctx, w.opts.LeaseDuration)
 	if err != nil {
 		return nil, err
 	}
-	return []*Lease{l}, nil
+	return []delivery{{lease: l}}, nil
+}
+
+// dequeueClaim takes up to n leases and claims their records in one step
+// of the Claimer. The claim of each is the one claim makes, under a token
+// of its own.
+func (w *Worker) dequeueClaim(ctx context.Context, n int) ([]delivery, error) {
+	var start time.Time
+	tokens := make(map[*Lease]string, n)
+	claims, err := w.claimer.DequeueClaim(ctx, n, w.opts.LeaseDuration, func(l *Lease, rec *Record) error {
+		now := time.Now()
+		if start.IsZero() {
+			// The wait for a due entry is not the claim's.
+			start = now
+		}
+		token := newToken()
+		tokens[l] = token
+		return w.claimRecord(l, token, rec, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	taken := make([]delivery, len(claims))
+	for i, c := range claims {
+		d := delivery{lease: c.Lease, claimed: true, token: tokens[c.Lease], rec: c.Record, err: c.Err, start: start}
+		if d.token == "" && d.err == nil {
+			d.rec, d.err = nil, errUnclaimed
+		}
+		taken[i] = d
+	}
+	return taken, nil
+}
+
+// errUnclaimed is what the Worker makes of a Claimer that returned a lease
+// without the claim of its record: the lease is given back, as after a
+// failed claim.
+var errUnclaimed = errors.New("asyncreq: Claimer returned a lease whose record it did not claim")
+
+// giveBack gives back a lease taken for j that will not run (the worker is
+// stopping, or the Queue returned more than asked for). A record claimed
+// with it is handed back first, so that the next delivery runs it as the
+// same attempt.
+func (w *Worker) giveBack(ctx context.Context, j *job, d delivery) {
+	if d.claimed && d.err == nil && d.rec != nil && d.rec.State == StateRunning {
+		_, err := w.store.Update(ctx, j.lease.ID, func(rec *Record) error { return rec.HandBack(j.token, time.Now()) })
+		if err != nil {
+			j.logger().WarnContext(ctx, "asyncreq: handing back a request claimed but not run", "err", err)
+		}
+	}
+	w.nack(ctx, j, 0)
 }
 
 // sleepCtx waits for d, or returns false when ctx ends first.

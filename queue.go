@@ -69,6 +69,36 @@ type BatchDequeuer interface {
 	DequeueBatch(ctx context.Context, max int, ttl time.Duration) ([]*Lease, error)
 }
 
+// Claimer is implemented by a Backend that can lease due queue entries and
+// claim their records in one atomic step. A Worker whose Backend implements
+// it (and is not made by Pair) uses it in place of DequeueBatch followed by
+// a Store.Update per lease: a request starts one write (in a database, one
+// commit, and the wait for it) sooner.
+type Claimer interface {
+	// DequeueClaim waits like Dequeue until at least one id is due, then
+	// takes leases on up to max of the ids that are due, as DequeueBatch
+	// does, and, in the same atomic step, does for each lease l what
+	// Store.Update(ctx, l.ID, func(r *Record) error { return claim(l, r) })
+	// does. It returns one Claim per lease, in the order of the leases. A
+	// lease whose update fails (its record is missing, claim returned an
+	// error) is returned all the same, with the error Update would have
+	// returned and its record left as it was. When the step itself fails,
+	// no lease is taken and DequeueClaim returns only the error. claim is
+	// called while the step holds the backend's write lock (one
+	// transaction, say): it must be quick and must not call the Backend.
+	DequeueClaim(ctx context.Context, max int, ttl time.Duration, claim func(*Lease, *Record) error) ([]Claim, error)
+}
+
+// Claim is one lease that Claimer.DequeueClaim took, with what the claim
+// of its record came to.
+type Claim struct {
+	Lease *Lease
+	// Record is the record as stored after the claim, when Err is nil.
+	Record *Record
+	// Err is what Store.Update would have returned for the claim.
+	Err error
+}
+
 // Completer is implemented by a Backend that can write a request's outcome
 // and remove its queue entry in one atomic step. A Worker whose Backend
 // implements it (and is not made by Pair) uses it in place of Store.Update

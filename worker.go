@@ -292,6 +292,8 @@ type Worker struct {
 	opts  WorkerOptions
 	log   *slog.Logger
 	batch BatchDequeuer // the Backend's batch capability, or nil
+	// claimer is the Backend's lease and claim in one step, or nil.
+	claimer Claimer
 	// settling bounds the attempts whose outcome is being written after
 	// their processing slot was freed (see run).
 	settling  chan struct{}
@@ -345,6 +347,7 @@ func NewWorker(b Backend, p Processor, opts *WorkerOptions) (*Worker, error) {
 	w.settling = make(chan struct{}, o.Concurrency*settlingPerSlot)
 	if _, _, isPair := split(b); !isPair {
 		w.completer, _ = b.(Completer)
+		w.claimer, _ = b.(Claimer)
 	}
 	w.batch, _ = b.(BatchDequeuer)
 	w.watcher, _ = b.(Watcher)

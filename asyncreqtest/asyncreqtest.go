@@ -101,9 +101,9 @@ func (c config) skipWithoutLeaseExpiry(t *testing.T) {
 }
 
 // TestBackend runs TestStore, TestQueue and TestHandler against a backend,
-// as the subtests Store, Queue and Handler, and, as the subtest Completer,
-// the asyncreq.Completer cases (skipped unless the Backend implements
-// it). newBackend is called once per case and must return a fresh,
+// as the subtests Store, Queue and Handler, and, as the subtests Completer
+// and Claimer, the asyncreq.Completer and asyncreq.Claimer cases (each
+// skipped unless the Backend implements it). newBackend is called once per case and must return a fresh,
 // isolated Backend (a backend's own type, or asyncreq.Pair of a Store and
 // a Queue), registering its cleanup with t.Cleanup.
 func TestBackend(t *testing.T, newBackend func(t *testing.T) asyncreq.Backend, opts *Options) {
@@ -116,6 +116,9 @@ func TestBackend(t *testing.T, newBackend func(t *testing.T) asyncreq.Backend, o
 	})
 	t.Run("Completer", func(t *testing.T) {
 		testCompleter(t, newBackend, opts)
+	})
+	t.Run("Claimer", func(t *testing.T) {
+		testClaimer(t, newBackend, opts)
 	})
 	t.Run("Handler", func(t *testing.T) {
 		TestHandler(t, newBackend, opts)

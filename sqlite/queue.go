@@ -41,7 +41,7 @@ func (b *Backend) Enqueue(ctx context.Context, id string, delay time.Duration) e
 // entry or lease expiry, and looks again at least every
 // Options.MaxPollInterval for entries added by other processes.
 func (b *Backend) Dequeue(ctx context.Context, ttl time.Duration) (*asyncreq.Lease, error) {
-	ls, err := b.dequeue(ctx, 1, ttl)
+	ls, err := b.dequeue(ctx, 1, ttl, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -55,10 +55,54 @@ func (b *Backend) DequeueBatch(ctx context.Context, max int, ttl time.Duration) 
 	if max <= 0 {
 		return nil, fmt.Errorf("sqlite: dequeue batch size %d is not positive", max)
 	}
-	return b.dequeue(ctx, max, ttl)
+	return b.dequeue(ctx, max, ttl, nil)
 }
 
-func (b *Backend) dequeue(ctx context.Context, n int, ttl time.Duration) ([]*asyncreq.Lease, error) {
+// DequeueClaim implements asyncreq.Claimer: it waits like Dequeue, then
+// leases up to max due entries, the longest due first, and claims the
+// record of each, in one transaction.
+func (b *Backend) DequeueClaim(ctx context.Context, max int, ttl time.Duration,
+	claim func(*asyncreq.Lease, *asyncreq.Record) error) ([]asyncreq.Claim, error) {
+	if max <= 0 {
+		return nil, fmt.Errorf("sqlite: dequeue batch size %d is not positive", max)
+	}
+	if claim == nil {
+		return nil, errors.New("sqlite: claim function is nil")
+	}
+	var claims []asyncreq.Claim
+	claimAll := func(t *wtx, leases []*asyncreq.Lease) error {
+		claims = claims[:0]
+		for _, l := range leases {
+			rec, _, err := b.updateTx(t, l.ID, func(r *asyncreq.Record) error { return claim(l, r) }, nil)
+			if isDBError(err) {
+				return err
+			}
+			claims = append(claims, asyncreq.Claim{Lease: l, Record: rec, Err: err})
+		}
+		return nil
+	}
+	notify := func() {
+		for _, c := range claims {
+			if c.Err == nil {
+				b.eng.watches.notify(b.recordKey(c.Lease.ID))
+			}
+		}
+	}
+	if _, err := b.dequeue(ctx, max, ttl, &claimStep{claimAll, notify}); err != nil {
+		return nil, err
+	}
+	return claims, nil
+}
+
+// claimStep is what DequeueClaim adds to the transaction that leases
+// entries: claim runs in it on the leases taken, after runs once it
+// committed.
+type claimStep struct {
+	claim func(*wtx, []*asyncreq.Lease) error
+	after func()
+}
+
+func (b *Backend) dequeue(ctx context.Context, n int, ttl time.Duration, step *claimStep) ([]*asyncreq.Lease, error) {
 	if ttl <= 0 {
 		return nil, fmt.Errorf("sqlite: lease duration %s is not positive", ttl)
 	}
@@ -72,7 +116,7 @@ func (b *Backend) dequeue(ctx context.Context, n int, ttl time.Duration) ([]*asy
 		// Take the wake-up channel before looking, so that an enqueue
 		// committed after the look is not missed.
 		woken := b.wake.wait()
-		leases, next, err := b.claim(ctx, n, ttl)
+		leases, next, err := b.claim(ctx, n, ttl, step)
 		if err != nil || len(leases) > 0 {
 			return leases, err
 		}
@@ -99,9 +143,10 @@ func (b *Backend) dequeue(ctx context.Context, n int, ttl time.Duration) ([]*asy
 	}
 }
 
-// claim leases up to n due entries. If none is due it returns when the
-// next entry falls due (invalid if the queue is empty).
-func (b *Backend) claim(ctx context.Context, n int, ttl time.Duration) ([]*asyncreq.Lease, sql.NullInt64, error) {
+// claim leases up to n due entries, and runs step's claim on them in the
+// same transaction when step is not nil. If none is due it returns when
+// the next entry falls due (invalid if the queue is empty).
+func (b *Backend) claim(ctx context.Context, n int, ttl time.Duration, step *claimStep) ([]*asyncreq.Lease, sql.NullInt64, error) {
 	if err := b.enter(ctx); err != nil {
 		return nil, sql.NullInt64{}, err
 	}
@@ -136,9 +181,16 @@ func (b *Backend) claim(ctx context.Context, n int, ttl time.Duration) ([]*async
 		if len(leases) == 0 {
 			return t.queryRow(b.sql.nextDue, b.queue).Scan(&next)
 		}
+		if step != nil {
+			return step.claim(t, leases)
+		}
 		return nil
 	}
-	if err := b.eng.do(ctx, claim, nil); err != nil {
+	var after func()
+	if step != nil {
+		after = step.after
+	}
+	if err := b.eng.do(ctx, claim, after); err != nil {
 		return nil, sql.NullInt64{}, writeErr("dequeue", err)
 	}
 	return leases, next, nil

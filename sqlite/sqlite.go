@@ -247,6 +247,7 @@ var (
 	_ asyncreq.UnenqueuedLister = (*Backend)(nil)
 	_ asyncreq.BatchDequeuer    = (*Backend)(nil)
 	_ asyncreq.Completer        = (*Backend)(nil)
+	_ asyncreq.Claimer          = (*Backend)(nil)
 )
 
 // Open opens (creating it if needed) the SQLite database at path, brings its

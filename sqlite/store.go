@@ -319,55 +319,9 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 	var out *asyncreq.Record
 	var fnErr error
 	update := func(t *wtx) error {
-		out, fnErr = nil, nil
-		var e encoded
-		err := t.queryRow(b.sql.getRecord, b.queue, id, idKey(id)).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
-		if errors.Is(err, sql.ErrNoRows) {
-			return b.missingTx(t, id)
-		}
-		if err != nil {
-			return err
-		}
-		rec, err := decodeRecord(e)
-		if err != nil {
-			return err
-		}
-		origBody := bytes.Clone(e.body)
-		owner, key, state := rec.Owner, rec.IdempotencyKey, rec.State
-		if err := fn(rec); err != nil {
-			fnErr = err
-			return err
-		}
-		if rec.ID != id || rec.Owner != owner || rec.IdempotencyKey != key {
-			return errChangedIdentity
-		}
-		enc, err := encodeRecord(rec)
-		if err != nil {
-			return err
-		}
-		if bytes.Equal(origBody, rec.Body) && (origBody == nil) == (rec.Body == nil) {
-			_, err = t.exec(b.sql.updateRecord, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
-				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), idKey(id),
-				rec.UpdatedAt.UnixNano())
-		} else {
-			_, err = t.exec(b.sql.updateRecordAll, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
-				nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), blob(enc.body), idKey(id),
-				rec.UpdatedAt.UnixNano())
-		}
-		if err != nil {
-			return err
-		}
-		if rec.State != state {
-			t.count(b.prefix, b.queue, string(state), -1)
-			t.count(b.prefix, b.queue, string(rec.State), 1)
-		}
-		if then != nil {
-			if err := then(t, rec); err != nil {
-				return err
-			}
-		}
-		out = rec
-		return nil
+		var err error
+		out, fnErr, err = b.updateTx(t, id, fn, then)
+		return err
 	}
 	after := func() { b.eng.watches.notify(b.recordKey(id)) }
 	if err := b.eng.do(ctx, update, after); err != nil {
@@ -377,6 +331,60 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 		return nil, writeErr("update "+id, err)
 	}
 	return out, nil
+}
+
+// updateTx is the update of the record id in the writer's transaction t:
+// read, fn, write, then then. It returns the record stored, or fn's error
+// as both fnErr and err (nothing is written then), or the error of a
+// missing record or of the database.
+func (b *Backend) updateTx(t *wtx, id string, fn func(*asyncreq.Record) error,
+	then func(*wtx, *asyncreq.Record) error) (out *asyncreq.Record, fnErr, err error) {
+	var e encoded
+	err = t.queryRow(b.sql.getRecord, b.queue, id, idKey(id)).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, b.missingTx(t, id)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	rec, err := decodeRecord(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	origBody := bytes.Clone(e.body)
+	owner, key, state := rec.Owner, rec.IdempotencyKey, rec.State
+	if err := fn(rec); err != nil {
+		return nil, err, err
+	}
+	if rec.ID != id || rec.Owner != owner || rec.IdempotencyKey != key {
+		return nil, nil, errChangedIdentity
+	}
+	enc, err := encodeRecord(rec)
+	if err != nil {
+		return nil, nil, err
+	}
+	if bytes.Equal(origBody, rec.Body) && (origBody == nil) == (rec.Body == nil) {
+		_, err = t.exec(b.sql.updateRecord, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
+			nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), idKey(id),
+			rec.UpdatedAt.UnixNano())
+	} else {
+		_, err = t.exec(b.sql.updateRecordAll, b.queue, id, string(rec.State), boolInt(rec.Enqueued),
+			nullTime(rec.ExpiresAt), int64(rec.TombstoneTTL), enc.data, blob(enc.resultBody), blob(enc.body), idKey(id),
+			rec.UpdatedAt.UnixNano())
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if rec.State != state {
+		t.count(b.prefix, b.queue, string(state), -1)
+		t.count(b.prefix, b.queue, string(rec.State), 1)
+	}
+	if then != nil {
+		if err := then(t, rec); err != nil {
+			return nil, nil, err
+		}
+	}
+	return rec, nil, nil
 }
 
 // Delete implements asyncreq.Store. It leaves the request's queue entry, if
