@@ -143,7 +143,8 @@
 //     [ErrLeaseLost], [ErrClosed], and ctx.Err() unwrapped;
 //   - the optional interfaces, each detected by type assertion with a
 //     written fallback: [Accepter] (record and enqueue in one atomic
-//     step), [Completer] (an outcome and its Ack in one step), [Watcher]
+//     step), [Completer] (an outcome and its Ack in one step), [Claimer]
+//     (leases and the claims of their records in one step), [Watcher]
 //     (change notification for long polls and cancels),
 //     [UnenqueuedLister] (recovery of interrupted accepts),
 //     [BatchDequeuer] and [QueueStater] (counts for metrics and
