@@ -16,7 +16,7 @@ import (
 // implements it; it skips every case otherwise.
 func testClaimer(t *testing.T, newBackend func(t *testing.T) asyncreq.Backend, opts *Options) {
 	t.Helper()
-	k := &claimerKit{cfg: newConfig(t, opts), newBackend: newBackend}
+	k := &capKit{cfg: newConfig(t, opts), newBackend: newBackend}
 	runGroups(t, k.cfg, []group{
 		{"DequeueClaim", []testCase{
 			{"LeasesAndClaimsInOneStep", k.claimBatch},
@@ -28,20 +28,11 @@ func testClaimer(t *testing.T, newBackend func(t *testing.T) asyncreq.Backend, o
 	})
 }
 
-type claimerKit struct {
-	cfg        config
-	newBackend func(t *testing.T) asyncreq.Backend
-}
-
-// backend returns a fresh Backend, as Store, Queue and Claimer, skipping t
-// unless it implements asyncreq.Claimer.
-func (k *claimerKit) backend(t *testing.T) (asyncreq.Store, asyncreq.Queue, asyncreq.Claimer) {
+// claimer returns a fresh Backend, as Store, Queue and Claimer, skipping
+// t unless it implements asyncreq.Claimer.
+func (k *capKit) claimer(t *testing.T) (asyncreq.Store, asyncreq.Queue, asyncreq.Claimer) {
 	t.Helper()
-	b := k.newBackend(t)
-	c, ok := b.(asyncreq.Claimer)
-	if !ok {
-		t.Skipf("%T does not implement asyncreq.Claimer", b)
-	}
+	b, c := implementing[asyncreq.Claimer](t, k)
 	return b, b, c
 }
 
@@ -66,7 +57,7 @@ func claimRunning(l *asyncreq.Lease, rec *asyncreq.Record) error {
 
 // dequeueClaim calls DequeueClaim with fn until it returns claims, for at
 // most patience.
-func (k *claimerKit) dequeueClaim(t *testing.T, ctx context.Context, c asyncreq.Claimer, max int, fn func(*asyncreq.Lease, *asyncreq.Record) error) []asyncreq.Claim {
+func (k *capKit) dequeueClaim(t *testing.T, ctx context.Context, c asyncreq.Claimer, max int, fn func(*asyncreq.Lease, *asyncreq.Record) error) []asyncreq.Claim {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, patience)
 	defer cancel()
@@ -76,8 +67,8 @@ func (k *claimerKit) dequeueClaim(t *testing.T, ctx context.Context, c asyncreq.
 	return claims
 }
 
-func (k *claimerKit) claimBatch(t *testing.T, ctx context.Context) {
-	s, q, c := k.backend(t)
+func (k *capKit) claimBatch(t *testing.T, ctx context.Context) {
+	s, q, c := k.claimer(t)
 	ids := queued(t, ctx, s, q, 3)
 	got := map[string]bool{}
 	for len(got) < len(ids) {
@@ -107,8 +98,8 @@ func (k *claimerKit) claimBatch(t *testing.T, ctx context.Context) {
 	requireEmpty(t, ctx, q, k.cfg.leaseTTL, 300*time.Millisecond, "every entry was acked")
 }
 
-func (k *claimerKit) claimAtMostMax(t *testing.T, ctx context.Context) {
-	s, q, c := k.backend(t)
+func (k *capKit) claimAtMostMax(t *testing.T, ctx context.Context) {
+	s, q, c := k.claimer(t)
 	queued(t, ctx, s, q, 3)
 	calls := 0
 	claims := k.dequeueClaim(t, ctx, c, 1, func(l *asyncreq.Lease, rec *asyncreq.Record) error {
@@ -119,8 +110,8 @@ func (k *claimerKit) claimAtMostMax(t *testing.T, ctx context.Context) {
 	assert.Equal(t, 1, calls, "claim must be called once per lease taken")
 }
 
-func (k *claimerKit) claimRefused(t *testing.T, ctx context.Context) {
-	s, q, c := k.backend(t)
+func (k *capKit) claimRefused(t *testing.T, ctx context.Context) {
+	s, q, c := k.claimer(t)
 	ids := queued(t, ctx, s, q, 2)
 	refused := &errFromFn{id: ids[0]}
 	seen := map[string]asyncreq.Claim{}
@@ -151,8 +142,8 @@ func (k *claimerKit) claimRefused(t *testing.T, ctx context.Context) {
 	require.NoError(t, q.Ack(ctx, good.Lease))
 }
 
-func (k *claimerKit) claimMissing(t *testing.T, ctx context.Context) {
-	_, q, c := k.backend(t)
+func (k *capKit) claimMissing(t *testing.T, ctx context.Context) {
+	_, q, c := k.claimer(t)
 	id := asyncreq.NewID()
 	require.NoError(t, q.Enqueue(ctx, id, 0))
 	called := false
@@ -168,8 +159,8 @@ func (k *claimerKit) claimMissing(t *testing.T, ctx context.Context) {
 	require.NoError(t, q.Ack(ctx, cl.Lease), "the lease of an id without a record must be held")
 }
 
-func (k *claimerKit) claimWaits(t *testing.T, ctx context.Context) {
-	s, q, c := k.backend(t)
+func (k *capKit) claimWaits(t *testing.T, ctx context.Context) {
+	s, q, c := k.claimer(t)
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	_, err := c.DequeueClaim(short, 1, k.cfg.leaseTTL, claimRunning)
 	cancel()

@@ -3,6 +3,7 @@ package asyncreqtest
 import (
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 // implements it; it skips every case otherwise.
 func testCompleter(t *testing.T, newBackend func(t *testing.T) asyncreq.Backend, opts *Options) {
 	t.Helper()
-	k := &completerKit{cfg: newConfig(t, opts), newBackend: newBackend}
+	k := &capKit{cfg: newConfig(t, opts), newBackend: newBackend}
 	runGroups(t, k.cfg, []group{
 		{"Complete", []testCase{
 			{"FinalRecordSettlesLease", k.completeFinal},
@@ -28,26 +29,36 @@ func testCompleter(t *testing.T, newBackend func(t *testing.T) asyncreq.Backend,
 	})
 }
 
-type completerKit struct {
+// capKit runs the cases of an optional interface of a Backend (Completer,
+// Claimer).
+type capKit struct {
 	cfg        config
 	newBackend func(t *testing.T) asyncreq.Backend
 }
 
-// backend returns a fresh Backend, as Store, Queue and Completer, skipping
-// t unless it implements asyncreq.Completer.
-func (k *completerKit) backend(t *testing.T) (asyncreq.Store, asyncreq.Queue, asyncreq.Completer) {
+// implementing returns a fresh Backend of k as C, skipping t unless it
+// implements C.
+func implementing[C any](t *testing.T, k *capKit) (asyncreq.Backend, C) {
 	t.Helper()
 	b := k.newBackend(t)
-	c, ok := b.(asyncreq.Completer)
+	c, ok := b.(C)
 	if !ok {
-		t.Skipf("%T does not implement asyncreq.Completer", b)
+		t.Skipf("%T does not implement %v", b, reflect.TypeFor[C]())
 	}
+	return b, c
+}
+
+// backend returns a fresh Backend, as Store, Queue and Completer, skipping
+// t unless it implements asyncreq.Completer.
+func (k *capKit) backend(t *testing.T) (asyncreq.Store, asyncreq.Queue, asyncreq.Completer) {
+	t.Helper()
+	b, c := implementing[asyncreq.Completer](t, k)
 	return b, b, c
 }
 
 // leased returns a fresh backend's Store, Queue and Completer, and a lease
 // on a new pending record.
-func (k *completerKit) leased(t *testing.T, ctx context.Context) (asyncreq.Store, asyncreq.Queue, asyncreq.Completer, *asyncreq.Lease) {
+func (k *capKit) leased(t *testing.T, ctx context.Context) (asyncreq.Store, asyncreq.Queue, asyncreq.Completer, *asyncreq.Lease) {
 	t.Helper()
 	s, q, c := k.backend(t)
 	rec := newRecord("", "")
@@ -69,7 +80,7 @@ func succeed(rec *asyncreq.Record) error {
 	return nil
 }
 
-func (k *completerKit) completeFinal(t *testing.T, ctx context.Context) {
+func (k *capKit) completeFinal(t *testing.T, ctx context.Context) {
 	s, q, c, l := k.leased(t, ctx)
 	got, err := c.Complete(ctx, l, succeed)
 	require.NoError(t, err)
@@ -85,7 +96,7 @@ func (k *completerKit) completeFinal(t *testing.T, ctx context.Context) {
 	requireEmpty(t, ctx, q, k.cfg.leaseTTL, 300*time.Millisecond, "a request completed final must not be delivered again")
 }
 
-func (k *completerKit) completeNotFinal(t *testing.T, ctx context.Context) {
+func (k *capKit) completeNotFinal(t *testing.T, ctx context.Context) {
 	s, q, c, l := k.leased(t, ctx)
 	got, err := c.Complete(ctx, l, func(rec *asyncreq.Record) error {
 		rec.State = asyncreq.StateRunning
@@ -103,7 +114,7 @@ func (k *completerKit) completeNotFinal(t *testing.T, ctx context.Context) {
 	require.NoError(t, q.Ack(ctx, l))
 }
 
-func (k *completerKit) completeFnError(t *testing.T, ctx context.Context) {
+func (k *capKit) completeFnError(t *testing.T, ctx context.Context) {
 	s, q, c, l := k.leased(t, ctx)
 	refused := &errFromFn{id: l.ID}
 	_, err := c.Complete(ctx, l, func(rec *asyncreq.Record) error {
@@ -117,7 +128,7 @@ func (k *completerKit) completeFnError(t *testing.T, ctx context.Context) {
 	require.NoError(t, q.Ack(ctx, l), "a refused Complete must leave the lease held")
 }
 
-func (k *completerKit) completeStaleLease(t *testing.T, ctx context.Context) {
+func (k *capKit) completeStaleLease(t *testing.T, ctx context.Context) {
 	s, q, c, l := k.leased(t, ctx)
 	require.NoError(t, q.Nack(ctx, l, 0))
 	got, err := c.Complete(ctx, l, succeed)
@@ -131,7 +142,7 @@ func (k *completerKit) completeStaleLease(t *testing.T, ctx context.Context) {
 	require.NoError(t, q.Ack(ctx, again))
 }
 
-func (k *completerKit) completeMissing(t *testing.T, ctx context.Context) {
+func (k *capKit) completeMissing(t *testing.T, ctx context.Context) {
 	_, q, c := k.backend(t)
 	id := asyncreq.NewID()
 	require.NoError(t, q.Enqueue(ctx, id, 0))
