@@ -285,7 +285,7 @@ func (e *engine) runBatch(ops []*op) {
 	for _, o := range ops {
 		o.late = ok > 0
 		o.pval, o.err = call(o.fn, t)
-		if isDBError(o.err) && len(ops) > 1 {
+		if mustRollBack(o.err) && len(ops) > 1 {
 			_, _ = e.wconn.ExecContext(ctx, "ROLLBACK")
 			for _, o := range ops {
 				o.err, o.pval, o.late = nil, nil, false
@@ -353,6 +353,21 @@ func call(fn func(*wtx) error, t *wtx) (pval any, err error) {
 		}
 	}()
 	return nil, fn(t)
+}
+
+// abortError is the error of an op that failed after it wrote: its
+// transaction must not commit, as after a database's error.
+type abortError struct{ err error }
+
+func (e *abortError) Error() string { return e.err.Error() }
+func (e *abortError) Unwrap() error { return e.err }
+
+// mustRollBack reports whether an op's err leaves writes in the
+// transaction that must not commit: the database failed, or the op did
+// after it wrote (abortError).
+func mustRollBack(err error) bool {
+	var ae *abortError
+	return isDBError(err) || errors.As(err, &ae)
 }
 
 // isDBError reports whether err came from SQLite rather than from the

@@ -60,7 +60,8 @@ func (b *Backend) DequeueBatch(ctx context.Context, max int, ttl time.Duration) 
 
 // DequeueClaim implements asyncreq.Claimer: it waits like Dequeue, then
 // leases up to max due entries, the longest due first, and claims the
-// record of each, in one transaction.
+// record of each, in one transaction. A panic in claim is raised again in
+// the caller, and nothing of the transaction is committed.
 func (b *Backend) DequeueClaim(ctx context.Context, max int, ttl time.Duration,
 	claim func(*asyncreq.Lease, *asyncreq.Record) error) ([]asyncreq.Claim, error) {
 	if max <= 0 {
@@ -70,11 +71,23 @@ func (b *Backend) DequeueClaim(ctx context.Context, max int, ttl time.Duration,
 		return nil, errors.New("sqlite: claim function is nil")
 	}
 	var claims []asyncreq.Claim
+	var panicked any
+	// claimOne runs claim, turning a panic into an abortError: the leases
+	// and the claims before it are written already, and must not commit.
+	claimOne := func(l *asyncreq.Lease, r *asyncreq.Record) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				panicked = p
+				err = &abortError{fmt.Errorf("sqlite: claim of %s panicked: %v", l.ID, p)}
+			}
+		}()
+		return claim(l, r)
+	}
 	claimAll := func(t *wtx, leases []*asyncreq.Lease) error {
-		claims = claims[:0]
+		claims, panicked = claims[:0], nil
 		for _, l := range leases {
-			rec, _, err := b.updateTx(t, l.ID, func(r *asyncreq.Record) error { return claim(l, r) }, nil)
-			if isDBError(err) {
+			rec, _, err := b.updateTx(t, l.ID, func(r *asyncreq.Record) error { return claimOne(l, r) }, nil)
+			if mustRollBack(err) {
 				return err
 			}
 			claims = append(claims, asyncreq.Claim{Lease: l, Record: rec, Err: err})
@@ -89,6 +102,9 @@ func (b *Backend) DequeueClaim(ctx context.Context, max int, ttl time.Duration,
 		}
 	}
 	if _, err := b.dequeue(ctx, max, ttl, &claimStep{claimAll, notify}); err != nil {
+		if panicked != nil {
+			panic(panicked)
+		}
 		return nil, err
 	}
 	return claims, nil
