@@ -60,7 +60,11 @@ func (w *Worker) run(ctx context.Context, d delivery, free func()) {
 		settle(func(sctx context.Context) { w.giveBack(sctx, j, d) })
 		return
 	}
-	w.keepLease(ctx, j)
+	var age time.Duration
+	if d.claimed {
+		age = time.Since(d.start)
+	}
+	w.keepLease(ctx, j, age)
 	defer j.keeper.stop()
 
 	claimStart := d.start

@@ -37,13 +37,16 @@ type leaseKeeper struct {
 	onLost context.CancelCauseFunc
 }
 
-// keepLease starts keeping j's lease in j.keeper.
-func (w *Worker) keepLease(ctx context.Context, j *job) {
+// keepLease starts keeping j's lease in j.keeper. age is how long ago the
+// lease was taken, as far as the worker knows (a Claimer's claims run
+// under it before the worker gets it): the first beat comes a beat after
+// the lease was taken, at once if that is past.
+func (w *Worker) keepLease(ctx context.Context, j *job, age time.Duration) {
 	k := &j.keeper
 	k.w, k.j, k.ctx = w, j, ctx
 	// beat reads timer under mu, and may run before AfterFunc returns.
 	k.mu.Lock()
-	k.timer = time.AfterFunc(w.beatInterval(), k.beat)
+	k.timer = time.AfterFunc(max(w.beatInterval()-age, 0), k.beat)
 	k.mu.Unlock()
 }
 

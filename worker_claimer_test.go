@@ -16,11 +16,12 @@ import (
 
 // claiming is a memory Backend that is an asyncreq.Claimer: DequeueClaim
 // leases up to max (or, with extra, one more than max) entries and claims
-// their records with Update. It counts the calls of each way to dequeue
-// and of Update.
+// their records with Update, each claim taking slowClaim more. It counts
+// the calls of each way to dequeue and of Update.
 type claiming struct {
 	*memory.Backend
 	extra                         bool
+	slowClaim                     time.Duration
 	claimCalls, dequeues, updates atomic.Int32
 }
 
@@ -37,6 +38,7 @@ func (c *claiming) DequeueClaim(ctx context.Context, max int, ttl time.Duration,
 	for i, l := range leases {
 		rec, err := c.Backend.Update(ctx, l.ID, func(r *asyncreq.Record) error { return claim(l, r) })
 		claims[i] = asyncreq.Claim{Lease: l, Record: rec, Err: err}
+		time.Sleep(c.slowClaim)
 	}
 	return claims, nil
 }
@@ -121,5 +123,35 @@ func TestWorkerHandsBackAnExtraClaim(t *testing.T) {
 			assert.Equal(t, 1, rec.Attempts)
 		}
 		assert.NotContains(t, log.String(), "handing back a request claimed but not run")
+	})
+}
+
+// A lease whose claims took most of LeaseDuration before the worker got it
+// is extended at once, not a beat after the worker got it, when it would
+// have run out.
+func TestWorkerExtendsALeaseAgedByItsClaim(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := memory.New(nil)
+		defer b.Close()
+		c := &claiming{Backend: b, slowClaim: 2500 * time.Millisecond}
+		var runs, canceled atomic.Int32
+		var log workerLog
+		startTestWorker(t, c, asyncreq.ProcessorFunc(func(ctx context.Context, _ *asyncreq.Request) (*asyncreq.Result, error) {
+			runs.Add(1)
+			select {
+			case <-time.After(1500 * time.Millisecond):
+				return &asyncreq.Result{}, nil
+			case <-ctx.Done():
+				canceled.Add(1)
+				return nil, ctx.Err()
+			}
+		}), &asyncreq.WorkerOptions{LeaseDuration: 3 * time.Second, Concurrency: 1, Logger: log.logger()})
+		id := acceptJob(t, b, "x")
+		rec := awaitRecord(t, b, id, func(r *asyncreq.Record) bool { return r.State.Final() })
+		assert.Equal(t, asyncreq.StateSucceeded, rec.State)
+		assert.Equal(t, 1, rec.Attempts)
+		assert.EqualValues(t, 1, runs.Load())
+		assert.Zero(t, canceled.Load(), "the processor must keep its lease")
+		assert.NotContains(t, log.String(), "lease lost")
 	})
 }

@@ -116,3 +116,28 @@ func TestDequeueClaimPanicBesideOtherWrites(t *testing.T) {
 		}
 	})
 }
+
+// A lease taken by DequeueClaim runs for its ttl from the end of the
+// claims, not from the lease: claims that took most of the ttl (large
+// records on a busy writer) leave the worker its whole lease.
+func TestDequeueClaimLeaseRunsFromTheClaims(t *testing.T) {
+	var clock atomic.Int64
+	start := time.Unix(1_000_000, 0)
+	now := func() time.Time { return start.Add(time.Duration(clock.Load())) }
+	b, _ := openTemp(t, &sqlite.Options{Now: now})
+	ctx := t.Context()
+	id := asyncreq.NewID()
+	_, err := b.Accept(ctx, &asyncreq.Record{ID: id, State: asyncreq.StatePending, Method: "POST", URL: "/jobs/"})
+	require.NoError(t, err)
+	const ttl = time.Minute
+	claims, err := b.DequeueClaim(ctx, 1, ttl, func(l *asyncreq.Lease, r *asyncreq.Record) error {
+		clock.Add(int64(50 * time.Second)) // a slow claim
+		return r.Claim("token", 3, now())
+	})
+	require.NoError(t, err)
+	require.Len(t, claims, 1)
+	require.NoError(t, claims[0].Err)
+	clock.Add(int64(20 * time.Second)) // 70s after the lease was taken, 20s after the claim
+	require.NoError(t, b.Extend(ctx, claims[0].Lease, ttl), "the lease must run from the end of the claims")
+	require.NoError(t, b.Ack(ctx, claims[0].Lease))
+}

@@ -37,6 +37,7 @@ type queries struct {
 	claim   string
 	nextDue string
 	extend  string
+	refresh string
 	ack     string
 	nack    string
 
@@ -125,6 +126,10 @@ func newQueries(prefix string) queries {
 		// the entry ?2 still has the token ?3 and it has not run out at ?4.
 		extend: r(`UPDATE {{prefix}}queue SET due = ?5
 			WHERE seq = ?2 AND queue = ?1 AND token = ?3 AND due > ?4`),
+		// refresh sets the due time of the lease ?2 with the token ?3,
+		// taken in the same transaction, to ?4.
+		refresh: r(`UPDATE {{prefix}}queue SET due = ?4
+			WHERE seq = ?2 AND queue = ?1 AND token = ?3`),
 		ack: r(`DELETE FROM {{prefix}}queue
 			WHERE seq = ?2 AND queue = ?1 AND token = ?3 AND due > ?4`),
 		nack: r(`UPDATE {{prefix}}queue SET due = ?5, token = NULL

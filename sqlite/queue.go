@@ -197,8 +197,22 @@ func (b *Backend) claim(ctx context.Context, n int, ttl time.Duration, step *cla
 		if len(leases) == 0 {
 			return t.queryRow(b.sql.nextDue, b.queue).Scan(&next)
 		}
-		if step != nil {
-			return step.claim(t, leases)
+		if step == nil {
+			return nil
+		}
+		if err := step.claim(t, leases); err != nil {
+			return err
+		}
+		// The leases run from their claim; claims of large records on a
+		// busy writer may have taken a good part of ttl. The worker's
+		// keeper extends a lease a third of ttl after it gets it.
+		if end := b.now().UnixNano(); end-now > int64(ttl)/10 {
+			for _, l := range leases {
+				h := l.Handle.(*leaseHandle)
+				if _, err := t.exec(b.sql.refresh, b.queue, h.seq, h.token, end+int64(ttl)); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	}
