@@ -86,6 +86,10 @@ type Claimer interface {
 	// no lease is taken and DequeueClaim returns only the error. claim is
 	// called while the step holds the backend's write lock (one
 	// transaction, say): it must be quick and must not call the Backend.
+	// A lease is held for ttl from the end of the claims, as far as the
+	// backend can: claims of large records may take a good part of ttl.
+	// The Worker extends a lease a third of ttl after its first claim
+	// began.
 	DequeueClaim(ctx context.Context, max int, ttl time.Duration, claim func(*Lease, *Record) error) ([]Claim, error)
 }
 
