@@ -31,15 +31,22 @@ func TestDequeueClaimPanicCommitsNothing(t *testing.T) {
 	require.PanicsWithValue(t, "boom", func() {
 		_, _ = b.DequeueClaim(ctx, 2, time.Minute, panicOn(ids[1]))
 	})
+	requireNothingClaimed(t, ctx, b, ids, 2)
+}
+
+// requireNothingClaimed checks that the records ids are pending, never
+// claimed, and that the queue delivers its n entries for the first time.
+func requireNothingClaimed(t *testing.T, ctx context.Context, b *sqlite.Backend, ids []string, n int) {
+	t.Helper()
 	for _, id := range ids {
 		rec, err := b.Get(ctx, id)
 		require.NoError(t, err)
 		assert.Equal(t, asyncreq.StatePending, rec.State, "a claim made before the panic must not commit")
 		assert.Zero(t, rec.Attempts)
 	}
-	leases, err := b.DequeueBatch(ctx, 2, time.Minute)
+	leases, err := b.DequeueBatch(ctx, n, time.Minute)
 	require.NoError(t, err)
-	require.Len(t, leases, 2, "the leases taken before the panic must not commit")
+	require.Len(t, leases, n, "no lease taken by the panicking claim may commit")
 	for _, l := range leases {
 		assert.Equal(t, 1, l.Delivery)
 		require.NoError(t, b.Ack(ctx, l))
@@ -99,21 +106,9 @@ func TestDequeueClaimPanicBesideOtherWrites(t *testing.T) {
 		close(hold)
 		wg.Wait()
 
-		for _, id := range ids {
-			rec, err := b.Get(ctx, id)
-			require.NoError(t, err)
-			assert.Equal(t, asyncreq.StatePending, rec.State, "a claim made before the panic must not commit")
-			assert.Zero(t, rec.Attempts)
-		}
 		_, err := b.Get(ctx, other.ID)
 		require.NoError(t, err, "the accept beside the claim must commit")
-		leases, err := b.DequeueBatch(ctx, 3, time.Minute)
-		require.NoError(t, err)
-		require.Len(t, leases, 3, "no lease taken by the panicking claim may commit")
-		for _, l := range leases {
-			assert.Equal(t, 1, l.Delivery)
-			require.NoError(t, b.Ack(ctx, l))
-		}
+		requireNothingClaimed(t, ctx, b, ids, 3)
 	})
 }
 

@@ -260,9 +260,10 @@ func (e *engine) run() {
 // An op may fail in two ways. It may decide to fail (a sentinel such as
 // ErrNotFound, an update function's error, a panic in it); every op does
 // its checks before its first write, so such a failure has written nothing
-// and the other ops of the batch go on. Or the database itself may fail;
-// then the transaction is rolled back and each op is run again alone, so
-// that the failure reaches only the op that caused it.
+// and the other ops of the batch go on. Or the database itself may fail, or
+// an op after it wrote (it says so with an abortError); then the
+// transaction is rolled back and each op is run again alone, so that the
+// failure reaches only the op that caused it.
 //
 // An op sees the writes of the ops before it in the transaction. If the
 // commit fails, every op that succeeded, and every op that failed after
