@@ -133,11 +133,28 @@ func cloneBytes(b []byte) []byte {
 }
 
 // MarshalBinary encodes r for backends that keep a record as one value.
-// The encoding is JSON; UnmarshalBinary reverses it.
-func (r *Record) MarshalBinary() ([]byte, error) { return json.Marshal(r) }
+// The encoding is JSON, byte for byte what json.Marshal gives, written
+// without reflection; UnmarshalBinary reverses it.
+func (r *Record) MarshalBinary() ([]byte, error) {
+	size := 640 + len(r.Body)*4/3
+	if r.Result != nil {
+		size += len(r.Result.Body) * 4 / 3
+	}
+	if b, ok := appendRecordJSON(make([]byte, 0, size), r); ok {
+		return b, nil
+	}
+	return json.Marshal(r)
+}
 
-// UnmarshalBinary decodes what MarshalBinary encoded.
-func (r *Record) UnmarshalBinary(data []byte) error { return json.Unmarshal(data, r) }
+// UnmarshalBinary decodes what MarshalBinary encoded, or any JSON that
+// json.Unmarshal decodes into a Record, into r, replacing what r held.
+func (r *Record) UnmarshalBinary(data []byte) error {
+	if decodeRecordJSON(data, r) {
+		return nil
+	}
+	*r = Record{}
+	return json.Unmarshal(data, r)
+}
 
 // Store keeps the records. It is the truth about every request.
 //

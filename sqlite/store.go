@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -26,7 +25,7 @@ func encodeRecord(rec *asyncreq.Record) (encoded, error) {
 	if rec.Result != nil {
 		resultBody = rec.Result.Body
 	}
-	data, err := json.Marshal(rec.WithoutBodies())
+	data, err := rec.WithoutBodies().MarshalBinary()
 	if err != nil {
 		return encoded{}, fmt.Errorf("sqlite: encode record %s: %w", rec.ID, err)
 	}
@@ -37,7 +36,7 @@ func encodeRecord(rec *asyncreq.Record) (encoded, error) {
 // given.
 func decodeRecord(e encoded) (*asyncreq.Record, error) {
 	rec := new(asyncreq.Record)
-	if err := json.Unmarshal(e.data, rec); err != nil {
+	if err := rec.UnmarshalBinary(e.data); err != nil {
 		return nil, fmt.Errorf("sqlite: decode record: %w", err)
 	}
 	rec.Body = e.body
