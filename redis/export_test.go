@@ -20,3 +20,6 @@ func hold[T caller[T]](h *handoff[T]) (queued func() int, release func()) {
 	h.mu.Unlock()
 	return h.waiting, h.pass
 }
+
+// StreamKey is the key of b's stream.
+func StreamKey(b *Backend) string { return b.streamKey }

@@ -318,7 +318,7 @@ func (b *Backend) Requeue(ctx context.Context, id string, fn func(*asyncreq.Reco
 		}
 		r.Enqueued = true
 		return nil
-	}, true)
+	}, true, nil)
 }
 
 // Reindex adds to the listing indexes the records written by a version of

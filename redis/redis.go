@@ -24,6 +24,7 @@ var (
 	_ asyncreq.Queue            = (*Backend)(nil)
 	_ asyncreq.Accepter         = (*Backend)(nil)
 	_ asyncreq.BatchDequeuer    = (*Backend)(nil)
+	_ asyncreq.Completer        = (*Backend)(nil)
 	_ asyncreq.UnenqueuedLister = (*Backend)(nil)
 )
 

@@ -207,23 +207,27 @@ return out
 // Returns {1} when stored, {-1} if the record is gone, and on a version
 // conflict {0, d, b, r, v}: the record as it is, so that the caller can try
 // again without reading it.
-var updateScript = goredis.NewScript(expiryLua + indexLua + `
+var updateScript = goredis.NewScript(expiryLua + indexLua + "local o = 13\n" + updateLua + "return {1}\n")
+
+// updateLua is the body of updateScript and completeScript: ARGV[o] is
+// the number of fields to delete.
+const updateLua = `
 local cur = redis.call('HMGET', KEYS[1], 'v', 'k', 'x', 'i')
 if not cur[1] then return {-1} end
 if cur[1] ~= ARGV[1] then
   local now = redis.call('HMGET', KEYS[1], 'd', 'b', 'r')
   return {0, now[1], now[2], now[3], cur[1]}
 end
-local ndel = tonumber(ARGV[13])
+local ndel = tonumber(ARGV[o])
 if ndel > 0 then
-  redis.call('HDEL', KEYS[1], unpack(ARGV, 14, 13 + ndel))
+  redis.call('HDEL', KEYS[1], unpack(ARGV, o + 1, o + ndel))
 end
 local e, upd = ARGV[10], ARGV[11]
 if upd == '' then upd = false end
 if cur[4] ~= e then
-  redis.call('HSET', KEYS[1], 'v', tonumber(cur[1]) + 1, 't', ARGV[2], 'i', e, unpack(ARGV, 14 + ndel))
+  redis.call('HSET', KEYS[1], 'v', tonumber(cur[1]) + 1, 't', ARGV[2], 'i', e, unpack(ARGV, o + 1 + ndel))
 else
-  redis.call('HSET', KEYS[1], 'v', tonumber(cur[1]) + 1, 't', ARGV[2], unpack(ARGV, 14 + ndel))
+  redis.call('HSET', KEYS[1], 'v', tonumber(cur[1]) + 1, 't', ARGV[2], unpack(ARGV, o + 1 + ndel))
 end
 if cur[4] ~= e or upd then
   if cur[4] then idx_del(ARGV[9], cur[4]) end
@@ -239,6 +243,25 @@ if ARGV[12] == '1' then
   redis.call('XADD', KEYS[4], '*', 'id', ARGV[7], 'n', 0)
 end
 redis.call('PUBLISH', ARGV[5], '')
+`
+
+// completeScript is updateScript, then, once the record is stored, the ack
+// of settleScript if the lease still holds: the outcome of a request and
+// the settling of its lease in one script (asyncreq.Completer). The caller
+// runs it only for a record it made final.
+//
+// KEYS: as updateScript.
+// ARGV: as updateScript up to 12, then 13 group, 14 consumer, 15 entry
+// id, 16 delivery count, 17 lease ms, and from 18 on what updateScript
+// takes from 13 on.
+//
+// Returns as updateScript. A lease that no longer holds is left as it is.
+var completeScript = goredis.NewScript(expiryLua + indexLua + "local o = 18\n" + updateLua + `
+local p = redis.call('XPENDING', KEYS[4], ARGV[13], ARGV[15], ARGV[15], 1, ARGV[14])
+if p[1] and p[1][4] == tonumber(ARGV[16]) and p[1][3] < tonumber(ARGV[17]) then
+  redis.call('XACK', KEYS[4], ARGV[13], ARGV[15])
+  redis.call('XDEL', KEYS[4], ARGV[15])
+end
 return {1}
 `)
 

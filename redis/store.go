@@ -195,12 +195,28 @@ func (b *Backend) read(ctx context.Context, id string) (*asyncreq.Record, stored
 // is returned only when fn ran on the record as read from Redis, not on a
 // cached copy that may be stale.
 func (b *Backend) Update(ctx context.Context, id string, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
-	return b.update(ctx, "update", id, fn, false)
+	return b.update(ctx, "update", id, fn, false, nil)
+}
+
+// Complete implements asyncreq.Completer: Update and, when the record it
+// stores is final, the ack of l in the same Lua script, if l still holds
+// its lease (the checks of Ack). A lease that no longer holds, or that this
+// Backend did not make, is left as it is and the record written. A
+// request's outcome and its ack so take one script, and one place in a
+// pipeline, instead of two.
+func (b *Backend) Complete(ctx context.Context, l *asyncreq.Lease, fn func(*asyncreq.Record) error) (*asyncreq.Record, error) {
+	if l == nil {
+		return nil, asyncreq.ErrLeaseLost
+	}
+	h, _ := l.Handle.(*handle)
+	return b.update(ctx, "complete", l.ID, fn, false, h)
 }
 
 // update is Update, which also adds id to the stream in the same script
-// when enqueue is true (Requeue); op names the call in errors.
-func (b *Backend) update(ctx context.Context, op, id string, fn func(*asyncreq.Record) error, enqueue bool) (*asyncreq.Record, error) {
+// when enqueue is true (Requeue), and acks ack, if not nil, in the same
+// script when the record it stores is final (Complete); op names the call
+// in errors.
+func (b *Backend) update(ctx context.Context, op, id string, fn func(*asyncreq.Record) error, enqueue bool, ack *handle) (*asyncreq.Record, error) {
 	if err := b.check(ctx); err != nil {
 		return nil, err
 	}
@@ -257,10 +273,16 @@ func (b *Backend) update(ctx context.Context, op, id string, fn func(*asyncreq.R
 		expireAt, tombAt := b.expiry(rec)
 		entry, upd := indexEntry(rec)
 		args := []any{st.version, ms(b.tombstoneTTL(rec)), expireAt, tombAt, b.watchChannel(id), rec.Owner,
-			id, unenqueuedScore(rec), b.base, entry, upd, boolArg(enqueue), len(del)}
+			id, unenqueuedScore(rec), b.base, entry, upd, boolArg(enqueue)}
+		script := updateScript
+		if ack != nil && rec.State.Final() {
+			script = completeScript
+			args = append(args, b.opts.Group, ack.consumer, ack.entry, ack.count, ms(ack.leaseTTL()))
+		}
+		args = append(args, len(del))
 		args = append(args, del...)
 		args = append(args, set...)
-		res, err := goredis.NewCmdResult(b.runScript(ctx, updateScript,
+		res, err := goredis.NewCmdResult(b.runScript(ctx, script,
 			[]string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey, b.streamKey}, args...)).Slice()
 		if err != nil {
 			b.cache.Drop(id)
