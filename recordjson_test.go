@@ -150,6 +150,17 @@ func TestRecordBinaryTimeJSONRefuses(t *testing.T) {
 	}
 }
 
+// TestRecordBinaryNil: a nil record encodes and decodes as encoding/json
+// has it, without a panic.
+func TestRecordBinaryNil(t *testing.T) {
+	var r *Record
+	got, err := r.MarshalBinary()
+	require.NoError(t, err)
+	assert.Equal(t, "null", string(got))
+	err = r.UnmarshalBinary([]byte(`{"id":"a"}`))
+	assert.EqualError(t, err, json.Unmarshal([]byte(`{"id":"a"}`), r).Error())
+}
+
 // TestRecordUnmarshalBinaryReplaces shows that UnmarshalBinary leaves
 // nothing of what r held, on either path.
 func TestRecordUnmarshalBinaryReplaces(t *testing.T) {

@@ -136,6 +136,9 @@ func cloneBytes(b []byte) []byte {
 // The encoding is JSON, byte for byte what json.Marshal gives, written
 // without reflection; UnmarshalBinary reverses it.
 func (r *Record) MarshalBinary() ([]byte, error) {
+	if r == nil {
+		return json.Marshal(r)
+	}
 	size := 640 + len(r.Body)*4/3
 	if r.Result != nil {
 		size += len(r.Result.Body) * 4 / 3
@@ -149,6 +152,9 @@ func (r *Record) MarshalBinary() ([]byte, error) {
 // UnmarshalBinary decodes what MarshalBinary encoded, or any JSON that
 // json.Unmarshal decodes into a Record, into r, replacing what r held.
 func (r *Record) UnmarshalBinary(data []byte) error {
+	if r == nil {
+		return json.Unmarshal(data, r)
+	}
 	if decodeRecordJSON(data, r) {
 		return nil
 	}

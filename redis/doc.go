@@ -1,7 +1,8 @@
 // Package redis is an asyncreq backend on Redis (6.2 or later; tested on
 // 7.0) through go-redis v9: one Backend value is the Store, the Queue, the
-// Accepter, the Watcher, the UnenqueuedLister and the BatchDequeuer, so a
-// handler accepts a request in one atomic step; for operators it is also
+// Accepter, the Watcher, the UnenqueuedLister, the BatchDequeuer and the
+// Completer, so a handler accepts a request in one atomic step and a worker
+// records an outcome and acks its lease in another; for operators it is also
 // an asyncreq.Lister, an asyncreq.FinishedPurger and an asyncreq.Requeuer.
 //
 //	client := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:6379"})
@@ -68,9 +69,12 @@
 // same script, that the entry is still pending for the lease's consumer
 // with an unchanged delivery count and has not been idle for the lease's
 // length, and return asyncreq.ErrLeaseLost otherwise. Ack removes the entry
-// (XACK and XDEL), so the stream holds only work not yet done. Nack with a
-// delay, and Enqueue with one, put the entry in a sorted set scored by the
-// Redis server's clock; a Dequeue moves due entries to the stream.
+// (XACK and XDEL), so the stream holds only work not yet done; Complete
+// does the same, with the same checks, in the script that stores a final
+// outcome (a lease that no longer holds is left, and the outcome stored).
+// Nack with a delay, and Enqueue with one, put the entry in a sorted set
+// scored by the Redis server's clock; a Dequeue moves due entries to the
+// stream.
 //
 // Dequeue blocks in XREADGROUP, so an idle worker picks a new request up at
 // once. The block is bounded by Options.MaxBlock (default 1s), by the time
