@@ -391,6 +391,10 @@ func unquote(q []byte) (string, bool) {
 	return s, err == nil
 }
 
+// jsonEscapes maps the letter of each of JSON's one-letter escapes to the
+// byte it stands for.
+var jsonEscapes = [256]byte{'"': '"', '\\': '\\', '/': '/', 'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t'}
+
 // unescape decodes the escapes of the JSON string contents b, and reports
 // false for what it leaves to encoding/json: an escaped surrogate, bytes
 // that are not UTF-8, an escape that is not JSON's.
@@ -414,34 +418,20 @@ func unescape(b []byte) (string, bool) {
 		case i+1 == len(b):
 			return "", false
 		}
-		switch e := b[i+1]; e {
-		case '"', '\\', '/':
-			out = append(out, e)
-		case 'b':
-			out = append(out, '\b')
-		case 'f':
-			out = append(out, '\f')
-		case 'n':
-			out = append(out, '\n')
-		case 'r':
-			out = append(out, '\r')
-		case 't':
-			out = append(out, '\t')
-		case 'u':
-			if i+6 > len(b) {
-				return "", false
-			}
-			v, err := strconv.ParseUint(string(b[i+2:i+6]), 16, 16)
-			if err != nil || utf16.IsSurrogate(rune(v)) {
-				return "", false
-			}
-			out = utf8.AppendRune(out, rune(v))
-			i += 6
+		if c := jsonEscapes[b[i+1]]; c != 0 {
+			out = append(out, c)
+			i += 2
 			continue
-		default:
+		}
+		if b[i+1] != 'u' || i+6 > len(b) {
 			return "", false
 		}
-		i += 2
+		v, err := strconv.ParseUint(string(b[i+2:i+6]), 16, 16)
+		if err != nil || utf16.IsSurrogate(rune(v)) {
+			return "", false
+		}
+		out = utf8.AppendRune(out, rune(v))
+		i += 6
 	}
 	return string(out), true
 }
