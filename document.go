@@ -1,8 +1,7 @@
 package asyncreq
 
 import (
-	"encoding/json"
-	"fmt"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -97,48 +96,29 @@ func (h *Handler) writeDocument(w http.ResponseWriter, r *http.Request, code int
 // appendStatusDocument appends the JSON encoding of d to b: the bytes
 // encoding/json would write, without its reflection on the hot paths.
 func appendStatusDocument(b []byte, d *StatusDocument) ([]byte, error) {
-	for _, t := range []time.Time{d.CreatedAt, d.UpdatedAt, d.ExpiresAt} {
-		if y := t.Year(); y < 0 || y > 9999 {
-			return nil, fmt.Errorf("asyncreq: time %v cannot be encoded in JSON", t)
-		}
-	}
+	ok := true
 	b = append(b, `{"id":`...)
 	b = appendJSONString(b, d.ID)
 	b = append(b, `,"status":`...)
 	b = appendJSONString(b, string(d.Status))
-	b = append(b, `,"created_at":"`...)
-	b = d.CreatedAt.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","updated_at":"`...)
-	b = d.UpdatedAt.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","attempts":`...)
+	b = append(b, `,"created_at":`...)
+	b, ok = appendJSONTime(b, d.CreatedAt, ok)
+	b = append(b, `,"updated_at":`...)
+	b, ok = appendJSONTime(b, d.UpdatedAt, ok)
+	b = append(b, `,"attempts":`...)
 	b = strconv.AppendInt(b, int64(d.Attempts), 10)
 	if d.Progress != nil {
-		b = append(b, `,"progress":{"percent":`...)
-		b = strconv.AppendInt(b, int64(d.Progress.Percent), 10)
-		if d.Progress.Message != "" {
-			b = append(b, `,"message":`...)
-			b = appendJSONString(b, d.Progress.Message)
-		}
-		b = append(b, '}')
+		b = appendProgressJSON(append(b, `,"progress":`...), d.Progress)
 	}
 	b = append(b, `,"status_url":`...)
 	b = appendJSONString(b, d.StatusURL)
-	if d.ResultURL != "" {
-		b = append(b, `,"result_url":`...)
-		b = appendJSONString(b, d.ResultURL)
-	}
+	b = appendStringField(b, `,"result_url":`, d.ResultURL)
 	if d.Error != nil {
-		e, err := json.Marshal(d.Error)
-		if err != nil {
-			return nil, err
-		}
-		b = append(b, `,"error":`...)
-		b = append(b, e...)
+		b = appendProblemJSON(append(b, `,"error":`...), d.Error)
 	}
 	if !d.ExpiresAt.IsZero() {
-		b = append(b, `,"expires_at":"`...)
-		b = d.ExpiresAt.AppendFormat(b, time.RFC3339Nano)
-		b = append(b, '"')
+		b = append(b, `,"expires_at":`...)
+		b, ok = appendJSONTime(b, d.ExpiresAt, ok)
 	}
 	if d.Callback != nil {
 		b = append(b, `,"callback":{"state":`...)
@@ -146,6 +126,9 @@ func appendStatusDocument(b []byte, d *StatusDocument) ([]byte, error) {
 		b = append(b, `,"attempts":`...)
 		b = strconv.AppendInt(b, int64(d.Callback.Attempts), 10)
 		b = append(b, '}')
+	}
+	if !ok {
+		return nil, errors.New("asyncreq: a time of the status document cannot be encoded in JSON")
 	}
 	return append(b, '}'), nil
 }

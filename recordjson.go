@@ -49,11 +49,8 @@ func appendRecordJSON(b []byte, r *Record) ([]byte, bool) {
 	if r.CancelRequested {
 		b = append(b, `,"cancel_requested":true`...)
 	}
-	if p := r.Progress; p != nil {
-		b = append(b, `,"progress":{"percent":`...)
-		b = strconv.AppendInt(b, int64(p.Percent), 10)
-		b = appendStringField(b, `,"message":`, p.Message)
-		b = append(b, '}')
+	if r.Progress != nil {
+		b = appendProgressJSON(append(b, `,"progress":`...), r.Progress)
 	}
 	if res := r.Result; res != nil {
 		b = append(b, `,"result":{`...)
@@ -70,15 +67,8 @@ func appendRecordJSON(b []byte, r *Record) ([]byte, bool) {
 		}
 		b = closeObject(b, n)
 	}
-	if p := r.Error; p != nil {
-		b = append(b, `,"error":{`...)
-		n := len(b)
-		b = appendStringField(b, `,"type":`, p.Type)
-		b = appendStringField(b, `,"title":`, p.Title)
-		b = appendIntField(b, `,"status":`, int64(p.Status))
-		b = appendStringField(b, `,"detail":`, p.Detail)
-		b = appendStringField(b, `,"instance":`, p.Instance)
-		b = closeObject(b, n)
+	if r.Error != nil {
+		b = appendProblemJSON(append(b, `,"error":`...), r.Error)
 	}
 	b = append(b, `,"created_at":`...)
 	b, ok = appendJSONTime(b, r.CreatedAt, ok)
@@ -107,6 +97,26 @@ func appendRecordJSON(b []byte, r *Record) ([]byte, bool) {
 	return append(b, '}'), ok
 }
 
+// appendProgressJSON appends p as encoding/json writes it.
+func appendProgressJSON(b []byte, p *Progress) []byte {
+	b = append(b, `{"percent":`...)
+	b = strconv.AppendInt(b, int64(p.Percent), 10)
+	b = appendStringField(b, `,"message":`, p.Message)
+	return append(b, '}')
+}
+
+// appendProblemJSON appends p as encoding/json writes it.
+func appendProblemJSON(b []byte, p *Problem) []byte {
+	b = append(b, '{')
+	n := len(b)
+	b = appendStringField(b, `,"type":`, p.Type)
+	b = appendStringField(b, `,"title":`, p.Title)
+	b = appendIntField(b, `,"status":`, int64(p.Status))
+	b = appendStringField(b, `,"detail":`, p.Detail)
+	b = appendStringField(b, `,"instance":`, p.Instance)
+	return closeObject(b, n)
+}
+
 // appendStringField appends name and s, unless s is empty (omitempty).
 func appendStringField(b []byte, name, s string) []byte {
 	if s == "" {
@@ -124,7 +134,8 @@ func appendIntField(b []byte, name string, n int64) []byte {
 }
 
 // closeObject ends an object whose fields, each written with a leading
-// comma, began at b[n:]: the first field's comma goes.
+// comma, began at b[n:] (just after its "{"): the first field's comma
+// goes.
 func closeObject(b []byte, n int) []byte {
 	if len(b) > n {
 		b = append(b[:n], b[n+1:]...)

@@ -314,9 +314,10 @@ type Worker struct {
 // records from b's Store, and runs p on them. When b implements Completer
 // (and is not made by Pair), an outcome is recorded and its lease settled
 // in one step; when it implements Claimer (and is not made by Pair),
-// leases are taken and their records claimed in one step. A nil opts means all defaults. NewWorker returns an error
-// naming the field when an option is invalid, and one naming what is
-// missing when b, a part of a Pair, or p is nil.
+// leases are taken and their records claimed in one step. A nil opts means
+// all defaults. NewWorker returns an error naming the field when an option
+// is invalid, and one naming what is missing when b, a part of a Pair, or
+// p is nil.
 func NewWorker(b Backend, p Processor, opts *WorkerOptions) (*Worker, error) {
 	if err := checkBackend("NewWorker", b); err != nil {
 		return nil, err

@@ -203,9 +203,10 @@ func (b *Backend) claim(ctx context.Context, n int, ttl time.Duration, step *cla
 		if err := step.claim(t, leases); err != nil {
 			return err
 		}
-		// The leases run from their claim; claims of large records on a
-		// busy writer may have taken a good part of ttl. The worker's
-		// keeper extends a lease a third of ttl after it gets it.
+		// The leases run from the end of the claims, which, for large
+		// records on a busy writer, may have taken a good part of ttl;
+		// the worker's keeper first extends a lease a third of ttl after
+		// the claims began.
 		if end := b.now().UnixNano(); end-now > int64(ttl)/10 {
 			for _, l := range leases {
 				h := l.Handle.(*leaseHandle)
