@@ -14,7 +14,7 @@ import (
 // record the claim wrote) each cost one statement. A stale entry is
 // harmless: the UPDATE finds another xmin and writes nothing, and the
 // update is tried again on the record as read (see Backend.updateBatch).
-// Get reads the database, or answers from the poll cache (see polls.go).
+// Get reads the database, or answers from the poll cache (see Options.PollCacheAge and reccache.PollCache).
 //
 // An xmin names the transaction that wrote the row version, so two
 // versions of a record never share one unless a single transaction wrote
@@ -35,17 +35,8 @@ type cached struct {
 // newVersionCache returns an empty version cache.
 func newVersionCache() *reccache.Cache[cached] {
 	return reccache.New(func(a, b cached) bool { return later(a.version, b.version) }, func(e cached) int {
-		return cacheSize(e.rec)
+		return reccache.RecordSize(e.rec)
 	})
-}
-
-// cacheSize is the bytes a record takes in a cache, about.
-func cacheSize(rec *asyncreq.Record) int {
-	n := recordSize(rec)
-	if rec.Result != nil {
-		n += len(rec.Result.Body)
-	}
-	return n
 }
 
 // cacheRecord keeps rec, stored at row version version, in s's cache. rec

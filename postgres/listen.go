@@ -156,7 +156,7 @@ func (s *Backend) listenOnce(ctx context.Context, first bool, ready chan<- struc
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
 		return false, err
 	}
-	s.polls.listen(true)
+	s.polls.Listen(true)
 	if first {
 		close(ready)
 	} else {
@@ -166,7 +166,7 @@ func (s *Backend) listenOnce(ctx context.Context, first bool, ready chan<- struc
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
-			s.polls.listen(false)
+			s.polls.Listen(false)
 			return true, err
 		}
 		s.dispatch(n.Payload)
@@ -185,7 +185,7 @@ func (s *Backend) dispatch(payload string) {
 		origin, rest, _ := strings.Cut(rest, sep)
 		queue, id, _ := strings.Cut(rest, sep)
 		if origin != s.origin && queue == s.queue {
-			s.polls.changed(id)
+			s.polls.Changed(id)
 			s.watches.fire(id)
 		}
 	}

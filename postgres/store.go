@@ -38,7 +38,7 @@ type Backend struct {
 	jobs    waker
 	watches watchSet
 	cache   *reccache.Cache[cached]
-	polls   *pollCache
+	polls   *reccache.PollCache
 
 	sinceVacuum atomic.Int64  // jobs claimed since the last VACUUM of jobs
 	vacuumKick  chan struct{} // asks vacuumJobs for a VACUUM
@@ -152,7 +152,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 		channel: channelName(o.Schema),
 		origin:  asyncreq.NewID(),
 		cache:   newVersionCache(),
-		polls:   newPollCache(o.PollCacheAge),
+		polls:   reccache.NewPollCache(o.PollCacheAge, nil),
 
 		vacuumKick: make(chan struct{}, 1),
 	}
@@ -310,12 +310,12 @@ func (s *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) 
 		return nil, err
 	}
 	now := time.Now()
-	if rec := s.polls.get(id, now); rec != nil {
+	if rec := s.polls.Get(id, now); rec != nil {
 		return rec, nil
 	}
-	e := s.polls.begin(id, now)
+	e := s.polls.Begin(id, now)
 	rec, err := s.reads.do(ctx, id)
-	s.polls.end(id, e, rec)
+	s.polls.End(id, e, rec)
 	return rec, err
 }
 
@@ -467,7 +467,7 @@ func (s *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, error)
 // changed tells the watches of id, here and in other processes, that the
 // record changed. The change must have committed.
 func (s *Backend) changed(id string) {
-	s.polls.changed(id)
+	s.polls.Changed(id)
 	s.announce(id)
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/reccache"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -267,11 +268,11 @@ func collectVersions(rows pgx.Rows) (map[string]string, error) {
 
 // beginWrites notes in the poll cache the writes of ids about to be
 // issued, and returns the notes, in ids order.
-func (s *Backend) beginWrites(ids []string) []*pollEntry {
+func (s *Backend) beginWrites(ids []string) []*reccache.PollMark {
 	now := time.Now()
-	marks := make([]*pollEntry, len(ids))
+	marks := make([]*reccache.PollMark, len(ids))
 	for i, id := range ids {
-		marks[i] = s.polls.begin(id, now)
+		marks[i] = s.polls.Begin(id, now)
 	}
 	return marks
 }
@@ -281,16 +282,16 @@ func (s *Backend) beginWrites(ids []string) []*pollEntry {
 // poll cache and tells their watches. marks are the poll cache's notes of
 // the writes (beginWrites of p.ids); a record not written is dropped from
 // the poll cache, for the write's outcome may be unknown.
-func (s *Backend) wrote(p *pending, written map[string]string, marks []*pollEntry) {
+func (s *Backend) wrote(p *pending, written map[string]string, marks []*reccache.PollMark) {
 	for i, id := range p.ids {
 		v, ok := written[id]
 		if !ok {
-			s.polls.wrote(id, nil, nil)
+			s.polls.Wrote(id, nil, nil)
 			continue
 		}
 		rec := storedCopy(p.final[id])
 		s.cacheRecord(rec, v)
-		s.polls.wrote(id, marks[i], rec)
+		s.polls.Wrote(id, marks[i], rec)
 		s.announce(id)
 	}
 }

@@ -5,10 +5,11 @@
 // backend (its compare-and-set fails); the cache only saves reads. An
 // application that uses asyncreq has no need of it.
 //
-// The PostgreSQL and Redis backends use it. They are modules of their own,
-// released with the root module but possibly built with a later one, so
-// this package is API like the rest of the root module, and changes to it
-// stay compatible.
+// The PostgreSQL and Redis backends use it, and its PollCache, which
+// answers status polls from records recently read or written while change
+// notifications flow. They are modules of their own, released with the
+// root module but possibly built with a later one, so this package is API
+// like the rest of the root module, and changes to it stay compatible.
 //
 // The cache has two generations: when the current one holds GenBytes, it
 // becomes the previous one and the former previous one is dropped, so the

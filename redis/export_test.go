@@ -23,3 +23,7 @@ func hold[T caller[T]](h *handoff[T]) (queued func() int, release func()) {
 
 // StreamKey is the key of b's stream.
 func StreamKey(b *Backend) string { return b.streamKey }
+
+// PollSubscriptions reports whether b's subscription to its records'
+// changes is confirmed now, and how many times it was confirmed.
+func PollSubscriptions(b *Backend) (up bool, n int) { return b.subscriptions() }

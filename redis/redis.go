@@ -66,6 +66,19 @@ type Options struct {
 	// Default: the client given to New when it is a *goredis.Client;
 	// otherwise a canceled Dequeue returns when its bounded block ends.
 	BlockingClient *goredis.Client
+	// PollCacheAge is how long a Get may be answered from the record as a
+	// Get of this Backend read it, or as its Update or Complete wrote it,
+	// for as long as no change of it was announced: clients polling the
+	// status of running requests then cost a read of each record every
+	// PollCacheAge, not one per poll, and the outcome a worker of this
+	// Backend wrote is read by the handler beside it without a round trip.
+	// Every write publishes to the record's channel, and the Backend
+	// subscribes to its queue's channels (one PSUBSCRIBE on a pub/sub
+	// connection of its own, made by the first Get), so a poll sees
+	// another process's change as soon as its message arrives. Nothing is
+	// cached while that connection is down. The default is 500ms; a
+	// negative value turns the cache off, so that every Get reads Redis.
+	PollCacheAge time.Duration
 }
 
 // withDefaults returns a validated copy of o with the defaults applied.
@@ -107,6 +120,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.ConsumerIdleTTL == 0 {
 		c.ConsumerIdleTTL = time.Hour
 	}
+	if c.PollCacheAge == 0 {
+		c.PollCacheAge = defaultPollCacheAge
+	}
 	return c, nil
 }
 
@@ -128,9 +144,14 @@ type Backend struct {
 	delayedKey    string
 	unenqueuedKey string
 
-	closed  atomic.Bool
-	hub     hub
-	cache   *reccache.Cache[stored]
+	closed   atomic.Bool
+	hub      hub
+	cache    *reccache.Cache[stored]
+	polls    *reccache.PollCache
+	listener pollListener
+	// origin names this Backend in the change messages its writes
+	// publish, so that its poll cache ignores its own.
+	origin  string
 	creates handoff[*createCall]
 	pipe    handoff[*pipedCall]
 
@@ -170,6 +191,8 @@ func New(ctx context.Context, client goredis.UniversalClient, opts *Options) (*B
 		unenqueuedKey: base + "u",
 		cursor:        "0-0",
 		cache:         newRecCache(),
+		polls:         reccache.NewPollCache(o.PollCacheAge, nil),
+		origin:        nonce(),
 	}
 	b.creates.maxCalls, b.creates.maxBytes = maxBatchRecords, maxBatchBytes
 	b.pipe.maxCalls = maxPipeline
@@ -180,13 +203,14 @@ func New(ctx context.Context, client goredis.UniversalClient, opts *Options) (*B
 }
 
 // Close marks the Backend closed: later calls return asyncreq.ErrClosed.
-// It releases every watch, closes the Backend's pub/sub connection and
-// waits for the goroutine that reads it, and gives the connections it kept
-// for blocking reads back to the client's pool. It does not close the
+// It releases every watch, closes the Backend's pub/sub connections and
+// waits for the goroutines that read them, and gives the connections it
+// kept for blocking reads back to the client's pool. It does not close the
 // client. Close is idempotent.
 func (b *Backend) Close() error {
 	b.closed.Store(true)
 	b.hub.close()
+	b.closePolls()
 	b.mu.Lock()
 	idle := b.blockers
 	b.blockers = nil

@@ -198,7 +198,8 @@ return out
 //
 // KEYS: record, tombstone, unenqueued set, stream.
 // ARGV: 1 version read, 2 tombstone TTL ms, 3 expireAt ms, 4 tombAt ms,
-// 5 watch channel, 6 the record's owner, 7 id, 8 its score in the
+// 5 the writer's origin (Backend.origin, published to the record's watch
+// channel, base .. 'w:' .. id), 6 the record's owner, 7 id, 8 its score in the
 // unenqueued set ("": not unenqueued), 9 the key prefix (Backend.base),
 // 10 its index entry, 11 its UpdatedAt in microseconds when final ("":
 // not final), 12 enqueue (0/1), 13 number of fields to delete, their
@@ -242,7 +243,7 @@ apply_expiry(KEYS[1], KEYS[2], cur[2], cur[3], tonumber(ARGV[3]), tonumber(ARGV[
 if ARGV[12] == '1' then
   redis.call('XADD', KEYS[4], '*', 'id', ARGV[7], 'n', 0)
 end
-redis.call('PUBLISH', ARGV[5], '')
+redis.call('PUBLISH', ARGV[9] .. 'w:' .. ARGV[7], ARGV[5])
 `
 
 // completeScript is updateScript, then, once the record is stored, the ack
@@ -272,7 +273,8 @@ return {1}
 //
 // KEYS: record, tombstone, unenqueued set.
 // ARGV: keep a tombstone (0/1), tombstone TTL ms to use when the record has
-// none, watch channel, id, the key prefix (Backend.base).
+// none, the deleter's origin (published to the record's watch channel), id,
+// the key prefix (Backend.base).
 //
 // Returns 1 when deleted, 0 when there was no record.
 var deleteScript = goredis.NewScript(indexLua + `
@@ -295,7 +297,7 @@ else
 end
 redis.call('ZREM', KEYS[3], ARGV[4])
 if cur[4] then idx_del(ARGV[5], cur[4]) end
-redis.call('PUBLISH', ARGV[3], '')
+redis.call('PUBLISH', ARGV[5] .. 'w:' .. ARGV[4], ARGV[3])
 return 1
 `)
 

@@ -64,7 +64,14 @@ func (b *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) 
 	if err := b.check(ctx); err != nil {
 		return nil, err
 	}
+	now := time.Now()
+	if rec := b.polls.Get(id, now); rec != nil {
+		return rec, nil
+	}
+	b.listenPolls()
+	mark := b.polls.Begin(id, now)
 	rec, _, err := b.read(ctx, id)
+	b.polls.End(id, mark, rec)
 	return rec, err
 }
 
@@ -272,7 +279,7 @@ func (b *Backend) update(ctx context.Context, op, id string, fn func(*asyncreq.R
 		}
 		expireAt, tombAt := b.expiry(rec)
 		entry, upd := indexEntry(rec)
-		args := []any{st.version, ms(b.tombstoneTTL(rec)), expireAt, tombAt, b.watchChannel(id), rec.Owner,
+		args := []any{st.version, ms(b.tombstoneTTL(rec)), expireAt, tombAt, b.origin, rec.Owner,
 			id, unenqueuedScore(rec), b.base, entry, upd, boolArg(enqueue)}
 		script := updateScript
 		if ack != nil && rec.State.Final() {
@@ -282,22 +289,37 @@ func (b *Backend) update(ctx context.Context, op, id string, fn func(*asyncreq.R
 		args = append(args, len(del))
 		args = append(args, del...)
 		args = append(args, set...)
+		mark := b.polls.Begin(id, time.Now())
 		res, err := goredis.NewCmdResult(b.runScript(ctx, script,
 			[]string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey, b.streamKey}, args...)).Slice()
+		if code, _ := firstInt(res); err != nil || code != 1 {
+			// Not stored, or not known to be: what the poll cache held
+			// of the record is older than what Redis holds now.
+			b.polls.Wrote(id, nil, nil)
+		}
 		if err != nil {
 			b.cache.Drop(id)
 			return nil, wrap(ctx, op+" "+id, err)
 		}
-		code := int64(-2)
-		if len(res) > 0 {
-			code, _ = res[0].(int64)
-		}
+		code, _ := firstInt(res)
 		switch {
 		case code == 1:
-			if v, err := strconv.ParseInt(st.version, 10, 64); err == nil && fits(meta, rec) {
-				b.cache.Put(id, newStored(strconv.FormatInt(v+1, 10), meta, rec))
-			} else {
+			v, err := strconv.ParseInt(st.version, 10, 64)
+			if err != nil || !fits(meta, rec) {
 				b.cache.Drop(id)
+				b.polls.Wrote(id, nil, nil)
+				return rec.Clone(), nil
+			}
+			now := newStored(strconv.FormatInt(v+1, 10), meta, rec)
+			b.cache.Put(id, now)
+			if mark != nil {
+				// The poll cache gets the record as a read would give it
+				// (times as decoded, empty maps absent), not a copy of rec.
+				kept, err := now.decode()
+				if err != nil {
+					kept = nil
+				}
+				b.polls.Wrote(id, mark, kept)
 			}
 			return rec.Clone(), nil
 		case code == -1:
@@ -333,10 +355,12 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 		return err
 	}
 	b.cache.Drop(id)
+	b.polls.Begin(id, time.Now()) // a read of id in flight is not kept
 	n, err := deleteScript.Run(ctx, b.rdb,
 		[]string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey},
-		boolArg(tombstone), ms(b.opts.TombstoneTTL), b.watchChannel(id), id, b.base,
+		boolArg(tombstone), ms(b.opts.TombstoneTTL), b.origin, id, b.base,
 	).Int()
+	b.polls.Wrote(id, nil, nil)
 	if err != nil {
 		return wrap(ctx, "delete "+id, err)
 	}
@@ -435,4 +459,17 @@ func boolArg(v bool) string {
 		return "1"
 	}
 	return "0"
+}
+
+// firstInt returns the first element of a script's reply as an integer:
+// -2 and false when there is none or it is not one.
+func firstInt(res []any) (int64, bool) {
+	if len(res) == 0 {
+		return -2, false
+	}
+	v, ok := res[0].(int64)
+	if !ok {
+		return -2, false
+	}
+	return v, true
 }

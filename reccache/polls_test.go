@@ -1,4 +1,4 @@
-package postgres
+package reccache
 
 import (
 	"strconv"
@@ -19,55 +19,55 @@ func TestPollCacheOrdersOverlappingWrites(t *testing.T) {
 	rec := func(attempts int) *asyncreq.Record {
 		return &asyncreq.Record{ID: "r", State: asyncreq.StateRunning, Attempts: attempts}
 	}
-	attempts := func(p *pollCache) int {
-		got := p.get("r", now)
+	attempts := func(p *PollCache) int {
+		got := p.Get("r", now)
 		if got == nil {
 			return -1
 		}
 		return got.Attempts
 	}
-	newCache := func() *pollCache {
-		p := newPollCache(time.Hour)
-		p.listen(true)
+	newCache := func() *PollCache {
+		p := NewPollCache(time.Hour, testSize)
+		p.Listen(true)
 		return p
 	}
 
 	p := newCache()
-	w1, w2 := p.begin("r", now), p.begin("r", now)
-	p.wrote("r", w2, rec(2))
+	w1, w2 := p.Begin("r", now), p.Begin("r", now)
+	p.Wrote("r", w2, rec(2))
 	assert.Equal(t, 2, attempts(p), "the later write, ended first")
-	p.wrote("r", w1, rec(1))
+	p.Wrote("r", w1, rec(1))
 	assert.Equal(t, -1, attempts(p), "an earlier write ending last drops the entry")
 
 	p = newCache()
-	w1, w2 = p.begin("r", now), p.begin("r", now)
-	p.wrote("r", w1, rec(1))
-	p.wrote("r", w2, rec(2))
+	w1, w2 = p.Begin("r", now), p.Begin("r", now)
+	p.Wrote("r", w1, rec(1))
+	p.Wrote("r", w2, rec(2))
 	assert.Equal(t, -1, attempts(p), "either write may be the last in the database")
 
 	p = newCache()
-	r, w := p.begin("r", now), p.begin("r", now)
-	p.wrote("r", w, rec(2))
-	p.end("r", r, rec(1))
+	r, w := p.Begin("r", now), p.Begin("r", now)
+	p.Wrote("r", w, rec(2))
+	p.End("r", r, rec(1))
 	assert.Equal(t, 2, attempts(p), "a read begun before the write is not kept")
 
 	p = newCache()
-	w, r = p.begin("r", now), p.begin("r", now)
-	p.end("r", r, rec(1))
-	p.wrote("r", w, rec(2))
+	w, r = p.Begin("r", now), p.Begin("r", now)
+	p.End("r", r, rec(1))
+	p.Wrote("r", w, rec(2))
 	assert.Equal(t, -1, attempts(p), "a read begun during the write is not kept, nor is the write")
 
 	p = newCache()
-	w = p.begin("r", now)
-	p.changed("r")
-	p.wrote("r", w, rec(2))
+	w = p.Begin("r", now)
+	p.Changed("r")
+	p.Wrote("r", w, rec(2))
 	assert.Equal(t, -1, attempts(p), "a change announced during the write")
 
 	p = newCache()
-	w = p.begin("r", now)
-	p.wrote("r", w, &asyncreq.Record{ID: "r", State: asyncreq.StateSucceeded, Attempts: 3, Result: &asyncreq.Result{Body: []byte("ok")}})
+	w = p.Begin("r", now)
+	p.Wrote("r", w, &asyncreq.Record{ID: "r", State: asyncreq.StateSucceeded, Attempts: 3, Result: &asyncreq.Result{Body: []byte("ok")}})
 	assert.Equal(t, 3, attempts(p), "a final record is kept")
-	assert.Nil(t, p.get("r", now.Add(time.Hour)), "until the cache's age has passed")
+	assert.Nil(t, p.Get("r", now.Add(time.Hour)), "until the cache's age has passed")
 }
 
 // BenchmarkPollCacheFull reads records into a poll cache that is full of
@@ -75,18 +75,18 @@ func TestPollCacheOrdersOverlappingWrites(t *testing.T) {
 // begin and end when nothing can be dropped.
 func BenchmarkPollCacheFull(b *testing.B) {
 	now := time.Now()
-	p := newPollCache(time.Hour)
-	p.listen(true)
+	p := NewPollCache(time.Hour, testSize)
+	p.Listen(true)
 	body := make([]byte, 1<<10)
-	for i := 0; p.bytes < pollCacheBytes-2<<10; i++ {
+	for i := 0; p.bytes < PollBytes-2<<10; i++ {
 		id := strconv.Itoa(i)
-		p.end(id, p.begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
+		p.End(id, p.Begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
 	}
 	rec := &asyncreq.Record{ID: "new", State: asyncreq.StateRunning, Body: make([]byte, 4<<10)}
 	for b.Loop() {
-		p.end(rec.ID, p.begin(rec.ID, now), rec)
+		p.End(rec.ID, p.Begin(rec.ID, now), rec)
 	}
-	if p.get(rec.ID, now) != nil {
+	if p.Get(rec.ID, now) != nil {
 		b.Fatal("a record was kept in a full cache")
 	}
 }
@@ -97,19 +97,28 @@ func BenchmarkPollCacheFull(b *testing.B) {
 func TestPollCacheFullKeepsAgainOnceEntriesAge(t *testing.T) {
 	const age = time.Second
 	now := time.Now()
-	p := newPollCache(age)
-	p.listen(true)
+	p := NewPollCache(age, testSize)
+	p.Listen(true)
 	body := make([]byte, 64<<10-1<<10)
-	for i := 0; p.bytes < pollCacheBytes-64<<10; i++ {
+	for i := 0; p.bytes < PollBytes-64<<10; i++ {
 		id := strconv.Itoa(i)
-		p.end(id, p.begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
+		p.End(id, p.Begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
 	}
 	rec := &asyncreq.Record{ID: "new", State: asyncreq.StateRunning, Body: body}
 	read := func(at time.Time) *asyncreq.Record {
-		p.end(rec.ID, p.begin(rec.ID, at), rec)
-		return p.get(rec.ID, at)
+		p.End(rec.ID, p.Begin(rec.ID, at), rec)
+		return p.Get(rec.ID, at)
 	}
 	assert.Nil(t, read(now), "full of entries younger than the age")
 	assert.Nil(t, read(now.Add(age/4)), "still full")
 	assert.NotNil(t, read(now.Add(age)), "the aged entries are dropped")
+}
+
+// testSize is a record's size in the tests: its bodies and a little more.
+func testSize(rec *asyncreq.Record) int {
+	n := 64 + len(rec.Body)
+	if rec.Result != nil {
+		n += len(rec.Result.Body)
+	}
+	return n
 }
