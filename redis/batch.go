@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/reccache"
 )
 
 // Group commit of Create and Accept.
@@ -41,6 +42,7 @@ type createCall struct {
 	meta    []byte           // rec encoded without its bodies
 	ik      string           // its idempotency key's key, "" when none
 	enqueue bool
+	mark    *reccache.PollMark // its write, noted in the poll cache
 
 	other *asyncreq.Record // the earlier record of a duplicate
 	err   error
@@ -76,6 +78,10 @@ func (b *Backend) writeCreates(ctx context.Context, batch []*createCall) {
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
 		defer cancel()
 	}
+	now := time.Now()
+	for _, c := range batch {
+		c.mark = b.polls.Begin(c.rec.ID, now)
+	}
 	res, err := b.runCreates(ctx, batch)
 	b.creates.pass()
 	for i, c := range batch {
@@ -83,6 +89,9 @@ func (b *Backend) writeCreates(ctx context.Context, batch []*createCall) {
 			c.err = wrap(ctx, c.op+" "+c.rec.ID, err)
 		} else {
 			c.other, c.err = b.outcome(c, res[i])
+		}
+		if c.err != nil && c.mark != nil {
+			b.polls.Wrote(c.rec.ID, nil, nil)
 		}
 	}
 	b.creates.answer(batch)
@@ -169,8 +178,21 @@ func (b *Backend) outcome(c *createCall, res any) (*asyncreq.Record, error) {
 		if v == 0 {
 			return nil, fmt.Errorf("redis: %s %s: a record with this id exists", c.op, id)
 		}
-		if fits(c.meta, c.rec) {
-			b.cache.Put(id, newStored("1", c.meta, c.rec))
+		if !fits(c.meta, c.rec) {
+			b.polls.Wrote(id, nil, nil)
+			return nil, nil
+		}
+		st := newStored("1", c.meta, c.rec)
+		b.cache.Put(id, st)
+		if c.mark != nil {
+			// The poll cache gets the record as a read would give it, so
+			// that a client's first poll, which usually comes before the
+			// worker's claim, costs no round trip either.
+			kept, err := st.decode()
+			if err != nil {
+				kept = nil
+			}
+			b.polls.Wrote(id, c.mark, kept)
 		}
 		return nil, nil
 	case []any:
