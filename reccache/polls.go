@@ -28,11 +28,14 @@ import (
 // at most, and a delivered one by the time it took to arrive.
 //
 // A read or write notes itself in the cache before it is issued (Begin),
-// replacing the entry of its record, and its record is kept only if that
-// note is still the entry when it is done: a change noted in between
-// (another read or write, a notification) means the record may be
-// outdated already. A write that finds its note replaced drops the entry,
-// since the record it replaced is older than the write.
+// and its record is kept only if that note is still the latest of its
+// record when it is done: a change noted in between (another read or
+// write, a notification) means the record may be outdated already. A
+// write that finds its note replaced drops the entry, since the record it
+// replaced is older than the write. While a read or write is in flight,
+// Get still answers the record the entry held before it: a write not yet
+// done may or may not have taken effect, and the record before it is a
+// right answer to a Get that overlaps it.
 //
 // Final records are cached too, but an expired record is never answered
 // from the cache, so that a backend may remove expired records without a
@@ -43,7 +46,7 @@ type PollCache struct {
 
 	mu        sync.Mutex
 	listening bool // notifications are received
-	m         map[string]*PollMark
+	m         map[string]*pollEntry
 	bytes     int
 	rescan    time.Time // a full cache is not scanned for old entries before
 }
@@ -52,13 +55,20 @@ type PollCache struct {
 // function (about bytes). Records larger than EntryMax are not kept.
 const PollBytes = 8 << 20
 
-// PollMark is one record in a PollCache, or a read or write of it in
-// flight. A change of the record removes it, so that a read or write in
-// flight during the change is not kept.
+// PollMark is a read or write of a record in flight, noted in a
+// PollCache by Begin.
 type PollMark struct {
-	rec  *asyncreq.Record // never changed once stored; nil until done
-	at   time.Time        // when the read or write was issued
+	at time.Time // when the read or write was issued
+}
+
+// pollEntry is what a PollCache holds of one record. A change of the
+// record removes it, so that a read or write in flight during the change
+// is not kept.
+type pollEntry struct {
+	rec  *asyncreq.Record // never changed once stored; nil if none yet
+	at   time.Time        // when the read or write that gave rec was issued
 	size int
+	last *PollMark // the latest read or write noted, nil once done
 }
 
 // NewPollCache returns an empty PollCache whose entries last age; age 0 or
@@ -69,7 +79,7 @@ func NewPollCache(age time.Duration, size func(*asyncreq.Record) int) *PollCache
 	if size == nil {
 		size = RecordSize
 	}
-	return &PollCache{age: age, size: size, m: make(map[string]*PollMark)}
+	return &PollCache{age: age, size: size, m: make(map[string]*pollEntry)}
 }
 
 // RecordSize is about how many bytes rec keeps alive: its bodies, URL and
@@ -124,17 +134,21 @@ func (p *PollCache) Begin(id string, now time.Time) *PollMark {
 	if !p.listening {
 		return nil
 	}
-	e := &PollMark{at: now}
-	p.removeLocked(id)
-	p.m[id] = e
-	return e
+	mark := &PollMark{at: now}
+	e := p.m[id]
+	if e == nil {
+		e = &pollEntry{}
+		p.m[id] = e
+	}
+	e.last = mark
+	return mark
 }
 
 // End keeps rec, the outcome of the read Begin noted as e (nil when it
 // found nothing), if no change of the record (nor a loss of
 // notifications) was noted since. rec is copied: the caller keeps it.
-func (p *PollCache) End(id string, e *PollMark, rec *asyncreq.Record) {
-	if e == nil {
+func (p *PollCache) End(id string, mark *PollMark, rec *asyncreq.Record) {
+	if mark == nil {
 		return
 	}
 	size := 0
@@ -146,17 +160,18 @@ func (p *PollCache) End(id string, e *PollMark, rec *asyncreq.Record) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.m[id] != e {
-		return // changed, reset, or read again since
+	e := p.m[id]
+	if e == nil || e.last != mark {
+		return // changed, reset, or read or written again since
 	}
-	p.keepLocked(id, e, rec, size)
+	p.keepLocked(id, e, mark, rec, size)
 }
 
 // Wrote keeps rec, the record a write Begin noted as e stored, if no change
 // of the record was noted since, and otherwise drops what the cache holds
 // of it. A nil rec (the write's outcome is unknown, or it wrote nothing)
 // drops the entry. rec must not be changed afterwards.
-func (p *PollCache) Wrote(id string, e *PollMark, rec *asyncreq.Record) {
+func (p *PollCache) Wrote(id string, mark *PollMark, rec *asyncreq.Record) {
 	if p.age <= 0 {
 		return
 	}
@@ -166,21 +181,24 @@ func (p *PollCache) Wrote(id string, e *PollMark, rec *asyncreq.Record) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if e == nil || p.m[id] != e {
+	e := p.m[id]
+	if mark == nil || e == nil || e.last != mark {
 		p.removeLocked(id)
 		return
 	}
-	p.keepLocked(id, e, rec, size)
+	p.keepLocked(id, e, mark, rec, size)
 }
 
-// keepLocked stores rec, of size bytes, in e, the entry of id; it removes
-// e instead if rec is nil, over EntryMax, or does not fit.
-func (p *PollCache) keepLocked(id string, e *PollMark, rec *asyncreq.Record, size int) {
-	if rec == nil || size > EntryMax || !p.roomLocked(size, e.at) {
-		delete(p.m, id)
+// keepLocked stores rec, of size bytes, in e, the entry of id, as the
+// outcome of mark, its latest read or write; it removes e instead if rec
+// is nil, over EntryMax, or does not fit.
+func (p *PollCache) keepLocked(id string, e *pollEntry, mark *PollMark, rec *asyncreq.Record, size int) {
+	p.removeLocked(id)
+	if rec == nil || size > EntryMax || !p.roomLocked(size, mark.at) {
 		return
 	}
-	e.rec, e.size = rec, size
+	e.rec, e.at, e.size, e.last = rec, mark.at, size, nil
+	p.m[id] = e
 	p.bytes += size
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/asyncreq/asyncreq"
 )
@@ -121,4 +122,50 @@ func testSize(rec *asyncreq.Record) int {
 		n += len(rec.Result.Body)
 	}
 	return n
+}
+
+// TestPollCacheAnswersDuringAWrite: while a read or write of a record is
+// in flight, Get answers the record as the cache held it before (the
+// write may not have taken effect yet); once the write is done, what it
+// wrote. A notification of a change drops both.
+func TestPollCacheAnswersDuringAWrite(t *testing.T) {
+	now := time.Now()
+	p := NewPollCache(time.Hour, testSize)
+	p.Listen(true)
+	rec := func(attempts int) *asyncreq.Record {
+		return &asyncreq.Record{ID: "r", State: asyncreq.StateRunning, Attempts: attempts}
+	}
+	attempts := func() int {
+		if got := p.Get("r", now); got != nil {
+			return got.Attempts
+		}
+		return -1
+	}
+	p.End("r", p.Begin("r", now), rec(1))
+	require.Equal(t, 1, attempts())
+
+	w := p.Begin("r", now)
+	assert.Equal(t, 1, attempts(), "during the write")
+	r := p.Begin("r", now)
+	assert.Equal(t, 1, attempts(), "during the write and a read")
+	p.End("r", r, rec(2))
+	assert.Equal(t, 2, attempts(), "the read begun last")
+	p.Wrote("r", w, rec(3))
+	assert.Equal(t, -1, attempts(), "a write that ended after a later read began")
+
+	p.End("r", p.Begin("r", now), rec(4))
+	w = p.Begin("r", now)
+	p.Changed("r")
+	assert.Equal(t, -1, attempts(), "a change during the write")
+	p.Wrote("r", w, rec(5))
+	assert.Equal(t, -1, attempts(), "the write that overlapped a change")
+
+	p.End("r", p.Begin("r", now), rec(6))
+	w = p.Begin("r", now)
+	p.Wrote("r", w, rec(7))
+	assert.Equal(t, 7, attempts(), "after the write")
+	p.Wrote("r", p.Begin("r", now), nil)
+	assert.Equal(t, -1, attempts(), "a write whose outcome is unknown")
+	assert.Zero(t, p.bytes, "bytes held by no entry")
+	assert.Empty(t, p.m)
 }
