@@ -14,6 +14,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
 
 	"github.com/asyncreq/asyncreq"
 	"github.com/asyncreq/asyncreq/asyncreqtest"
@@ -49,8 +50,9 @@ func (r *roundTrips) report(b *testing.B) {
 // large enough for clients concurrent callers; with autopipeline, on
 // go-redis's (experimental) AutoPipeliner over that client, which batches
 // the commands of concurrent callers into pipelines. The returned counter
-// counts the client's round trips.
-func benchBackend(b *testing.B, clients int, autopipeline bool) (*redis.Backend, *roundTrips) {
+// counts the client's round trips. opts, if given, are the Backend's
+// options but for its prefix.
+func benchBackend(b *testing.B, clients int, autopipeline bool, opts ...redis.Options) (*redis.Backend, *roundTrips) {
 	b.Helper()
 	opt := redisOptions(b)
 	opt.PoolSize = max(opt.PoolSize, clients+8)
@@ -67,7 +69,12 @@ func benchBackend(b *testing.B, clients int, autopipeline bool) (*redis.Backend,
 		b.Cleanup(func() { _ = ap.Close() })
 		client = ap
 	}
-	be, err := redis.New(b.Context(), client, &redis.Options{Prefix: newPrefix(b, c)})
+	var o redis.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	o.Prefix = newPrefix(b, c)
+	be, err := redis.New(b.Context(), client, &o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -269,4 +276,52 @@ func benchSubmitToDone(b *testing.B, clients int) {
 	b.ReportMetric(msAt(0.50), "p50-ms")
 	b.ReportMetric(msAt(0.99), "p99-ms")
 	rt.report(b)
+}
+
+// BenchmarkPollRunning measures status reads of running requests, as
+// clients polling them cause: 32 clients each Get one of 32 running
+// records in a loop, with the poll cache off and at its default age.
+func BenchmarkPollRunning(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		age  time.Duration
+	}{{"cache=off", -1}, {"cache=default", 0}} {
+		b.Run(c.name, func(b *testing.B) {
+			be, rt := benchBackend(b, 32, false, redis.Options{PollCacheAge: c.age})
+			ctx := context.Background()
+			ids := make([]string, 32)
+			for i := range ids {
+				rec := testRecord("", "")
+				_, err := be.Create(ctx, rec)
+				require.NoError(b, err)
+				_, err = be.Update(ctx, rec.ID, func(r *asyncreq.Record) error { return r.Claim("token", 3, time.Now()) })
+				require.NoError(b, err)
+				ids[i] = rec.ID
+			}
+			_, err := be.Get(ctx, ids[0]) // subscribes, with the cache on
+			require.NoError(b, err)
+			for deadline := time.Now().Add(5 * time.Second); c.age >= 0; time.Sleep(time.Millisecond) {
+				if up, _ := redis.PollSubscriptions(be); up {
+					break
+				}
+				require.True(b, time.Now().Before(deadline), "not subscribed in 5s")
+			}
+			var next atomic.Int64
+			b.SetParallelism(16) // 32 clients on 2 CPUs
+			b.ReportAllocs()
+			b.ResetTimer()
+			rt.n.Store(0)
+			b.RunParallel(func(pb *testing.PB) {
+				id := ids[next.Add(1)%int64(len(ids))]
+				for pb.Next() {
+					if _, err := be.Get(ctx, id); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "gets/s")
+			rt.report(b)
+		})
+	}
 }
