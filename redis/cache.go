@@ -10,7 +10,8 @@ import (
 // compare-and-set without reading the record first: a worker's outcome
 // after its claim, or a progress report, costs one round trip. A stale
 // entry is harmless: its compare-and-set fails and the script answers with
-// the current record. Get always reads Redis.
+// the current record. Get reads Redis unless the poll cache answers (see
+// polls.go).
 //
 // Versions count from 1 per record, so the cache relies on ids not being
 // reused for a new record (Store.Create's contract: every record has a new

@@ -106,6 +106,18 @@
 // ends a long poll in an API process at once, and a client's cancel
 // reaches the worker running the request at once.
 //
+// # Polling clients
+//
+// A Get is answered without a round trip from the record as this Backend
+// last read, accepted or wrote it, for up to Options.PollCacheAge (500ms
+// by default), unless a change of it was announced since: the message
+// that every change publishes names its writer, and a Backend subscribes
+// to all of its queue's channels with one PSUBSCRIBE, made by its first
+// Get, and drops a record when another writer's message names it. Nothing
+// is cached before Redis has confirmed that subscription or while its
+// connection is down. A lost message would delay what a poll sees by
+// PollCacheAge at most; a delivered one, by the time it took to arrive.
+//
 // # Durability
 //
 // A 202 from a handler on this backend is as durable as the Redis server's
