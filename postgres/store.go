@@ -38,7 +38,7 @@ type Backend struct {
 	jobs    waker
 	watches watchSet
 	cache   *reccache.Cache[cached]
-	polls   *reccache.PollCache
+	polls   *reccache.PollCache[*asyncreq.Record]
 
 	sinceVacuum atomic.Int64  // jobs claimed since the last VACUUM of jobs
 	vacuumKick  chan struct{} // asks vacuumJobs for a VACUUM
@@ -152,7 +152,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 		channel: channelName(o.Schema),
 		origin:  asyncreq.NewID(),
 		cache:   newVersionCache(),
-		polls:   reccache.NewPollCache(o.PollCacheAge, nil),
+		polls:   reccache.NewRecordPollCache(o.PollCacheAge),
 
 		vacuumKick: make(chan struct{}, 1),
 	}
@@ -310,12 +310,18 @@ func (s *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) 
 		return nil, err
 	}
 	now := time.Now()
-	if rec := s.polls.Get(id, now); rec != nil {
-		return rec, nil
+	if rec, ok := s.polls.Get(id, now); ok {
+		return rec.Clone(), nil
 	}
-	e := s.polls.Begin(id, now)
+	mark := s.polls.Begin(id, now)
 	rec, err := s.reads.do(ctx, id)
-	s.polls.End(id, e, rec)
+	switch {
+	case mark == nil:
+	case err != nil || rec == nil:
+		s.polls.Changed(id)
+	default:
+		s.polls.Read(id, mark, rec.Clone())
+	}
 	return rec, err
 }
 

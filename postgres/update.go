@@ -286,7 +286,7 @@ func (s *Backend) wrote(p *pending, written map[string]string, marks []*reccache
 	for i, id := range p.ids {
 		v, ok := written[id]
 		if !ok {
-			s.polls.Wrote(id, nil, nil)
+			s.polls.Changed(id)
 			continue
 		}
 		rec := storedCopy(p.final[id])

@@ -40,13 +40,20 @@ import (
 // Final records are cached too, but an expired record is never answered
 // from the cache, so that a backend may remove expired records without a
 // notification.
-type PollCache struct {
-	age  time.Duration // <= 0: off
-	size func(*asyncreq.Record) int
+//
+// V is what the backend keeps of a record: the record itself, or the
+// record as the backend stores it (its encoding, say) if decoding it at
+// the Get that uses it is cheaper than at every write. A value is never
+// changed once given to the cache, and the cache hands the same value to
+// every Get: the backend copies or decodes it.
+type PollCache[V any] struct {
+	age     time.Duration // <= 0: off
+	size    func(V) int
+	expires func(V) time.Time
 
 	mu        sync.Mutex
 	listening bool // notifications are received
-	m         map[string]*pollEntry
+	m         map[string]*pollEntry[V]
 	bytes     int
 	rescan    time.Time // a full cache is not scanned for old entries before
 }
@@ -64,22 +71,26 @@ type PollMark struct {
 // pollEntry is what a PollCache holds of one record. A change of the
 // record removes it, so that a read or write in flight during the change
 // is not kept.
-type pollEntry struct {
-	rec  *asyncreq.Record // never changed once stored; nil if none yet
-	at   time.Time        // when the read or write that gave rec was issued
+type pollEntry[V any] struct {
+	v    V
+	has  bool      // v is set
+	at   time.Time // when the read or write that gave v was issued
 	size int
 	last *PollMark // the latest read or write noted, nil once done
 }
 
 // NewPollCache returns an empty PollCache whose entries last age; age 0 or
-// less turns it off (Get answers nil, nothing is kept). size is about how
-// many bytes a record keeps alive; nil means RecordSize. The cache keeps
-// nothing until Listen says notifications are received.
-func NewPollCache(age time.Duration, size func(*asyncreq.Record) int) *PollCache {
-	if size == nil {
-		size = RecordSize
-	}
-	return &PollCache{age: age, size: size, m: make(map[string]*pollEntry)}
+// less turns it off (Get finds nothing, nothing is kept). size is about
+// how many bytes a value keeps alive, and expires when its record expires
+// (the zero time: never). The cache keeps nothing until Listen says
+// notifications are received.
+func NewPollCache[V any](age time.Duration, size func(V) int, expires func(V) time.Time) *PollCache[V] {
+	return &PollCache[V]{age: age, size: size, expires: expires, m: make(map[string]*pollEntry[V])}
+}
+
+// NewRecordPollCache returns a PollCache of records, sized by RecordSize.
+func NewRecordPollCache(age time.Duration) *PollCache[*asyncreq.Record] {
+	return NewPollCache(age, RecordSize, func(rec *asyncreq.Record) time.Time { return rec.ExpiresAt })
 }
 
 // RecordSize is about how many bytes rec keeps alive: its bodies, URL and
@@ -103,29 +114,30 @@ func headerSize(h http.Header) int {
 	return n
 }
 
-// Get returns a copy of the cached record id if it was read or written
-// less than the cache's age before now and has not expired, nil otherwise.
-func (p *PollCache) Get(id string, now time.Time) *asyncreq.Record {
+// Get returns the value kept for id if it was read or written less than
+// the cache's age before now and its record has not expired. The value is
+// shared: the caller must not change it.
+func (p *PollCache[V]) Get(id string, now time.Time) (V, bool) {
+	var v V
 	if p.age <= 0 {
-		return nil
+		return v, false
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	e := p.m[id]
-	var rec *asyncreq.Record
-	if e != nil && e.rec != nil && now.Sub(e.at) < p.age && (e.rec.ExpiresAt.IsZero() || now.Before(e.rec.ExpiresAt)) {
-		rec = e.rec
+	if e == nil || !e.has || now.Sub(e.at) >= p.age {
+		return v, false
 	}
-	p.mu.Unlock()
-	if rec == nil {
-		return nil
+	if exp := p.expires(e.v); !exp.IsZero() && !now.Before(exp) {
+		return v, false
 	}
-	return rec.Clone()
+	return e.v, true
 }
 
 // Begin notes a read or write of id about to be issued at now, and returns
-// what to give End or Wrote with its outcome; nil when nothing is to be
+// what to give Read or Wrote with its outcome; nil when nothing is to be
 // cached (the cache is off, or notifications are not received).
-func (p *PollCache) Begin(id string, now time.Time) *PollMark {
+func (p *PollCache[V]) Begin(id string, now time.Time) *PollMark {
 	if p.age <= 0 {
 		return nil
 	}
@@ -137,48 +149,40 @@ func (p *PollCache) Begin(id string, now time.Time) *PollMark {
 	mark := &PollMark{at: now}
 	e := p.m[id]
 	if e == nil {
-		e = &pollEntry{}
+		e = &pollEntry[V]{}
 		p.m[id] = e
 	}
 	e.last = mark
 	return mark
 }
 
-// End keeps rec, the outcome of the read Begin noted as e (nil when it
-// found nothing), if no change of the record (nor a loss of
-// notifications) was noted since. rec is copied: the caller keeps it.
-func (p *PollCache) End(id string, mark *PollMark, rec *asyncreq.Record) {
+// Read keeps v, what the read Begin noted as mark found, if no change of
+// the record (nor a loss of notifications) and no other read or write of
+// it was noted since. v must not be changed afterwards. A read that found
+// nothing, or failed, keeps nothing: call Changed, or nothing at all.
+func (p *PollCache[V]) Read(id string, mark *PollMark, v V) {
 	if mark == nil {
 		return
 	}
-	size := 0
-	if rec != nil {
-		size = p.size(rec)
-		if size <= EntryMax {
-			rec = rec.Clone()
-		}
-	}
+	size := p.size(v)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.m[id]
 	if e == nil || e.last != mark {
 		return // changed, reset, or read or written again since
 	}
-	p.keepLocked(id, e, mark, rec, size)
+	p.keepLocked(id, e, mark, v, size)
 }
 
-// Wrote keeps rec, the record a write Begin noted as e stored, if no change
-// of the record was noted since, and otherwise drops what the cache holds
-// of it. A nil rec (the write's outcome is unknown, or it wrote nothing)
-// drops the entry. rec must not be changed afterwards.
-func (p *PollCache) Wrote(id string, mark *PollMark, rec *asyncreq.Record) {
+// Wrote keeps v, the record as the write Begin noted as mark stored it,
+// if no change of the record was noted since, and otherwise drops what the
+// cache holds of it. v must not be changed afterwards. After a write that
+// did not store, or whose outcome is unknown, call Changed instead.
+func (p *PollCache[V]) Wrote(id string, mark *PollMark, v V) {
 	if p.age <= 0 {
 		return
 	}
-	size := 0
-	if rec != nil {
-		size = p.size(rec)
-	}
+	size := p.size(v)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.m[id]
@@ -186,18 +190,18 @@ func (p *PollCache) Wrote(id string, mark *PollMark, rec *asyncreq.Record) {
 		p.removeLocked(id)
 		return
 	}
-	p.keepLocked(id, e, mark, rec, size)
+	p.keepLocked(id, e, mark, v, size)
 }
 
-// keepLocked stores rec, of size bytes, in e, the entry of id, as the
-// outcome of mark, its latest read or write; it removes e instead if rec
-// is nil, over EntryMax, or does not fit.
-func (p *PollCache) keepLocked(id string, e *pollEntry, mark *PollMark, rec *asyncreq.Record, size int) {
+// keepLocked stores v, of size bytes, in e, the entry of id, as the
+// outcome of mark, its latest read or write; it removes e instead if v is
+// over EntryMax or does not fit.
+func (p *PollCache[V]) keepLocked(id string, e *pollEntry[V], mark *PollMark, v V, size int) {
 	p.removeLocked(id)
-	if rec == nil || size > EntryMax || !p.roomLocked(size, mark.at) {
+	if size > EntryMax || !p.roomLocked(size, mark.at) {
 		return
 	}
-	e.rec, e.at, e.size, e.last = rec, mark.at, size, nil
+	e.v, e.has, e.at, e.size, e.last = v, true, mark.at, size, nil
 	p.m[id] = e
 	p.bytes += size
 }
@@ -207,7 +211,7 @@ func (p *PollCache) keepLocked(id string, e *pollEntry, mark *PollMark, rec *asy
 // scanned for them at most every half age: while it is full of younger
 // entries, a scan at every read or write would cost a walk of the whole
 // cache each, and finds nothing to drop.
-func (p *PollCache) roomLocked(size int, now time.Time) bool {
+func (p *PollCache[V]) roomLocked(size int, now time.Time) bool {
 	if p.bytes+size <= PollBytes {
 		return true
 	}
@@ -215,7 +219,7 @@ func (p *PollCache) roomLocked(size int, now time.Time) bool {
 		return false
 	}
 	for id, e := range p.m {
-		if e.rec != nil && now.Sub(e.at) >= p.age {
+		if e.has && now.Sub(e.at) >= p.age {
 			p.removeLocked(id)
 		}
 	}
@@ -227,7 +231,7 @@ func (p *PollCache) roomLocked(size int, now time.Time) bool {
 }
 
 // removeLocked removes the entry of id, if any.
-func (p *PollCache) removeLocked(id string) {
+func (p *PollCache[V]) removeLocked(id string) {
 	if e, ok := p.m[id]; ok {
 		p.bytes -= e.size
 		delete(p.m, id)
@@ -235,8 +239,9 @@ func (p *PollCache) removeLocked(id string) {
 }
 
 // Changed drops what the cache holds of id, and any read or write of it
-// in flight: call it when a notification says id changed.
-func (p *PollCache) Changed(id string) {
+// in flight: call it when a notification says id changed, and after a
+// write whose outcome is unknown.
+func (p *PollCache[V]) Changed(id string) {
 	if p.age <= 0 {
 		return
 	}
@@ -248,7 +253,7 @@ func (p *PollCache) Changed(id string) {
 // Listen drops everything cached and records whether notifications are
 // now received: call it with true once the backend receives them, and with
 // false as soon as it may have missed one (its connection failed).
-func (p *PollCache) Listen(up bool) {
+func (p *PollCache[V]) Listen(up bool) {
 	if p.age <= 0 {
 		return
 	}

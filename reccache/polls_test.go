@@ -20,15 +20,15 @@ func TestPollCacheOrdersOverlappingWrites(t *testing.T) {
 	rec := func(attempts int) *asyncreq.Record {
 		return &asyncreq.Record{ID: "r", State: asyncreq.StateRunning, Attempts: attempts}
 	}
-	attempts := func(p *PollCache) int {
-		got := p.Get("r", now)
+	attempts := func(p *PollCache[*asyncreq.Record]) int {
+		got := get(p, "r", now)
 		if got == nil {
 			return -1
 		}
 		return got.Attempts
 	}
-	newCache := func() *PollCache {
-		p := NewPollCache(time.Hour, testSize)
+	newCache := func() *PollCache[*asyncreq.Record] {
+		p := newTestCache(time.Hour)
 		p.Listen(true)
 		return p
 	}
@@ -49,12 +49,12 @@ func TestPollCacheOrdersOverlappingWrites(t *testing.T) {
 	p = newCache()
 	r, w := p.Begin("r", now), p.Begin("r", now)
 	p.Wrote("r", w, rec(2))
-	p.End("r", r, rec(1))
+	p.Read("r", r, rec(1))
 	assert.Equal(t, 2, attempts(p), "a read begun before the write is not kept")
 
 	p = newCache()
 	w, r = p.Begin("r", now), p.Begin("r", now)
-	p.End("r", r, rec(1))
+	p.Read("r", r, rec(1))
 	p.Wrote("r", w, rec(2))
 	assert.Equal(t, -1, attempts(p), "a read begun during the write is not kept, nor is the write")
 
@@ -68,7 +68,7 @@ func TestPollCacheOrdersOverlappingWrites(t *testing.T) {
 	w = p.Begin("r", now)
 	p.Wrote("r", w, &asyncreq.Record{ID: "r", State: asyncreq.StateSucceeded, Attempts: 3, Result: &asyncreq.Result{Body: []byte("ok")}})
 	assert.Equal(t, 3, attempts(p), "a final record is kept")
-	assert.Nil(t, p.Get("r", now.Add(time.Hour)), "until the cache's age has passed")
+	assert.Nil(t, get(p, "r", now.Add(time.Hour)), "until the cache's age has passed")
 }
 
 // BenchmarkPollCacheFull reads records into a poll cache that is full of
@@ -76,18 +76,18 @@ func TestPollCacheOrdersOverlappingWrites(t *testing.T) {
 // begin and end when nothing can be dropped.
 func BenchmarkPollCacheFull(b *testing.B) {
 	now := time.Now()
-	p := NewPollCache(time.Hour, testSize)
+	p := newTestCache(time.Hour)
 	p.Listen(true)
 	body := make([]byte, 1<<10)
 	for i := 0; p.bytes < PollBytes-2<<10; i++ {
 		id := strconv.Itoa(i)
-		p.End(id, p.Begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
+		p.Read(id, p.Begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
 	}
 	rec := &asyncreq.Record{ID: "new", State: asyncreq.StateRunning, Body: make([]byte, 4<<10)}
 	for b.Loop() {
-		p.End(rec.ID, p.Begin(rec.ID, now), rec)
+		p.Read(rec.ID, p.Begin(rec.ID, now), rec)
 	}
-	if p.Get(rec.ID, now) != nil {
+	if get(p, rec.ID, now) != nil {
 		b.Fatal("a record was kept in a full cache")
 	}
 }
@@ -98,17 +98,17 @@ func BenchmarkPollCacheFull(b *testing.B) {
 func TestPollCacheFullKeepsAgainOnceEntriesAge(t *testing.T) {
 	const age = time.Second
 	now := time.Now()
-	p := NewPollCache(age, testSize)
+	p := newTestCache(age)
 	p.Listen(true)
 	body := make([]byte, 64<<10-1<<10)
 	for i := 0; p.bytes < PollBytes-64<<10; i++ {
 		id := strconv.Itoa(i)
-		p.End(id, p.Begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
+		p.Read(id, p.Begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
 	}
 	rec := &asyncreq.Record{ID: "new", State: asyncreq.StateRunning, Body: body}
 	read := func(at time.Time) *asyncreq.Record {
-		p.End(rec.ID, p.Begin(rec.ID, at), rec)
-		return p.Get(rec.ID, at)
+		p.Read(rec.ID, p.Begin(rec.ID, at), rec)
+		return get(p, rec.ID, at)
 	}
 	assert.Nil(t, read(now), "full of entries younger than the age")
 	assert.Nil(t, read(now.Add(age/4)), "still full")
@@ -130,42 +130,57 @@ func testSize(rec *asyncreq.Record) int {
 // wrote. A notification of a change drops both.
 func TestPollCacheAnswersDuringAWrite(t *testing.T) {
 	now := time.Now()
-	p := NewPollCache(time.Hour, testSize)
+	p := newTestCache(time.Hour)
 	p.Listen(true)
 	rec := func(attempts int) *asyncreq.Record {
 		return &asyncreq.Record{ID: "r", State: asyncreq.StateRunning, Attempts: attempts}
 	}
 	attempts := func() int {
-		if got := p.Get("r", now); got != nil {
+		if got := get(p, "r", now); got != nil {
 			return got.Attempts
 		}
 		return -1
 	}
-	p.End("r", p.Begin("r", now), rec(1))
+	p.Read("r", p.Begin("r", now), rec(1))
 	require.Equal(t, 1, attempts())
 
 	w := p.Begin("r", now)
 	assert.Equal(t, 1, attempts(), "during the write")
 	r := p.Begin("r", now)
 	assert.Equal(t, 1, attempts(), "during the write and a read")
-	p.End("r", r, rec(2))
+	p.Read("r", r, rec(2))
 	assert.Equal(t, 2, attempts(), "the read begun last")
 	p.Wrote("r", w, rec(3))
 	assert.Equal(t, -1, attempts(), "a write that ended after a later read began")
 
-	p.End("r", p.Begin("r", now), rec(4))
+	p.Read("r", p.Begin("r", now), rec(4))
 	w = p.Begin("r", now)
 	p.Changed("r")
 	assert.Equal(t, -1, attempts(), "a change during the write")
 	p.Wrote("r", w, rec(5))
 	assert.Equal(t, -1, attempts(), "the write that overlapped a change")
 
-	p.End("r", p.Begin("r", now), rec(6))
+	p.Read("r", p.Begin("r", now), rec(6))
 	w = p.Begin("r", now)
 	p.Wrote("r", w, rec(7))
 	assert.Equal(t, 7, attempts(), "after the write")
-	p.Wrote("r", p.Begin("r", now), nil)
+	p.Begin("r", now)
+	p.Changed("r") // a write whose outcome is unknown
 	assert.Equal(t, -1, attempts(), "a write whose outcome is unknown")
 	assert.Zero(t, p.bytes, "bytes held by no entry")
 	assert.Empty(t, p.m)
+}
+
+// newTestCache returns a PollCache of records sized by testSize.
+func newTestCache(age time.Duration) *PollCache[*asyncreq.Record] {
+	return NewPollCache(age, testSize, func(rec *asyncreq.Record) time.Time { return rec.ExpiresAt })
+}
+
+// get returns a copy of what p holds of id, nil if nothing.
+func get(p *PollCache[*asyncreq.Record], id string, now time.Time) *asyncreq.Record {
+	rec, ok := p.Get(id, now)
+	if !ok {
+		return nil
+	}
+	return rec.Clone()
 }

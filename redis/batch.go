@@ -91,7 +91,7 @@ func (b *Backend) writeCreates(ctx context.Context, batch []*createCall) {
 			c.other, c.err = b.outcome(c, res[i])
 		}
 		if c.err != nil && c.mark != nil {
-			b.polls.Wrote(c.rec.ID, nil, nil)
+			b.polls.Changed(c.rec.ID)
 		}
 	}
 	b.creates.answer(batch)
@@ -179,21 +179,14 @@ func (b *Backend) outcome(c *createCall, res any) (*asyncreq.Record, error) {
 			return nil, fmt.Errorf("redis: %s %s: a record with this id exists", c.op, id)
 		}
 		if !fits(c.meta, c.rec) {
-			b.polls.Wrote(id, nil, nil)
+			b.polls.Changed(id)
 			return nil, nil
 		}
 		st := newStored("1", c.meta, c.rec)
 		b.cache.Put(id, st)
-		if c.mark != nil {
-			// The poll cache gets the record as a read would give it, so
-			// that a client's first poll, which usually comes before the
-			// worker's claim, costs no round trip either.
-			kept, err := st.decode()
-			if err != nil {
-				kept = nil
-			}
-			b.polls.Wrote(id, c.mark, kept)
-		}
+		// A client's first poll, which usually comes before the worker's
+		// claim, costs no round trip either.
+		b.polls.Wrote(id, c.mark, st)
 		return nil, nil
 	case []any:
 		if len(v) != 3 {

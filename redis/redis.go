@@ -147,7 +147,7 @@ type Backend struct {
 	closed   atomic.Bool
 	hub      hub
 	cache    *reccache.Cache[stored]
-	polls    *reccache.PollCache
+	polls    *reccache.PollCache[stored]
 	listener pollListener
 	// origin names this Backend in the change messages its writes
 	// publish, so that its poll cache ignores its own.
@@ -191,7 +191,7 @@ func New(ctx context.Context, client goredis.UniversalClient, opts *Options) (*B
 		unenqueuedKey: base + "u",
 		cursor:        "0-0",
 		cache:         newRecCache(),
-		polls:         reccache.NewPollCache(o.PollCacheAge, nil),
+		polls:         reccache.NewPollCache(o.PollCacheAge, stored.size, func(st stored) time.Time { return st.expires }),
 		origin:        nonce(),
 	}
 	b.creates.maxCalls, b.creates.maxBytes = maxBatchRecords, maxBatchBytes

@@ -65,22 +65,32 @@ func (b *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) 
 		return nil, err
 	}
 	now := time.Now()
-	if rec := b.polls.Get(id, now); rec != nil {
-		return rec, nil
+	if st, ok := b.polls.Get(id, now); ok {
+		if rec, err := st.decode(); err == nil {
+			return rec, nil
+		}
 	}
 	b.listenPolls()
 	mark := b.polls.Begin(id, now)
-	rec, _, err := b.read(ctx, id)
-	b.polls.End(id, mark, rec)
+	rec, st, err := b.read(ctx, id)
+	switch {
+	case mark == nil:
+	case err != nil:
+		b.polls.Changed(id)
+	default:
+		st.expires = rec.ExpiresAt
+		b.polls.Read(id, mark, st)
+	}
 	return rec, err
 }
 
 // stored is a record as Redis holds it: its version and its raw fields.
 type stored struct {
 	version string
-	meta    string  // d
-	body    *string // b; nil when absent
-	result  *string // r; nil when absent
+	meta    string    // d
+	body    *string   // b; nil when absent
+	result  *string   // r; nil when absent
+	expires time.Time // the record's ExpiresAt; set for the poll cache
 }
 
 // storedOf makes a stored of the hash fields d, b and r as HMGET returns
@@ -111,7 +121,7 @@ func storedOf(fields []any, version any) (stored, error) {
 // newStored is what Redis holds after rec was written with the given
 // version and encoded meta.
 func newStored(version string, meta []byte, rec *asyncreq.Record) stored {
-	st := stored{version: version, meta: string(meta)}
+	st := stored{version: version, meta: string(meta), expires: rec.ExpiresAt}
 	if rec.Body != nil {
 		body := string(rec.Body)
 		st.body = &body
@@ -295,7 +305,7 @@ func (b *Backend) update(ctx context.Context, op, id string, fn func(*asyncreq.R
 		if code, _ := firstInt(res); err != nil || code != 1 {
 			// Not stored, or not known to be: what the poll cache held
 			// of the record is older than what Redis holds now.
-			b.polls.Wrote(id, nil, nil)
+			b.polls.Changed(id)
 		}
 		if err != nil {
 			b.cache.Drop(id)
@@ -307,20 +317,12 @@ func (b *Backend) update(ctx context.Context, op, id string, fn func(*asyncreq.R
 			v, err := strconv.ParseInt(st.version, 10, 64)
 			if err != nil || !fits(meta, rec) {
 				b.cache.Drop(id)
-				b.polls.Wrote(id, nil, nil)
+				b.polls.Changed(id)
 				return rec.Clone(), nil
 			}
 			now := newStored(strconv.FormatInt(v+1, 10), meta, rec)
 			b.cache.Put(id, now)
-			if mark != nil {
-				// The poll cache gets the record as a read would give it
-				// (times as decoded, empty maps absent), not a copy of rec.
-				kept, err := now.decode()
-				if err != nil {
-					kept = nil
-				}
-				b.polls.Wrote(id, mark, kept)
-			}
+			b.polls.Wrote(id, mark, now)
 			return rec.Clone(), nil
 		case code == -1:
 			// Deleted or expired: answer as Get would.
@@ -355,12 +357,12 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 		return err
 	}
 	b.cache.Drop(id)
-	b.polls.Begin(id, time.Now()) // a read of id in flight is not kept
+	b.polls.Changed(id) // a read of id in flight is not kept
 	n, err := deleteScript.Run(ctx, b.rdb,
 		[]string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey},
 		boolArg(tombstone), ms(b.opts.TombstoneTTL), b.origin, id, b.base,
 	).Int()
-	b.polls.Wrote(id, nil, nil)
+	b.polls.Changed(id)
 	if err != nil {
 		return wrap(ctx, "delete "+id, err)
 	}
