@@ -30,14 +30,15 @@ type pollListener struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
-	ps      *goredis.PubSub
-	stop    chan struct{} // closed by close
-	done    chan struct{} // closed when the receive goroutine ends
-	up      bool          // the subscription is confirmed and the cache on
-	subs    int           // confirmations of the subscription so far
+	ps      *goredis.PubSub    // the current subscription; nil between two
+	cancel  context.CancelFunc // ends the receive goroutine's context
+	done    chan struct{}      // closed when the receive goroutine ends
+	up      bool               // the subscription is confirmed and the cache on
+	subs    int                // confirmations of the subscription so far
 }
 
-// listenPolls starts the subscription if it is not running yet.
+// listenPolls starts the subscription if it is not running yet. The
+// goroutine it starts subscribes, so that no Get waits for a dial.
 func (b *Backend) listenPolls() {
 	l := &b.listener
 	l.mu.Lock()
@@ -46,10 +47,10 @@ func (b *Backend) listenPolls() {
 		return
 	}
 	l.started = true
-	l.stop = make(chan struct{})
+	var ctx context.Context
+	ctx, l.cancel = context.WithCancel(context.Background())
 	l.done = make(chan struct{})
-	l.ps = b.rdb.PSubscribe(context.Background(), b.changePattern())
-	go b.receivePolls()
+	go b.receivePolls(ctx)
 }
 
 // changePattern is the PSUBSCRIBE pattern of the watch channels of the
@@ -67,48 +68,54 @@ func (b *Backend) changePattern() string {
 	return sb.String()
 }
 
-// receivePolls reads the subscription until close, and tells the poll
-// cache what it learns.
-func (b *Backend) receivePolls() {
+// receivePolls subscribes and reads the subscription until ctx ends,
+// telling the poll cache what it learns; after a failure it subscribes
+// again on a new connection, waiting longer each time it fails in a row.
+func (b *Backend) receivePolls(ctx context.Context) {
 	l := &b.listener
 	defer close(l.done)
 	prefix := b.base + "w:"
 	backoff := 10 * time.Millisecond
 	for {
+		ps := b.rdb.PSubscribe(ctx, b.changePattern())
 		l.mu.Lock()
-		ps := l.ps
-		l.mu.Unlock()
-		msg, err := ps.Receive(context.Background())
-		if err != nil {
-			b.setListening(false)
-			l.mu.Lock()
-			if l.closed {
-				l.mu.Unlock()
-				return
-			}
-			_ = ps.Close()
-			l.ps = b.rdb.PSubscribe(context.Background(), b.changePattern())
+		if l.closed {
 			l.mu.Unlock()
-			select {
-			case <-l.stop:
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, time.Second)
-			continue
+			_ = ps.Close()
+			return
 		}
-		switch m := msg.(type) {
-		case *goredis.Subscription:
-			if m.Kind == "psubscribe" {
-				backoff = 10 * time.Millisecond
-				b.setListening(true)
+		l.ps = ps
+		l.mu.Unlock()
+		for {
+			msg, err := ps.Receive(ctx)
+			if err != nil {
+				break
 			}
-		case *goredis.Message:
-			if m.Payload != b.origin {
-				if id, ok := strings.CutPrefix(m.Channel, prefix); ok {
-					b.polls.Changed(id)
+			switch m := msg.(type) {
+			case *goredis.Subscription:
+				if m.Kind == "psubscribe" {
+					backoff = 10 * time.Millisecond
+					b.setListening(true)
+				}
+			case *goredis.Message:
+				if m.Payload != b.origin {
+					if id, ok := strings.CutPrefix(m.Channel, prefix); ok {
+						b.polls.Changed(id)
+					}
 				}
 			}
 		}
+		b.setListening(false)
+		l.mu.Lock()
+		l.ps = nil
+		l.mu.Unlock()
+		_ = ps.Close()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
 	}
 }
 
@@ -144,8 +151,10 @@ func (b *Backend) closePolls() {
 	l.closed = true
 	started := l.started
 	if started {
-		close(l.stop)
-		_ = l.ps.Close()
+		l.cancel()
+		if l.ps != nil {
+			_ = l.ps.Close()
+		}
 	}
 	l.mu.Unlock()
 	if started {
