@@ -67,8 +67,8 @@ type Options struct {
 	// otherwise a canceled Dequeue returns when its bounded block ends.
 	BlockingClient *goredis.Client
 	// PollCacheAge is how long a Get may be answered from the record as a
-	// Get of this Backend read it, or as its Update or Complete wrote it,
-	// for as long as no change of it was announced: clients polling the
+	// Get of this Backend read it, or as its Create, Accept, Update or
+	// Complete wrote it, for as long as no change of it was announced: clients polling the
 	// status of running requests then cost a read of each record every
 	// PollCacheAge, not one per poll, and the outcome a worker of this
 	// Backend wrote is read by the handler beside it without a round trip.

@@ -302,7 +302,8 @@ func (b *Backend) update(ctx context.Context, op, id string, fn func(*asyncreq.R
 		mark := b.polls.Begin(id, time.Now())
 		res, err := goredis.NewCmdResult(b.runScript(ctx, script,
 			[]string{b.recordKey(id), b.tombstoneKey(id), b.unenqueuedKey, b.streamKey}, args...)).Slice()
-		if code, _ := firstInt(res); err != nil || code != 1 {
+		code, _ := firstInt(res)
+		if err != nil || code != 1 {
 			// Not stored, or not known to be: what the poll cache held
 			// of the record is older than what Redis holds now.
 			b.polls.Changed(id)
@@ -311,7 +312,6 @@ func (b *Backend) update(ctx context.Context, op, id string, fn func(*asyncreq.R
 			b.cache.Drop(id)
 			return nil, wrap(ctx, op+" "+id, err)
 		}
-		code, _ := firstInt(res)
 		switch {
 		case code == 1:
 			v, err := strconv.ParseInt(st.version, 10, 64)
