@@ -14,7 +14,8 @@ import (
 // record the claim wrote) each cost one statement. A stale entry is
 // harmless: the UPDATE finds another xmin and writes nothing, and the
 // update is tried again on the record as read (see Backend.updateBatch).
-// Get reads the database, or answers from the poll cache (see Options.PollCacheAge and reccache.PollCache).
+// Get reads the database, or answers from the poll cache (see
+// Options.PollCacheAge and reccache.PollCache).
 //
 // An xmin names the transaction that wrote the row version, so two
 // versions of a record never share one unless a single transaction wrote
