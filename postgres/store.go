@@ -66,21 +66,9 @@ var (
 )
 
 // maxBatchBytes is about the most request bytes written in one accept
-// batch: a batch stops growing once its records reach it, so large bodies
-// do not make huge statements.
+// batch (reccache.RecordSize of its records): a batch stops growing once
+// its records reach it, so large bodies do not make huge statements.
 const maxBatchBytes = 4 << 20
-
-// recordSize is about how many bytes rec takes in an accept batch.
-func recordSize(rec *asyncreq.Record) int {
-	n := 256 + len(rec.Body) + len(rec.URL)
-	for k, vs := range rec.Header {
-		n += len(k)
-		for _, v := range vs {
-			n += len(v)
-		}
-	}
-	return n
-}
 
 // listenStartWait bounds how long New waits for its LISTEN connection.
 const listenStartWait = 5 * time.Second
@@ -160,7 +148,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 	s.watches.init()
 	// The batchers' context is never canceled: Close lets the batches in
 	// flight commit and answer their callers.
-	s.accepts = newBatcher(context.Background(), o.Committers, o.MaxBatch, recordSize, maxBatchBytes, s.runAccepts)
+	s.accepts = newBatcher(context.Background(), o.Committers, o.MaxBatch, reccache.RecordSize, maxBatchBytes, s.runAccepts)
 	s.updates = newBatcher(context.Background(), o.Committers, o.MaxBatch, nil, 0, s.runUpdates)
 	s.acks = newBatcher(context.Background(), o.Committers, o.MaxBatch, nil, 0, s.runAcks)
 	s.reads = newBatcher(context.Background(), o.Readers, o.MaxBatch, nil, 0, s.runGets)
