@@ -13,6 +13,10 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // bareEnv names the environment variable that turns the program into the
@@ -49,13 +53,22 @@ func serveBareIfAsked() {
 }
 
 // serveBare serves bareHandler on addr, writes the URL of its /jobs to out
-// as one line, and serves until in ends.
+// as one line, and serves until in ends. It serves its process's metrics
+// at /metrics too, as the example server does, for its CPU time (cpu.go).
 func serveBare(addr string, in io.Reader, out io.Writer) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: bareHandler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("register the process collector: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/", bareHandler)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	if _, err := fmt.Fprintf(out, "http://%s/jobs\n", ln.Addr()); err != nil {
@@ -175,7 +188,11 @@ func bareElsewhere(ctx context.Context, o options) (st stats, err error) {
 			err = serr
 		}
 	}()
-	st, err = postAt(ctx, o, p.url, nil, http.StatusAccepted)
+	m, err := newCPUMeter(p.url)
+	if err != nil {
+		return stats{}, err
+	}
+	st, err = postAt(ctx, o, p.url, m, nil, http.StatusAccepted)
 	if err != nil {
 		return stats{}, fmt.Errorf("bare server at %s: %w", p.url, err)
 	}

@@ -26,6 +26,9 @@ type stats struct {
 	n       int
 	elapsed time.Duration
 	lat     []time.Duration // sorted
+	// cpu is the CPU time the server in another process used over the
+	// phase (see cpu.go); 0 when unknown.
+	cpu time.Duration
 }
 
 // newStats makes the stats of the latencies lat, collected per client,
@@ -37,6 +40,14 @@ func newStats(lat [][]time.Duration, elapsed time.Duration) stats {
 }
 
 func (s stats) rate() float64 { return float64(s.n) / s.elapsed.Seconds() }
+
+// cpuPer returns the server's CPU time per operation, or 0 when unknown.
+func (s stats) cpuPer() time.Duration {
+	if s.cpu == 0 || s.n == 0 {
+		return 0
+	}
+	return s.cpu / time.Duration(s.n)
+}
 
 func (s stats) quantile(q float64) time.Duration {
 	if len(s.lat) == 0 {
@@ -60,6 +71,9 @@ func (s stats) String() string {
 		sep = ", "
 	}
 	b.WriteString(")")
+	if c := s.cpuPer(); c > 0 {
+		fmt.Fprintf(&b, "  server CPU %s a request", c.Round(100*time.Nanosecond))
+	}
 	return b.String()
 }
 
@@ -70,6 +84,9 @@ func (s stats) vs(bare baseline) string {
 	fmt.Fprintf(&b, "× %s: rate %.2f", bare.name, s.rate()/bare.rate())
 	for _, q := range quantiles {
 		fmt.Fprintf(&b, ", %s %.1f", q.name, float64(s.quantile(q.q))/float64(bare.quantile(q.q)))
+	}
+	if c, bc := s.cpuPer(), bare.cpuPer(); c > 0 && bc > 0 {
+		fmt.Fprintf(&b, ", server CPU %.1f", float64(c)/float64(bc))
 	}
 	return b.String()
 }
@@ -106,10 +123,24 @@ func clients(conc int, op func() (d time.Duration, keep bool, err error)) ([][]t
 }
 
 // timed runs op from o.concurrency clients for o.duration after a
-// one-second warm-up, whose operations are left out of the stats.
-func timed(o options, op func() (time.Duration, error)) (stats, error) {
+// one-second warm-up, whose operations are left out of the stats. With a
+// meter, the stats carry the CPU time the server used from the end of the
+// warm-up to the end of the run.
+func timed(ctx context.Context, o options, m *cpuMeter, op func() (time.Duration, error)) (stats, error) {
 	warm := time.Now().Add(time.Second)
 	end := warm.Add(o.duration)
+	var cpu time.Duration
+	metered := make(chan struct{})
+	go func() {
+		defer close(metered)
+		if m == nil || sleep(ctx, time.Until(warm)) != nil {
+			return
+		}
+		w := m.begin(ctx)
+		if sleep(ctx, time.Until(end)) == nil {
+			cpu = w.end(ctx)
+		}
+	}()
 	lat, err := clients(o.concurrency, func() (time.Duration, bool, error) {
 		now := time.Now()
 		if now.After(end) {
@@ -118,10 +149,13 @@ func timed(o options, op func() (time.Duration, error)) (stats, error) {
 		d, err := op()
 		return d, now.After(warm), err
 	})
+	<-metered
 	if err != nil {
 		return stats{}, err
 	}
-	return newStats(lat, o.duration), nil
+	st := newStats(lat, o.duration)
+	st.cpu = cpu
+	return st, nil
 }
 
 // drive serves h on loopback and posts to it from o.concurrency clients for
@@ -132,16 +166,17 @@ func drive(ctx context.Context, h http.Handler, o options, hdr http.Header, want
 		return stats{}, err
 	}
 	defer srv.Close()
-	return postAt(ctx, o, u, hdr, want)
+	return postAt(ctx, o, u, nil, hdr, want)
 }
 
 // postAt posts to u from o.concurrency clients for o.duration after a
 // one-second warm-up, expecting status want: how the handlers of this
-// process and the servers of others alike are measured.
-func postAt(ctx context.Context, o options, u string, hdr http.Header, want int) (stats, error) {
+// process and the servers of others alike are measured. m, if not nil,
+// meters the server's CPU time.
+func postAt(ctx context.Context, o options, u string, m *cpuMeter, hdr http.Header, want int) (stats, error) {
 	client := newClient(o.concurrency)
 	defer client.CloseIdleConnections()
-	return timed(o, func() (time.Duration, error) {
+	return timed(ctx, o, m, func() (time.Duration, error) {
 		_, d, err := post(ctx, client, u, hdr, want)
 		return d, err
 	})

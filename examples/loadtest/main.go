@@ -298,7 +298,10 @@ type target struct {
 	desc string
 	// acks counts the requests that this process's worker settled; nil
 	// with -url.
-	acks  *ackCounter
+	acks *ackCounter
+	// cpu meters the server's CPU time: with -url only, since a server
+	// in this process shares its CPU time with the load.
+	cpu   *cpuMeter
 	close func()
 }
 
@@ -307,7 +310,11 @@ type target struct {
 // With count > 0 the worker's settled requests are counted up to count.
 func openTarget(ctx context.Context, o options, phase string, count int) (*target, error) {
 	if o.url != "" {
-		return &target{url: o.url, desc: "the server's backend and worker", close: func() {}}, nil
+		m, err := newCPUMeter(o.url)
+		if err != nil {
+			return nil, err
+		}
+		return &target{url: o.url, desc: "the server's backend and worker", cpu: m, close: func() {}}, nil
 	}
 	var (
 		bk  *backend.Backend // nil: o.pre's, which stays open
@@ -384,7 +391,11 @@ func runAccept(ctx context.Context, o options, bare baseline) error {
 // another process, which should run no worker (the example server's
 // -no-workers), as the in-process accept mode runs none.
 func runAcceptAt(ctx context.Context, o options, bare baseline) error {
-	st, err := postAt(ctx, o, o.url, nil, http.StatusAccepted)
+	m, err := newCPUMeter(o.url)
+	if err != nil {
+		return err
+	}
+	st, err := postAt(ctx, o, o.url, m, nil, http.StatusAccepted)
 	if err != nil {
 		return err
 	}
@@ -470,7 +481,7 @@ func timedAt(ctx context.Context, o options, phase string, op func(c *http.Clien
 		return stats{}, "", err
 	}
 	defer stop()
-	st, err := timed(o, func() (time.Duration, error) { return op(client, tg.url) })
+	st, err := timed(ctx, o, tg.cpu, func() (time.Duration, error) { return op(client, tg.url) })
 	return st, tg.desc, err
 }
 

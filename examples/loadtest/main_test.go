@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,9 +124,16 @@ func TestBareInAnotherProcess(t *testing.T) {
 	assert.Regexp(t, `^/jobs/[^/]+/status$`, loc.Path)
 	o := short("accept")
 	o.duration = 200 * time.Millisecond
-	st, err := postAt(ctx, o, p.url, nil, http.StatusAccepted)
+	m, err := newCPUMeter(p.url)
+	require.NoError(t, err)
+	st, err := postAt(ctx, o, p.url, m, nil, http.StatusAccepted)
 	require.NoError(t, err)
 	assert.Positive(t, st.n)
+	if runtime.GOOS == "linux" {
+		// Its /metrics gives its CPU time, which the load spent.
+		assert.Positive(t, st.cpuPer(), "the bare server's CPU time per request")
+		assert.Contains(t, st.String(), "server CPU ")
+	}
 	c.CloseIdleConnections()
 
 	stopped = true
@@ -158,6 +166,20 @@ func TestBareServerEndsWithItsInput(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, closeIn.Close())
 	require.NoError(t, <-served)
+}
+
+func TestVsComparesServerCPU(t *testing.T) {
+	bare := baseline{stats: stats{n: 100, elapsed: time.Second, lat: []time.Duration{time.Millisecond}, cpu: 3 * time.Millisecond}, name: "bare (another process)"}
+	st := stats{n: 50, elapsed: time.Second, lat: []time.Duration{time.Millisecond}, cpu: 3 * time.Millisecond}
+	assert.Equal(t, 60*time.Microsecond, st.cpuPer())
+	assert.Contains(t, st.String(), "server CPU 60µs a request")
+	assert.True(t, strings.HasSuffix(st.vs(bare), ", server CPU 2.0"), st.vs(bare))
+
+	unknown := stats{n: 50, elapsed: time.Second, lat: []time.Duration{time.Millisecond}}
+	assert.Zero(t, unknown.cpuPer())
+	assert.NotContains(t, unknown.String(), "CPU")
+	assert.NotContains(t, unknown.vs(bare), "CPU", "no ratio without the server's figure")
+	assert.NotContains(t, st.vs(baseline{stats: unknown, name: "bare"}), "CPU", "no ratio without the bare's figure")
 }
 
 func TestVsNamesTheBare(t *testing.T) {

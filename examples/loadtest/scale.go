@@ -344,7 +344,7 @@ func getRetained(ctx context.Context, o options, st *scaleStore, path func(strin
 	base := strings.TrimSuffix(u, "/")
 	c := newClient(o.concurrency)
 	defer c.CloseIdleConnections()
-	return timed(o, func() (time.Duration, error) {
+	return timed(ctx, o, nil, func() (time.Duration, error) {
 		id := st.ids[rand.IntN(len(st.ids))]
 		resp, _, d, err := do(ctx, c, http.MethodGet, base+path(id), nil, nil, 0)
 		if err != nil {

@@ -24,6 +24,7 @@ type mixedFigures struct {
 	rate    float64 // jobs/s, first submit to the last done
 	accepts stats
 	polls   stats
+	cpu     time.Duration // the server's CPU time over the phase; 0: unknown
 }
 
 // mixed runs and prints a mixed phase and returns its figures.
@@ -47,6 +48,7 @@ func mixed(ctx context.Context, o options, bare baseline) (mixedFigures, error) 
 	defer submitters.CloseIdleConnections()
 	defer pollers.CloseIdleConnections()
 	tr := newTracker(o.n, o.pollInterval)
+	cpu := tg.cpu.begin(ctx)
 	start := time.Now()
 	type pollOutcome struct {
 		lat [][]time.Duration
@@ -72,6 +74,9 @@ func mixed(ctx context.Context, o options, bare baseline) (mixedFigures, error) 
 	if p.err != nil {
 		return fig, fmt.Errorf("%d of %d requests seen done: %w", o.n-int(tr.left.Load()), o.n, p.err)
 	}
+	// What the server spent on each request: its accept, its polls, its
+	// claim and outcome.
+	fig.cpu = cpu.end(ctx)
 
 	done := func(how string, from, at time.Time) {
 		d := at.Sub(from)
@@ -103,6 +108,14 @@ func mixed(ctx context.Context, o options, bare baseline) (mixedFigures, error) 
 	polls := newStats(p.lat, tr.last.Sub(start))
 	fig.polls = polls
 	fmt.Printf("mixed     status polls: %s  %s\n", polls, polls.vs(bare))
+	if fig.cpu > 0 {
+		per := fig.cpu / time.Duration(o.n)
+		fmt.Printf("mixed     server CPU:   %s a request, polls included (%s for %d)", per.Round(100*time.Nanosecond), fig.cpu.Round(10*time.Millisecond), o.n)
+		if bc := bare.cpuPer(); bc > 0 {
+			fmt.Printf("  × %s's per request: %.1f", bare.name, float64(per)/float64(bc))
+		}
+		fmt.Println()
+	}
 	if polls.n == o.n {
 		// No poll found a request still to do: the worker was never behind
 		// the pollers, so they set when the last was seen done.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -17,8 +18,10 @@ import (
 )
 
 // telemetry is the example's metrics: an OpenTelemetry MeterProvider
-// whose reader is a Prometheus exporter, served at /metrics; and, when
-// tracing is on, the TracerProvider of its spans.
+// whose reader is a Prometheus exporter, served at /metrics with the
+// process's and the Go runtime's own metrics (process_cpu_seconds_total,
+// go_gc_duration_seconds, ...); and, when tracing is on, the
+// TracerProvider of its spans.
 type telemetry struct {
 	mp        *sdkmetric.MeterProvider
 	tp        *sdktrace.TracerProvider // nil: no tracing
@@ -30,6 +33,7 @@ type telemetry struct {
 // is nil; close shuts tp down.
 func newTelemetry(tp *sdktrace.TracerProvider) (*telemetry, error) {
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)

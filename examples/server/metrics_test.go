@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"testing"
 	"time"
 
@@ -44,6 +45,12 @@ func TestMetrics(t *testing.T) {
 		`(?m)^asyncreq_queue_oldest_age_seconds\{[^}]*asyncreq_queue="jobs"[^}]*\} 0$`,
 	} {
 		assert.Regexp(t, series, text)
+	}
+	// The process's own metrics, which the load program reads the
+	// server's CPU time from.
+	assert.Regexp(t, `(?m)^go_goroutines \d+$`, text)
+	if runtime.GOOS == "linux" {
+		assert.Regexp(t, `(?m)^process_cpu_seconds_total \d`, text)
 	}
 	assert.NotRegexp(t, `asyncreq_requests_accepted_total\{[^}]*asyncreq_queue="reports"`, text, "nothing was submitted to /reports")
 }
