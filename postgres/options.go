@@ -60,7 +60,12 @@ type Options struct {
 	// arrives; a notification lost on the way delays it by PollCacheAge at
 	// most. Nothing is cached while the LISTEN connection is down (or with
 	// DisableListen). The default is 500ms; a negative value turns the
-	// cache off, so that every Get reads the database.
+	// cache off, so that every Get reads the database. A client that
+	// waits the Retry-After a Handler sends (1s by default) between two
+	// polls of a request finds the record read last older than 500ms, so
+	// each of its polls is a read: to serve such clients from the cache,
+	// set PollCacheAge above the interval they poll at, which is also how
+	// late a lost notification can make a change be seen.
 	PollCacheAge time.Duration
 
 	// VacuumJobsAfter is how many jobs a Backend claims between the

@@ -78,6 +78,12 @@ type Options struct {
 	// another process's change as soon as its message arrives. Nothing is
 	// cached while that connection is down. The default is 500ms; a
 	// negative value turns the cache off, so that every Get reads Redis.
+	// A client that waits the Retry-After a Handler sends (1s by default)
+	// between two polls of a request finds the record read last older
+	// than 500ms, so each of its polls is a read: to serve such clients
+	// from the cache, set PollCacheAge above the interval they poll at,
+	// which is also how late a change can be seen when its message is
+	// lost with a connection not yet found broken.
 	PollCacheAge time.Duration
 }
 
