@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -67,9 +70,12 @@ func server(t *testing.T, p asyncreq.ProcessorFunc) string {
 		defer cancel()
 		assert.NoError(t, w.Stop(ctx))
 	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/jobs", http.StripPrefix("/jobs", h))
 	mux.Handle("/jobs/", http.StripPrefix("/jobs", h))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL + "/jobs"
@@ -186,6 +192,21 @@ func TestVsNamesTheBare(t *testing.T) {
 	st := stats{n: 10, elapsed: time.Second, lat: []time.Duration{time.Millisecond}}
 	assert.True(t, strings.HasPrefix(st.vs(baseline{stats: st, name: "bare (another process)"}), "× bare (another process): rate 1.00"))
 	assert.True(t, strings.HasPrefix(st.vs(baseline{stats: st, name: "bare"}), "× bare: rate 1.00"))
+}
+
+func TestMixedMetersTheServer(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the process collector's CPU time is read from /proc")
+	}
+	u := server(t, func(context.Context, *asyncreq.Request) (*asyncreq.Result, error) {
+		return &asyncreq.Result{ContentType: "text/plain", Body: []byte("ok")}, nil
+	})
+	o := short("mixed")
+	o.url = u
+	o.n = 2000
+	fig, err := mixed(t.Context(), o, baseline{stats: stats{n: 1, elapsed: time.Second}, name: "bare"})
+	require.NoError(t, err)
+	assert.Positive(t, fig.cpu, "the server's CPU time over the phase")
 }
 
 func TestMixedFailedRequestIsAnError(t *testing.T) {

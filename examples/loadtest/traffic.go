@@ -110,11 +110,11 @@ func mixed(ctx context.Context, o options, bare baseline) (mixedFigures, error) 
 	fmt.Printf("mixed     status polls: %s  %s\n", polls, polls.vs(bare))
 	if fig.cpu > 0 {
 		per := fig.cpu / time.Duration(o.n)
-		fmt.Printf("mixed     server CPU:   %s a request, polls included (%s for %d)", per.Round(100*time.Nanosecond), fig.cpu.Round(10*time.Millisecond), o.n)
+		vs := ""
 		if bc := bare.cpuPer(); bc > 0 {
-			fmt.Printf("  × %s's per request: %.1f", bare.name, float64(per)/float64(bc))
+			vs = fmt.Sprintf("; %.1f × %s", float64(per)/float64(bc), bare.name)
 		}
-		fmt.Println()
+		fmt.Printf("mixed     server CPU:   %s a request, polls included (%s for %d%s)\n", per.Round(100*time.Nanosecond), fig.cpu.Round(10*time.Millisecond), o.n, vs)
 	}
 	if polls.n == o.n {
 		// No poll found a request still to do: the worker was never behind
