@@ -60,13 +60,8 @@ func serveBare(addr string, in io.Reader, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
-		_ = ln.Close()
-		return fmt.Errorf("register the process collector: %w", err)
-	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", processMetrics())
 	mux.Handle("/", bareHandler)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
 	served := make(chan error, 1)
@@ -85,6 +80,14 @@ func serveBare(addr string, in io.Reader, out io.Writer) error {
 		return fmt.Errorf("read standard input: %w", err)
 	}
 	return nil
+}
+
+// processMetrics serves this process's metrics (process_cpu_seconds_total
+// among them) in the Prometheus text format.
+func processMetrics() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
 // bareProcess is a copy of this program serving bareHandler in another
