@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -70,7 +71,7 @@ func (m *cpuMeter) read(ctx context.Context) (time.Duration, error) {
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("GET %s: %s", m.url, resp.Status)
 	}
-	return parseCPU(bufio.NewScanner(http.MaxBytesReader(nil, resp.Body, maxMetrics)))
+	return parseCPU(bufio.NewScanner(io.LimitReader(resp.Body, maxMetrics)))
 }
 
 // parseCPU finds cpuMetric, without labels, in a Prometheus text

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -70,4 +71,19 @@ func TestCPUMeter(t *testing.T) {
 
 	_, err = newCPUMeter("/jobs")
 	assert.Error(t, err, "a relative URL names no server")
+}
+
+func TestTimedCutShortDoesNotWaitForTheMeter(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("process_cpu_seconds_total 1\n"))
+	}))
+	defer srv.Close()
+	m, err := newCPUMeter(srv.URL)
+	require.NoError(t, err)
+	o := short("accept")
+	o.duration = time.Minute
+	start := time.Now()
+	_, err = timed(t.Context(), o, m, func() (time.Duration, error) { return 0, errors.New("refused") })
+	require.ErrorContains(t, err, "refused")
+	assert.Less(t, time.Since(start), 10*time.Second, "a failed run returns without waiting out its window")
 }

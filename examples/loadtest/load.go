@@ -131,14 +131,16 @@ func timed(ctx context.Context, o options, m *cpuMeter, op func() (time.Duration
 	end := warm.Add(o.duration)
 	var cpu time.Duration
 	metered := make(chan struct{})
+	mctx, stopMeter := context.WithCancel(ctx)
+	defer stopMeter()
 	go func() {
 		defer close(metered)
-		if m == nil || sleep(ctx, time.Until(warm)) != nil {
+		if m == nil || sleep(mctx, time.Until(warm)) != nil {
 			return
 		}
-		w := m.begin(ctx)
-		if sleep(ctx, time.Until(end)) == nil {
-			cpu = w.end(ctx)
+		w := m.begin(mctx)
+		if sleep(mctx, time.Until(end)) == nil {
+			cpu = w.end(mctx)
 		}
 	}()
 	lat, err := clients(o.concurrency, func() (time.Duration, bool, error) {
@@ -149,6 +151,10 @@ func timed(ctx context.Context, o options, m *cpuMeter, op func() (time.Duration
 		d, err := op()
 		return d, now.After(warm), err
 	})
+	if err != nil {
+		// No figure for a run cut short.
+		stopMeter()
+	}
 	<-metered
 	if err != nil {
 		return stats{}, err
