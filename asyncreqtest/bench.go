@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -101,4 +102,48 @@ func dequeueFor(ctx context.Context, q asyncreq.Queue, batch int, wait time.Dura
 		return nil, err
 	}
 	return []*asyncreq.Lease{l}, nil
+}
+
+// RunningRecords creates n records in s, each claimed as a worker claims
+// the request it starts, and returns their ids: what clients polling the
+// status of running requests read. Benchmarks call it before their timer
+// starts.
+func RunningRecords(tb testing.TB, s asyncreq.Store, n int) []string {
+	tb.Helper()
+	ctx := context.Background()
+	ids := make([]string, n)
+	for i := range ids {
+		rec := newRecord("", "")
+		if _, err := s.Create(ctx, rec); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := s.Update(ctx, rec.ID, func(r *asyncreq.Record) error { return r.Claim("token", 3, time.Now()) }); err != nil {
+			tb.Fatal(err)
+		}
+		ids[i] = rec.ID
+	}
+	return ids
+}
+
+// BenchmarkPoll measures how fast clients goroutines read the records of
+// ids with s.Get, each of them polling one record over and over, as
+// clients polling the status of running requests do. It resets the timer
+// first and reports gets/s.
+func BenchmarkPoll(b *testing.B, s asyncreq.Store, ids []string, clients int) {
+	b.Helper()
+	ctx := context.Background()
+	var next atomic.Int64
+	b.SetParallelism(max(1, clients/runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		id := ids[next.Add(1)%int64(len(ids))]
+		for pb.Next() {
+			if _, err := s.Get(ctx, id); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "gets/s")
 }

@@ -197,29 +197,7 @@ func BenchmarkPollRunning(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			pool := newPool(b, 32)
 			s := newStoreOn(b, pool, newSchema(b, pool), &postgres.Options{PollCacheAge: c.age})
-			ctx := context.Background()
-			ids := make([]string, 32)
-			for i := range ids {
-				rec := testRecord("", "", []byte("running"))
-				_, err := s.Create(ctx, rec)
-				require.NoError(b, err)
-				_, err = s.Update(ctx, rec.ID, func(r *asyncreq.Record) error { return r.Claim("token", 3, time.Now()) })
-				require.NoError(b, err)
-				ids[i] = rec.ID
-			}
-			var next atomic.Int64
-			b.SetParallelism(16) // 32 clients on 2 CPUs
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				id := ids[next.Add(1)%int64(len(ids))]
-				for pb.Next() {
-					if _, err := s.Get(ctx, id); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "gets/s")
+			asyncreqtest.BenchmarkPoll(b, s, asyncreqtest.RunningRecords(b, s, 32), 32)
 		})
 	}
 }

@@ -288,17 +288,8 @@ func BenchmarkPollRunning(b *testing.B) {
 	}{{"cache=off", -1}, {"cache=default", 0}} {
 		b.Run(c.name, func(b *testing.B) {
 			be, rt := benchBackend(b, 32, false, redis.Options{PollCacheAge: c.age})
-			ctx := context.Background()
-			ids := make([]string, 32)
-			for i := range ids {
-				rec := testRecord("", "")
-				_, err := be.Create(ctx, rec)
-				require.NoError(b, err)
-				_, err = be.Update(ctx, rec.ID, func(r *asyncreq.Record) error { return r.Claim("token", 3, time.Now()) })
-				require.NoError(b, err)
-				ids[i] = rec.ID
-			}
-			_, err := be.Get(ctx, ids[0]) // subscribes, with the cache on
+			ids := asyncreqtest.RunningRecords(b, be, 32)
+			_, err := be.Get(context.Background(), ids[0]) // subscribes, with the cache on
 			require.NoError(b, err)
 			for deadline := time.Now().Add(5 * time.Second); c.age >= 0; time.Sleep(time.Millisecond) {
 				if up, _ := redis.PollSubscriptions(be); up {
@@ -306,21 +297,9 @@ func BenchmarkPollRunning(b *testing.B) {
 				}
 				require.True(b, time.Now().Before(deadline), "not subscribed in 5s")
 			}
-			var next atomic.Int64
-			b.SetParallelism(16) // 32 clients on 2 CPUs
 			b.ReportAllocs()
-			b.ResetTimer()
 			rt.n.Store(0)
-			b.RunParallel(func(pb *testing.PB) {
-				id := ids[next.Add(1)%int64(len(ids))]
-				for pb.Next() {
-					if _, err := be.Get(ctx, id); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "gets/s")
+			asyncreqtest.BenchmarkPoll(b, be, ids, 32)
 			rt.report(b)
 		})
 	}
