@@ -35,9 +35,11 @@ type engine struct {
 	rstmts sync.Map             // query string -> *sql.Stmt prepared on rdb
 
 	watches watchSet
+	polls   pollCaches // the Backends' poll caches (see polls.go)
 
 	commits   atomic.Int64 // transactions committed by the writer
 	committed atomic.Int64 // writes in them
+	reads     atomic.Int64 // records Get read from the file
 
 	// commitHook, if set (by tests, before the writes it is to see), runs
 	// before each COMMIT with the number of writes in the transaction; an
@@ -97,6 +99,7 @@ func openEngine(ctx context.Context, path string, cfg engineConfig) (*engine, er
 		wakeups: make(map[string]*wakeup),
 	}
 	e.watches.m = make(map[string]map[*watch]struct{})
+	e.polls.ask = make(chan struct{}, 1)
 	go e.run()
 	return e, nil
 }
@@ -231,6 +234,9 @@ func (e *engine) run() {
 			case o := <-e.idle:
 				runIdle(o)
 				continue
+			case <-e.polls.ask:
+				e.checkVersion(context.Background(), time.Now())
+				continue
 			case <-e.stop:
 				return
 			}
@@ -278,10 +284,14 @@ func (e *engine) runBatch(ops []*op) {
 	}
 	t := &wtx{e: e}
 	ctx := context.Background()
+	start := time.Now()
 	if _, err := e.wconn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		e.finish(ops, fmt.Errorf("sqlite: begin: %w", err))
 		return
 	}
+	// The transaction sees every commit before start: what the poll
+	// caches hold is checked against them.
+	e.checkVersion(ctx, start)
 	ok := 0
 	for _, o := range ops {
 		o.late = ok > 0

@@ -9,3 +9,7 @@ func SetCommitHook(b *Backend, f func(writes int) error) { b.eng.commitHook = f 
 // their file (connections, writer and watches), as every Open of one
 // absolute path in a process does.
 func SharesEngine(a, b *Backend) bool { return a.eng == b.eng }
+
+// Reads returns how many records the Gets of b's file have read from it
+// in this process (the others were answered from a poll cache).
+func Reads(b *Backend) int64 { return b.eng.reads.Load() }

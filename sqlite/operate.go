@@ -213,10 +213,13 @@ func (b *Backend) purgeFinishedChunk(ctx context.Context, beforeN int64, k int, 
 	}
 	after := func() {
 		for _, id := range purged {
-			b.eng.watches.notify(b.recordKey(id))
+			b.changed(id)
 		}
 	}
 	if err := b.eng.doIdle(ctx, purge, after); err != nil {
+		for _, id := range purged {
+			b.forget(id)
+		}
 		return 0, writeErr("purge finished", err)
 	}
 	return len(purged), nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/reccache"
 )
 
 // leaseHandle is the Handle of a Lease made by a Backend: the entry it
@@ -71,6 +72,8 @@ func (b *Backend) DequeueClaim(ctx context.Context, max int, ttl time.Duration,
 		return nil, errors.New("sqlite: claim function is nil")
 	}
 	var claims []asyncreq.Claim
+	var marks []*reccache.PollMark
+	var begun []string // the ids of marks
 	var panicked any
 	// claimOne runs claim, turning a panic into an abortError: the leases
 	// and the claims before it are written already, and must not commit.
@@ -84,8 +87,9 @@ func (b *Backend) DequeueClaim(ctx context.Context, max int, ttl time.Duration,
 		return claim(l, r)
 	}
 	claimAll := func(t *wtx, leases []*asyncreq.Lease) error {
-		claims, panicked = claims[:0], nil
+		claims, marks, begun, panicked = claims[:0], marks[:0], begun[:0], nil
 		for _, l := range leases {
+			marks, begun = append(marks, b.beginWrite(l.ID)), append(begun, l.ID)
 			rec, _, err := b.updateTx(t, l.ID, func(r *asyncreq.Record) error { return claimOne(l, r) }, nil)
 			if mustRollBack(err) {
 				return err
@@ -95,13 +99,18 @@ func (b *Backend) DequeueClaim(ctx context.Context, max int, ttl time.Duration,
 		return nil
 	}
 	notify := func() {
-		for _, c := range claims {
+		for i, c := range claims {
 			if c.Err == nil {
-				b.eng.watches.notify(b.recordKey(c.Lease.ID))
+				b.wrote(c.Lease.ID, marks[i], c.Record.Clone())
+			} else {
+				b.forget(c.Lease.ID)
 			}
 		}
 	}
 	if _, err := b.dequeue(ctx, max, ttl, &claimStep{claimAll, notify}); err != nil {
+		for _, id := range begun {
+			b.forget(id)
+		}
 		if panicked != nil {
 			panic(panicked)
 		}

@@ -110,6 +110,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/reccache"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
@@ -146,6 +147,18 @@ type Options struct {
 	// at the queue again, for entries added by other processes sharing the
 	// file. Entries added through this process wake it at once. Default 1s.
 	MaxPollInterval time.Duration
+
+	// PollCacheAge is how long a Get may answer with the record as this
+	// Backend last read or wrote it (a worker's claim, progress or
+	// outcome) instead of reading the file, while no write of it is known
+	// since: writes through this process are known at once, and other
+	// processes' within 10ms (see "Polling clients" in the package
+	// documentation). A client polling a running request every few
+	// milliseconds then costs a read every PollCacheAge. Clients that wait
+	// the Retry-After a Handler sends (1s by default) between polls are
+	// served from the cache only if it is longer than that. Negative: read
+	// at every Get. Default 500ms.
+	PollCacheAge time.Duration
 
 	// Now is the clock used for queue due times, leases, tombstones and
 	// purges. Default time.Now.
@@ -216,6 +229,9 @@ func (o *Options) withDefaults() (Options, error) {
 	case c.MaxPollInterval < 0:
 		return c, fmt.Errorf("sqlite: Options.MaxPollInterval %s is negative", c.MaxPollInterval)
 	}
+	if c.PollCacheAge == 0 {
+		c.PollCacheAge = defaultPollCacheAge
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -233,6 +249,8 @@ type Backend struct {
 	now    func() time.Time
 	poll   time.Duration
 	wake   *wakeup // shared by the Backends of one file, queue and prefix
+	polls  *pollCache
+	group  string // cacheGroup of prefix and queue
 
 	mu      sync.RWMutex // held for reading by every call that uses eng; Close takes it to wait for them
 	closed  bool
@@ -287,11 +305,17 @@ func Open(ctx context.Context, path string, opts *Options) (*Backend, error) {
 		now:     o.Now,
 		poll:    o.MaxPollInterval,
 		wake:    eng.wakeupFor(o.TablePrefix + "\x00" + o.Queue),
+		polls:   reccache.NewRecordPollCache(o.PollCacheAge),
+		group:   cacheGroup(o.TablePrefix, o.Queue),
 		closing: make(chan struct{}),
 	}
 	if err := migrate(ctx, eng, o.TablePrefix); err != nil {
 		_ = releaseEngine(eng)
 		return nil, err
+	}
+	if o.PollCacheAge > 0 {
+		b.polls.Listen(true)
+		eng.polls.add(b.group, b.polls)
 	}
 	return b, nil
 }
@@ -310,6 +334,7 @@ func (b *Backend) Close() error {
 	close(b.closing)
 	b.mu.Unlock()
 	b.eng.watches.closeOwner(b)
+	b.eng.polls.remove(b.group, b.polls)
 	return releaseEngine(b.eng)
 }
 

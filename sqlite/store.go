@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/reccache"
 )
 
 // encoded is a record as it is stored: its fields as JSON, and its two
@@ -159,7 +160,9 @@ func (b *Backend) insert(ctx context.Context, rec *asyncreq.Record, enqueue bool
 		return nil, err
 	}
 	var dup *asyncreq.Record
+	var mark *reccache.PollMark
 	insert := func(t *wtx) error {
+		mark = b.beginWrite(rec.ID)
 		if rec.IdempotencyKey != "" {
 			var e encoded
 			err := t.queryRow(b.sql.getByIdemKey, b.queue, rec.Owner, rec.IdempotencyKey).
@@ -197,12 +200,13 @@ func (b *Backend) insert(ctx context.Context, rec *asyncreq.Record, enqueue bool
 		return nil
 	}
 	after := func() {
-		b.eng.watches.notify(b.recordKey(rec.ID))
+		b.wrote(rec.ID, mark, rec.Clone())
 		if enqueue {
 			b.wake.broadcast()
 		}
 	}
 	if err := b.eng.do(ctx, insert, after); err != nil {
+		b.forget(rec.ID)
 		if errors.Is(err, asyncreq.ErrDuplicate) {
 			return dup, asyncreq.ErrDuplicate
 		}
@@ -217,10 +221,27 @@ func (b *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) 
 		return nil, err
 	}
 	defer b.exit()
+	now := time.Now()
+	if rec, ok := b.cached(id, now); ok {
+		return rec, nil
+	}
+	mark := b.polls.Begin(id, now)
+	rec, err := b.read(ctx, id)
+	if err != nil {
+		b.polls.Changed(id)
+		return nil, err
+	}
+	b.polls.Read(id, mark, rec.Clone())
+	return rec, nil
+}
+
+// read reads the record of id from the file.
+func (b *Backend) read(ctx context.Context, id string) (*asyncreq.Record, error) {
 	st, err := b.eng.readStmt(ctx, b.sql.getRecord)
 	if err != nil {
 		return nil, readErr(ctx, "get", err)
 	}
+	b.eng.reads.Add(1)
 	var e encoded
 	err = st.QueryRowContext(ctx, b.queue, id, idKey(id)).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
 	if errors.Is(err, sql.ErrNoRows) {
@@ -317,13 +338,16 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 	defer b.exit()
 	var out *asyncreq.Record
 	var fnErr error
+	var mark *reccache.PollMark
 	update := func(t *wtx) error {
+		mark = b.beginWrite(id)
 		var err error
 		out, fnErr, err = b.updateTx(t, id, fn, then)
 		return err
 	}
-	after := func() { b.eng.watches.notify(b.recordKey(id)) }
+	after := func() { b.wrote(id, mark, out.Clone()) }
 	if err := b.eng.do(ctx, update, after); err != nil {
+		b.forget(id)
 		if fnErr != nil && err == fnErr {
 			return nil, err
 		}
@@ -411,8 +435,12 @@ func (b *Backend) Delete(ctx context.Context, id string, tombstone bool) error {
 		}
 		return nil
 	}
-	after := func() { b.eng.watches.notify(b.recordKey(id)) }
-	return writeErr("delete "+id, b.eng.do(ctx, del, after))
+	after := func() { b.changed(id) }
+	err := b.eng.do(ctx, del, after)
+	if err != nil {
+		b.forget(id)
+	}
+	return writeErr("delete "+id, err)
 }
 
 // purgeChunk is the most records (and run-out tombstones) one transaction
@@ -479,10 +507,13 @@ func (b *Backend) purgeChunk(ctx context.Context, nowN int64, k, kt int) (int, i
 	}
 	after := func() {
 		for _, id := range purged {
-			b.eng.watches.notify(b.recordKey(id))
+			b.changed(id)
 		}
 	}
 	if err := b.eng.doIdle(ctx, purge, after); err != nil {
+		for _, id := range purged {
+			b.forget(id)
+		}
 		return 0, 0, writeErr("purge", err)
 	}
 	return len(purged), int(tombs), nil

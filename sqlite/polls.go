@@ -1,0 +1,210 @@
+package sqlite
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/reccache"
+)
+
+// Polling clients. A Backend answers Get from a reccache.PollCache of the
+// records it recently read or wrote, so that a client polling a running
+// request does not cost a read of the file at every poll, and a handler
+// beside the worker reads the claim and the outcome the worker just wrote
+// without one.
+//
+// In this process every write of the file goes through the engine's
+// writer, which tells every cache of the record's table prefix and queue
+// once it committed: the writing Backend's cache keeps the record as
+// written (Wrote), the others drop it (Changed). Other processes' writes
+// are not announced, but SQLite counts them: PRAGMA data_version on a
+// connection changes when another connection has committed since its last
+// read, and the writer's connection commits this process's writes itself,
+// so a change of it there means another process (or another engine on the
+// same file) wrote. The writer reads it at the start of every transaction
+// and whenever a Get asks for it (checkVersion), and drops every cache when
+// it changed. A cached record is answered only while that check is less
+// than versionCheckEvery old; past it, a Get reads the file and asks the
+// writer for a check, which the next Gets use. So a poll sees another
+// process's change versionCheckEvery after it at most, and this process's
+// at once.
+
+// versionCheckEvery is how long a check of PRAGMA data_version lets Gets
+// answer from the caches: the longest a poll may miss another process's
+// change. Under writes the writer checks at every transaction; otherwise a
+// Get asks for a check when the last is older.
+const versionCheckEvery = 10 * time.Millisecond
+
+// defaultPollCacheAge is Options.PollCacheAge's default.
+const defaultPollCacheAge = 500 * time.Millisecond
+
+type pollCache = reccache.PollCache[*asyncreq.Record]
+
+// pollCaches are the poll caches of an engine's Backends, with what the
+// writer last read of PRAGMA data_version.
+type pollCaches struct {
+	mu sync.Mutex
+	m  map[string][]*pollCache // by table prefix and queue (cacheGroup)
+
+	// checked is when (UnixNano) the last check that found no other
+	// process's write began; 0: none yet, or the last check failed.
+	checked atomic.Int64
+	// version is the data_version the writer read last, if has; used by
+	// the writer goroutine only.
+	version int64
+	has     bool
+
+	asked atomic.Bool   // a check is requested and not yet begun
+	ask   chan struct{} // to the writer: check (room for one)
+}
+
+// cacheGroup names the records of a table prefix and queue.
+func cacheGroup(prefix, queue string) string { return prefix + "\x00" + queue }
+
+// add registers c, the cache of a Backend of group.
+func (s *pollCaches) add(group string, c *pollCache) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[string][]*pollCache)
+	}
+	s.m[group] = append(s.m[group], c)
+}
+
+// remove unregisters c.
+func (s *pollCaches) remove(group string, c *pollCache) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs := s.m[group]
+	for i, x := range cs {
+		if x == c {
+			cs = append(cs[:i], cs[i+1:]...)
+			break
+		}
+	}
+	if len(cs) == 0 {
+		delete(s.m, group)
+		return
+	}
+	s.m[group] = cs
+}
+
+// any reports whether a cache is registered.
+func (s *pollCaches) any() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m) > 0
+}
+
+// changed drops id from the caches of group, except from but.
+func (s *pollCaches) changed(group, id string, but *pollCache) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.m[group] {
+		if c != but {
+			c.Changed(id)
+		}
+	}
+}
+
+// reset drops everything every cache holds.
+func (s *pollCaches) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, cs := range s.m {
+		for _, c := range cs {
+			c.Listen(true)
+		}
+	}
+}
+
+// fresh reports whether a check less than versionCheckEvery before now
+// found no other process's write.
+func (s *pollCaches) fresh(now time.Time) bool {
+	at := s.checked.Load()
+	return at != 0 && now.UnixNano()-at < int64(versionCheckEvery)
+}
+
+// request asks the writer for a check, unless one is asked already.
+func (s *pollCaches) request() {
+	if s.asked.CompareAndSwap(false, true) {
+		select {
+		case s.ask <- struct{}{}:
+		default: // one is on its way already
+		}
+	}
+}
+
+// checkVersion reads PRAGMA data_version on the writer's connection and
+// drops every cache if another connection committed since the last read,
+// or if the read fails; start is when the check began (before the
+// transaction it runs in, if any). It runs in the writer goroutine.
+func (e *engine) checkVersion(ctx context.Context, start time.Time) {
+	s := &e.polls
+	s.asked.Store(false)
+	if !s.any() {
+		s.has = false
+		s.checked.Store(0)
+		return
+	}
+	var v int64
+	st, err := (&wtx{e: e}).stmt("PRAGMA data_version")
+	if err == nil {
+		err = st.QueryRowContext(ctx).Scan(&v)
+	}
+	if err != nil {
+		s.has = false
+		s.checked.Store(0)
+		s.reset()
+		return
+	}
+	if !s.has || v != s.version {
+		// Before the first read, nothing tells what the caches missed.
+		s.reset()
+	}
+	s.version, s.has = v, true
+	s.checked.Store(start.UnixNano())
+}
+
+// cached returns a copy of the record of id as b's cache holds it, if it
+// may answer a Get at now.
+func (b *Backend) cached(id string, now time.Time) (*asyncreq.Record, bool) {
+	rec, ok := b.polls.Get(id, now)
+	if !ok {
+		return nil, false
+	}
+	if !b.eng.polls.fresh(now) {
+		b.eng.polls.request()
+		return nil, false
+	}
+	return rec.Clone(), true
+}
+
+// beginWrite notes in b's cache a write of id about to be committed.
+func (b *Backend) beginWrite(id string) *reccache.PollMark {
+	return b.polls.Begin(id, time.Now())
+}
+
+// wrote tells the caches and watches that the write of id that mark
+// noted committed rec (which is not changed afterwards).
+func (b *Backend) wrote(id string, mark *reccache.PollMark, rec *asyncreq.Record) {
+	b.polls.Wrote(id, mark, rec)
+	b.eng.polls.changed(b.group, id, b.polls)
+	b.eng.watches.notify(b.recordKey(id))
+}
+
+// changed tells the caches and watches that the record of id changed (or
+// may have: after a write whose outcome is unknown).
+func (b *Backend) changed(id string) {
+	b.eng.polls.changed(b.group, id, nil)
+	b.eng.watches.notify(b.recordKey(id))
+}
+
+// forget drops what the caches hold of id after a write that failed: it
+// may have committed nothing, or something unknown.
+func (b *Backend) forget(id string) {
+	b.eng.polls.changed(b.group, id, nil)
+}

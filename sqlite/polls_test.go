@@ -1,0 +1,152 @@
+package sqlite_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/asyncreq/asyncreq"
+	"github.com/asyncreq/asyncreq/sqlite"
+)
+
+// running moves a record to running, with progress p.
+func running(p int) func(r *asyncreq.Record) error {
+	return func(r *asyncreq.Record) error {
+		r.State = asyncreq.StateRunning
+		r.Progress = &asyncreq.Progress{Percent: p}
+		return nil
+	}
+}
+
+// TestPollsOfARunningRequestReadLittle polls a request the Backend
+// claimed: the polls are answered from what the claim wrote, with a read
+// of the file at most every few of them, and each poll returns a copy of
+// its own.
+func TestPollsOfARunningRequestReadLittle(t *testing.T) {
+	ctx := t.Context()
+	b, _ := openTemp(t, nil)
+	id := newRecordID(t, b)
+	_, err := b.Update(ctx, id, running(10))
+	require.NoError(t, err)
+
+	const polls = 200
+	before := sqlite.Reads(b)
+	for range polls {
+		got, err := b.Get(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, asyncreq.StateRunning, got.State)
+		require.Equal(t, 10, got.Progress.Percent)
+		got.Progress.Percent = 99 // a caller's change is its own
+		got.Body[0] = 'X'
+	}
+	reads := sqlite.Reads(b) - before
+	assert.Less(t, reads, int64(polls/10), "reads of the file for %d polls", polls)
+
+	got, err := b.Get(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, 10, got.Progress.Percent)
+	assert.Equal(t, "poll me", string(got.Body))
+}
+
+// newRecordID accepts a new pending record and returns its id.
+func newRecordID(t *testing.T, b *sqlite.Backend) string {
+	t.Helper()
+	rec := newRecord("poll me")
+	_, err := b.Accept(t.Context(), rec)
+	require.NoError(t, err)
+	return rec.ID
+}
+
+// TestPollsOffReadEveryTime: with PollCacheAge negative every Get reads
+// the file.
+func TestPollsOffReadEveryTime(t *testing.T) {
+	ctx := t.Context()
+	b, _ := openTemp(t, &sqlite.Options{PollCacheAge: -1})
+	id := newRecordID(t, b)
+	before := sqlite.Reads(b)
+	for range 20 {
+		_, err := b.Get(ctx, id)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, int64(20), sqlite.Reads(b)-before)
+}
+
+// TestPollsSeeTheOtherBackendsOfTheProcessAtOnce: two Backends of one
+// file and queue in one process share the file's writer, and a write
+// through one is seen by the next Get of the other, however recently that
+// one cached the record.
+func TestPollsSeeTheOtherBackendsOfTheProcessAtOnce(t *testing.T) {
+	ctx := t.Context()
+	api, path := openTemp(t, nil)
+	worker, err := sqlite.Open(ctx, path, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, worker.Close()) })
+	require.True(t, sqlite.SharesEngine(api, worker))
+
+	id := newRecordID(t, api)
+	for p := range 20 {
+		_, err := api.Get(ctx, id) // cached by api
+		require.NoError(t, err)
+		_, err = worker.Update(ctx, id, running(p))
+		require.NoError(t, err)
+		got, err := api.Get(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, asyncreq.StateRunning, got.State)
+		require.Equal(t, p, got.Progress.Percent, "update %d", p)
+	}
+	require.NoError(t, worker.Delete(ctx, id, false))
+	_, err = api.Get(ctx, id)
+	assert.ErrorIs(t, err, asyncreq.ErrNotFound)
+}
+
+// TestPollsSeeAnotherProcess: a write by another process (another engine
+// on the file) is seen by a Get that comes the check interval (10ms)
+// after it, however recently the record was cached, and while Gets come
+// all the time.
+func TestPollsSeeAnotherProcess(t *testing.T) {
+	ctx := t.Context()
+	api, path := openTemp(t, nil)
+	worker := openOther(t, api, path, nil)
+
+	id := newRecordID(t, api)
+	for p := range 10 {
+		// api caches the record and keeps answering from it.
+		for range 20 {
+			_, err := api.Get(ctx, id)
+			require.NoError(t, err)
+		}
+		_, err := worker.Update(ctx, id, running(p))
+		require.NoError(t, err)
+		time.Sleep(20 * time.Millisecond)
+		got, err := api.Get(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, asyncreq.StateRunning, got.State)
+		require.Equal(t, p, got.Progress.Percent, "update %d", p)
+	}
+	require.NoError(t, worker.Delete(ctx, id, true))
+	time.Sleep(20 * time.Millisecond)
+	_, err := api.Get(ctx, id)
+	assert.ErrorIs(t, err, asyncreq.ErrGone)
+}
+
+// TestPollsSeeAnotherProcessWhileThisOneWrites: the check the writer makes
+// at each of its transactions sees another process's write too.
+func TestPollsSeeAnotherProcessWhileThisOneWrites(t *testing.T) {
+	ctx := t.Context()
+	api, path := openTemp(t, nil)
+	worker := openOther(t, api, path, nil)
+
+	id := newRecordID(t, api)
+	_, err := api.Get(ctx, id)
+	require.NoError(t, err)
+	_, err = worker.Update(ctx, id, running(50))
+	require.NoError(t, err)
+	// A write of this process, after the other's: its transaction's check
+	// finds the other's commit.
+	newRecordID(t, api)
+	got, err := api.Get(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, asyncreq.StateRunning, got.State)
+}
