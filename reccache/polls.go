@@ -124,6 +124,11 @@ func (p *PollCache[V]) Get(id string, now time.Time) (V, bool) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.getLocked(id, now)
+}
+
+func (p *PollCache[V]) getLocked(id string, now time.Time) (V, bool) {
+	var v V
 	e := p.m[id]
 	if e == nil || !e.has || now.Sub(e.at) >= p.age {
 		return v, false
@@ -132,6 +137,25 @@ func (p *PollCache[V]) Get(id string, now time.Time) (V, bool) {
 		return v, false
 	}
 	return e.v, true
+}
+
+// Settled is Get, but finds nothing while a read or write of id is in
+// flight (noted by Begin and not yet done), even though Get would answer
+// the value kept before it: a backend that hears of every change of its
+// records at once (they all go through it) may take such a value as the
+// record as stored, where Get's answer may be outdated by a write in
+// flight.
+func (p *PollCache[V]) Settled(id string, now time.Time) (V, bool) {
+	var v V
+	if p.age <= 0 {
+		return v, false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.m[id]; e == nil || e.last != nil {
+		return v, false
+	}
+	return p.getLocked(id, now)
 }
 
 // Begin notes a read or write of id about to be issued at now, and returns

@@ -184,3 +184,35 @@ func get(p *PollCache[*asyncreq.Record], id string, now time.Time) *asyncreq.Rec
 	}
 	return rec.Clone()
 }
+
+// TestPollCacheSettled: Settled answers what Get does, except while a read
+// or write of the record is in flight.
+func TestPollCacheSettled(t *testing.T) {
+	now := time.Now()
+	p := newTestCache(time.Hour)
+	p.Listen(true)
+	rec := &asyncreq.Record{ID: "r", State: asyncreq.StateRunning, Attempts: 1}
+	_, ok := p.Settled("r", now)
+	assert.False(t, ok, "nothing kept")
+
+	w := p.Begin("r", now)
+	_, ok = p.Settled("r", now)
+	assert.False(t, ok, "during the first write")
+	p.Wrote("r", w, rec)
+	got, ok := p.Settled("r", now)
+	require.True(t, ok, "after the write")
+	assert.Same(t, rec, got)
+
+	w = p.Begin("r", now)
+	_, ok = p.Get("r", now)
+	assert.True(t, ok, "Get answers the record before the write in flight")
+	_, ok = p.Settled("r", now)
+	assert.False(t, ok, "Settled does not")
+	p.Wrote("r", w, rec)
+	_, ok = p.Settled("r", now.Add(time.Hour))
+	assert.False(t, ok, "too old")
+	rec2 := &asyncreq.Record{ID: "r", State: asyncreq.StateSucceeded, ExpiresAt: now.Add(time.Minute)}
+	p.Wrote("r", p.Begin("r", now), rec2)
+	_, ok = p.Settled("r", now.Add(2*time.Minute))
+	assert.False(t, ok, "expired")
+}

@@ -40,6 +40,7 @@ type engine struct {
 	commits   atomic.Int64 // transactions committed by the writer
 	committed atomic.Int64 // writes in them
 	reads     atomic.Int64 // records Get read from the file
+	wreads    atomic.Int64 // records the writer read to update them
 
 	// commitHook, if set (by tests, before the writes it is to see), runs
 	// before each COMMIT with the number of writes in the transaction; an

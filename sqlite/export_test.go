@@ -13,3 +13,7 @@ func SharesEngine(a, b *Backend) bool { return a.eng == b.eng }
 // Reads returns how many records the Gets of b's file have read from it
 // in this process (the others were answered from a poll cache).
 func Reads(b *Backend) int64 { return b.eng.reads.Load() }
+
+// WriterReads returns how many records the writer of b's file read in
+// this process to update them (the others were the poll caches' records).
+func WriterReads(b *Backend) int64 { return b.eng.wreads.Load() }

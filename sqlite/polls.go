@@ -52,7 +52,8 @@ type pollCaches struct {
 	// checked is when (UnixNano) the last check that found no other
 	// process's write began; 0: none yet, or the last check failed.
 	checked atomic.Int64
-	// version is the data_version the writer read last, if has; used by
+	// version is the data_version the writer read last, if has (the last
+	// check succeeded: in a transaction, the check that began it); used by
 	// the writer goroutine only.
 	version int64
 	has     bool

@@ -150,3 +150,66 @@ func TestPollsSeeAnotherProcessWhileThisOneWrites(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, asyncreq.StateRunning, got.State)
 }
+
+// TestWorkerWritesReadNothing: a worker's claim and outcome update the
+// record as the accept (or the claim) wrote it, without reading it again.
+func TestWorkerWritesReadNothing(t *testing.T) {
+	ctx := t.Context()
+	b, path := openTemp(t, nil)
+	id := newRecordID(t, b)
+	before := sqlite.WriterReads(b)
+	claims, err := b.DequeueClaim(ctx, 10, time.Minute, func(_ *asyncreq.Lease, r *asyncreq.Record) error {
+		return running(5)(r)
+	})
+	require.NoError(t, err)
+	require.Len(t, claims, 1)
+	require.NoError(t, claims[0].Err)
+	_, err = b.Update(ctx, id, func(r *asyncreq.Record) error {
+		require.Equal(t, 5, r.Progress.Percent)
+		r.Progress.Percent = 60
+		return nil
+	})
+	require.NoError(t, err)
+	done, err := b.Complete(ctx, claims[0].Lease, func(r *asyncreq.Record) error {
+		require.Equal(t, 60, r.Progress.Percent)
+		require.Equal(t, "poll me", string(r.Body))
+		r.Body = append(r.Body, '!') // the request body changes too
+		return finish(time.Now().Add(time.Hour))(r)
+	})
+	require.NoError(t, err)
+	assert.Equal(t, asyncreq.StateSucceeded, done.State)
+	assert.Zero(t, sqlite.WriterReads(b)-before, "records read by the writer")
+
+	// What was written, read from the file by another engine.
+	other := openOther(t, b, path, nil)
+	got, err := other.Get(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, asyncreq.StateSucceeded, got.State)
+	assert.Equal(t, "poll me!", string(got.Body))
+	assert.Equal(t, 60, got.Progress.Percent)
+}
+
+// TestWriterReadsAnotherProcessWrite: an update after another process's
+// write of the record starts from that write, not from the cache.
+func TestWriterReadsAnotherProcessWrite(t *testing.T) {
+	ctx := t.Context()
+	api, path := openTemp(t, nil)
+	worker := openOther(t, api, path, nil)
+	id := newRecordID(t, api)
+	_, err := api.Get(ctx, id)
+	require.NoError(t, err)
+	_, err = worker.Update(ctx, id, running(7))
+	require.NoError(t, err)
+	_, err = api.Update(ctx, id, func(r *asyncreq.Record) error {
+		require.Equal(t, asyncreq.StateRunning, r.State)
+		require.NotNil(t, r.Progress)
+		require.Equal(t, 7, r.Progress.Percent)
+		r.Progress.Percent = 8
+		return nil
+	})
+	require.NoError(t, err)
+	time.Sleep(20 * time.Millisecond) // for worker, api is another process
+	got, err := worker.Get(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, 8, got.Progress.Percent)
+}

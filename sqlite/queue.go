@@ -89,8 +89,8 @@ func (b *Backend) DequeueClaim(ctx context.Context, max int, ttl time.Duration,
 	claimAll := func(t *wtx, leases []*asyncreq.Lease) error {
 		claims, marks, begun, panicked = claims[:0], marks[:0], begun[:0], nil
 		for _, l := range leases {
-			marks, begun = append(marks, b.beginWrite(l.ID)), append(begun, l.ID)
 			rec, _, err := b.updateTx(t, l.ID, func(r *asyncreq.Record) error { return claimOne(l, r) }, nil)
+			marks, begun = append(marks, b.beginWrite(l.ID)), append(begun, l.ID)
 			if mustRollBack(err) {
 				return err
 			}

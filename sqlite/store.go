@@ -340,9 +340,11 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 	var fnErr error
 	var mark *reccache.PollMark
 	update := func(t *wtx) error {
-		mark = b.beginWrite(id)
 		var err error
 		out, fnErr, err = b.updateTx(t, id, fn, then)
+		// Noted after updateTx, which may take the record from the cache,
+		// and before the commit.
+		mark = b.beginWrite(id)
 		return err
 	}
 	after := func() { b.wrote(id, mark, out.Clone()) }
@@ -362,19 +364,10 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 // missing record or of the database.
 func (b *Backend) updateTx(t *wtx, id string, fn func(*asyncreq.Record) error,
 	then func(*wtx, *asyncreq.Record) error) (out *asyncreq.Record, fnErr, err error) {
-	var e encoded
-	err = t.queryRow(b.sql.getRecord, b.queue, id, idKey(id)).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil, b.missingTx(t, id)
-	}
+	rec, origBody, err := b.stored(t, id)
 	if err != nil {
 		return nil, nil, err
 	}
-	rec, err := decodeRecord(e)
-	if err != nil {
-		return nil, nil, err
-	}
-	origBody := bytes.Clone(e.body)
 	owner, key, state := rec.Owner, rec.IdempotencyKey, rec.State
 	if err := fn(rec); err != nil {
 		return nil, err, err
@@ -408,6 +401,34 @@ func (b *Backend) updateTx(t *wtx, id string, fn func(*asyncreq.Record) error,
 		}
 	}
 	return rec, nil, nil
+}
+
+// stored returns the record of id as the writer's transaction t sees it,
+// to change, and its request body as stored, not to change. The record is
+// the one in this Backend's poll cache if nothing in flight may have
+// changed it: every write of this process goes through the writer, which
+// tells the caches of it once committed, and this transaction began with
+// a check that no other process wrote since the last (see polls.go).
+func (b *Backend) stored(t *wtx, id string) (*asyncreq.Record, []byte, error) {
+	if b.eng.polls.has {
+		if rec, ok := b.polls.Settled(id, time.Now()); ok {
+			return rec.Clone(), rec.Body, nil
+		}
+	}
+	b.eng.wreads.Add(1)
+	var e encoded
+	err := t.queryRow(b.sql.getRecord, b.queue, id, idKey(id)).Scan(&e.data, scanBlob{&e.body}, scanBlob{&e.resultBody})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, b.missingTx(t, id)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	rec, err := decodeRecord(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rec, bytes.Clone(e.body), nil
 }
 
 // Delete implements asyncreq.Store. It leaves the request's queue entry, if
