@@ -190,9 +190,13 @@ func (b *Backend) beginWrite(id string) *reccache.PollMark {
 }
 
 // wrote tells the caches and watches that the write of id that mark
-// noted committed rec (which is not changed afterwards).
+// noted committed rec; b's cache keeps a copy of it.
 func (b *Backend) wrote(id string, mark *reccache.PollMark, rec *asyncreq.Record) {
-	b.polls.Wrote(id, mark, rec)
+	if mark != nil {
+		b.polls.Wrote(id, mark, rec.Clone())
+	} else {
+		b.polls.Changed(id) // the cache is off, or was reset since
+	}
 	b.eng.polls.changed(b.group, id, b.polls)
 	b.eng.watches.notify(b.recordKey(id))
 }

@@ -101,7 +101,7 @@ func (b *Backend) DequeueClaim(ctx context.Context, max int, ttl time.Duration,
 	notify := func() {
 		for i, c := range claims {
 			if c.Err == nil {
-				b.wrote(c.Lease.ID, marks[i], c.Record.Clone())
+				b.wrote(c.Lease.ID, marks[i], c.Record)
 			} else {
 				b.forget(c.Lease.ID)
 			}

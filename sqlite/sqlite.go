@@ -57,6 +57,20 @@
 // worker process on one file a long poll sees the worker's outcome, and a
 // worker a client's cancel, within that time instead of at once.
 //
+// # Polling clients
+//
+// Get answers from the record as this process last read or wrote it, for
+// up to Options.PollCacheAge, while no write of it is known since. Every
+// write from this process goes through the file's writer, which tells the
+// Backends of the record's queue once it committed; a write by another
+// process is found by PRAGMA data_version on the writer's connection,
+// which the writer reads at the start of each transaction and when a Get
+// finds the last reading more than 10ms old, and drops everything cached.
+// So a Get sees another process's write 10ms after it at most. The writer
+// also updates a record from the cache when nothing in flight may have
+// changed it, so that a worker's claim and outcome do not read the record
+// again.
+//
 // # Statistics
 //
 // QueueStats (asyncreq.QueueStater) counts the queue's entries with two

@@ -200,7 +200,7 @@ func (b *Backend) insert(ctx context.Context, rec *asyncreq.Record, enqueue bool
 		return nil
 	}
 	after := func() {
-		b.wrote(rec.ID, mark, rec.Clone())
+		b.wrote(rec.ID, mark, rec)
 		if enqueue {
 			b.wake.broadcast()
 		}
@@ -347,7 +347,7 @@ func (b *Backend) update(ctx context.Context, id string, fn func(*asyncreq.Recor
 		mark = b.beginWrite(id)
 		return err
 	}
-	after := func() { b.wrote(id, mark, out.Clone()) }
+	after := func() { b.wrote(id, mark, out) }
 	if err := b.eng.do(ctx, update, after); err != nil {
 		b.forget(id)
 		if fnErr != nil && err == fnErr {
