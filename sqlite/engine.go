@@ -309,6 +309,9 @@ func (e *engine) runBatch(ops []*op) {
 			ok++
 		}
 	}
+	// No other connection commits while this transaction holds the write
+	// lock: what the check at its start found still holds now.
+	e.polls.stillChecked(time.Now())
 	if ok == 0 {
 		_, _ = e.wconn.ExecContext(ctx, "ROLLBACK")
 		e.finish(ops, nil)

@@ -26,7 +26,9 @@ import (
 // so a change of it there means another process (or another engine on the
 // same file) wrote. The writer reads it at the start of every transaction
 // and whenever a Get asks for it (checkVersion), and drops every cache when
-// it changed. A cached record is answered only while that check is less
+// it changed; what a transaction's check found still holds at its end,
+// since no other connection commits while it holds the write lock
+// (stillChecked). A cached record is answered only while that check is less
 // than versionCheckEvery old; past it, a Get reads the file and asks the
 // writer for a check, which the next Gets use. So a poll sees another
 // process's change versionCheckEvery after it at most, and this process's
@@ -168,6 +170,15 @@ func (e *engine) checkVersion(ctx context.Context, start time.Time) {
 	}
 	s.version, s.has = v, true
 	s.checked.Store(start.UnixNano())
+}
+
+// stillChecked moves the last check to now, in a write transaction whose
+// check succeeded: while it holds the write lock, no other connection
+// commits. It runs in the writer goroutine.
+func (s *pollCaches) stillChecked(now time.Time) {
+	if s.has {
+		s.checked.Store(now.UnixNano())
+	}
 }
 
 // cached returns a copy of the record of id as b's cache holds it, if it
