@@ -78,14 +78,14 @@ func newQueries(prefix string) queries {
 				SELECT rowid FROM {{prefix}}records
 				WHERE queue = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2
 					AND state IN ('succeeded', 'failed', 'canceled')
-				ORDER BY expires_at LIMIT ?3)
+				ORDER BY expires_at LIMIT CAST(?3 AS INTEGER))
 			RETURNING id, expires_at + tombstone_ttl, owner, state`),
 		purgeTombstones: r(`DELETE FROM {{prefix}}tombstones
 			WHERE queue = ?1 AND id IN (
-				SELECT id FROM {{prefix}}tombstones WHERE queue = ?1 AND until <= ?2 LIMIT ?3)`),
+				SELECT id FROM {{prefix}}tombstones WHERE queue = ?1 AND until <= ?2 LIMIT CAST(?3 AS INTEGER))`),
 		listUnenqueued: r(`SELECT id FROM {{prefix}}records
 			WHERE queue = ?1 AND enqueued = 0 AND state IN ('pending', 'running') AND created_at < ?2
-			ORDER BY created_at LIMIT ?3`),
+			ORDER BY created_at LIMIT CAST(?3 AS INTEGER)`),
 
 		listAll:             r(listSQL(false, false, false)),
 		listAllAfter:        r(listSQL(false, false, true)),
@@ -104,7 +104,7 @@ func newQueries(prefix string) queries {
 			WHERE rowid IN (
 				SELECT rowid FROM {{prefix}}records
 				WHERE queue = ?1 AND state IN ('succeeded', 'failed', 'canceled') AND updated_at < ?2
-				ORDER BY updated_at LIMIT ?3)
+				ORDER BY updated_at LIMIT CAST(?3 AS INTEGER))
 			RETURNING id, tombstone_ttl, owner, state`),
 		// waitingEntry finds an entry of id ?2 that no lease holds at ?3.
 		// No index has the queue's ids (see 0001_init.sql), so it reads
@@ -119,7 +119,7 @@ func newQueries(prefix string) queries {
 		claim: r(`UPDATE {{prefix}}queue
 			SET due = ?4, deliveries = deliveries + 1, token = lower(hex(randomblob(16)))
 			WHERE seq IN (
-				SELECT seq FROM {{prefix}}queue WHERE queue = ?1 AND due <= ?2 ORDER BY due, seq LIMIT ?3)
+				SELECT seq FROM {{prefix}}queue WHERE queue = ?1 AND due <= ?2 ORDER BY due, seq LIMIT CAST(?3 AS INTEGER))
 			RETURNING seq, id, deliveries, token`),
 		nextDue: r(`SELECT min(due) FROM {{prefix}}queue WHERE queue = ?1`),
 		// extend, ack and nack act only on a lease that is still held:
@@ -165,6 +165,6 @@ func listSQL(state, owner, after bool) string {
 		c := param()
 		b.WriteString(` AND (created_at, id) < (` + c + `, ` + param() + `)`)
 	}
-	b.WriteString(` ORDER BY created_at DESC, id DESC LIMIT ` + param())
+	b.WriteString(` ORDER BY created_at DESC, id DESC LIMIT CAST(` + param() + ` AS INTEGER)`)
 	return b.String()
 }
