@@ -3,7 +3,6 @@ package sqlite
 import (
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
 	"unsafe"
 
@@ -17,8 +16,8 @@ import (
 // is, where a variable on a goroutine's stack may move during the call.
 var handles struct{ db, stmt uintptr }
 
-// TestStatementsNotPreparedAgain runs every statement with a LIMIT twice,
-// with new parameters, on a connection of SQLite's own API, and checks that
+// TestStatementsNotPreparedAgain runs every statement of the queries three
+// times, with new parameters, on a connection of SQLite's own API, and checks that
 // SQLite did not prepare it again for the second run. SQLite recompiles a
 // statement whose plan may depend on a parameter it was given, at every
 // run with a new value: a bare ?3 as a LIMIT did that (the claim of queue
@@ -42,7 +41,7 @@ func TestStatementsNotPreparedAgain(t *testing.T) {
 	n := 0
 	for i := range qs.NumField() {
 		f := qs.Field(i)
-		if f.Kind() != reflect.String || !strings.Contains(f.String(), "LIMIT") {
+		if f.Kind() != reflect.String {
 			continue
 		}
 		n++
@@ -65,5 +64,5 @@ func TestStatementsNotPreparedAgain(t *testing.T) {
 		lib.Xsqlite3_finalize(tls, st)
 		require.Zero(t, again, "%s was prepared again at %d of its 3 runs:\n%s", name, again, q)
 	}
-	require.NotZero(t, n, "statements with a LIMIT")
+	require.Greater(t, n, 30, "statements run")
 }
