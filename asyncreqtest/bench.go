@@ -125,6 +125,14 @@ func RunningRecords(tb testing.TB, s asyncreq.Store, n int) []string {
 	return ids
 }
 
+// PollCacheAges are the poll cache ages a backend's BenchmarkPollRunning
+// compares, by the name of each sub-benchmark: the cache off (a negative
+// PollCacheAge) and at its default (zero).
+var PollCacheAges = []struct {
+	Name string
+	Age  time.Duration
+}{{"cache=off", -1}, {"cache=default", 0}}
+
 // BenchmarkPoll measures how fast clients goroutines read the records of
 // ids with s.Get, each of them polling one record over and over, as
 // clients polling the status of running requests do. It resets the timer

@@ -190,13 +190,10 @@ func BenchmarkWorkerDrain(b *testing.B) {
 // clients polling them cause: 32 clients each Get one of 32 running
 // records in a loop, with the poll cache off and at its default age.
 func BenchmarkPollRunning(b *testing.B) {
-	for _, c := range []struct {
-		name string
-		age  time.Duration
-	}{{"cache=off", -1}, {"cache=default", 0}} {
-		b.Run(c.name, func(b *testing.B) {
+	for _, c := range asyncreqtest.PollCacheAges {
+		b.Run(c.Name, func(b *testing.B) {
 			pool := newPool(b, 32)
-			s := newStoreOn(b, pool, newSchema(b, pool), &postgres.Options{PollCacheAge: c.age})
+			s := newStoreOn(b, pool, newSchema(b, pool), &postgres.Options{PollCacheAge: c.Age})
 			asyncreqtest.BenchmarkPoll(b, s, asyncreqtest.RunningRecords(b, s, 32), 32)
 		})
 	}

@@ -282,16 +282,13 @@ func benchSubmitToDone(b *testing.B, clients int) {
 // clients polling them cause: 32 clients each Get one of 32 running
 // records in a loop, with the poll cache off and at its default age.
 func BenchmarkPollRunning(b *testing.B) {
-	for _, c := range []struct {
-		name string
-		age  time.Duration
-	}{{"cache=off", -1}, {"cache=default", 0}} {
-		b.Run(c.name, func(b *testing.B) {
-			be, rt := benchBackend(b, 32, false, redis.Options{PollCacheAge: c.age})
+	for _, c := range asyncreqtest.PollCacheAges {
+		b.Run(c.Name, func(b *testing.B) {
+			be, rt := benchBackend(b, 32, false, redis.Options{PollCacheAge: c.Age})
 			ids := asyncreqtest.RunningRecords(b, be, 32)
 			_, err := be.Get(context.Background(), ids[0]) // subscribes, with the cache on
 			require.NoError(b, err)
-			for deadline := time.Now().Add(5 * time.Second); c.age >= 0; time.Sleep(time.Millisecond) {
+			for deadline := time.Now().Add(5 * time.Second); c.Age >= 0; time.Sleep(time.Millisecond) {
 				if up, _ := redis.PollSubscriptions(be); up {
 					break
 				}

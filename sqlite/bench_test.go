@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -58,12 +57,9 @@ func BenchmarkAccept(b *testing.B) {
 // clients polling them cause: 32 clients each Get one of 32 running
 // records in a loop, with the poll cache off and at its default age.
 func BenchmarkPollRunning(b *testing.B) {
-	for _, c := range []struct {
-		name string
-		age  time.Duration
-	}{{"cache=off", -1}, {"cache=default", 0}} {
-		b.Run(c.name, func(b *testing.B) {
-			s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "poll.db"), &sqlite.Options{PollCacheAge: c.age})
+	for _, c := range asyncreqtest.PollCacheAges {
+		b.Run(c.Name, func(b *testing.B) {
+			s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "poll.db"), &sqlite.Options{PollCacheAge: c.Age})
 			require.NoError(b, err)
 			b.Cleanup(func() { require.NoError(b, s.Close()) })
 			asyncreqtest.BenchmarkPoll(b, s, asyncreqtest.RunningRecords(b, s, 32), 32)

@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -78,27 +79,12 @@ func TestPollsOffReadEveryTime(t *testing.T) {
 // through one is seen by the next Get of the other, however recently that
 // one cached the record.
 func TestPollsSeeTheOtherBackendsOfTheProcessAtOnce(t *testing.T) {
-	ctx := t.Context()
 	api, path := openTemp(t, nil)
-	worker, err := sqlite.Open(ctx, path, nil)
+	worker, err := sqlite.Open(t.Context(), path, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, worker.Close()) })
 	require.True(t, sqlite.SharesEngine(api, worker))
-
-	id := newRecordID(t, api)
-	for p := range 20 {
-		_, err := api.Get(ctx, id) // cached by api
-		require.NoError(t, err)
-		_, err = worker.Update(ctx, id, running(p))
-		require.NoError(t, err)
-		got, err := api.Get(ctx, id)
-		require.NoError(t, err)
-		require.Equal(t, asyncreq.StateRunning, got.State)
-		require.Equal(t, p, got.Progress.Percent, "update %d", p)
-	}
-	require.NoError(t, worker.Delete(ctx, id, false))
-	_, err = api.Get(ctx, id)
-	assert.ErrorIs(t, err, asyncreq.ErrNotFound)
+	seesWrites(t, api, worker, 0, asyncreq.ErrNotFound)
 }
 
 // TestPollsSeeAnotherProcess: a write by another process (another engine
@@ -106,29 +92,34 @@ func TestPollsSeeTheOtherBackendsOfTheProcessAtOnce(t *testing.T) {
 // after it, however recently the record was cached, and while Gets come
 // all the time.
 func TestPollsSeeAnotherProcess(t *testing.T) {
-	ctx := t.Context()
 	api, path := openTemp(t, nil)
-	worker := openOther(t, api, path, nil)
+	seesWrites(t, api, openOther(t, api, path, nil), 20*time.Millisecond, asyncreq.ErrGone)
+}
 
+// seesWrites has worker update a record of api's many times, and then
+// delete it with a tombstone if deleted is ErrGone, while api's Gets keep
+// answering from its cache: a Get of api that comes wait after each write
+// must see it.
+func seesWrites(t *testing.T, api, worker *sqlite.Backend, wait time.Duration, deleted error) {
+	ctx := t.Context()
 	id := newRecordID(t, api)
 	for p := range 10 {
-		// api caches the record and keeps answering from it.
 		for range 20 {
-			_, err := api.Get(ctx, id)
+			_, err := api.Get(ctx, id) // cached by api
 			require.NoError(t, err)
 		}
 		_, err := worker.Update(ctx, id, running(p))
 		require.NoError(t, err)
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(wait)
 		got, err := api.Get(ctx, id)
 		require.NoError(t, err)
 		require.Equal(t, asyncreq.StateRunning, got.State)
 		require.Equal(t, p, got.Progress.Percent, "update %d", p)
 	}
-	require.NoError(t, worker.Delete(ctx, id, true))
-	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, worker.Delete(ctx, id, errors.Is(deleted, asyncreq.ErrGone)))
+	time.Sleep(wait)
 	_, err := api.Get(ctx, id)
-	assert.ErrorIs(t, err, asyncreq.ErrGone)
+	assert.ErrorIs(t, err, deleted)
 }
 
 // TestPollsSeeAnotherProcessWhileThisOneWrites: the check the writer makes
