@@ -286,7 +286,7 @@ func (e *engine) runBatch(ops []*op) {
 	t := &wtx{e: e}
 	ctx := context.Background()
 	start := time.Now()
-	if _, err := e.wconn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+	if _, err := t.exec("BEGIN IMMEDIATE"); err != nil {
 		e.finish(ops, fmt.Errorf("sqlite: begin: %w", err))
 		return
 	}
@@ -298,7 +298,7 @@ func (e *engine) runBatch(ops []*op) {
 		o.late = ok > 0
 		o.pval, o.err = call(o.fn, t)
 		if mustRollBack(o.err) && len(ops) > 1 {
-			_, _ = e.wconn.ExecContext(ctx, "ROLLBACK")
+			_, _ = t.exec("ROLLBACK")
 			for _, o := range ops {
 				o.err, o.pval, o.late = nil, nil, false
 				e.runBatch([]*op{o})
@@ -313,17 +313,17 @@ func (e *engine) runBatch(ops []*op) {
 	// lock: what the check at its start found still holds now.
 	e.polls.stillChecked(time.Now())
 	if ok == 0 {
-		_, _ = e.wconn.ExecContext(ctx, "ROLLBACK")
+		_, _ = t.exec("ROLLBACK")
 		e.finish(ops, nil)
 		return
 	}
 	if err := t.flushCounts(); err != nil {
-		_, _ = e.wconn.ExecContext(ctx, "ROLLBACK")
+		_, _ = t.exec("ROLLBACK")
 		e.finish(ops, fmt.Errorf("sqlite: commit: %w", err))
 		return
 	}
 	if err := e.commit(ctx, len(ops)); err != nil {
-		_, _ = e.wconn.ExecContext(ctx, "ROLLBACK")
+		_, _ = t.exec("ROLLBACK")
 		e.finish(ops, fmt.Errorf("sqlite: commit: %w", err))
 		return
 	}
@@ -339,7 +339,7 @@ func (e *engine) commit(ctx context.Context, n int) error {
 			return err
 		}
 	}
-	_, err := e.wconn.ExecContext(ctx, "COMMIT")
+	_, err := (&wtx{e: e}).exec("COMMIT")
 	return err
 }
 
