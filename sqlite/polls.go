@@ -51,8 +51,10 @@ type pollCaches struct {
 	mu sync.Mutex
 	m  map[string][]*pollCache // by table prefix and queue (cacheGroup)
 
-	// checked is when (UnixNano) the last check that found no other
-	// process's write began; 0: none yet, or the last check failed.
+	// checked is a time (UnixNano) up to which the caches are known to
+	// miss no other process's write: when the last check began, or, in a
+	// write transaction begun with one, a moment before its end; 0: none
+	// yet, or the last check failed.
 	checked atomic.Int64
 	// version is the data_version the writer read last, if has (the last
 	// check succeeded: in a transaction, the check that began it); used by
@@ -206,7 +208,7 @@ func (b *Backend) wrote(id string, mark *reccache.PollMark, rec *asyncreq.Record
 	if mark != nil {
 		b.polls.Wrote(id, mark, rec.Clone())
 	} else {
-		b.polls.Changed(id) // the cache is off, or was reset since
+		b.polls.Changed(id) // the cache is off
 	}
 	b.eng.polls.changed(b.group, id, b.polls)
 	b.eng.watches.notify(b.recordKey(id))
