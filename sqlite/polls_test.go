@@ -125,19 +125,11 @@ func seesWrites(t *testing.T, api, worker *sqlite.Backend, wait time.Duration, d
 // TestPollsSeeAnotherProcessWhileThisOneWrites: the check the writer makes
 // at each of its transactions sees another process's write too.
 func TestPollsSeeAnotherProcessWhileThisOneWrites(t *testing.T) {
-	ctx := t.Context()
-	api, path := openTemp(t, nil)
-	worker := openOther(t, api, path, nil)
-
-	id := newRecordID(t, api)
-	_, err := api.Get(ctx, id)
-	require.NoError(t, err)
-	_, err = worker.Update(ctx, id, running(50))
-	require.NoError(t, err)
+	api, _, id := writtenByAnother(t, 50)
 	// A write of this process, after the other's: its transaction's check
 	// finds the other's commit.
 	newRecordID(t, api)
-	got, err := api.Get(ctx, id)
+	got, err := api.Get(t.Context(), id)
 	require.NoError(t, err)
 	assert.Equal(t, asyncreq.StateRunning, got.State)
 }
@@ -184,14 +176,8 @@ func TestWorkerWritesReadNothing(t *testing.T) {
 // write of the record starts from that write, not from the cache.
 func TestWriterReadsAnotherProcessWrite(t *testing.T) {
 	ctx := t.Context()
-	api, path := openTemp(t, nil)
-	worker := openOther(t, api, path, nil)
-	id := newRecordID(t, api)
-	_, err := api.Get(ctx, id)
-	require.NoError(t, err)
-	_, err = worker.Update(ctx, id, running(7))
-	require.NoError(t, err)
-	_, err = api.Update(ctx, id, func(r *asyncreq.Record) error {
+	api, worker, id := writtenByAnother(t, 7)
+	_, err := api.Update(ctx, id, func(r *asyncreq.Record) error {
 		require.Equal(t, asyncreq.StateRunning, r.State)
 		require.NotNil(t, r.Progress)
 		require.Equal(t, 7, r.Progress.Percent)
@@ -203,4 +189,19 @@ func TestWriterReadsAnotherProcessWrite(t *testing.T) {
 	got, err := worker.Get(ctx, id)
 	require.NoError(t, err)
 	assert.Equal(t, 8, got.Progress.Percent)
+}
+
+// writtenByAnother accepts a record through api, a Backend on a new file,
+// has api cache it, and has worker, another process's Backend on the
+// file, claim it with progress p.
+func writtenByAnother(t *testing.T, p int) (api, worker *sqlite.Backend, id string) {
+	t.Helper()
+	api, path := openTemp(t, nil)
+	worker = openOther(t, api, path, nil)
+	id = newRecordID(t, api)
+	_, err := api.Get(t.Context(), id)
+	require.NoError(t, err)
+	_, err = worker.Update(t.Context(), id, running(p))
+	require.NoError(t, err)
+	return api, worker, id
 }
