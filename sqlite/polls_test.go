@@ -205,3 +205,28 @@ func writtenByAnother(t *testing.T, p int) (api, worker *sqlite.Backend, id stri
 	require.NoError(t, err)
 	return api, worker, id
 }
+
+// TestPollsAfterALongTransaction: a write transaction that takes longer
+// than the check interval still leaves the check fresh at its end (no other
+// process commits while it holds the write lock), so a poll right after it
+// is answered from the cache.
+func TestPollsAfterALongTransaction(t *testing.T) {
+	ctx := t.Context()
+	b, _ := openTemp(t, nil)
+	id := newRecordID(t, b)
+	hits := 0
+	for range 5 {
+		_, err := b.Update(ctx, id, func(r *asyncreq.Record) error {
+			time.Sleep(30 * time.Millisecond) // in the writer's transaction
+			return running(1)(r)
+		})
+		require.NoError(t, err)
+		before := sqlite.Reads(b)
+		_, err = b.Get(ctx, id)
+		require.NoError(t, err)
+		if sqlite.Reads(b) == before {
+			hits++
+		}
+	}
+	assert.NotZero(t, hits, "polls right after a transaction of 30ms answered from the cache")
+}

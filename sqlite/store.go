@@ -227,12 +227,14 @@ func (b *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) 
 	}
 	mark := b.polls.Begin(id, now)
 	rec, err := b.read(ctx, id)
-	if err != nil {
+	switch {
+	case mark == nil: // the cache is off
+	case err != nil:
 		b.polls.Changed(id)
-		return nil, err
+	default:
+		b.polls.Read(id, mark, rec.Clone())
 	}
-	b.polls.Read(id, mark, rec.Clone())
-	return rec, nil
+	return rec, err
 }
 
 // read reads the record of id from the file.
