@@ -152,13 +152,11 @@ func timed(ctx context.Context, o options, m *cpuMeter, op func() (time.Duration
 		return d, now.After(warm), err
 	})
 	if err != nil {
-		// No figure for a run cut short.
-		stopMeter()
-	}
-	<-metered
-	if err != nil {
+		stopMeter() // no figure for a run cut short
+		<-metered
 		return stats{}, err
 	}
+	<-metered
 	st := newStats(lat, o.duration)
 	st.cpu = cpu
 	return st, nil
