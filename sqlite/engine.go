@@ -423,13 +423,20 @@ func (t *wtx) flushCounts() error {
 		if n == 0 {
 			continue
 		}
-		if _, err := t.exec(`INSERT INTO `+k.prefix+`state_counts (queue, state, n) VALUES (?1, ?2, ?3)
-			ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n`, k.queue, k.state, n); err != nil {
+		if _, err := t.exec(addCountSQL(k.prefix), k.queue, k.state, n); err != nil {
 			return err
 		}
 	}
 	clear(t.counts)
 	return nil
+}
+
+// addCountSQL is the statement that adds ?3 to the count of the records of
+// queue ?1 in state ?2 in the state_counts table of prefix. It fails rather
+// than aborts, as the queries do (see queries).
+func addCountSQL(prefix string) string {
+	return `INSERT OR FAIL INTO ` + prefix + `state_counts (queue, state, n) VALUES (?1, ?2, ?3)
+			ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n`
 }
 
 func (t *wtx) stmt(q string) (*sql.Stmt, error) {

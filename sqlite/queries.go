@@ -9,6 +9,16 @@ import (
 // name as ?1. A statement that finds a record by its id also takes the id's
 // key (idKey) as its last parameter: the index behind lookups by id holds
 // that integer, not the id (see migrations/0003_id_key.sql).
+//
+// Every INSERT and UPDATE resolves a broken constraint with FAIL, not
+// SQLite's default ABORT. ABORT undoes what the failing statement had
+// already changed, so that a statement that may change more than one row
+// (an UPDATE whose WHERE is not a rowid, a claim) first copies every page
+// it writes into a statement journal: about a tenth of the writer's work.
+// The writer never keeps a transaction in which a statement failed (see
+// engine.runBatch), so there is nothing for the copies to restore. (The
+// DO UPDATE of an upsert cannot say FAIL; it changes one row, which SQLite
+// does not journal.) TestWritesNeverAbortAStatement keeps it so.
 type queries struct {
 	getRecord       string
 	recordExists    string
@@ -56,20 +66,20 @@ func newQueries(prefix string) queries {
 			WHERE queue = ?1 AND id = ?2`),
 		getByIdemKey: r(`SELECT data, body, result_body FROM {{prefix}}records
 			WHERE queue = ?1 AND owner = ?2 AND idem_key = ?3`),
-		insertRecord: r(`INSERT INTO {{prefix}}records
+		insertRecord: r(`INSERT OR FAIL INTO {{prefix}}records
 			(queue, id, owner, idem_key, state, enqueued, created_at, expires_at, tombstone_ttl, data, body, result_body, id_key, updated_at)
 			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)`),
 		// updateRecord leaves the request body alone; updateRecordAll also
 		// rewrites it (only when an update changed it).
-		updateRecord: r(`UPDATE {{prefix}}records
+		updateRecord: r(`UPDATE OR FAIL {{prefix}}records
 			SET state = ?3, enqueued = ?4, expires_at = ?5, tombstone_ttl = ?6, data = ?7, result_body = ?8, updated_at = ?10
 			WHERE id_key = ?9 AND queue = ?1 AND id = ?2`),
-		updateRecordAll: r(`UPDATE {{prefix}}records
+		updateRecordAll: r(`UPDATE OR FAIL {{prefix}}records
 			SET state = ?3, enqueued = ?4, expires_at = ?5, tombstone_ttl = ?6, data = ?7, result_body = ?8, body = ?9, updated_at = ?11
 			WHERE id_key = ?10 AND queue = ?1 AND id = ?2`),
 		deleteRecord: r(`DELETE FROM {{prefix}}records WHERE id_key = ?3 AND queue = ?1 AND id = ?2
 			RETURNING tombstone_ttl, owner, state`),
-		putTombstone: r(`INSERT INTO {{prefix}}tombstones (queue, id, until, owner) VALUES (?1, ?2, ?3, ?4)
+		putTombstone: r(`INSERT OR FAIL INTO {{prefix}}tombstones (queue, id, until, owner) VALUES (?1, ?2, ?3, ?4)
 			ON CONFLICT (queue, id) DO UPDATE SET until = max(until, excluded.until), owner = excluded.owner`),
 		// purgeRecords deletes up to ?3 final records expired at ?2 and
 		// returns when each one's tombstone runs out, its owner and state.
@@ -114,9 +124,9 @@ func newQueries(prefix string) queries {
 			WHERE queue = ?1 AND id = ?2 AND (token IS NULL OR due <= ?3))`),
 
 		// enqueue adds an entry due at ?3.
-		enqueue: r(`INSERT INTO {{prefix}}queue (queue, id, due) VALUES (?1, ?2, ?3)`),
+		enqueue: r(`INSERT OR FAIL INTO {{prefix}}queue (queue, id, due) VALUES (?1, ?2, ?3)`),
 		// claim leases up to ?3 entries due at ?2 until ?4, oldest first.
-		claim: r(`UPDATE {{prefix}}queue
+		claim: r(`UPDATE OR FAIL {{prefix}}queue
 			SET due = ?4, deliveries = deliveries + 1, token = lower(hex(randomblob(16)))
 			WHERE seq IN (
 				SELECT seq FROM {{prefix}}queue WHERE queue = ?1 AND due <= ?2 ORDER BY due, seq LIMIT CAST(?3 AS INTEGER))
@@ -124,15 +134,15 @@ func newQueries(prefix string) queries {
 		nextDue: r(`SELECT min(due) FROM {{prefix}}queue WHERE queue = ?1`),
 		// extend, ack and nack act only on a lease that is still held:
 		// the entry ?2 still has the token ?3 and it has not run out at ?4.
-		extend: r(`UPDATE {{prefix}}queue SET due = ?5
+		extend: r(`UPDATE OR FAIL {{prefix}}queue SET due = ?5
 			WHERE seq = ?2 AND queue = ?1 AND token = ?3 AND due > ?4`),
 		// refresh sets the due time of the lease ?2 with the token ?3,
 		// taken in the same transaction, to ?4.
-		refresh: r(`UPDATE {{prefix}}queue SET due = ?4
+		refresh: r(`UPDATE OR FAIL {{prefix}}queue SET due = ?4
 			WHERE seq = ?2 AND queue = ?1 AND token = ?3`),
 		ack: r(`DELETE FROM {{prefix}}queue
 			WHERE seq = ?2 AND queue = ?1 AND token = ?3 AND due > ?4`),
-		nack: r(`UPDATE {{prefix}}queue SET due = ?5, token = NULL
+		nack: r(`UPDATE OR FAIL {{prefix}}queue SET due = ?5, token = NULL
 			WHERE seq = ?2 AND queue = ?1 AND token = ?3 AND due > ?4`),
 
 		// statsDue counts the entries due at ?2 and finds the earliest due
