@@ -18,7 +18,7 @@ import (
 // The writer never keeps a transaction in which a statement failed (see
 // engine.runBatch), so there is nothing for the copies to restore. (The
 // DO UPDATE of an upsert cannot say FAIL; it changes one row, which SQLite
-// does not journal.) TestWritesNeverAbortAStatement keeps it so.
+// does not journal.) TestWritePrograms keeps it so.
 type queries struct {
 	getRecord       string
 	recordExists    string
@@ -87,7 +87,7 @@ func newQueries(prefix string) queries {
 			WHERE rowid IN (
 				SELECT rowid FROM {{prefix}}records
 				WHERE queue = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2
-					AND state IN ('succeeded', 'failed', 'canceled')
+					AND state NOT IN ('pending', 'running')
 				ORDER BY expires_at LIMIT CAST(?3 AS INTEGER))
 			RETURNING id, expires_at + tombstone_ttl, owner, state`),
 		purgeTombstones: r(`DELETE FROM {{prefix}}tombstones
@@ -105,15 +105,17 @@ func newQueries(prefix string) queries {
 		listOwnerAfter:      r(listSQL(false, true, true)),
 		listOwnerState:      r(listSQL(true, true, false)),
 		listOwnerStateAfter: r(listSQL(true, true, true)),
-		// countStates reads the counts the triggers of 0004_list.sql keep.
+		// countStates reads the counts the writer keeps (see wtx.count).
 		countStates: r(`SELECT state, n FROM {{prefix}}state_counts WHERE queue = ?1`),
 		// purgeFinished deletes up to ?3 final records last changed before
 		// ?2, oldest first, and returns the id, tombstone TTL, owner and
-		// state of each.
+		// state of each. It names the final states as the WHERE of
+		// records_finished does (0005_finished_not_in.sql), for SQLite to
+		// use that index.
 		purgeFinished: r(`DELETE FROM {{prefix}}records
 			WHERE rowid IN (
 				SELECT rowid FROM {{prefix}}records
-				WHERE queue = ?1 AND state IN ('succeeded', 'failed', 'canceled') AND updated_at < ?2
+				WHERE queue = ?1 AND state NOT IN ('pending', 'running') AND updated_at < ?2
 				ORDER BY updated_at LIMIT CAST(?3 AS INTEGER))
 			RETURNING id, tombstone_ttl, owner, state`),
 		// waitingEntry finds an entry of id ?2 that no lease holds at ?3.
