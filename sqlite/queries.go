@@ -14,7 +14,7 @@ import (
 // SQLite's default ABORT. ABORT undoes what the failing statement had
 // already changed, so that a statement that may change more than one row
 // (an UPDATE whose WHERE is not a rowid, a claim) first copies every page
-// it writes into a statement journal: about a tenth of the writer's work.
+// it writes into a statement journal: 8% of the writer's work.
 // The writer never keeps a transaction in which a statement failed (see
 // engine.runBatch), so there is nothing for the copies to restore. (The
 // DO UPDATE of an upsert cannot say FAIL; it changes one row, which SQLite
