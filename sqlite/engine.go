@@ -237,6 +237,7 @@ func (e *engine) run() {
 				continue
 			case <-e.polls.ask:
 				e.checkVersion(context.Background(), time.Now())
+				e.polls.checkEnded()
 				continue
 			case <-e.stop:
 				return
@@ -291,13 +292,16 @@ func (e *engine) runBatch(ops []*op) {
 		return
 	}
 	// The transaction sees every commit before start: what the poll
-	// caches hold is checked against them.
+	// caches hold is checked against them, and no other process commits
+	// until this transaction ends (see pollCaches.covers).
 	e.checkVersion(ctx, start)
+	e.polls.beginTx()
 	ok := 0
 	for _, o := range ops {
 		o.late = ok > 0
 		o.pval, o.err = call(o.fn, t)
 		if mustRollBack(o.err) && len(ops) > 1 {
+			e.polls.endTx()
 			_, _ = t.exec("ROLLBACK")
 			for _, o := range ops {
 				o.err, o.pval, o.late = nil, nil, false
@@ -309,9 +313,9 @@ func (e *engine) runBatch(ops []*op) {
 			ok++
 		}
 	}
-	// No other connection commits while this transaction holds the write
-	// lock: what the check at its start found still holds now.
-	e.polls.stillChecked(time.Now())
+	// Once this transaction commits or rolls back, other processes may
+	// commit again.
+	e.polls.endTx()
 	if ok == 0 {
 		_, _ = t.exec("ROLLBACK")
 		e.finish(ops, nil)

@@ -26,19 +26,27 @@ import (
 // so a change of it there means another process (or another engine on the
 // same file) wrote. The writer reads it at the start of every transaction
 // and whenever a Get asks for it (checkVersion), and drops every cache when
-// it changed; what a transaction's check found still holds at its end,
-// since no other connection commits while it holds the write lock
-// (stillChecked). A cached record is answered only while that check is less
-// than versionCheckEvery old; past it, a Get reads the file and asks the
-// writer for a check, which the next Gets use. So a poll sees another
-// process's change versionCheckEvery after it at most, and this process's
-// at once.
+// it changed.
+//
+// A cached record answers a Get only if a check covers a moment after the
+// Get began, so that a poll sees every write committed before it, by any
+// process, as a read of the file would:
+//
+//   - while the writer is in a transaction whose check succeeded, no other
+//     connection can commit (it holds the write lock), so its check covers
+//     every moment until it commits;
+//   - otherwise the Get asks the writer for a check and waits for it (the
+//     checks of many Gets are one), at most versionCheckWait; then it reads
+//     the file.
+//
+// A check is one PRAGMA on the writer's connection when the writer idles,
+// and nothing more when it writes, where a read of the file is a query on
+// a connection of the read pool.
 
-// versionCheckEvery is how long a check of PRAGMA data_version lets Gets
-// answer from the caches: the longest a poll may miss another process's
-// change. Under writes the writer checks at every transaction; otherwise a
-// Get asks for a check when the last is older.
-const versionCheckEvery = 10 * time.Millisecond
+// versionCheckWait is the longest a Get waits for a check of PRAGMA
+// data_version before it reads the file instead: the writer may be
+// waiting for another process's write lock.
+const versionCheckWait = 5 * time.Millisecond
 
 // defaultPollCacheAge is Options.PollCacheAge's default.
 const defaultPollCacheAge = 500 * time.Millisecond
@@ -52,10 +60,16 @@ type pollCaches struct {
 	m  map[string][]*pollCache // by table prefix and queue (cacheGroup)
 
 	// checked is a time (UnixNano) up to which the caches are known to
-	// miss no other process's write: when the last check began, or, in a
-	// write transaction begun with one, a moment before its end; 0: none
+	// miss no other process's write: when the last check began; 0: none
 	// yet, or the last check failed.
 	checked atomic.Int64
+	// inTx is set while the writer is in a transaction whose check
+	// succeeded: until it commits, no other process can.
+	inTx atomic.Bool
+	// ended, when not nil, is closed at the end of the next check, for the
+	// Gets that wait for one (await).
+	endedMu sync.Mutex
+	ended   chan struct{}
 	// version is the data_version the writer read last, if has (the last
 	// check succeeded: in a transaction, the check that began it); used by
 	// the writer goroutine only.
@@ -126,11 +140,55 @@ func (s *pollCaches) reset() {
 	}
 }
 
-// fresh reports whether a check less than versionCheckEvery before now
-// found no other process's write.
-func (s *pollCaches) fresh(now time.Time) bool {
-	at := s.checked.Load()
-	return at != 0 && now.UnixNano()-at < int64(versionCheckEvery)
+// covers reports whether a check covers a moment at or after now: the
+// writer holds the write lock with a check made, or a check began then.
+func (s *pollCaches) covers(now time.Time) bool {
+	return s.inTx.Load() || s.checked.Load() >= now.UnixNano()
+}
+
+// await waits until a check covers a moment at or after now, asking the
+// writer for one, for versionCheckWait at most. It reports whether one
+// does.
+func (s *pollCaches) await(ctx context.Context, now time.Time) bool {
+	if s.covers(now) {
+		return true
+	}
+	timer := time.NewTimer(versionCheckWait)
+	defer timer.Stop()
+	for {
+		s.endedMu.Lock()
+		if s.ended == nil {
+			s.ended = make(chan struct{})
+		}
+		ended := s.ended
+		s.endedMu.Unlock()
+		if s.covers(now) { // a check ended before ended was made
+			return true
+		}
+		s.request()
+		select {
+		case <-ended:
+			if s.covers(now) {
+				return true
+			}
+			// That check began before now: ask for the next.
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// checkEnded wakes the Gets waiting for a check (await). The writer calls
+// it after each check, once what the check found is in place.
+func (s *pollCaches) checkEnded() {
+	s.endedMu.Lock()
+	defer s.endedMu.Unlock()
+	if s.ended != nil {
+		close(s.ended)
+		s.ended = nil
+	}
 }
 
 // request asks the writer for a check, unless one is asked already.
@@ -174,24 +232,33 @@ func (e *engine) checkVersion(ctx context.Context, start time.Time) {
 	s.checked.Store(start.UnixNano())
 }
 
-// stillChecked moves the last check to now, in a write transaction whose
-// check succeeded: while it holds the write lock, no other connection
-// commits. It runs in the writer goroutine.
-func (s *pollCaches) stillChecked(now time.Time) {
-	if s.has {
-		s.checked.Store(now.UnixNano())
-	}
+// beginTx notes that the writer's transaction began with the check that
+// checkVersion just made, if it succeeded, and wakes the Gets waiting for
+// one. It runs in the writer goroutine.
+func (s *pollCaches) beginTx() {
+	s.inTx.Store(s.has)
+	s.checkEnded()
+}
+
+// endTx notes that the writer's transaction is about to commit or roll
+// back, after which other processes may commit again. It runs in the
+// writer goroutine.
+func (s *pollCaches) endTx() {
+	s.inTx.Store(false)
 }
 
 // cached returns a copy of the record of id as b's cache holds it, if it
-// may answer a Get at now.
-func (b *Backend) cached(id string, now time.Time) (*asyncreq.Record, bool) {
-	rec, ok := b.polls.Get(id, now)
-	if !ok {
+// may answer a Get that began at now: once a check covers a moment after
+// now (see await), what the cache then holds.
+func (b *Backend) cached(ctx context.Context, id string, now time.Time) (*asyncreq.Record, bool) {
+	if _, ok := b.polls.Get(id, now); !ok {
 		return nil, false
 	}
-	if !b.eng.polls.fresh(now) {
-		b.eng.polls.request()
+	if !b.eng.polls.await(ctx, now) {
+		return nil, false
+	}
+	rec, ok := b.polls.Get(id, now) // a check may have dropped it
+	if !ok {
 		return nil, false
 	}
 	return rec.Clone(), true

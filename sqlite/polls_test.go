@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"database/sql"
 	"errors"
 	"testing"
 	"time"
@@ -84,23 +85,21 @@ func TestPollsSeeTheOtherBackendsOfTheProcessAtOnce(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, worker.Close()) })
 	require.True(t, sqlite.SharesEngine(api, worker))
-	seesWrites(t, api, worker, 0, asyncreq.ErrNotFound)
+	seesWrites(t, api, worker, asyncreq.ErrNotFound)
 }
 
 // TestPollsSeeAnotherProcess: a write by another process (another engine
-// on the file) is seen by a Get that comes the check interval (10ms)
-// after it, however recently the record was cached, and while Gets come
-// all the time.
+// on the file) is seen by the next Get, however recently the record was
+// cached, and while Gets come all the time.
 func TestPollsSeeAnotherProcess(t *testing.T) {
 	api, path := openTemp(t, nil)
-	seesWrites(t, api, openOther(t, api, path, nil), 20*time.Millisecond, asyncreq.ErrGone)
+	seesWrites(t, api, openOther(t, api, path, nil), asyncreq.ErrGone)
 }
 
 // seesWrites has worker update a record of api's many times, and then
 // delete it with a tombstone if deleted is ErrGone, while api's Gets keep
-// answering from its cache: a Get of api that comes wait after each write
-// must see it.
-func seesWrites(t *testing.T, api, worker *sqlite.Backend, wait time.Duration, deleted error) {
+// answering from its cache: the Get of api after each write must see it.
+func seesWrites(t *testing.T, api, worker *sqlite.Backend, deleted error) {
 	ctx := t.Context()
 	id := newRecordID(t, api)
 	for p := range 10 {
@@ -110,14 +109,12 @@ func seesWrites(t *testing.T, api, worker *sqlite.Backend, wait time.Duration, d
 		}
 		_, err := worker.Update(ctx, id, running(p))
 		require.NoError(t, err)
-		time.Sleep(wait)
 		got, err := api.Get(ctx, id)
 		require.NoError(t, err)
 		require.Equal(t, asyncreq.StateRunning, got.State)
 		require.Equal(t, p, got.Progress.Percent, "update %d", p)
 	}
 	require.NoError(t, worker.Delete(ctx, id, errors.Is(deleted, asyncreq.ErrGone)))
-	time.Sleep(wait)
 	_, err := api.Get(ctx, id)
 	assert.ErrorIs(t, err, deleted)
 }
@@ -206,27 +203,73 @@ func writtenByAnother(t *testing.T, p int) (api, worker *sqlite.Backend, id stri
 	return api, worker, id
 }
 
-// TestPollsAfterALongTransaction: a write transaction that takes longer
-// than the check interval still leaves the check fresh at its end (no other
-// process commits while it holds the write lock), so a poll right after it
-// is answered from the cache.
-func TestPollsAfterALongTransaction(t *testing.T) {
+// TestPollsDuringALongTransaction: while the writer is in a transaction
+// that began with a check, no other process can commit, so a poll of
+// another record is answered from the cache at once, without waiting for
+// a check the writer cannot make before the transaction ends.
+func TestPollsDuringALongTransaction(t *testing.T) {
 	ctx := t.Context()
 	b, _ := openTemp(t, nil)
-	id := newRecordID(t, b)
-	hits := 0
-	for range 5 {
-		_, err := b.Update(ctx, id, func(r *asyncreq.Record) error {
-			time.Sleep(30 * time.Millisecond) // in the writer's transaction
+	busy, polled := newRecordID(t, b), newRecordID(t, b)
+	_, err := b.Get(ctx, polled) // cached
+	require.NoError(t, err)
+	inTx := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Update(ctx, busy, func(r *asyncreq.Record) error {
+			close(inTx)
+			time.Sleep(100 * time.Millisecond) // in the writer's transaction
 			return running(1)(r)
 		})
-		require.NoError(t, err)
-		before := sqlite.Reads(b)
-		_, err = b.Get(ctx, id)
-		require.NoError(t, err)
-		if sqlite.Reads(b) == before {
-			hits++
-		}
-	}
-	assert.NotZero(t, hits, "polls right after a transaction of 30ms answered from the cache")
+		done <- err
+	}()
+	<-inTx
+	before := sqlite.Reads(b)
+	start := time.Now()
+	_, err = b.Get(ctx, polled)
+	took := time.Since(start)
+	require.NoError(t, err)
+	assert.Equal(t, before, sqlite.Reads(b), "reads of the file by a poll during the transaction")
+	assert.Less(t, took, 50*time.Millisecond, "a poll during the transaction waited for it")
+	require.NoError(t, <-done)
+}
+
+// TestPollsWhileAnotherProcessHoldsTheWriteLock: while another process
+// holds the file's write lock and this process's writer waits for it, the
+// writer cannot check for other processes' writes; a poll then waits for a
+// check a few milliseconds at most and reads the file.
+func TestPollsWhileAnotherProcessHoldsTheWriteLock(t *testing.T) {
+	ctx := t.Context()
+	b, path := openTemp(t, nil)
+	busy, polled := newRecordID(t, b), newRecordID(t, b)
+	_, err := b.Get(ctx, polled) // cached
+	require.NoError(t, err)
+
+	other, err := sql.Open("sqlite", path)
+	require.NoError(t, err)
+	defer other.Close()
+	conn, err := other.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.ExecContext(ctx, "BEGIN IMMEDIATE")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { // waits for the lock in the writer
+		_, err := b.Update(ctx, busy, running(1))
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+
+	before := sqlite.Reads(b)
+	start := time.Now()
+	got, err := b.Get(ctx, polled)
+	took := time.Since(start)
+	require.NoError(t, err)
+	assert.Equal(t, asyncreq.StatePending, got.State)
+	assert.Equal(t, before+1, sqlite.Reads(b), "reads of the file by the poll")
+	assert.Less(t, took, 50*time.Millisecond, "the poll waited for the other process's transaction")
+
+	_, err = conn.ExecContext(ctx, "ROLLBACK")
+	require.NoError(t, err)
+	require.NoError(t, <-done)
 }

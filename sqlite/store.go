@@ -222,7 +222,7 @@ func (b *Backend) Get(ctx context.Context, id string) (*asyncreq.Record, error) 
 	}
 	defer b.exit()
 	now := time.Now()
-	if rec, ok := b.cached(id, now); ok {
+	if rec, ok := b.cached(ctx, id, now); ok {
 		return rec, nil
 	}
 	mark := b.polls.Begin(id, now)
