@@ -65,8 +65,11 @@
 // Backends of the record's queue once it committed; a write by another
 // process is found by PRAGMA data_version on the writer's connection,
 // which the writer reads at the start of each transaction and when a Get
-// finds the last reading more than 10ms old, and drops everything cached.
-// So a Get sees another process's write 10ms after it at most. The writer
+// asks, and drops everything cached. A Get answers from the cache only
+// once a reading covers a moment after the Get began: the writer's
+// transaction (no other process commits while it holds the write lock),
+// or a reading the Get waits for (5ms at most, then it reads the file). So
+// a Get sees every write committed before it, by any process. The writer
 // also updates a record from the cache when nothing in flight may have
 // changed it, so that a worker's claim and outcome do not read the record
 // again.
@@ -165,8 +168,8 @@ type Options struct {
 	// PollCacheAge is how long a Get may answer with the record as this
 	// Backend last read or wrote it (a worker's claim, progress or
 	// outcome) instead of reading the file, while no write of it is known
-	// since: writes through this process are known at once, and other
-	// processes' within 10ms (see "Polling clients" in the package
+	// since: writes through this process and other processes' are known
+	// before the next Get answers (see "Polling clients" in the package
 	// documentation). A client polling a running request every few
 	// milliseconds then costs a read every PollCacheAge. Clients that wait
 	// the Retry-After a Handler sends (1s by default) between polls are
