@@ -59,7 +59,7 @@ type pollCaches struct {
 	mu sync.Mutex
 	m  map[string][]*pollCache // by table prefix and queue (cacheGroup)
 
-	// checked is a time (UnixNano) up to which the caches are known to
+	// checked is a time (monoNanos) up to which the caches are known to
 	// miss no other process's write: when the last check began; 0: none
 	// yet, or the last check failed.
 	checked atomic.Int64
@@ -143,7 +143,17 @@ func (s *pollCaches) reset() {
 // covers reports whether a check covers a moment at or after now: the
 // writer holds the write lock with a check made, or a check began then.
 func (s *pollCaches) covers(now time.Time) bool {
-	return s.inTx.Load() || s.checked.Load() >= now.UnixNano()
+	return s.inTx.Load() || s.checked.Load() >= monoNanos(now)
+}
+
+// monoStart is what monoNanos counts from.
+var monoStart = time.Now()
+
+// monoNanos is t in nanoseconds of the monotonic clock, which a change of
+// the wall clock does not move, for comparing the times of checks and
+// Gets. It is above 0 for a t after the package was loaded.
+func monoNanos(t time.Time) int64 {
+	return int64(t.Sub(monoStart)) + 1
 }
 
 // await waits until a check covers a moment at or after now, asking the
@@ -229,7 +239,7 @@ func (e *engine) checkVersion(ctx context.Context, start time.Time) {
 		s.reset()
 	}
 	s.version, s.has = v, true
-	s.checked.Store(start.UnixNano())
+	s.checked.Store(monoNanos(start))
 }
 
 // beginTx notes that the writer's transaction began with the check that
