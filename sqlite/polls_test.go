@@ -208,15 +208,11 @@ func writtenByAnother(t *testing.T, p int) (api, worker *sqlite.Backend, id stri
 // another record is answered from the cache at once, without waiting for
 // a check the writer cannot make before the transaction ends.
 func TestPollsDuringALongTransaction(t *testing.T) {
-	ctx := t.Context()
-	b, _ := openTemp(t, nil)
-	busy, polled := newRecordID(t, b), newRecordID(t, b)
-	_, err := b.Get(ctx, polled) // cached
-	require.NoError(t, err)
+	b, _, busy, polled := cachedPair(t)
 	inTx := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		_, err := b.Update(ctx, busy, func(r *asyncreq.Record) error {
+		_, err := b.Update(t.Context(), busy, func(r *asyncreq.Record) error {
 			close(inTx)
 			time.Sleep(100 * time.Millisecond) // in the writer's transaction
 			return running(1)(r)
@@ -224,12 +220,8 @@ func TestPollsDuringALongTransaction(t *testing.T) {
 		done <- err
 	}()
 	<-inTx
-	before := sqlite.Reads(b)
-	start := time.Now()
-	_, err = b.Get(ctx, polled)
-	took := time.Since(start)
-	require.NoError(t, err)
-	assert.Equal(t, before, sqlite.Reads(b), "reads of the file by a poll during the transaction")
+	_, reads, took := timedPoll(t, b, polled)
+	assert.Zero(t, reads, "reads of the file by a poll during the transaction")
 	assert.Less(t, took, 50*time.Millisecond, "a poll during the transaction waited for it")
 	require.NoError(t, <-done)
 }
@@ -240,11 +232,7 @@ func TestPollsDuringALongTransaction(t *testing.T) {
 // check a few milliseconds at most and reads the file.
 func TestPollsWhileAnotherProcessHoldsTheWriteLock(t *testing.T) {
 	ctx := t.Context()
-	b, path := openTemp(t, nil)
-	busy, polled := newRecordID(t, b), newRecordID(t, b)
-	_, err := b.Get(ctx, polled) // cached
-	require.NoError(t, err)
-
+	b, path, busy, polled := cachedPair(t)
 	other, err := sql.Open("sqlite", path)
 	require.NoError(t, err)
 	defer other.Close()
@@ -260,16 +248,35 @@ func TestPollsWhileAnotherProcessHoldsTheWriteLock(t *testing.T) {
 	}()
 	time.Sleep(20 * time.Millisecond)
 
-	before := sqlite.Reads(b)
-	start := time.Now()
-	got, err := b.Get(ctx, polled)
-	took := time.Since(start)
-	require.NoError(t, err)
+	got, reads, took := timedPoll(t, b, polled)
 	assert.Equal(t, asyncreq.StatePending, got.State)
-	assert.Equal(t, before+1, sqlite.Reads(b), "reads of the file by the poll")
+	assert.EqualValues(t, 1, reads, "reads of the file by the poll")
 	assert.Less(t, took, 50*time.Millisecond, "the poll waited for the other process's transaction")
 
 	_, err = conn.ExecContext(ctx, "ROLLBACK")
 	require.NoError(t, err)
 	require.NoError(t, <-done)
+}
+
+// cachedPair opens a new file with two records: busy, for a write to
+// keep the writer busy with, and polled, which b's cache holds.
+func cachedPair(t *testing.T) (b *sqlite.Backend, path, busy, polled string) {
+	t.Helper()
+	b, path = openTemp(t, nil)
+	busy, polled = newRecordID(t, b), newRecordID(t, b)
+	_, err := b.Get(t.Context(), polled)
+	require.NoError(t, err)
+	return b, path, busy, polled
+}
+
+// timedPoll gets the record of id from b, and returns it with the reads of
+// the file the Get made and how long it took.
+func timedPoll(t *testing.T, b *sqlite.Backend, id string) (*asyncreq.Record, int64, time.Duration) {
+	t.Helper()
+	before := sqlite.Reads(b)
+	start := time.Now()
+	rec, err := b.Get(t.Context(), id)
+	took := time.Since(start)
+	require.NoError(t, err)
+	return rec, sqlite.Reads(b) - before, took
 }
