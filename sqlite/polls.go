@@ -261,11 +261,11 @@ func (s *pollCaches) endTx() {
 // may answer a Get that began at now: once a check covers a moment after
 // now (see await), what the cache then holds.
 func (b *Backend) cached(ctx context.Context, id string, now time.Time) (*asyncreq.Record, bool) {
-	if _, ok := b.polls.Get(id, now); !ok {
-		return nil, false
-	}
-	if !b.eng.polls.await(ctx, now) {
-		return nil, false
+	if !b.eng.polls.covers(now) {
+		// Wait for a check only for a record the cache holds.
+		if _, ok := b.polls.Get(id, now); !ok || !b.eng.polls.await(ctx, now) {
+			return nil, false
+		}
 	}
 	rec, ok := b.polls.Get(id, now) // a check may have dropped it
 	if !ok {
