@@ -55,6 +55,11 @@ func search(c []key, k key) int {
 }
 
 // add puts k in the index; adding a key it holds already does nothing.
+// A full chunk splits into two halves, keeping its array for the left
+// one, except when k goes after every key: then k starts a new last chunk
+// and the full one stays full. Keys mostly arrive in order (records by
+// creation or update), so the chunks of such an index are full and a key
+// costs about its own size in allocations.
 func (x *index) add(k key) {
 	if x.n == 0 {
 		x.chunks = append(x.chunks[:0], append(make([]key, 0, 16), k))
@@ -67,21 +72,34 @@ func (x *index) add(k key) {
 	if j < len(c) && c[j] == k {
 		return
 	}
-	c = slices.Insert(c, j, k)
 	x.n++
-	if len(c) <= chunkMax {
-		x.chunks[i] = c
+	if len(c) < chunkMax {
+		x.chunks[i] = slices.Insert(c, j, k)
+		return
+	}
+	if j == len(c) && i == len(x.chunks)-1 {
+		x.chunks = append(x.chunks, append(make([]key, 0, chunkMax), k))
 		return
 	}
 	half := len(c) / 2
-	left := slices.Clone(c[:half])
 	right := make([]key, len(c)-half, chunkMax)
 	copy(right, c[half:])
+	clear(c[half:]) // let the ids moved to right be collected with it
+	left := c[:half]
+	if j <= half {
+		left = slices.Insert(left, j, k)
+	} else {
+		right = slices.Insert(right, j-half, k)
+	}
 	x.chunks[i] = left
 	x.chunks = slices.Insert(x.chunks, i+1, right)
 }
 
-// remove takes k out of the index, if it is there.
+// remove takes k out of the index, if it is there. The first key of a
+// chunk other than the last goes without moving the others (keys mostly
+// leave in the order they came, oldest first); the chunk's array goes
+// when it empties. The last chunk's keys move instead, keeping its room
+// at the end for the keys to come.
 func (x *index) remove(k key) {
 	if x.n == 0 {
 		return
@@ -93,11 +111,15 @@ func (x *index) remove(k key) {
 		return
 	}
 	x.n--
-	if len(c) == 1 {
+	switch {
+	case len(c) == 1:
 		x.chunks = slices.Delete(x.chunks, i, i+1)
-		return
+	case j == 0 && i < len(x.chunks)-1:
+		c[0] = key{}
+		x.chunks[i] = c[1:]
+	default:
+		x.chunks[i] = slices.Delete(c, j, j+1)
 	}
-	x.chunks[i] = slices.Delete(c, j, j+1)
 }
 
 // walker reads an index from a key downwards, newest first. It is valid

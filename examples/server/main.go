@@ -81,6 +81,9 @@ type config struct {
 	// cpuProfile, when set, is the file a CPU profile of the whole run is
 	// written to, for finding where the time goes under load.
 	cpuProfile string
+	// memProfile, when set, is the file a profile of the allocations of
+	// the whole run is written to at shutdown.
+	memProfile string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -108,6 +111,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.otlpEndpoint, "otlp-endpoint", "", "export traces over OTLP/HTTP to `host:port` (plain HTTP, path /v1/traces) or to an http:// or https:// URL; "+
 		"when empty, the OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT environment variable, if set, turns exporting on")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the run, from start to shutdown, to `file`")
+	fs.StringVar(&c.memProfile, "memprofile", "", "write a profile of the run's allocations to `file` at shutdown")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -137,6 +141,20 @@ func startCPUProfile(path string) (func(), error) {
 	}, nil
 }
 
+// writeAllocsProfile writes the profile of every allocation since the
+// program started to path.
+func writeAllocsProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("allocation profile: %w", err)
+	}
+	return f.Close()
+}
+
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -163,6 +181,13 @@ func run(args []string) error {
 			return err
 		}
 		defer stopProfile()
+	}
+	if cfg.memProfile != "" {
+		defer func() {
+			if err := writeAllocsProfile(cfg.memProfile); err != nil {
+				logger.Error("writing the allocation profile", "err", err)
+			}
+		}()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
