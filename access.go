@@ -13,21 +13,13 @@ import (
 // caller may see it, and the answers for backend failures.
 
 // reqState is what ServeHTTP hands to the routes: the request as it
-// arrived (with the caller's path values, for Owner and Validate) and the
-// base path that URLs are built from.
+// arrived (with the caller's path values, for Owner and Validate), the
+// base path that URLs are built from, and the id the path names.
 type reqState struct {
 	orig  *http.Request
 	base  string
+	id    string // the path's {id}; "" for a submit
 	owner string // the caller's owner, once Owner has run
-}
-
-type reqStateKey struct{}
-
-func state(r *http.Request) *reqState {
-	if st, ok := r.Context().Value(reqStateKey{}).(*reqState); ok {
-		return st
-	}
-	return &reqState{orig: r}
 }
 
 func (st *reqState) statusURL(id string) string { return st.base + "/" + id + "/status" }
@@ -71,14 +63,14 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, st *reqState) (
 	if !ok {
 		return nil, false
 	}
-	id := r.PathValue("id")
+	id := st.id
 	if !ValidID(id) {
 		sendError(w, r, http.StatusNotFound, "no request with this id")
 		return nil, false
 	}
 	rec, err := checkRecord(h.store.Get(r.Context(), id))
 	if err != nil {
-		h.storeError(w, r, err)
+		h.storeError(w, r, st, err)
 		return nil, false
 	}
 	if !rec.visibleTo(owner) {
@@ -89,14 +81,14 @@ func (h *Handler) lookup(w http.ResponseWriter, r *http.Request, st *reqState) (
 }
 
 // storeError answers for an error from the Store: 404, 410, or 503.
-func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) {
+func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, st *reqState, err error) {
 	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrGone) && !goneTo(err, state(r).owner, h.opts.Owner != nil):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrGone) && !goneTo(err, st.owner, h.opts.Owner != nil):
 		sendError(w, r, http.StatusNotFound, "no request with this id")
 	case errors.Is(err, ErrGone):
 		sendError(w, r, http.StatusGone, "the request was deleted or has expired")
 	default:
-		h.logBackend(r.Context(), "asyncreq: store", r.PathValue("id"), err)
+		h.logBackend(r.Context(), "asyncreq: store", st.id, err)
 		h.unavailable(w, r)
 	}
 }

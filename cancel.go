@@ -10,13 +10,12 @@ import (
 
 // serveDelete serves DELETE /{id}: cancel a request that is not finished,
 // delete one that is.
-func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request) {
-	st := state(r)
+func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request, st *reqState) {
 	owner, ok := h.owner(w, r, st)
 	if !ok {
 		return
 	}
-	id := r.PathValue("id")
+	id := st.id
 	if !ValidID(id) {
 		sendError(w, r, http.StatusNotFound, "no request with this id")
 		return
@@ -31,11 +30,11 @@ func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request) {
 		h.writeDocument(w, r, http.StatusAccepted, statusDocument(rec, st))
 		return
 	case !errors.Is(err, ErrFinished):
-		h.storeError(w, r, err)
+		h.storeError(w, r, st, err)
 		return
 	}
 	if err := h.store.Delete(ctx, id, true); err != nil {
-		h.storeError(w, r, err)
+		h.storeError(w, r, st, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

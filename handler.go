@@ -245,7 +245,6 @@ type Handler struct {
 
 	keeper     headerKeeper // picks the headers KeepHeaders names
 	retryAfter string       // RetryAfter in whole seconds
-	mux        *http.ServeMux
 	now        func() time.Time
 
 	// outsideLogged is set once a path outside BasePath was logged.
@@ -287,18 +286,6 @@ func NewHandler(b Backend, opts *HandlerOptions) (*Handler, error) {
 	}
 	h.watcher, _ = b.(Watcher)
 
-	// The patterns with a method serve the contract; those without answer
-	// every other method with 405. ServeHTTP lets only paths of these
-	// three shapes through, so the mux never answers on its own.
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /{$}", h.serveSubmit)
-	mux.HandleFunc("/{$}", h.methodNotAllowed("POST"))
-	mux.HandleFunc("GET /{id}/status", h.serveStatus)
-	mux.HandleFunc("/{id}/status", h.methodNotAllowed("GET, HEAD"))
-	mux.HandleFunc("GET /{id}", h.serveResult)
-	mux.HandleFunc("DELETE /{id}", h.serveDelete)
-	mux.HandleFunc("/{id}", h.methodNotAllowed("GET, HEAD, DELETE"))
-	h.mux = mux
 	return h, nil
 }
 
@@ -321,15 +308,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sendError(w, r, http.StatusNotFound, "no such resource")
 		return
 	}
-	st := &reqState{orig: r, base: h.opts.PublicURL + h.basePath(r, suffix)}
-	// Route a shallow copy, as http.StripPrefix does: the mux sets the
-	// pattern and path values on the request it serves, and the caller's
-	// must stay as they are.
-	r2 := r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
-	u := *r.URL
-	u.Path, u.RawPath = p, ""
-	r2.URL = &u
-	h.mux.ServeHTTP(w, r2)
+	// The routes get the request as it came, with the caller's pattern
+	// and path values, and what the path says in st.
+	id, sub, _ := strings.Cut(p[1:], "/")
+	st := &reqState{orig: r, base: h.opts.PublicURL + h.basePath(r, suffix), id: id}
+	get := r.Method == http.MethodGet || r.Method == http.MethodHead
+	switch {
+	case id == "":
+		if r.Method != http.MethodPost {
+			h.methodNotAllowed(w, r, "POST")
+			return
+		}
+		h.serveSubmit(w, r, st)
+	case sub != "": // "status", as routable lets through no other
+		if !get {
+			h.methodNotAllowed(w, r, "GET, HEAD")
+			return
+		}
+		h.serveStatus(w, r, st)
+	case get:
+		h.serveResult(w, r, st)
+	case r.Method == http.MethodDelete:
+		h.serveDelete(w, r, st)
+	default:
+		h.methodNotAllowed(w, r, "GET, HEAD, DELETE")
+	}
 }
 
 // maxPathInDetail bounds the path a problem's detail repeats.
@@ -351,7 +354,7 @@ func (h *Handler) outsideBasePath(w http.ResponseWriter, r *http.Request, p stri
 	sendError(w, r, http.StatusNotFound, "the path "+p+" is not under the handler's BasePath "+h.opts.BasePath)
 }
 
-// routable reports whether p has one of the shapes the mux serves: "/",
+// routable reports whether p has one of the shapes the routes serve: "/",
 // "/{id}" or "/{id}/status", with a segment that is not "." or "..".
 func routable(p string) bool {
 	if p == "/" {
@@ -393,10 +396,8 @@ func (h *Handler) basePath(r *http.Request, suffix string) string {
 	return base
 }
 
-// methodNotAllowed returns a handler answering 405 with the given Allow.
-func (h *Handler) methodNotAllowed(allow string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Allow", allow)
-		sendError(w, r, http.StatusMethodNotAllowed, "the method "+strconv.Quote(r.Method)+" is not allowed here; allowed: "+allow)
-	}
+// methodNotAllowed answers 405 with the given Allow.
+func (h *Handler) methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	w.Header().Set("Allow", allow)
+	sendError(w, r, http.StatusMethodNotAllowed, "the method "+strconv.Quote(r.Method)+" is not allowed here; allowed: "+allow)
 }

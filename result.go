@@ -15,8 +15,7 @@ import (
 // URL answers before the request is done or when it failed.
 
 // serveResult serves GET and HEAD /{id}.
-func (h *Handler) serveResult(w http.ResponseWriter, r *http.Request) {
-	st := state(r)
+func (h *Handler) serveResult(w http.ResponseWriter, r *http.Request, st *reqState) {
 	rec, ok := h.lookup(w, r, st)
 	if !ok {
 		return

@@ -10,8 +10,7 @@ import (
 // (Prefer: wait) it shares with submit.
 
 // serveStatus serves GET and HEAD /{id}/status.
-func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
-	st := state(r)
+func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, st *reqState) {
 	w.Header().Add("Vary", "Prefer")
 	w.Header().Set("Cache-Control", "no-store")
 	rec, ok := h.lookup(w, r, st)
@@ -22,7 +21,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
 		first := rec
 		cur, err := h.await(r.Context(), rec, wait, func(c *Record) bool { return changed(first, c) })
 		if err != nil {
-			h.storeError(w, r, err)
+			h.storeError(w, r, st, err)
 			return
 		}
 		rec = cur

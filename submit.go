@@ -18,9 +18,8 @@ import (
 // repeated submit the same request.
 
 // serveSubmit serves POST /: record and enqueue a request.
-func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, st *reqState) {
 	start := h.acceptStart(r.Context())
-	st := state(r)
 	w.Header().Add("Vary", "Prefer")
 	owner, ok := h.owner(w, r, st)
 	if !ok {

@@ -369,6 +369,10 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	}
 	a.jobs, err = asyncreq.NewEndpoint(jobsBackend, proc, &asyncreq.EndpointOptions{
 		Handler: asyncreq.HandlerOptions{
+			// Mounted at /jobs as it is: the Handler strips its BasePath
+			// itself, with no copy of the request as http.StripPrefix
+			// makes.
+			BasePath:     "/jobs",
 			MaxBodyBytes: maxBody,
 			MaxWait:      maxWait,
 			Validate:     validateReport,
@@ -404,7 +408,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		return fail(err)
 	}
 	a.async, err = asyncreq.NewAsync(sync, reportsBackend, &asyncreq.AsyncOptions{
-		Handler: asyncreq.HandlerOptions{MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger,
+		Handler: asyncreq.HandlerOptions{BasePath: "/reports", MaxBodyBytes: maxBody, MaxWait: maxWait, Logger: logger,
 			PublicURL: cfg.publicURL, AcceptedWhilePending: cfg.genericPollers, Hooks: reportsHooks},
 		Worker: asyncreq.WorkerOptions{Concurrency: cfg.concurrency, LeaseDuration: leaseDuration, StopTimeout: stopTimeout, Logger: logger, Hooks: reportsHooks},
 	})
@@ -412,12 +416,12 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		return fail(err)
 	}
 
-	a.mux.Handle("/jobs", http.StripPrefix("/jobs", a.jobs))
-	a.mux.Handle("/jobs/", http.StripPrefix("/jobs", a.jobs))
+	a.mux.Handle("/jobs", a.jobs)
+	a.mux.Handle("/jobs/", a.jobs)
 	a.mux.Handle("/report", sync)
 	a.mux.Handle("GET /metrics", tel.handler)
-	a.mux.Handle("/reports", http.StripPrefix("/reports", a.async))
-	a.mux.Handle("/reports/", http.StripPrefix("/reports", a.async))
+	a.mux.Handle("/reports", a.async)
+	a.mux.Handle("/reports/", a.async)
 	text := usage
 	if cfg.adminToken != "" {
 		if a.admin, err = newAdmin(cfg, logger, map[string]asyncreq.Backend{"jobs": jobsBackend, "reports": reportsBackend}); err != nil {
