@@ -37,6 +37,19 @@ const chunkMax = 512
 type index struct {
 	chunks [][]key
 	n      int
+	// spare is the array of the last chunk that emptied, for the next
+	// chunk to start: an index that empties and fills again, as a queue
+	// does, allocates nothing for it.
+	spare []key
+}
+
+// newChunk returns an empty chunk with room for at least size keys.
+func (x *index) newChunk(size int) []key {
+	if c := x.spare; cap(c) >= size {
+		x.spare = nil
+		return c
+	}
+	return make([]key, 0, size)
 }
 
 // chunkFor returns the chunk that holds k, or would: the first whose last
@@ -55,14 +68,14 @@ func search(c []key, k key) int {
 }
 
 // add puts k in the index; adding a key it holds already does nothing.
-// A full chunk splits into two halves, keeping its array for the left
-// one, except when k goes after every key: then k starts a new last chunk
-// and the full one stays full. Keys mostly arrive in order (records by
+// A full chunk splits in two, keeping its array for the left part, except
+// when k goes after every key: then k starts a new last chunk and the full
+// one stays full. Keys mostly arrive in order (records by
 // creation or update), so the chunks of such an index are full and a key
 // costs about its own size in allocations.
 func (x *index) add(k key) {
 	if x.n == 0 {
-		x.chunks = append(x.chunks[:0], append(make([]key, 0, 16), k))
+		x.chunks = append(x.chunks[:0], append(x.newChunk(16), k))
 		x.n = 1
 		return
 	}
@@ -78,18 +91,24 @@ func (x *index) add(k key) {
 		return
 	}
 	if j == len(c) && i == len(x.chunks)-1 {
-		x.chunks = append(x.chunks, append(make([]key, 0, chunkMax), k))
+		x.chunks = append(x.chunks, append(x.newChunk(chunkMax), k))
 		return
 	}
-	half := len(c) / 2
-	right := make([]key, len(c)-half, chunkMax)
-	copy(right, c[half:])
-	clear(c[half:]) // let the ids moved to right be collected with it
-	left := c[:half]
-	if j <= half {
+	// A full last chunk splits where k goes when that is past its middle:
+	// keys arriving a little out of order (records finishing in another
+	// order than they began) then leave full chunks behind them too.
+	cut := len(c) / 2
+	if i == len(x.chunks)-1 && j > cut {
+		cut = j
+	}
+	right := x.newChunk(chunkMax)[:len(c)-cut]
+	copy(right, c[cut:])
+	clear(c[cut:]) // let the ids moved to right be collected with it
+	left := c[:cut]
+	if j <= cut {
 		left = slices.Insert(left, j, k)
 	} else {
-		right = slices.Insert(right, j-half, k)
+		right = slices.Insert(right, j-cut, k)
 	}
 	x.chunks[i] = left
 	x.chunks = slices.Insert(x.chunks, i+1, right)
@@ -113,6 +132,8 @@ func (x *index) remove(k key) {
 	x.n--
 	switch {
 	case len(c) == 1:
+		c[0] = key{}
+		x.spare = c[:0]
 		x.chunks = slices.Delete(x.chunks, i, i+1)
 	case j == 0 && i < len(x.chunks)-1:
 		c[0] = key{}

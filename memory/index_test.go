@@ -119,3 +119,47 @@ func TestIndexAddingInOrderAllocatesAboutTheKeys(t *testing.T) {
 		require.Len(t, c, chunkMax)
 	}
 }
+
+// Keys that arrive a little out of order, as finished records do (each
+// finishes a few places from where it began), still leave full chunks.
+func TestIndexAddingNearlyInOrderAllocatesAboutTheKeys(t *testing.T) {
+	ks := keys(100 * chunkMax)
+	// Shuffle within windows of 64, as 64 requests running at once finish.
+	for w := 0; w < len(ks); w += 64 {
+		win := ks[w:min(w+64, len(ks))]
+		rand.Shuffle(len(win), func(i, j int) { win[i], win[j] = win[j], win[i] })
+	}
+	var x index
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for _, k := range ks {
+		x.add(k)
+	}
+	runtime.ReadMemStats(&after)
+	perKey := float64(after.TotalAlloc-before.TotalAlloc) / float64(len(ks))
+	require.Less(t, perKey, 1.5*24, "bytes allocated a key added nearly in order")
+	want := make(map[key]bool, len(ks))
+	for _, k := range ks {
+		want[k] = true
+	}
+	checkIndex(t, &x, want)
+}
+
+// An index that empties and fills again, as the index of the pending or
+// running requests of a queue that keeps up does, allocates nothing.
+func TestIndexEmptyingAndFillingAllocatesNothing(t *testing.T) {
+	ks := keys(4)
+	var x index
+	x.add(ks[0])
+	x.remove(ks[0])
+	allocs := testing.AllocsPerRun(100, func() {
+		for _, k := range ks {
+			x.add(k)
+		}
+		for _, k := range ks {
+			x.remove(k)
+		}
+	})
+	require.Zero(t, allocs)
+	require.Zero(t, x.n)
+}
