@@ -40,6 +40,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/asyncreq/asyncreq"
@@ -252,7 +253,8 @@ func (o *Observer) withQueue(attrs ...attribute.KeyValue) metric.MeasurementOpti
 	return metric.WithAttributes(o.plusQueue(attrs...)...)
 }
 
-// plusQueue returns attrs plus the queue's, in one allocation.
+// plusQueue returns attrs plus the queue's, in one allocation, for a
+// measurement option made once.
 func (o *Observer) plusQueue(attrs ...attribute.KeyValue) []attribute.KeyValue {
 	all := make([]attribute.KeyValue, 0, len(attrs)+len(o.attrs))
 	return append(append(all, attrs...), o.attrs...)
@@ -264,10 +266,10 @@ func (o *Observer) onAccepted(ctx context.Context, e asyncreq.AcceptEvent) {
 		replay = 1
 	}
 	o.accepted.Add(ctx, 1, o.replay[replay])
-	_, span := o.tracer.Start(ctx, "asyncreq.accept",
-		trace.WithTimestamp(e.Start),
-		trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(o.plusQueue(AttrRequestID.String(e.ID), AttrReplay.Bool(e.Replay))...))
+	s := spanStarts.Get().(*spanStart)
+	s.attrs = append(s.attrs, AttrRequestID.String(e.ID), AttrReplay.Bool(e.Replay))
+	s.opts = append(s.opts, trace.WithTimestamp(e.Start), trace.WithSpanKind(trace.SpanKindInternal))
+	_, span := o.start(ctx, "asyncreq.accept", s)
 	span.End()
 }
 
@@ -297,23 +299,46 @@ func (o *Observer) submitter(parent, state string) trace.SpanContext {
 // workerSpan starts a worker span, linked to (and, with
 // WithProcessAsChild, under) the submitting span.
 func (o *Observer) workerSpan(ctx context.Context, name, parent, state string, start time.Time, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
-	opts := []trace.SpanStartOption{
-		trace.WithTimestamp(start),
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(o.plusQueue(attrs...)...),
-	}
+	s := spanStarts.Get().(*spanStart)
+	s.attrs = append(s.attrs, attrs...)
+	s.opts = append(s.opts, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindConsumer))
 	sc := o.submitter(parent, state)
 	if sc.IsValid() {
-		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+		s.opts = append(s.opts, trace.WithLinks(trace.Link{SpanContext: sc}))
 	}
 	if o.cfg.child && sc.IsValid() {
 		ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
 	} else {
 		// Not under whatever span the worker was started with: each
 		// attempt is a trace of its own, linked to its submit.
-		opts = append(opts, trace.WithNewRoot())
+		s.opts = append(s.opts, trace.WithNewRoot())
 	}
-	return o.tracer.Start(ctx, name, opts...)
+	return o.start(ctx, name, s)
+}
+
+// spanStart is the scratch of a span's start: its attributes and its
+// options. A Tracer reads the options through trace.NewSpanStartConfig,
+// which copies what they hold, before Start returns; so the two slices go
+// back to spanStarts for another span, and a span costs no allocation of
+// them, whether it is recorded or not (tracing off).
+type spanStart struct {
+	attrs []attribute.KeyValue
+	opts  []trace.SpanStartOption
+}
+
+var spanStarts = sync.Pool{New: func() any { return new(spanStart) }}
+
+// start starts the span name with s's options and attributes plus the
+// queue's, and puts s back in spanStarts.
+func (o *Observer) start(ctx context.Context, name string, s *spanStart) (context.Context, trace.Span) {
+	s.attrs = append(s.attrs, o.attrs...)
+	s.opts = append(s.opts, trace.WithAttributes(s.attrs...))
+	ctx, span := o.tracer.Start(ctx, name, s.opts...)
+	clear(s.attrs) // hold no request's id in the pool
+	clear(s.opts)
+	s.attrs, s.opts = s.attrs[:0], s.opts[:0]
+	spanStarts.Put(s)
+	return ctx, span
 }
 
 func (o *Observer) onClaimed(ctx context.Context, e asyncreq.ClaimEvent) {

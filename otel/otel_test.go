@@ -3,10 +3,12 @@ package otel_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -313,4 +315,59 @@ func TestTraceContextKept(t *testing.T) {
 	proc := r.spansNamed(t, "asyncreq.process", 1)[0]
 	require.Len(t, proc.Links(), 1)
 	assert.Equal(t, post.SpanContext().SpanID(), proc.Links()[0].SpanContext.SpanID(), "the server span, not the client's, is linked")
+}
+
+// Spans started at once from many goroutines each carry their own
+// request's attributes and links: what a span's start is built in is
+// reused from one span to the next.
+func TestConcurrentSpansKeepTheirAttributes(t *testing.T) {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	obs, err := asyncreqotel.Instrument(asyncreqotel.WithTracerProvider(tp), asyncreqotel.WithQueue("reports"))
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, obs.Close()) })
+	h := obs.Hooks()
+
+	const goroutines, each = 8, 200
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				id := fmt.Sprintf("%02d-%04d", g, i)
+				// A submit span's context, as a traceparent, for the
+				// claim's link.
+				sc := trace.NewSpanContext(trace.SpanContextConfig{
+					TraceID: trace.TraceID{1, byte(g), byte(i >> 8), byte(i)}, SpanID: trace.SpanID{1, byte(g), byte(i >> 8), byte(i)},
+					TraceFlags: trace.FlagsSampled,
+				})
+				carrier := propagation.MapCarrier{}
+				propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), sc), carrier)
+				h.Accepted(context.Background(), asyncreq.AcceptEvent{ID: id, Start: time.Now()})
+				h.Claimed(context.Background(), asyncreq.ClaimEvent{ID: id, Attempt: i%3 + 1, Start: time.Now(), TraceParent: carrier.Get("traceparent")})
+			}
+		})
+	}
+	wg.Wait()
+
+	ended := spans.Ended()
+	require.Len(t, ended, 2*goroutines*each)
+	for _, s := range ended {
+		id := attr(s, asyncreqotel.AttrRequestID).AsString()
+		var g, i int
+		_, err := fmt.Sscanf(id, "%02d-%04d", &g, &i)
+		require.NoError(t, err, "request id %q", id)
+		assert.Equal(t, "reports", attr(s, asyncreqotel.AttrQueue).AsString())
+		switch s.Name() {
+		case "asyncreq.accept":
+			assert.Len(t, s.Attributes(), 3)
+		case "asyncreq.claim":
+			assert.Equal(t, int64(i%3+1), attr(s, asyncreqotel.AttrAttempt).AsInt64(), id)
+			require.Len(t, s.Links(), 1)
+			assert.Equal(t, trace.SpanID{1, byte(g), byte(i >> 8), byte(i)}, s.Links()[0].SpanContext.SpanID(), id)
+			assert.Len(t, s.Attributes(), 3)
+		default:
+			t.Fatalf("unexpected span %q", s.Name())
+		}
+	}
 }
