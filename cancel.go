@@ -27,7 +27,8 @@ func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request, st *reqSta
 	}))
 	switch {
 	case err == nil:
-		h.writeDocument(w, r, http.StatusAccepted, statusDocument(rec, st))
+		doc := statusDocument(rec, st)
+		h.writeDocument(w, r, http.StatusAccepted, &doc)
 		return
 	case !errors.Is(err, ErrFinished):
 		h.storeError(w, r, st, err)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -45,14 +46,18 @@ type StatusDocument struct {
 
 // statusDocument builds the status document of rec, with the URLs of the
 // request st reached the Handler with.
-func statusDocument(rec *Record, st *reqState) *StatusDocument {
-	return statusDocumentAt(rec, st.statusURL(rec.ID), st.resultURL(rec.ID))
+func statusDocument(rec *Record, st *reqState) StatusDocument {
+	var resultURL string // only a succeeded request's document has one
+	if rec.State == StateSucceeded {
+		resultURL = st.resultURL(rec.ID)
+	}
+	return statusDocumentAt(rec, st.statusURL(rec.ID), resultURL)
 }
 
 // statusDocumentAt builds the status document of rec, whose status and
 // result URLs are statusURL and resultURL.
-func statusDocumentAt(rec *Record, statusURL, resultURL string) *StatusDocument {
-	doc := &StatusDocument{
+func statusDocumentAt(rec *Record, statusURL, resultURL string) StatusDocument {
+	doc := StatusDocument{
 		ID:        rec.ID,
 		Status:    rec.State,
 		CreatedAt: rec.CreatedAt.UTC(),
@@ -74,9 +79,21 @@ func statusDocumentAt(rec *Record, statusURL, resultURL string) *StatusDocument 
 	return doc
 }
 
+// documentBufs holds the buffers status documents are encoded in: a
+// buffer is written to the response, which copies it, before it goes
+// back.
+var documentBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
 // writeDocument answers with a status document as application/json.
 func (h *Handler) writeDocument(w http.ResponseWriter, r *http.Request, code int, doc *StatusDocument) {
-	b, err := appendStatusDocument(make([]byte, 0, 384), doc)
+	buf := documentBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= 4<<10 { // a document with a large progress or error is not kept
+			documentBufs.Put(buf)
+		}
+	}()
+	b, err := appendStatusDocument((*buf)[:0], doc)
+	*buf = b[:0]
 	if err != nil {
 		h.log.LogAttrs(r.Context(), slog.LevelError, "asyncreq: encoding a status document",
 			slog.String("id", doc.ID), slog.Any("err", err))

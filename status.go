@@ -36,21 +36,21 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, st *reqSta
 			return
 		}
 		w.Header().Set("Location", st.resultURL(rec.ID))
-		h.writeDocument(w, r, http.StatusSeeOther, doc)
+		h.writeDocument(w, r, http.StatusSeeOther, &doc)
 	case StateFailed, StateCanceled:
 		if h.opts.AcceptedWhilePending {
 			h.writeFinalForPoller(w, r, rec, st)
 			return
 		}
-		h.writeDocument(w, r, http.StatusOK, doc)
+		h.writeDocument(w, r, http.StatusOK, &doc)
 	default:
 		w.Header().Set("Retry-After", h.retryAfter)
 		if h.opts.AcceptedWhilePending {
 			w.Header().Set("Location", st.statusURL(rec.ID))
-			h.writeDocument(w, r, http.StatusAccepted, doc)
+			h.writeDocument(w, r, http.StatusAccepted, &doc)
 			return
 		}
-		h.writeDocument(w, r, http.StatusOK, doc)
+		h.writeDocument(w, r, http.StatusOK, &doc)
 	}
 }
 

@@ -97,7 +97,8 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, st *reqSta
 		// A failure's own 4xx or 5xx would read as a submit that was not
 		// accepted, and be sent again: the answer points at the status.
 		w.Header().Set("Location", st.statusURL(rec.ID))
-		h.writeDocument(w, r, http.StatusSeeOther, statusDocument(rec, st))
+		doc := statusDocument(rec, st)
+		h.writeDocument(w, r, http.StatusSeeOther, &doc)
 		return
 	}
 	if prefs.respondAsync {
@@ -105,7 +106,8 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, st *reqSta
 	}
 	w.Header().Set("Location", st.statusURL(rec.ID))
 	w.Header().Set("Retry-After", h.retryAfter)
-	h.writeDocument(w, r, http.StatusAccepted, statusDocument(rec, st))
+	doc := statusDocument(rec, st)
+	h.writeDocument(w, r, http.StatusAccepted, &doc)
 }
 
 // newRecord returns the pending record of a submitted request, as an HTTP

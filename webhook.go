@@ -194,7 +194,7 @@ func webhookID(rec *Record) string { return "msg_" + rec.ID }
 func webhookEvent(rec *Record) ([]byte, error) {
 	doc := statusDocumentAt(rec, rec.Callback.StatusURL, rec.Callback.ResultURL)
 	doc.Callback = nil // how its own delivery goes is no news to the receiver
-	ev := WebhookEvent{Type: "asyncreq.request." + string(rec.State), Timestamp: rec.UpdatedAt.UTC(), Data: doc}
+	ev := WebhookEvent{Type: "asyncreq.request." + string(rec.State), Timestamp: rec.UpdatedAt.UTC(), Data: &doc}
 	return json.Marshal(ev)
 }
 
