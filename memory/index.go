@@ -94,6 +94,15 @@ func (x *index) add(k key) {
 		x.chunks = append(x.chunks, append(x.newChunk(chunkMax), k))
 		return
 	}
+	// A full chunk whose next one has room passes its greatest key on to
+	// it: keys arriving a little out of order (records finishing in
+	// another order than they began) leave full chunks behind the last.
+	if i+1 < len(x.chunks) && len(x.chunks[i+1]) < chunkMax {
+		x.chunks[i+1] = slices.Insert(x.chunks[i+1], 0, c[len(c)-1])
+		copy(c[j+1:], c[j:len(c)-1])
+		c[j] = k
+		return
+	}
 	// A full last chunk splits where k goes when that is past its middle:
 	// keys arriving a little out of order (records finishing in another
 	// order than they began) then leave full chunks behind them too.

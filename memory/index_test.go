@@ -121,14 +121,16 @@ func TestIndexAddingInOrderAllocatesAboutTheKeys(t *testing.T) {
 }
 
 // Keys that arrive a little out of order, as finished records do (each
-// finishes a few places from where it began), still leave full chunks.
+// finishes a few places from where it began), cost about their size too.
 func TestIndexAddingNearlyInOrderAllocatesAboutTheKeys(t *testing.T) {
 	ks := keys(100 * chunkMax)
-	// Shuffle within windows of 64, as 64 requests running at once finish.
-	for w := 0; w < len(ks); w += 64 {
-		win := ks[w:min(w+64, len(ks))]
-		rand.Shuffle(len(win), func(i, j int) { win[i], win[j] = win[j], win[i] })
+	// Each finishes up to 200 places after it began, as with 100 requests
+	// running at once.
+	at := make(map[key]int, len(ks))
+	for i, k := range ks {
+		at[k] = i + rand.IntN(200)
 	}
+	slices.SortFunc(ks, func(a, b key) int { return at[a] - at[b] })
 	var x index
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
