@@ -581,6 +581,7 @@ func (b *Backend) DequeueBatch(ctx context.Context, limit int, ttl time.Duration
 				heap.Push(&b.leases, timed{at: e.leaseUntil, e: e, gen: e.gen})
 				ls[i] = &asyncreq.Lease{ID: e.id, Delivery: e.delivery, Handle: handle{e: e, gen: e.gen}}
 			}
+			b.pruneLeases()
 			b.mu.Unlock()
 			return ls, nil
 		}
@@ -663,7 +664,28 @@ func (b *Backend) Extend(ctx context.Context, l *asyncreq.Lease, ttl time.Durati
 	}
 	e.leaseUntil = b.now().Add(ttl)
 	heap.Push(&b.leases, timed{at: e.leaseUntil, e: e, gen: e.gen})
+	b.pruneLeases()
 	return nil
+}
+
+// pruneLeases drops the items of b.leases that no lease holds any more
+// (settled, redelivered, or extended: the later end has an item of its
+// own) once they are most of the heap. Without it the heap would keep an
+// item, and its entry, for every lease of the last lease duration, however
+// soon each was settled. The caller holds b.mu.
+func (b *Backend) pruneLeases() {
+	if len(b.leases) < 64 || len(b.leases) < 4*len(b.leased) {
+		return
+	}
+	kept := b.leases[:0]
+	for _, t := range b.leases {
+		if e := t.e; e.leased && e.gen == t.gen && t.at.Equal(e.leaseUntil) {
+			kept = append(kept, t)
+		}
+	}
+	clear(b.leases[len(kept):])
+	b.leases = kept
+	heap.Init(&b.leases)
 }
 
 // Ack implements asyncreq.Queue.
