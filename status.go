@@ -35,7 +35,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, st *reqSta
 			h.writeFinalForPoller(w, r, rec, st)
 			return
 		}
-		w.Header().Set("Location", st.resultURL(rec.ID))
+		w.Header().Set("Location", doc.ResultURL)
 		h.writeDocument(w, r, http.StatusSeeOther, &doc)
 	case StateFailed, StateCanceled:
 		if h.opts.AcceptedWhilePending {
@@ -46,7 +46,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, st *reqSta
 	default:
 		w.Header().Set("Retry-After", h.retryAfter)
 		if h.opts.AcceptedWhilePending {
-			w.Header().Set("Location", st.statusURL(rec.ID))
+			w.Header().Set("Location", doc.StatusURL)
 			h.writeDocument(w, r, http.StatusAccepted, &doc)
 			return
 		}

@@ -96,17 +96,17 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, st *reqSta
 		}
 		// A failure's own 4xx or 5xx would read as a submit that was not
 		// accepted, and be sent again: the answer points at the status.
-		w.Header().Set("Location", st.statusURL(rec.ID))
 		doc := statusDocument(rec, st)
+		w.Header().Set("Location", doc.StatusURL)
 		h.writeDocument(w, r, http.StatusSeeOther, &doc)
 		return
 	}
 	if prefs.respondAsync {
 		w.Header().Set("Preference-Applied", "respond-async")
 	}
-	w.Header().Set("Location", st.statusURL(rec.ID))
-	w.Header().Set("Retry-After", h.retryAfter)
 	doc := statusDocument(rec, st)
+	w.Header().Set("Location", doc.StatusURL)
+	w.Header().Set("Retry-After", h.retryAfter)
 	h.writeDocument(w, r, http.StatusAccepted, &doc)
 }
 
