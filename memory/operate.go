@@ -23,7 +23,8 @@ type ownerState struct {
 // capabilities read: by state and by owner and state, each ordered by
 // (CreatedAt, ID), so that a page of any listing is read off one index or
 // merged from five; and the final records by (UpdatedAt, ID), for
-// PurgeFinished. Each record is in two or three of them.
+// PurgeFinished. Each record is in one to three of them: a record of no
+// owner is in no index by owner.
 type indexes struct {
 	byState      map[asyncreq.State]*index
 	byOwnerState map[ownerState]*index
@@ -44,13 +45,17 @@ func (x *indexes) add(rec *asyncreq.Record) {
 		x.byState[rec.State] = s
 	}
 	s.add(k)
-	os := ownerState{rec.Owner, rec.State}
-	o := x.byOwnerState[os]
-	if o == nil {
-		o = &index{}
-		x.byOwnerState[os] = o
+	// A listing names an owner or reads byState: the records of no owner
+	// need no index of their own.
+	if rec.Owner != "" {
+		os := ownerState{rec.Owner, rec.State}
+		o := x.byOwnerState[os]
+		if o == nil {
+			o = &index{}
+			x.byOwnerState[os] = o
+		}
+		o.add(k)
 	}
-	o.add(k)
 	if rec.State.Final() {
 		x.finished.add(keyOf(rec.UpdatedAt, rec.ID))
 	}
@@ -68,7 +73,7 @@ func (x *indexes) remove(rec *asyncreq.Record) {
 		}
 	}
 	os := ownerState{rec.Owner, rec.State}
-	if o := x.byOwnerState[os]; o != nil {
+	if o := x.byOwnerState[os]; rec.Owner != "" && o != nil {
 		o.remove(k)
 		if o.n == 0 {
 			delete(x.byOwnerState, os)

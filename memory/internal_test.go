@@ -51,3 +51,29 @@ func TestSettledLeasesLeaveTheHeap(t *testing.T) {
 	require.Equal(t, 2, again[0].Delivery)
 	require.NoError(t, b.Extend(ctx, long[0], time.Hour))
 }
+
+// Records of no owner are listed from the indexes by state alone: they
+// cost no index by owner, which no listing would read.
+func TestOwnerlessRecordsAreInNoOwnersIndex(t *testing.T) {
+	ctx := context.Background()
+	b := New(nil)
+	t.Cleanup(func() { _ = b.Close() })
+	for _, owner := range []string{"", "", "alice"} {
+		_, err := b.Accept(ctx, &asyncreq.Record{ID: asyncreq.NewID(), Owner: owner, State: asyncreq.StatePending, CreatedAt: time.Now(), UpdatedAt: time.Now()})
+		require.NoError(t, err)
+	}
+	ls, err := b.DequeueBatch(ctx, 3, time.Minute)
+	require.NoError(t, err)
+	for _, l := range ls {
+		_, err := b.Complete(ctx, l, func(r *asyncreq.Record) error {
+			r.State, r.UpdatedAt = asyncreq.StateSucceeded, time.Now()
+			return nil
+		})
+		require.NoError(t, err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	require.Len(t, b.idx.byOwnerState, 1)
+	require.Equal(t, 1, b.idx.byOwnerState[ownerState{"alice", asyncreq.StateSucceeded}].n)
+	require.Equal(t, 3, b.idx.byState[asyncreq.StateSucceeded].n)
+}
