@@ -79,7 +79,9 @@ func (c *Cache[V]) Put(id string, v V) {
 		return
 	}
 	if c.cur == nil || c.curBytes+n > GenBytes {
-		c.prev, c.cur, c.curBytes = c.cur, make(map[string]entry[V]), 0
+		// The next generation will hold about as many entries as this
+		// one: made at that size, its map does not grow step by step.
+		c.prev, c.cur, c.curBytes = c.cur, make(map[string]entry[V], len(c.cur)), 0
 	}
 	c.cur[id] = entry[V]{v: v, size: n}
 	c.curBytes += n
