@@ -68,11 +68,12 @@ func search(c []key, k key) int {
 }
 
 // add puts k in the index; adding a key it holds already does nothing.
-// A full chunk splits in two, keeping its array for the left part, except
-// when k goes after every key: then k starts a new last chunk and the full
-// one stays full. Keys mostly arrive in order (records by
-// creation or update), so the chunks of such an index are full and a key
-// costs about its own size in allocations.
+// Keys mostly arrive in order, or a little out of it (records by creation,
+// or finishing in another order than they began), so a full chunk is
+// split only when no cheaper way keeps chunks full: k after every key
+// starts a new last chunk, and a full chunk whose next one has room passes
+// its greatest key on to it. Such an index costs about its keys' own size
+// in allocations.
 func (x *index) add(k key) {
 	if x.n == 0 {
 		x.chunks = append(x.chunks[:0], append(x.newChunk(16), k))
@@ -94,18 +95,15 @@ func (x *index) add(k key) {
 		x.chunks = append(x.chunks, append(x.newChunk(chunkMax), k))
 		return
 	}
-	// A full chunk whose next one has room passes its greatest key on to
-	// it: keys arriving a little out of order (records finishing in
-	// another order than they began) leave full chunks behind the last.
 	if i+1 < len(x.chunks) && len(x.chunks[i+1]) < chunkMax {
 		x.chunks[i+1] = slices.Insert(x.chunks[i+1], 0, c[len(c)-1])
 		copy(c[j+1:], c[j:len(c)-1])
 		c[j] = k
 		return
 	}
-	// A full last chunk splits where k goes when that is past its middle:
-	// keys arriving a little out of order (records finishing in another
-	// order than they began) then leave full chunks behind them too.
+	// A split keeps c's array for its left part. A full last chunk splits
+	// where k goes when that is past its middle, leaving the keys before
+	// k in a full chunk.
 	cut := len(c) / 2
 	if i == len(x.chunks)-1 && j > cut {
 		cut = j

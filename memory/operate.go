@@ -72,11 +72,13 @@ func (x *indexes) remove(rec *asyncreq.Record) {
 			delete(x.byState, rec.State)
 		}
 	}
-	os := ownerState{rec.Owner, rec.State}
-	if o := x.byOwnerState[os]; rec.Owner != "" && o != nil {
-		o.remove(k)
-		if o.n == 0 {
-			delete(x.byOwnerState, os)
+	if rec.Owner != "" {
+		os := ownerState{rec.Owner, rec.State}
+		if o := x.byOwnerState[os]; o != nil {
+			o.remove(k)
+			if o.n == 0 {
+				delete(x.byOwnerState, os)
+			}
 		}
 	}
 	if rec.State.Final() {

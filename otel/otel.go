@@ -253,8 +253,7 @@ func (o *Observer) withQueue(attrs ...attribute.KeyValue) metric.MeasurementOpti
 	return metric.WithAttributes(o.plusQueue(attrs...)...)
 }
 
-// plusQueue returns attrs plus the queue's, in one allocation, for a
-// measurement option made once.
+// plusQueue returns attrs plus the queue's, in one allocation.
 func (o *Observer) plusQueue(attrs ...attribute.KeyValue) []attribute.KeyValue {
 	all := make([]attribute.KeyValue, 0, len(attrs)+len(o.attrs))
 	return append(append(all, attrs...), o.attrs...)
