@@ -101,20 +101,26 @@ func TestIndexAgainstAModel(t *testing.T) {
 	}
 }
 
-// Keys that arrive in order, as records do, cost an index little more than
-// their own size: a full last chunk stays full and a new one starts.
-func TestIndexAddingInOrderAllocatesAboutTheKeys(t *testing.T) {
-	ks := keys(100 * chunkMax)
-	var x index
+// keySize is the size of a key: an int64 and a string header.
+const keySize = 24.0
+
+// bytesPerKeyAdded adds ks to x in their order and returns the bytes this
+// allocated a key.
+func bytesPerKeyAdded(x *index, ks []key) float64 {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	for _, k := range ks {
 		x.add(k)
 	}
 	runtime.ReadMemStats(&after)
-	perKey := float64(after.TotalAlloc-before.TotalAlloc) / float64(len(ks))
-	size := float64(24) // a key: an int64 and a string header
-	require.Less(t, perKey, 1.5*size, "bytes allocated a key added in order")
+	return float64(after.TotalAlloc-before.TotalAlloc) / float64(len(ks))
+}
+
+// Keys that arrive in order, as records do, cost an index little more than
+// their own size: a full last chunk stays full and a new one starts.
+func TestIndexAddingInOrderAllocatesAboutTheKeys(t *testing.T) {
+	var x index
+	require.Less(t, bytesPerKeyAdded(&x, keys(100*chunkMax)), 1.5*keySize, "bytes allocated a key added in order")
 	for _, c := range x.chunks[:len(x.chunks)-1] {
 		require.Len(t, c, chunkMax)
 	}
@@ -132,14 +138,7 @@ func TestIndexAddingNearlyInOrderAllocatesAboutTheKeys(t *testing.T) {
 	}
 	slices.SortFunc(ks, func(a, b key) int { return at[a] - at[b] })
 	var x index
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for _, k := range ks {
-		x.add(k)
-	}
-	runtime.ReadMemStats(&after)
-	perKey := float64(after.TotalAlloc-before.TotalAlloc) / float64(len(ks))
-	require.Less(t, perKey, 1.5*24, "bytes allocated a key added nearly in order")
+	require.Less(t, bytesPerKeyAdded(&x, ks), 1.5*keySize, "bytes allocated a key added nearly in order")
 	want := make(map[key]bool, len(ks))
 	for _, k := range ks {
 		want[k] = true
