@@ -3,9 +3,7 @@ package sqlite
 import (
 	"context"
 	"path/filepath"
-	"reflect"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,9 +16,9 @@ import (
 // queryPlan returns the lines of SQLite's plan for q, run on the read pool.
 func queryPlan(t *testing.T, b *Backend, q string) []string {
 	t.Helper()
-	var args []any
-	for n := 1; strings.Contains(q, "?"+strconv.Itoa(n)); n++ {
-		args = append(args, int64(n))
+	args := make([]any, maxParam(q))
+	for i := range args {
+		args[i] = int64(i + 1)
 	}
 	rows, err := b.eng.rdb.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q, args...)
 	require.NoError(t, err)
@@ -79,9 +77,8 @@ func TestHotQueriesUseIndexes(t *testing.T) {
 		if analyzed {
 			require.NoError(t, b.eng.do(t.Context(), func(tx *wtx) error { return tx.execScript("ANALYZE") }, nil))
 		}
-		v := reflect.ValueOf(b.sql)
-		for i := range v.NumField() {
-			name, q := v.Type().Field(i).Name, v.Field(i).String()
+		for _, s := range statements(b.sql) {
+			name, q := s.name, s.sql
 			plan := queryPlan(t, b, q)
 			for _, line := range plan {
 				if !tables.MatchString(line) {

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"path/filepath"
-	"reflect"
 	"testing"
 	"unsafe"
 
@@ -37,15 +36,10 @@ func TestStatementsNotPreparedAgain(t *testing.T) {
 	db := handles.db
 	defer lib.Xsqlite3_close(tls, db)
 
-	qs := reflect.ValueOf(newQueries(defaultTablePrefix))
 	n := 0
-	for i := range qs.NumField() {
-		f := qs.Field(i)
-		if f.Kind() != reflect.String {
-			continue
-		}
+	for _, s := range statements(newQueries(defaultTablePrefix)) {
 		n++
-		q, name := f.String(), qs.Type().Field(i).Name
+		q, name := s.sql, s.name
 		csql, err := libc.CString(q)
 		require.NoError(t, err)
 		rc := lib.Xsqlite3_prepare_v2(tls, db, csql, -1, uintptr(unsafe.Pointer(&handles.stmt)), 0)

@@ -3,9 +3,6 @@ package sqlite
 import (
 	"database/sql"
 	"path/filepath"
-	"reflect"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -40,15 +37,10 @@ func TestWritePrograms(t *testing.T) {
 	require.NoError(t, err)
 	defer db.Close()
 
-	writes := map[string]string{"addCountSQL": addCountSQL(defaultTablePrefix)}
-	qs := reflect.ValueOf(newQueries(defaultTablePrefix))
-	for i := range qs.NumField() {
-		if f := qs.Field(i); f.Kind() == reflect.String {
-			writes[qs.Type().Field(i).Name] = f.String()
-		}
-	}
+	writes := append(statements(newQueries(defaultTablePrefix)), statement{"addCountSQL", addCountSQL(defaultTablePrefix)})
 	checked := 0
-	for name, q := range writes {
+	for _, w := range writes {
+		name, q := w.name, w.sql
 		verb := strings.Fields(q)[0]
 		if verb != "INSERT" && verb != "UPDATE" && verb != "DELETE" {
 			continue
@@ -91,14 +83,4 @@ func TestWritePrograms(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, checked, 14, "writes checked")
-}
-
-// maxParam is the highest ?N that q names.
-func maxParam(q string) int {
-	n := 0
-	for _, m := range regexp.MustCompile(`\?(\d+)`).FindAllStringSubmatch(q, -1) {
-		k, _ := strconv.Atoi(m[1])
-		n = max(n, k)
-	}
-	return n
 }
