@@ -50,6 +50,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // ScopeName is the instrumentation scope of the tracer and meter.
@@ -89,7 +90,14 @@ type config struct {
 }
 
 // WithTracerProvider sets the TracerProvider. The default is the global
-// one (go.opentelemetry.io/otel.GetTracerProvider).
+// one (go.opentelemetry.io/otel.GetTracerProvider), whose spans record
+// nothing until a provider is set with otel.SetTracerProvider, but still
+// cost their start.
+//
+// A no-op provider (go.opentelemetry.io/otel/trace/noop.NewTracerProvider)
+// turns tracing off: the Observer then records metrics only, its hooks
+// start no span and keep no trace context with a request, and a request's
+// span costs nothing at all.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(c *config) { c.tp = tp }
 }
@@ -131,8 +139,11 @@ func WithQueueStats(f func(ctx context.Context) (QueueStats, error)) Option {
 type Observer struct {
 	cfg    config
 	tracer trace.Tracer
-	attrs  []attribute.KeyValue // the queue, if named
-	set    metric.MeasurementOption
+	// tracing is false when the TracerProvider is a no-op one: no span is
+	// started then.
+	tracing bool
+	attrs   []attribute.KeyValue // the queue, if named
+	set     metric.MeasurementOption
 	// replay and outcomes are the measurement options of the accepted
 	// counter (by AcceptEvent.Replay) and of each outcome the package
 	// names, made once: an attribute set sorts and allocates, and these
@@ -164,7 +175,8 @@ func Instrument(opts ...Option) (*Observer, error) {
 	if c.prop == nil {
 		c.prop = propagation.TraceContext{}
 	}
-	o := &Observer{cfg: c, tracer: c.tp.Tracer(ScopeName)}
+	_, off := c.tp.(noop.TracerProvider)
+	o := &Observer{cfg: c, tracer: c.tp.Tracer(ScopeName), tracing: !off}
 	if c.queue != "" {
 		o.attrs = []attribute.KeyValue{AttrQueue.String(c.queue)}
 	}
@@ -265,6 +277,9 @@ func (o *Observer) onAccepted(ctx context.Context, e asyncreq.AcceptEvent) {
 		replay = 1
 	}
 	o.accepted.Add(ctx, 1, o.replay[replay])
+	if !o.tracing {
+		return
+	}
 	s := spanStarts.Get().(*spanStart)
 	s.attrs = append(s.attrs, AttrRequestID.String(e.ID), AttrReplay.Bool(e.Replay))
 	s.opts = append(s.opts, trace.WithTimestamp(e.Start), trace.WithSpanKind(trace.SpanKindInternal))
@@ -278,7 +293,7 @@ func (o *Observer) onRejected(ctx context.Context, e asyncreq.RejectEvent) {
 
 // onTraceContext keeps the span serving the submit, when there is one.
 func (o *Observer) onTraceContext(ctx context.Context, h http.Header) {
-	if trace.SpanContextFromContext(ctx).IsValid() {
+	if o.tracing && trace.SpanContextFromContext(ctx).IsValid() {
 		o.cfg.prop.Inject(ctx, propagation.HeaderCarrier(h))
 	}
 }
@@ -344,12 +359,18 @@ func (o *Observer) onClaimed(ctx context.Context, e asyncreq.ClaimEvent) {
 	if e.Attempt == 1 && !e.CreatedAt.IsZero() {
 		o.queueWait.Record(ctx, max(e.ClaimedAt.Sub(e.CreatedAt), 0).Seconds(), o.set)
 	}
+	if !o.tracing {
+		return
+	}
 	_, span := o.workerSpan(ctx, "asyncreq.claim", e.TraceParent, e.TraceState, e.Start,
 		AttrRequestID.String(e.ID), AttrAttempt.Int(e.Attempt))
 	span.End()
 }
 
 func (o *Observer) onAttemptStarted(ctx context.Context, e asyncreq.AttemptEvent) context.Context {
+	if !o.tracing {
+		return ctx
+	}
 	ctx, _ = o.workerSpan(ctx, "asyncreq.process", e.TraceParent, e.TraceState, e.Start,
 		AttrRequestID.String(e.ID), AttrAttempt.Int(e.Attempt))
 	return ctx

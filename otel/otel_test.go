@@ -25,6 +25,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/goleak"
 )
 
@@ -369,5 +370,48 @@ func TestConcurrentSpansKeepTheirAttributes(t *testing.T) {
 		default:
 			t.Fatalf("unexpected span %q", s.Name())
 		}
+	}
+}
+
+// A no-op TracerProvider turns tracing off: the hooks start no span, not
+// even a no-op one, and keep no trace context with a request, while the
+// metrics are still recorded.
+func TestNoopTracerProviderStartsNoSpan(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	obs, err := asyncreqotel.Instrument(asyncreqotel.WithTracerProvider(noop.NewTracerProvider()), asyncreqotel.WithMeterProvider(mp))
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, obs.Close()) })
+	h := obs.Hooks()
+
+	// A submit served inside another tracer's span, as behind an otelhttp
+	// middleware.
+	other := sdktrace.NewTracerProvider()
+	t.Cleanup(func() { _ = other.Shutdown(context.Background()) })
+	ctx, span := other.Tracer("test").Start(context.Background(), "POST /reports")
+	defer span.End()
+	header := http.Header{}
+	h.TraceContext(ctx, header)
+	assert.Empty(t, header, "no trace context is kept")
+
+	now := time.Now()
+	h.Accepted(ctx, asyncreq.AcceptEvent{ID: "a", Start: now})
+	h.Claimed(ctx, asyncreq.ClaimEvent{ID: "a", Attempt: 1, Start: now, CreatedAt: now, ClaimedAt: now})
+	base := context.Background()
+	actx := h.AttemptStarted(base, asyncreq.AttemptEvent{ID: "a", Attempt: 1, Start: now, CreatedAt: now})
+	assert.True(t, actx == base, "the processor's context carries no span")
+	h.AttemptFinished(actx, asyncreq.AttemptEvent{ID: "a", Attempt: 1, Start: now, CreatedAt: now, Outcome: asyncreq.OutcomeSucceeded, Final: true})
+
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	got := map[string]bool{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			got[m.Name] = true
+		}
+	}
+	for _, name := range []string{"asyncreq.requests.accepted", "asyncreq.attempts", "asyncreq.queue.wait", "asyncreq.request.duration"} {
+		assert.True(t, got[name], "%s is recorded", name)
 	}
 }

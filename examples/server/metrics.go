@@ -12,6 +12,7 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/asyncreq/asyncreq"
 	asyncreqotel "github.com/asyncreq/asyncreq/otel"
@@ -52,6 +53,10 @@ func (t *telemetry) hooks(queue string, b asyncreq.Backend) (*asyncreq.Hooks, er
 	opts := []asyncreqotel.Option{asyncreqotel.WithMeterProvider(t.mp), asyncreqotel.WithQueue(queue)}
 	if t.tp != nil {
 		opts = append(opts, asyncreqotel.WithTracerProvider(t.tp))
+	} else {
+		// Tracing is off: metrics only, with no span started at all (the
+		// global provider's would record nothing, at a cost).
+		opts = append(opts, asyncreqotel.WithTracerProvider(noop.NewTracerProvider()))
 	}
 	if qs, ok := b.(asyncreq.QueueStater); ok {
 		opts = append(opts, asyncreqotel.WithQueueStats(func(ctx context.Context) (asyncreqotel.QueueStats, error) {
