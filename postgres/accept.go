@@ -107,6 +107,7 @@ func (s *Backend) runAccepts(ctx context.Context, calls []*call[*asyncreq.Record
 				c.res, c.err = ex[0], es[0]
 			}
 		}
+		s.rowsAdded(len(calls))
 		s.jobsAdded()
 		return
 	}
@@ -118,6 +119,7 @@ func (s *Backend) runAccepts(ctx context.Context, calls []*call[*asyncreq.Record
 		}
 	}
 	if err == nil {
+		s.rowsAdded(len(calls))
 		s.jobsAdded()
 	}
 }

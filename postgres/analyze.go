@@ -23,27 +23,54 @@ import (
 // key is the plan for a record and the jobs_due index for a claim at any
 // size, whatever the later statistics are. It checks after
 // analyzeFirstCheck, then at doubling intervals up to analyzeMaxCheck, and
-// stops once every table has statistics.
+// also every analyzeKickRows rows it writes, so that a deployment whose
+// first requests come long after its start has its tables analyzed within
+// moments of them, not up to analyzeMaxCheck later; it stops once every
+// table has statistics.
 const (
 	analyzeFirstCheck = 250 * time.Millisecond
 	analyzeMaxCheck   = 5 * time.Second
 	// analyzeMinBytes is the table size from which statistics are worth
 	// taking: a few pages, some tens of records or some hundreds of jobs.
 	analyzeMinBytes = 4 * 8192
+	// analyzeKickRows is how many rows (records and jobs) the Backend
+	// writes between two checks it asks for, until every table has
+	// statistics: a page of small records.
+	analyzeKickRows = 16
 )
+
+// rowsAdded counts n records or jobs written, and asks analyzeWhenFilled
+// for a check every analyzeKickRows of them until the tables have
+// statistics.
+func (s *Backend) rowsAdded(n int) {
+	if s.planned.Load() || s.sinceCheck.Add(int64(n)) < analyzeKickRows {
+		return
+	}
+	s.sinceCheck.Store(0)
+	select {
+	case s.analyzeKick <- struct{}{}:
+	default:
+	}
+}
 
 // analyzeWhenFilled runs until ctx ends or every table of the schema that
 // the hot statements read has statistics, analyzing each that has grown to
 // analyzeMinBytes without any.
 func (s *Backend) analyzeWhenFilled(ctx context.Context) {
 	defer s.wg.Done()
+	// Once it returns, for whatever reason, the writes stop counting.
+	defer s.planned.Store(true)
 	t := time.NewTimer(analyzeFirstCheck)
 	defer t.Stop()
-	for delay := analyzeFirstCheck; ; {
+	delay := analyzeFirstCheck
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			delay = min(2*delay, analyzeMaxCheck)
+			t.Reset(delay)
+		case <-s.analyzeKick:
 		}
 		done, err := s.analyzeUnplanned(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -54,8 +81,6 @@ func (s *Backend) analyzeWhenFilled(ctx context.Context) {
 		if done {
 			return
 		}
-		delay = min(2*delay, analyzeMaxCheck)
-		t.Reset(delay)
 	}
 }
 

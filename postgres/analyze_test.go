@@ -23,23 +23,7 @@ func TestPlansMadeOnEmptyTablesAreRemade(t *testing.T) {
 	s := newStoreOn(t, pool, schema, nil)
 	ctx := t.Context()
 
-	conn, err := pgx.Connect(ctx, testDSN(t))
-	require.NoError(t, err)
-	defer func() { _ = conn.Close(context.Background()) }()
-	// pgx's statement cache prepares each statement once; after five runs
-	// PostgreSQL keeps one generic plan for it if that plan costs no more.
-	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
-	require.NoError(t, err)
-	_, err = conn.Exec(ctx, "PREPARE lookup(text, text) AS SELECT * FROM "+
-		pgx.Identifier{schema}.Sanitize()+".records WHERE queue = $1 AND id = $2")
-	require.NoError(t, err)
-	plan := func() string {
-		rows, err := conn.Query(ctx, "EXPLAIN EXECUTE lookup('default', 'x')")
-		require.NoError(t, err)
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		require.NoError(t, err)
-		return strings.Join(lines, "\n")
-	}
+	plan := lookupPlan(t, schema)
 	require.NotContains(t, plan(), "records_pkey", "on empty tables, this PostgreSQL plans a lookup by another index: the case this test is about")
 
 	var wg sync.WaitGroup
@@ -57,4 +41,63 @@ func TestPlansMadeOnEmptyTablesAreRemade(t *testing.T) {
 	wg.Wait()
 	require.Eventually(t, func() bool { return strings.Contains(plan(), "records_pkey") }, 20*time.Second, 100*time.Millisecond,
 		"the lookup prepared on empty tables is still planned without the primary key")
+}
+
+// TestTablesFilledLateAreAnalyzedAtOnce: a deployment whose first requests
+// come long after it started, when the Backend's own checks for tables to
+// analyze have spread out to every analyzeMaxCheck (5s), gets its tables
+// analyzed, and its plans remade, within moments of the writes, not at the
+// next check: the writes ask for one.
+func TestTablesFilledLateAreAnalyzedAtOnce(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, 8)
+	schema := newSchema(t, pool)
+	s := newStoreOn(t, pool, schema, nil)
+	ctx := t.Context()
+	plan := lookupPlan(t, schema)
+	require.NotContains(t, plan(), "records_pkey", "on empty tables, this PostgreSQL plans a lookup by another index: the case this test is about")
+
+	// The checks come at 0.25, 0.75, 1.75 and 3.75s after the start, then
+	// at 7.75s: writes at 4s would wait for that one.
+	time.Sleep(4 * time.Second)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				_, err := s.Accept(ctx, testRecord("", "", []byte("body")))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool { return strings.Contains(plan(), "records_pkey") }, 2*time.Second, 20*time.Millisecond,
+		"the tables were not analyzed within 2s of being filled")
+}
+
+// lookupPlan returns a function that explains the lookup of a record by id
+// in schema, prepared now with a generic plan on a connection of its own,
+// as a pgx connection of a new deployment prepares it.
+func lookupPlan(t *testing.T, schema string) func() string {
+	t.Helper()
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, testDSN(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	// pgx's statement cache prepares each statement once; after five runs
+	// PostgreSQL keeps one generic plan for it if that plan costs no more.
+	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "PREPARE lookup(text, text) AS SELECT * FROM "+
+		pgx.Identifier{schema}.Sanitize()+".records WHERE queue = $1 AND id = $2")
+	require.NoError(t, err)
+	return func() string {
+		rows, err := conn.Query(ctx, "EXPLAIN EXECUTE lookup('default', 'x')")
+		require.NoError(t, err)
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return strings.Join(lines, "\n")
+	}
 }

@@ -37,6 +37,7 @@ func (s *Backend) Enqueue(ctx context.Context, id string, delay time.Duration) e
 	if _, err := s.pool.Exec(ctx, s.sql.enqueue, s.queue, id, micros(max(delay, 0))); err != nil {
 		return s.fail(ctx, "enqueue "+id, err)
 	}
+	s.rowsAdded(1)
 	s.jobsAdded()
 	return nil
 }

@@ -43,6 +43,13 @@ type Backend struct {
 	sinceVacuum atomic.Int64  // jobs claimed since the last VACUUM of jobs
 	vacuumKick  chan struct{} // asks vacuumJobs for a VACUUM
 
+	// planned is set once every table has statistics (see
+	// analyzeWhenFilled); until then, sinceCheck counts the rows written
+	// since the last check, and analyzeKick asks for the next one.
+	planned     atomic.Bool
+	sinceCheck  atomic.Int64
+	analyzeKick chan struct{}
+
 	notes   *notifier
 	accepts *batcher[*asyncreq.Record, *asyncreq.Record]
 	updates *batcher[updateArg, updateRes]
@@ -142,7 +149,8 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 		cache:   newVersionCache(),
 		polls:   reccache.NewRecordPollCache(o.PollCacheAge),
 
-		vacuumKick: make(chan struct{}, 1),
+		vacuumKick:  make(chan struct{}, 1),
+		analyzeKick: make(chan struct{}, 1),
 	}
 	s.jobs.init()
 	s.watches.init()
@@ -257,6 +265,7 @@ func (s *Backend) Create(ctx context.Context, rec *asyncreq.Record) (*asyncreq.R
 			return nil, s.fail(ctx, "create "+rec.ID, err)
 		}
 		if tag.RowsAffected() == 1 {
+			s.rowsAdded(1)
 			s.watches.fire(rec.ID)
 			return nil, nil
 		}
