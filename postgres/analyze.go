@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // A prepared statement's plan is made for the tables as the planner knows
@@ -17,45 +19,62 @@ import (
 // then ran ten times slower than the same one restarted: the restart had
 // made its plans on full tables.
 //
-// So a Backend analyzes its tables itself, once, as soon as each holds a
-// few pages of rows but has no statistics yet: the first statistics tell
-// the planner that queue has a handful of values, after which the primary
-// key is the plan for a record and the jobs_due index for a claim at any
-// size, whatever the later statistics are. It checks after
-// analyzeFirstCheck, then at doubling intervals up to analyzeMaxCheck, and
-// also every analyzeKickRows rows it writes, so that a deployment whose
-// first requests come long after its start has its tables analyzed within
-// moments of them, not up to analyzeMaxCheck later; it stops once every
-// table has statistics.
+// So a Backend analyzes its tables itself, as soon as each holds a few
+// pages of rows but has no statistics yet: the first statistics tell the
+// planner that queue has a handful of values, after which the primary key
+// is the plan for a record and the jobs_due index for a claim at any size.
+// It checks after analyzeFirstCheck, then at doubling intervals up to
+// analyzeMaxCheck, and whenever the rows it has written double (from
+// analyzeKickRows on), so that a deployment whose first requests come long
+// after its start has its tables analyzed within moments of them.
+//
+// Once is not enough for records. The Backend reads and writes records in
+// batches, by id = ANY(...), and a plan is made for the table's size at
+// the time: a generic plan, which PostgreSQL keeps for a prepared
+// statement after its fifth run, made while records held a few pages,
+// reads all of them for every batch, and stays until the table is analyzed
+// again. A fresh schema under load grew from 4 pages to thousands in
+// seconds, every batch update a scan of it (a million rows read in a
+// 10,000-job run), and autovacuum analyzes it a minute later at the
+// earliest. So records is analyzed again each time it has doubled since
+// its last ANALYZE (anyone's: pg_class.relpages), until it has reached
+// analyzeStopBytes, from which a batch's plan is the primary key's at any
+// later size. Then the checks stop.
 const (
 	analyzeFirstCheck = 250 * time.Millisecond
 	analyzeMaxCheck   = 5 * time.Second
 	// analyzeMinBytes is the table size from which statistics are worth
 	// taking: a few pages, some tens of records or some hundreds of jobs.
 	analyzeMinBytes = 4 * 8192
+	// analyzeStopBytes is the size of records from which it is not
+	// analyzed again: a thousand pages, some tens of thousands of records.
+	analyzeStopBytes = 8 << 20
 	// analyzeKickRows is how many rows (records and jobs) the Backend
-	// writes between two checks it asks for, until every table has
-	// statistics: a page of small records.
+	// writes before it asks for its first check; it asks again each time
+	// the count has doubled, until the checks stop.
 	analyzeKickRows = 16
 )
 
 // rowsAdded counts n records or jobs written, and asks analyzeWhenFilled
-// for a check every analyzeKickRows of them until the tables have
-// statistics.
+// for a check each time the count has doubled, until the checks stop.
 func (s *Backend) rowsAdded(n int) {
-	if s.planned.Load() || s.sinceCheck.Add(int64(n)) < analyzeKickRows {
+	if s.planned.Load() {
 		return
 	}
-	s.sinceCheck.Store(0)
+	total := s.rowsWritten.Add(int64(n))
+	next := s.nextCheck.Load()
+	if total < next || !s.nextCheck.CompareAndSwap(next, 2*total) {
+		return
+	}
 	select {
 	case s.analyzeKick <- struct{}{}:
 	default:
 	}
 }
 
-// analyzeWhenFilled runs until ctx ends or every table of the schema that
-// the hot statements read has statistics, analyzing each that has grown to
-// analyzeMinBytes without any.
+// analyzeWhenFilled runs until ctx ends or the tables need no more
+// ANALYZE from it (see analyzeDue). The timer's checks stop once every
+// table has statistics; the writes' go on.
 func (s *Backend) analyzeWhenFilled(ctx context.Context) {
 	defer s.wg.Done()
 	// Once it returns, for whatever reason, the writes stop counting.
@@ -72,7 +91,7 @@ func (s *Backend) analyzeWhenFilled(ctx context.Context) {
 			t.Reset(delay)
 		case <-s.analyzeKick:
 		}
-		done, err := s.analyzeUnplanned(ctx)
+		stats, done, err := s.analyzeDue(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.opts.Logger.WarnContext(ctx, "postgres: analyzing tables without statistics failed; run ANALYZE on them, or keep autovacuum on",
 				"schema", s.opts.Schema, "err", err)
@@ -81,46 +100,64 @@ func (s *Backend) analyzeWhenFilled(ctx context.Context) {
 		if done {
 			return
 		}
+		if stats {
+			t.Stop()
+		}
 	}
 }
 
-// analyzeUnplanned analyzes each table the hot statements read that has
-// no statistics yet and has reached analyzeMinBytes, and reports whether
-// every one of them has statistics now.
-func (s *Backend) analyzeUnplanned(ctx context.Context) (bool, error) {
+// tableSize is what analyzeDue reads of a table: its size, its size when
+// it was last analyzed or vacuumed (relpages), and whether it has
+// statistics.
+type tableSize struct {
+	name          string
+	bytes, atLast int64
+	stats         bool
+}
+
+// due reports whether t is to be analyzed now.
+func (t tableSize) due() bool {
+	if t.bytes < analyzeMinBytes {
+		return false
+	}
+	return !t.stats || t.name == "records" && t.atLast < analyzeStopBytes && t.bytes >= 2*t.atLast
+}
+
+// done reports whether t needs no more ANALYZE from the Backend.
+func (t tableSize) done() bool {
+	return t.stats && (t.name != "records" || t.atLast >= analyzeStopBytes)
+}
+
+// analyzeDue analyzes each table the hot statements read that is due (see
+// tableSize.due), and reports whether every one of them has statistics
+// now and whether every one is done.
+func (s *Backend) analyzeDue(ctx context.Context) (stats, done bool, err error) {
 	qctx, cancel := context.WithTimeout(ctx, analyzeTimeout)
 	defer cancel()
-	rows, err := s.pool.Query(qctx, s.sql.unanalyzed, s.opts.Schema, analyzeMinBytes)
+	rows, err := s.pool.Query(qctx, s.sql.tableSizes, s.opts.Schema)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
-	type table struct {
-		name  string
-		ready bool
+	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tableSize, error) {
+		var t tableSize
+		err := r.Scan(&t.name, &t.bytes, &t.atLast, &t.stats)
+		return t, err
+	})
+	if err != nil {
+		return false, false, err
 	}
-	var tables []table
-	for rows.Next() {
-		var t table
-		if err := rows.Scan(&t.name, &t.ready); err != nil {
-			rows.Close()
-			return false, err
-		}
-		tables = append(tables, t)
-	}
-	if err := rows.Err(); err != nil {
-		return false, err
-	}
-	left := len(tables)
+	stats, done = true, true
 	for _, t := range tables {
-		if !t.ready {
-			continue
+		if t.due() {
+			if _, err := s.pool.Exec(qctx, "ANALYZE "+s.sql.schema+"."+t.name); err != nil {
+				return false, false, err
+			}
+			t.stats, t.atLast = true, t.bytes
 		}
-		if _, err := s.pool.Exec(qctx, "ANALYZE "+s.sql.schema+"."+t.name); err != nil {
-			return false, err
-		}
-		left--
+		stats = stats && t.stats
+		done = done && t.done()
 	}
-	return left == 0, nil
+	return stats, done, nil
 }
 
 // analyzeTimeout bounds one check and the ANALYZE it runs.

@@ -77,10 +77,63 @@ func TestTablesFilledLateAreAnalyzedAtOnce(t *testing.T) {
 		"the tables were not analyzed within 2s of being filled")
 }
 
+// TestRecordsAnalyzedAgainAsTheyGrow: a batch's lookup of records
+// (id = ANY(...)), planned generic while the table was small, reads the
+// whole table; the Backend analyzes records again as it grows, which
+// makes PostgreSQL plan the lookup again, by the primary key.
+func TestRecordsAnalyzedAgainAsTheyGrow(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, 8)
+	schema := newSchema(t, pool)
+	s := newStoreOn(t, pool, schema, nil)
+	ctx := t.Context()
+	accept := func(n int) {
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range n / 8 {
+					if _, err := s.Accept(ctx, testRecord("", "", []byte("body"))); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	accept(200)
+	require.Eventually(t, func() bool {
+		var analyzed bool
+		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stats WHERE schemaname = $1 AND tablename = 'records')`, schema).Scan(&analyzed)
+		return err == nil && analyzed
+	}, 10*time.Second, 20*time.Millisecond, "records was not analyzed once it held rows")
+
+	plan := manyLookupPlan(t, schema)
+	require.NotContains(t, plan(), "records_pkey", "analyzed small, this PostgreSQL plans a batch's lookup without the primary key: the case this test is about")
+	accept(6000)
+	require.Eventually(t, func() bool { return strings.Contains(plan(), "records_pkey") }, 10*time.Second, 20*time.Millisecond,
+		"the batch's lookup prepared on a small table is still planned without the primary key")
+}
+
+// manyLookupPlan is lookupPlan for a batch's lookup of records, by
+// id = ANY(...).
+func manyLookupPlan(t *testing.T, schema string) func() string {
+	return preparedPlan(t, "lookup(text, text[]) AS SELECT * FROM "+pgx.Identifier{schema}.Sanitize()+
+		".records WHERE queue = $1 AND id = ANY($2)", "lookup('default', '{x,y}')")
+}
+
 // lookupPlan returns a function that explains the lookup of a record by id
 // in schema, prepared now with a generic plan on a connection of its own,
 // as a pgx connection of a new deployment prepares it.
 func lookupPlan(t *testing.T, schema string) func() string {
+	return preparedPlan(t, "lookup(text, text) AS SELECT * FROM "+pgx.Identifier{schema}.Sanitize()+
+		".records WHERE queue = $1 AND id = $2", "lookup('default', 'x')")
+}
+
+// preparedPlan prepares stmt (name(types) AS query) with a generic plan on
+// a connection of its own, and returns a function that explains exec
+// (name(arguments)).
+func preparedPlan(t *testing.T, stmt, exec string) func() string {
 	t.Helper()
 	ctx := t.Context()
 	conn, err := pgx.Connect(ctx, testDSN(t))
@@ -90,11 +143,10 @@ func lookupPlan(t *testing.T, schema string) func() string {
 	// PostgreSQL keeps one generic plan for it if that plan costs no more.
 	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
 	require.NoError(t, err)
-	_, err = conn.Exec(ctx, "PREPARE lookup(text, text) AS SELECT * FROM "+
-		pgx.Identifier{schema}.Sanitize()+".records WHERE queue = $1 AND id = $2")
+	_, err = conn.Exec(ctx, "PREPARE "+stmt)
 	require.NoError(t, err)
 	return func() string {
-		rows, err := conn.Query(ctx, "EXPLAIN EXECUTE lookup('default', 'x')")
+		rows, err := conn.Query(ctx, "EXPLAIN EXECUTE "+exec)
 		require.NoError(t, err)
 		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		require.NoError(t, err)

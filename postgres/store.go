@@ -43,11 +43,13 @@ type Backend struct {
 	sinceVacuum atomic.Int64  // jobs claimed since the last VACUUM of jobs
 	vacuumKick  chan struct{} // asks vacuumJobs for a VACUUM
 
-	// planned is set once every table has statistics (see
-	// analyzeWhenFilled); until then, sinceCheck counts the rows written
-	// since the last check, and analyzeKick asks for the next one.
+	// planned is set once the tables need no more ANALYZE from the
+	// Backend (see analyzeWhenFilled); until then, rowsWritten counts the
+	// rows it wrote, and at nextCheck of them analyzeKick asks for a
+	// check.
 	planned     atomic.Bool
-	sinceCheck  atomic.Int64
+	rowsWritten atomic.Int64
+	nextCheck   atomic.Int64
 	analyzeKick chan struct{}
 
 	notes   *notifier
@@ -152,6 +154,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Backend, erro
 		vacuumKick:  make(chan struct{}, 1),
 		analyzeKick: make(chan struct{}, 1),
 	}
+	s.nextCheck.Store(analyzeKickRows)
 	s.jobs.init()
 	s.watches.init()
 	// The batchers' context is never canceled: Close lets the batches in
@@ -534,10 +537,10 @@ type statements struct {
 	purge, purgeTombstones, unenqueued                                     string
 	enqueue, claim, release, nextDue, extend, nack, ack, notify, notifyTx  string
 	vacuumJobs                                                             string
-	// schema is the quoted schema; unanalyzed lists the tables the hot
-	// statements read that have no statistics, with whether each has
-	// grown to $2 bytes (see analyzeWhenFilled).
-	schema, unanalyzed string
+	// schema is the quoted schema; tableSizes lists the tables the hot
+	// statements read, each with its size, its size at its last ANALYZE
+	// or VACUUM, and whether it has statistics (see analyzeDue).
+	schema, tableSizes string
 }
 
 // newStatements fills the schema (an already quoted identifier) into the
@@ -622,11 +625,12 @@ func newStatements(schema string) statements {
 			SELECT ins.id FROM ins`
 	return statements{
 		schema: schema,
-		unanalyzed: `SELECT c.relname, pg_relation_size(c.oid) >= $2
+		tableSizes: `SELECT c.relname, pg_relation_size(c.oid),
+				c.relpages::bigint * current_setting('block_size')::bigint,
+				EXISTS (SELECT 1 FROM pg_stats AS p
+					WHERE p.schemaname = $1 AND p.tablename = c.relname AND p.attname = 'queue')
 			FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
-			WHERE n.nspname = $1 AND c.relname IN ('records', 'jobs')
-				AND NOT EXISTS (SELECT 1 FROM pg_stats AS p
-					WHERE p.schemaname = $1 AND p.tablename = c.relname AND p.attname = 'queue')`,
+			WHERE n.nspname = $1 AND c.relname IN ('records', 'jobs')`,
 		insert: f(`INSERT INTO {{s}}.records (queue, {{cols}}) VALUES ($1, ` + values + `)
 			ON CONFLICT DO NOTHING`),
 		// One statement, so it commits atomically on its own: the records
