@@ -8,7 +8,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+
+	"github.com/asyncreq/asyncreq/postgres"
 )
 
 // TestPlansMadeOnEmptyTablesAreRemade: a statement prepared while the
@@ -18,27 +21,14 @@ import (
 // PostgreSQL plan the statement again, by the primary key.
 func TestPlansMadeOnEmptyTablesAreRemade(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t, 8)
-	schema := newSchema(t, pool)
-	s := newStoreOn(t, pool, schema, nil)
+	s, schema, _ := freshBackend(t)
 	ctx := t.Context()
+	plan := emptyTablesLookupPlan(t, schema)
 
-	plan := lookupPlan(t, schema)
-	require.NotContains(t, plan(), "records_pkey", "on empty tables, this PostgreSQL plans a lookup by another index: the case this test is about")
-
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for range 50 {
-				_, err := s.Create(ctx, testRecord("", "", []byte("body")))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	write(t, 400, func() error {
+		_, err := s.Create(ctx, testRecord("", "", []byte("body")))
+		return err
+	})
 	require.Eventually(t, func() bool { return strings.Contains(plan(), "records_pkey") }, 20*time.Second, 100*time.Millisecond,
 		"the lookup prepared on empty tables is still planned without the primary key")
 }
@@ -50,29 +40,14 @@ func TestPlansMadeOnEmptyTablesAreRemade(t *testing.T) {
 // next check: the writes ask for one.
 func TestTablesFilledLateAreAnalyzedAtOnce(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t, 8)
-	schema := newSchema(t, pool)
-	s := newStoreOn(t, pool, schema, nil)
+	s, schema, _ := freshBackend(t)
 	ctx := t.Context()
-	plan := lookupPlan(t, schema)
-	require.NotContains(t, plan(), "records_pkey", "on empty tables, this PostgreSQL plans a lookup by another index: the case this test is about")
+	plan := emptyTablesLookupPlan(t, schema)
 
 	// The checks come at 0.25, 0.75, 1.75 and 3.75s after the start, then
 	// at 7.75s: writes at 4s would wait for that one.
 	time.Sleep(4 * time.Second)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for range 50 {
-				_, err := s.Accept(ctx, testRecord("", "", []byte("body")))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	write(t, 400, acceptOne(ctx, s))
 	require.Eventually(t, func() bool { return strings.Contains(plan(), "records_pkey") }, 2*time.Second, 20*time.Millisecond,
 		"the tables were not analyzed within 2s of being filled")
 }
@@ -83,25 +58,9 @@ func TestTablesFilledLateAreAnalyzedAtOnce(t *testing.T) {
 // makes PostgreSQL plan the lookup again, by the primary key.
 func TestRecordsAnalyzedAgainAsTheyGrow(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t, 8)
-	schema := newSchema(t, pool)
-	s := newStoreOn(t, pool, schema, nil)
+	s, schema, pool := freshBackend(t)
 	ctx := t.Context()
-	accept := func(n int) {
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() {
-				for range n / 8 {
-					if _, err := s.Accept(ctx, testRecord("", "", []byte("body"))); err != nil {
-						t.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-	}
-	accept(200)
+	write(t, 200, acceptOne(ctx, s))
 	require.Eventually(t, func() bool {
 		var analyzed bool
 		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stats WHERE schemaname = $1 AND tablename = 'records')`, schema).Scan(&analyzed)
@@ -110,9 +69,50 @@ func TestRecordsAnalyzedAgainAsTheyGrow(t *testing.T) {
 
 	plan := manyLookupPlan(t, schema)
 	require.NotContains(t, plan(), "records_pkey", "analyzed small, this PostgreSQL plans a batch's lookup without the primary key: the case this test is about")
-	accept(6000)
+	write(t, 6000, acceptOne(ctx, s))
 	require.Eventually(t, func() bool { return strings.Contains(plan(), "records_pkey") }, 10*time.Second, 20*time.Millisecond,
 		"the batch's lookup prepared on a small table is still planned without the primary key")
+}
+
+// freshBackend returns a Backend on a schema of its own, the schema, and
+// the Backend's pool.
+func freshBackend(t *testing.T) (*postgres.Backend, string, *pgxpool.Pool) {
+	pool := newPool(t, 8)
+	schema := newSchema(t, pool)
+	return newStoreOn(t, pool, schema, nil), schema, pool
+}
+
+// emptyTablesLookupPlan is lookupPlan on schema's empty tables, where it
+// is not the primary key's.
+func emptyTablesLookupPlan(t *testing.T, schema string) func() string {
+	plan := lookupPlan(t, schema)
+	require.NotContains(t, plan(), "records_pkey", "on empty tables, this PostgreSQL plans a lookup by another index: the case this test is about")
+	return plan
+}
+
+// write calls one n times, from 8 goroutines at once.
+func write(t *testing.T, n int, one func() error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range n / 8 {
+				if err := one(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// acceptOne returns a function that accepts one new record on s.
+func acceptOne(ctx context.Context, s *postgres.Backend) func() error {
+	return func() error {
+		_, err := s.Accept(ctx, testRecord("", "", []byte("body")))
+		return err
+	}
 }
 
 // manyLookupPlan is lookupPlan for a batch's lookup of records, by
