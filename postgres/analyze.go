@@ -93,7 +93,7 @@ func (s *Backend) analyzeWhenFilled(ctx context.Context) {
 		}
 		stats, done, err := s.analyzeDue(ctx)
 		if err != nil && ctx.Err() == nil {
-			s.opts.Logger.WarnContext(ctx, "postgres: analyzing tables without statistics failed; run ANALYZE on them, or keep autovacuum on",
+			s.opts.Logger.WarnContext(ctx, "postgres: analyzing the tables failed; run ANALYZE on them, or keep autovacuum on",
 				"schema", s.opts.Schema, "err", err)
 			return
 		}
