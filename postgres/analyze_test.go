@@ -47,7 +47,9 @@ func TestTablesFilledLateAreAnalyzedAtOnce(t *testing.T) {
 	// The checks come at 0.25, 0.75, 1.75 and 3.75s after the start, then
 	// at 7.75s: writes at 4s would wait for that one.
 	time.Sleep(4 * time.Second)
-	write(t, 400, acceptOne(ctx, s))
+	// The writes ask for checks at 16, 32, ..., 512 rows: the table has
+	// grown past a few pages by the last.
+	write(t, 1000, acceptOne(ctx, s))
 	require.Eventually(t, func() bool { return strings.Contains(plan(), "records_pkey") }, 2*time.Second, 20*time.Millisecond,
 		"the tables were not analyzed within 2s of being filled")
 }
