@@ -37,9 +37,10 @@ import (
 // seconds, every batch update a scan of it (a million rows read in a
 // 10,000-job run), and autovacuum analyzes it a minute later at the
 // earliest. So records is analyzed again each time it has doubled since
-// its last ANALYZE (anyone's: pg_class.relpages), until it has reached
-// analyzeStopBytes, from which a batch's plan is the primary key's at any
-// later size. Then the checks stop.
+// the size pg_class.relpages holds, which any ANALYZE or VACUUM sets (each
+// of them, anyone's, also has PostgreSQL plan the statements again), until
+// it has reached analyzeStopBytes, from which a batch's plan is the primary
+// key's at any later size. Then the checks stop.
 const (
 	analyzeFirstCheck = 250 * time.Millisecond
 	analyzeMaxCheck   = 5 * time.Second
