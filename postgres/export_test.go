@@ -17,12 +17,13 @@ func (s *Backend) ListStatement(q asyncreq.ListQuery) (string, []any, error) {
 // by their id, to the test that checks their plans.
 func (s *Backend) JobStatements() map[string]string {
 	return map[string]string{
-		"claim":   s.sql.claim,
-		"extend":  s.sql.extend,
-		"nack":    s.sql.nack,
-		"release": s.sql.release,
-		"ack":     s.sql.ack,
-		"update":  s.sql.updateVersioned,
-		"locked":  s.sql.updateLocked,
+		"claim":       s.sql.claim,
+		"claimLocked": s.sql.claimLocked,
+		"extend":      s.sql.extend,
+		"nack":        s.sql.nack,
+		"release":     s.sql.release,
+		"ack":         s.sql.ack,
+		"update":      s.sql.updateVersioned,
+		"locked":      s.sql.updateLocked,
 	}
 }

@@ -59,17 +59,18 @@ func (s *Backend) readRecords(ctx context.Context, calls []*call[string, *asyncr
 			ids = append(ids, c.arg)
 		}
 	}
-	rows, err := s.pool.Query(ctx, s.sql.getMany, s.queue, ids)
+	err := queryGeneric(ctx, s.pool, s.sql.getMany, []any{s.queue, ids}, func(rows pgx.Rows) error {
+		for rows.Next() {
+			rec, err := scanRecord(rows)
+			if err != nil {
+				return err
+			}
+			found[rec.ID] = rec
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		rec, err := scanRecord(rows)
-		if err != nil {
-			return nil, err
-		}
-		found[rec.ID] = rec
-	}
-	return found, rows.Err()
+	return found, nil
 }

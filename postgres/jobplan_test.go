@@ -42,16 +42,10 @@ func TestJobPlansNeedNoStatistics(t *testing.T) {
 	defer func() { _ = conn.Close(context.Background()) }()
 	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
 	require.NoError(t, err)
-	params := regexp.MustCompile(`\$(\d+)`)
 	for name, stmt := range s.JobStatements() {
-		n := 0
-		for _, m := range params.FindAllStringSubmatch(stmt, -1) {
-			k, _ := strconv.Atoi(m[1])
-			n = max(n, k)
-		}
 		_, err := conn.Exec(ctx, "PREPARE "+name+" AS "+stmt)
 		require.NoError(t, err, name)
-		nulls := strings.TrimSuffix(strings.Repeat("NULL, ", n), ", ")
+		nulls := nullArgs(stmt)
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		rows, err := conn.Query(qctx, "EXPLAIN EXECUTE "+name+"("+nulls+")")
 		require.NoError(t, err, name)
@@ -60,6 +54,17 @@ func TestJobPlansNeedNoStatistics(t *testing.T) {
 		require.NoError(t, err, name)
 		checkJobScans(t, name, lines)
 	}
+}
+
+// nullArgs returns the arguments of an EXECUTE of stmt, NULL for each of
+// its parameters.
+func nullArgs(stmt string) string {
+	n := 0
+	for _, m := range regexp.MustCompile(`\$(\d+)`).FindAllStringSubmatch(stmt, -1) {
+		k, _ := strconv.Atoi(m[1])
+		n = max(n, k)
+	}
+	return strings.TrimSuffix(strings.Repeat("NULL, ", n), ", ")
 }
 
 // checkJobScans fails t if a plan scans jobs other than by its primary

@@ -58,13 +58,29 @@ func (s *Backend) Dequeue(ctx context.Context, ttl time.Duration) (*asyncreq.Lea
 // the next job falls due, or Options.PollInterval, whichever comes first.
 // The lease ends ttl after the claim by the database's clock.
 func (s *Backend) DequeueBatch(ctx context.Context, limit int, ttl time.Duration) ([]*asyncreq.Lease, error) {
+	limit = min(max(limit, 1), maxDequeue)
+	var ls []*asyncreq.Lease
+	err := s.dequeueLoop(ctx, ttl, func() (bool, time.Duration, error) {
+		var err error
+		if ls, err = s.claim(ctx, limit, ttl); err != nil || len(ls) > 0 {
+			return true, 0, err
+		}
+		next, err := s.nextDue(ctx)
+		return false, next, err
+	})
+	return ls, err
+}
+
+// dequeueLoop runs take until it takes something or fails. Between two
+// tries it waits for a notification of new work, for ctx to end, or for
+// the time take returned: until the next job falls due.
+func (s *Backend) dequeueLoop(ctx context.Context, ttl time.Duration, take func() (bool, time.Duration, error)) error {
 	if err := s.check(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if ttl <= 0 {
-		return nil, fmt.Errorf("postgres: dequeue: lease ttl %s is not positive", ttl)
+		return fmt.Errorf("postgres: dequeue: lease ttl %s is not positive", ttl)
 	}
-	limit = min(max(limit, 1), maxDequeue)
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -74,15 +90,11 @@ func (s *Backend) DequeueBatch(ctx context.Context, limit int, ttl time.Duration
 	for {
 		wake := s.jobs.wait()
 		if s.closed.Load() {
-			return nil, asyncreq.ErrClosed
+			return asyncreq.ErrClosed
 		}
-		ls, err := s.claim(ctx, limit, ttl)
-		if err != nil || len(ls) > 0 {
-			return ls, err
-		}
-		d, err := s.nextDue(ctx)
-		if err != nil {
-			return nil, err
+		took, d, err := take()
+		if err != nil || took {
+			return err
 		}
 		if timer == nil {
 			timer = time.NewTimer(d)
@@ -91,7 +103,7 @@ func (s *Backend) DequeueBatch(ctx context.Context, limit int, ttl time.Duration
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-wake:
 		case <-timer.C:
 		}
@@ -115,7 +127,7 @@ func (s *Backend) claim(ctx context.Context, limit int, ttl time.Duration) ([]*a
 	}
 	var ls []*asyncreq.Lease
 	for rows.Next() {
-		l, err := s.scanClaimed(rows)
+		l, _, err := s.scanClaimed(rows)
 		if err != nil {
 			rows.Close()
 			return nil, s.fail(ctx, "dequeue", err)
@@ -134,13 +146,15 @@ func (s *Backend) claim(ctx context.Context, limit int, ttl time.Duration) ([]*a
 }
 
 // scanClaimed reads a row of the claim: the lease, and the job's record
-// with its row version, which it keeps in the version cache.
-func (s *Backend) scanClaimed(rows pgx.Rows) (*asyncreq.Lease, error) {
+// (nil when it has none) with its row version, which it keeps in the
+// version cache.
+func (s *Backend) scanClaimed(rows pgx.Rows) (*asyncreq.Lease, *asyncreq.Record, error) {
 	h := leaseHandle{queue: s.queue}
 	var (
 		id       string
 		delivery int32
 		version  *string
+		rec      *asyncreq.Record
 	)
 	lease := []any{&h.jobID, &id, &delivery, &h.token, &version}
 	if rows.RawValues()[len(lease)] == nil {
@@ -148,16 +162,16 @@ func (s *Backend) scanClaimed(rows pgx.Rows) (*asyncreq.Lease, error) {
 		dest := make([]any, len(rows.FieldDescriptions()))
 		copy(dest, lease)
 		if err := rows.Scan(dest...); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	} else {
-		rec, err := scanRecord(moreColumns{Row: rows, before: lease})
-		if err != nil {
-			return nil, err
+		var err error
+		if rec, err = scanRecord(moreColumns{Row: rows, before: lease}); err != nil {
+			return nil, nil, err
 		}
 		s.cacheRecord(rec, *version)
 	}
-	return &asyncreq.Lease{ID: id, Delivery: int(delivery), Handle: h}, nil
+	return &asyncreq.Lease{ID: id, Delivery: int(delivery), Handle: h}, rec, nil
 }
 
 // release hands leases back for immediate delivery. A lease it cannot
@@ -183,13 +197,19 @@ func (s *Backend) nextDue(ctx context.Context) (time.Duration, error) {
 	if err := s.pool.QueryRow(ctx, s.sql.nextDue, s.queue).Scan(&secs); err != nil {
 		return 0, s.fail(ctx, "dequeue", err)
 	}
+	return s.untilDue(secs), nil
+}
+
+// untilDue is nextDue's answer for the seconds the statement nextDue
+// returned (nil for an empty queue).
+func (s *Backend) untilDue(secs *float64) time.Duration {
 	d := s.opts.PollInterval
 	if secs != nil {
 		if due := time.Duration(*secs * float64(time.Second)); due < d {
 			d = due
 		}
 	}
-	return max(d, time.Millisecond), nil
+	return max(d, time.Millisecond)
 }
 
 // handle returns the handle of a lease made by a Backend of this package

@@ -530,13 +530,13 @@ type querier interface {
 
 // statements are the SQL texts of a Backend, with its schema filled in.
 type statements struct {
-	insert, acceptBatch, acceptFresh, exists, get, selectByKey, tombstoned string
-	delete                                                                 string
-	updateLocked, getManyForUpdate, updateVersioned, getManyVersioned      string
-	getMany                                                                string
-	purge, purgeTombstones, unenqueued                                     string
-	enqueue, claim, release, nextDue, extend, nack, ack, notify, notifyTx  string
-	vacuumJobs                                                             string
+	insert, acceptBatch, acceptFresh, exists, get, selectByKey, tombstoned             string
+	delete                                                                             string
+	updateLocked, getManyForUpdate, updateVersioned, getManyVersioned                  string
+	getMany                                                                            string
+	purge, purgeTombstones, unenqueued                                                 string
+	enqueue, claim, claimLocked, release, nextDue, extend, nack, ack, notify, notifyTx string
+	vacuumJobs                                                                         string
 	// schema is the quoted schema; tableSizes lists the tables the hot
 	// statements read, each with its size, its size at its last ANALYZE
 	// or VACUUM, and whether it has statistics (see analyzeDue).
@@ -728,24 +728,11 @@ func newStatements(schema string) statements {
 		// in a LATERAL subquery that LIMIT keeps apart, so that it is one
 		// primary key probe per job: as a plain join, a plan made while the
 		// table was small scanned every record of the queue for each job.
-		claim: f(`WITH cfg AS MATERIALIZED (` + asyncCommit + `), c AS MATERIALIZED (
-				SELECT job_id FROM {{s}}.jobs
-				WHERE queue = $1 AND run_at <= now()
-				ORDER BY run_at, job_id
-				LIMIT $2
-				FOR UPDATE SKIP LOCKED
-			), l AS (
-				UPDATE {{s}}.jobs AS j
-				SET run_at = now() + $3::bigint * interval '1 microsecond',
-					lease_token = gen_random_uuid()::text,
-					deliveries = j.deliveries + 1
-				FROM cfg WHERE j.job_id = ANY (ARRAY(SELECT job_id FROM c))
-				RETURNING j.job_id, j.id, j.deliveries, j.lease_token
-			)
-			SELECT l.job_id, l.id, l.deliveries, l.lease_token, r.*
-			FROM l LEFT JOIN LATERAL (
-				SELECT xmin::text, {{cols}} FROM {{s}}.records WHERE queue = $1 AND id = l.id LIMIT 1
-			) AS r ON true`),
+		claim: f(claimStatement(false)),
+		// claim's form for DequeueClaim's transaction, which writes the
+		// claims of the records before it commits, durably, with the
+		// leases: each record is locked as it is read.
+		claimLocked: f(claimStatement(true)),
 		// Run on its own (VACUUM cannot run in a transaction), see
 		// vacuum.go.
 		vacuumJobs: f(`VACUUM (SKIP_LOCKED) {{s}}.jobs`),

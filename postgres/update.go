@@ -208,11 +208,12 @@ func (s *Backend) updateOptimistic(ctx context.Context, calls []*call[updateArg,
 		return again, nil
 	}
 	marks := s.beginWrites(p.ids)
-	rows, err := s.pool.Query(ctx, s.sql.updateVersioned, p.rows.args(s.queue)...)
 	var written map[string]string
-	if err == nil {
+	err := queryGeneric(ctx, s.pool, s.sql.updateVersioned, p.rows.args(s.queue), func(rows pgx.Rows) error {
+		var err error
 		written, err = collectVersions(rows)
-	}
+		return err
+	})
 	if err != nil {
 		for _, c := range calls {
 			c.res.rec = nil
@@ -238,21 +239,18 @@ func (s *Backend) updateOptimistic(ctx context.Context, calls []*call[updateArg,
 // readVersioned reads the records ids, adding them to stored and their
 // row versions to versions, and keeps them in the version cache.
 func (s *Backend) readVersioned(ctx context.Context, ids []string, stored map[string]*asyncreq.Record, versions map[string]string) error {
-	rows, err := s.pool.Query(ctx, s.sql.getManyVersioned, s.queue, ids)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var v string
-		rec, err := scanRecord(moreColumns{Row: rows, after: []any{&v}})
-		if err != nil {
-			return err
+	return queryGeneric(ctx, s.pool, s.sql.getManyVersioned, []any{s.queue, ids}, func(rows pgx.Rows) error {
+		for rows.Next() {
+			var v string
+			rec, err := scanRecord(moreColumns{Row: rows, after: []any{&v}})
+			if err != nil {
+				return err
+			}
+			stored[rec.ID], versions[rec.ID] = rec, v
+			s.cacheRecord(rec, v)
 		}
-		stored[rec.ID], versions[rec.ID] = rec, v
-		s.cacheRecord(rec, v)
-	}
-	return rows.Err()
+		return nil
+	})
 }
 
 // collectVersions reads the ids and new row versions an update returns.
@@ -322,10 +320,14 @@ func (s *Backend) updateLocked(ctx context.Context, calls []*call[updateArg, upd
 
 	var b pgx.Batch
 	b.Queue("BEGIN")
+	b.Queue(genericPlans)
 	b.Queue(s.sql.getManyForUpdate, s.queue, ids)
 	br := conn.SendBatch(ctx, &b)
 	stored := make(map[string]*asyncreq.Record, len(ids)) // as read, before any fn
 	_, err = br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
 	if err == nil {
 		var rows pgx.Rows
 		rows, err = br.Query()
@@ -351,10 +353,26 @@ func (s *Backend) updateLocked(ctx context.Context, calls []*call[updateArg, upd
 		return nil // releaseIdle rolls back
 	}
 	marks := s.beginWrites(p.ids)
-	b = pgx.Batch{}
+	written, err := s.commitLocked(ctx, conn, p)
+	if err != nil {
+		for _, c := range calls {
+			c.res.rec = nil
+		}
+		s.wrote(p, nil, marks)
+		return err
+	}
+	s.wrote(p, written, marks)
+	return nil
+}
+
+// commitLocked writes p in the transaction open on conn, which holds its
+// records locked, and commits, in one round trip. It returns the ids
+// written with their new row versions.
+func (s *Backend) commitLocked(ctx context.Context, conn *pgxpool.Conn, p *pending) (map[string]string, error) {
+	var b pgx.Batch
 	b.Queue(s.sql.updateLocked, p.rows.args(s.queue)...)
 	b.Queue("COMMIT")
-	br = conn.SendBatch(ctx, &b)
+	br := conn.SendBatch(ctx, &b)
 	var written map[string]string
 	rows, err := br.Query()
 	if err == nil {
@@ -369,15 +387,7 @@ func (s *Backend) updateLocked(ctx context.Context, calls []*call[updateArg, upd
 	if err == nil && conn.Conn().PgConn().TxStatus() != 'I' {
 		err = errors.New("transaction still open after COMMIT")
 	}
-	if err != nil {
-		for _, c := range calls {
-			c.res.rec = nil
-		}
-		s.wrote(p, nil, marks)
-		return err
-	}
-	s.wrote(p, written, marks)
-	return nil
+	return written, err
 }
 
 // sameBytes reports whether a and b hold the same bytes and are both nil
