@@ -48,17 +48,24 @@
 // once by LISTEN/NOTIFY when work arrives, and looks again every
 // Options.PollInterval in case a notification was lost.
 //
+// A Worker on the Backend uses DequeueClaim (asyncreq.Claimer): one
+// transaction of two round trips takes the leases, locking the jobs'
+// records as it reads them, and, once the Worker's claim function has run
+// on each record, writes the claims and commits. A request thus starts
+// after one commit, not after the lease's and then its record's.
+//
 // # Durability
 //
 // Records, and the jobs that Accept, AcceptTx and Enqueue create, commit
 // with the server's synchronous_commit setting (on by default). Changes
-// to a lease alone (claim, Extend, Ack, Nack) commit with
+// to a lease alone (DequeueBatch's claim, Extend, Ack, Nack) commit with
 // synchronous_commit off: a database crash may lose the last few of them,
 // which only makes a job be delivered again, a case the Worker handles
 // through the record's lease token.
 //
 // Every change to a record commits durably, the Worker's claim of a record
-// (pending to running with a new LeaseToken and Attempts) included. A claim
+// (pending to running with a new LeaseToken and Attempts) included:
+// DequeueClaim commits the leases with it, durably. A claim
 // committed with synchronous_commit off would not be safe, although the
 // lease token fences a lost claim off: after a database crash the job's
 // lease, committed first, may have survived while the record's claim was

@@ -72,6 +72,7 @@ var (
 	_ asyncreq.UnenqueuedLister = (*Backend)(nil)
 	_ asyncreq.BatchDequeuer    = (*Backend)(nil)
 	_ asyncreq.Completer        = (*Backend)(nil)
+	_ asyncreq.Claimer          = (*Backend)(nil)
 )
 
 // maxBatchBytes is about the most request bytes written in one accept
