@@ -52,6 +52,13 @@ func claimStatement(locked bool) string {
 // The leases run from the start of the transaction, which takes no longer
 // than its two round trips. A panic in claim is raised again in the
 // caller, and nothing of the transaction is committed.
+//
+// The transaction locks jobs, then records; a Complete locks its record,
+// then its job. The two wait for each other only when a Complete began
+// just before its lease ran out and this claim, just after, takes the job
+// again: PostgreSQL then ends one of them with a deadlock error, which
+// DequeueClaim returns (the Worker tries again after a pause) or Complete
+// does (its lease is lost to the new one anyway).
 func (s *Backend) DequeueClaim(ctx context.Context, max int, ttl time.Duration,
 	claim func(*asyncreq.Lease, *asyncreq.Record) error) ([]asyncreq.Claim, error) {
 	switch {

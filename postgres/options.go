@@ -50,7 +50,8 @@ type Options struct {
 	Readers int
 
 	// PollCacheAge is how long a Get may be answered from the record as a
-	// Get of this Backend read it, or as its Update or Complete wrote it,
+	// Get of this Backend read it, or as its Update, Complete or
+	// DequeueClaim wrote it,
 	// for as long as no notification says it changed: clients polling the
 	// status of running requests then cost a read of each record every
 	// PollCacheAge, not one per poll, and the outcome a worker of this
