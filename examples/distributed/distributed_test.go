@@ -34,9 +34,10 @@ func TestMain(m *testing.M) {
 
 // proc is one started process of the example.
 type proc struct {
-	cmd  *exec.Cmd
-	name string
-	url  string // API base URL, for the api role
+	cmd    *exec.Cmd
+	name   string
+	url    string        // API base URL, for the api role
+	exited chan struct{} // closed once the process has exited
 }
 
 // startProc starts the binary with args and waits for the line that says
@@ -48,8 +49,8 @@ func startProc(t *testing.T, bin, name string, args ...string) *proc {
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	p := &proc{cmd: cmd, name: name}
 	exited := make(chan struct{})
+	p := &proc{cmd: cmd, name: name, exited: exited}
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -193,11 +194,18 @@ func TestDistributed(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "a tenth of the requests not done within 30s")
 		time.Sleep(20 * time.Millisecond)
 	}
-	var running int
-	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{schema, "records"}.Sanitize()+
-		" WHERE state = 'running'").Scan(&running))
 	require.NoError(t, victim.cmd.Process.Kill())
-	t.Logf("SIGKILLed worker1 with %d requests done and %d running", count(asyncreq.StateSucceeded), running)
+	select {
+	case <-victim.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("worker1 still running 10s after SIGKILL")
+	}
+	// The requests worker1 left unfinished are running until their leases
+	// run out (lease, well after this count): those it was processing and
+	// those whose outcome it had not yet written, as a slot is freed
+	// before the outcome is written.
+	unfinished := count(asyncreq.StateRunning)
+	t.Logf("SIGKILLed worker1 with %d requests done and %d running", count(asyncreq.StateSucceeded), unfinished)
 
 	wg.Wait()
 	close(errs)
@@ -224,7 +232,7 @@ func TestDistributed(t *testing.T) {
 
 	// In the database: one record per request, all succeeded with their
 	// result, every job settled, and a second attempt only for requests
-	// the killed worker was running.
+	// the killed worker left unfinished.
 	var records, succeeded, retried, jobs, maxAttempts int
 	recs := pgx.Identifier{schema, "records"}.Sanitize()
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE state = 'succeeded'
@@ -233,7 +241,8 @@ func TestDistributed(t *testing.T) {
 		Scan(&records, &succeeded, &retried, &maxAttempts))
 	require.Equal(t, total, records, "records")
 	require.Equal(t, total, succeeded, "succeeded with the sha256 of their body")
-	require.LessOrEqual(t, retried, concurrency, "requests attempted twice: more than the killed worker ran")
+	t.Logf("%d requests attempted twice", retried)
+	require.LessOrEqual(t, retried, unfinished, "requests attempted twice: more than were unfinished when worker1 died")
 	require.LessOrEqual(t, maxAttempts, 2)
 	deadline = time.Now().Add(10 * time.Second)
 	for {
