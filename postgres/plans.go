@@ -17,9 +17,10 @@ import (
 // closed-loop load, it planned the batched update at every run, and
 // planning took longer than the update (446 µs a run, against 419).
 // The generic plan of each of these statements finds the records by their
-// primary key, as checked in TestBatchStatementsKeepAGenericPlan, and a
-// table's growth does not leave it outdated: the Backend analyzes
-// records as it grows (analyze.go), which has PostgreSQL plan again.
+// primary key once records holds a few pages (as
+// TestBatchStatementsKeepAGenericPlan checks); one made before is not
+// kept as the table grows, for the Backend analyzes records each time it
+// has doubled, up to 8 MiB (analyze.go), which has PostgreSQL plan again.
 //
 // It is sent in the same round trip as the statement it serves, and set
 // for its transaction only (is_local), so the setting never outlives it
