@@ -94,23 +94,22 @@ func (s *Backend) claimRecords(ctx context.Context, limit int, ttl time.Duration
 	}
 	defer releaseIdle(qctx, conn)
 
-	var b pgx.Batch
-	b.Queue("BEGIN")
-	b.Queue(genericPlans) // for the UPDATE of commitLocked
-	b.Queue(s.sql.claimLocked, s.queue, limit, micros(ttl))
-	br := conn.SendBatch(qctx, &b)
+	// The transaction's generic plans serve commitLocked's UPDATE.
 	var leases []*asyncreq.Lease
-	var recs map[string]*asyncreq.Record // the records found, as read
-	_, err = br.Exec()
-	if err == nil {
-		_, err = br.Exec()
-	}
-	if err == nil {
-		leases, recs, err = s.scanLocked(br)
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
+	recs := make(map[string]*asyncreq.Record) // the records found, as read
+	err = beginGeneric(qctx, conn, s.sql.claimLocked, []any{s.queue, limit, micros(ttl)}, func(rows pgx.Rows) error {
+		for rows.Next() {
+			l, rec, err := s.scanClaimed(rows)
+			if err != nil {
+				return err
+			}
+			leases = append(leases, l)
+			if rec != nil {
+				recs[l.ID] = rec
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, 0, s.fail(ctx, "dequeue", err)
 	}
@@ -164,29 +163,6 @@ func (s *Backend) claimRecords(ctx context.Context, limit int, ttl time.Duration
 		claims[i] = asyncreq.Claim{Lease: l, Record: c.res.rec, Err: c.err}
 	}
 	return claims, 0, nil
-}
-
-// scanLocked reads the rows of claimLocked: the leases, in order, and the
-// records found, by id.
-func (s *Backend) scanLocked(br pgx.BatchResults) ([]*asyncreq.Lease, map[string]*asyncreq.Record, error) {
-	rows, err := br.Query()
-	if err != nil {
-		return nil, nil, err
-	}
-	defer rows.Close()
-	var leases []*asyncreq.Lease
-	recs := make(map[string]*asyncreq.Record)
-	for rows.Next() {
-		l, rec, err := s.scanClaimed(rows)
-		if err != nil {
-			return nil, nil, err
-		}
-		leases = append(leases, l)
-		if rec != nil {
-			recs[l.ID] = rec
-		}
-	}
-	return leases, recs, rows.Err()
 }
 
 // rollBackNextDue ends a claim that took nothing, and returns how long to

@@ -35,11 +35,33 @@ type batchSender interface {
 // queryGeneric runs query with args in a transaction of its own, with its
 // generic plan (see genericPlans), and passes its rows to scan.
 func queryGeneric(ctx context.Context, db batchSender, query string, args []any, scan func(pgx.Rows) error) error {
+	return sendGeneric(ctx, db, false, query, args, scan)
+}
+
+// beginGeneric begins a transaction on conn and runs query with args in
+// it, in one round trip, and passes its rows to scan. The transaction's
+// statements run with their generic plans (see genericPlans); it is left
+// open for the caller to commit or roll back.
+func beginGeneric(ctx context.Context, conn batchSender, query string, args []any, scan func(pgx.Rows) error) error {
+	return sendGeneric(ctx, conn, true, query, args, scan)
+}
+
+// sendGeneric sends, in one round trip, BEGIN if begin, genericPlans and
+// query, and passes query's rows to scan.
+func sendGeneric(ctx context.Context, db batchSender, begin bool, query string, args []any, scan func(pgx.Rows) error) error {
 	var b pgx.Batch
+	if begin {
+		b.Queue("BEGIN")
+	}
 	b.Queue(genericPlans)
 	b.Queue(query, args...)
 	br := db.SendBatch(ctx, &b)
-	_, err := br.Exec()
+	var err error
+	for range b.Len() - 1 {
+		if _, err = br.Exec(); err != nil {
+			break
+		}
+	}
 	if err == nil {
 		var rows pgx.Rows
 		if rows, err = br.Query(); err == nil {

@@ -318,32 +318,17 @@ func (s *Backend) updateLocked(ctx context.Context, calls []*call[updateArg, upd
 	}
 	defer releaseIdle(ctx, conn)
 
-	var b pgx.Batch
-	b.Queue("BEGIN")
-	b.Queue(genericPlans)
-	b.Queue(s.sql.getManyForUpdate, s.queue, ids)
-	br := conn.SendBatch(ctx, &b)
 	stored := make(map[string]*asyncreq.Record, len(ids)) // as read, before any fn
-	_, err = br.Exec()
-	if err == nil {
-		_, err = br.Exec()
-	}
-	if err == nil {
-		var rows pgx.Rows
-		rows, err = br.Query()
-		if err == nil {
-			var recs []*asyncreq.Record
-			recs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (*asyncreq.Record, error) {
-				return scanRecord(r)
-			})
-			for _, rec := range recs {
-				stored[rec.ID] = rec
+	err = beginGeneric(ctx, conn, s.sql.getManyForUpdate, []any{s.queue, ids}, func(rows pgx.Rows) error {
+		for rows.Next() {
+			rec, err := scanRecord(rows)
+			if err != nil {
+				return err
 			}
+			stored[rec.ID] = rec
 		}
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
