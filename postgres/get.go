@@ -37,6 +37,21 @@ func (s *Backend) runGets(ctx context.Context, calls []*call[string, *asyncreq.R
 	}
 }
 
+// scanRecordsInto returns a function that reads rows of records into m,
+// by id.
+func scanRecordsInto(m map[string]*asyncreq.Record) func(pgx.Rows) error {
+	return func(rows pgx.Rows) error {
+		for rows.Next() {
+			rec, err := scanRecord(rows)
+			if err != nil {
+				return err
+			}
+			m[rec.ID] = rec
+		}
+		return nil
+	}
+}
+
 // readRecords reads the records the calls name, by id.
 func (s *Backend) readRecords(ctx context.Context, calls []*call[string, *asyncreq.Record]) (map[string]*asyncreq.Record, error) {
 	found := make(map[string]*asyncreq.Record, len(calls))
@@ -59,17 +74,7 @@ func (s *Backend) readRecords(ctx context.Context, calls []*call[string, *asyncr
 			ids = append(ids, c.arg)
 		}
 	}
-	err := queryGeneric(ctx, s.pool, s.sql.getMany, []any{s.queue, ids}, func(rows pgx.Rows) error {
-		for rows.Next() {
-			rec, err := scanRecord(rows)
-			if err != nil {
-				return err
-			}
-			found[rec.ID] = rec
-		}
-		return nil
-	})
-	if err != nil {
+	if err := queryGeneric(ctx, s.pool, s.sql.getMany, []any{s.queue, ids}, scanRecordsInto(found)); err != nil {
 		return nil, err
 	}
 	return found, nil

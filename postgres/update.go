@@ -319,17 +319,7 @@ func (s *Backend) updateLocked(ctx context.Context, calls []*call[updateArg, upd
 	defer releaseIdle(ctx, conn)
 
 	stored := make(map[string]*asyncreq.Record, len(ids)) // as read, before any fn
-	err = beginGeneric(ctx, conn, s.sql.getManyForUpdate, []any{s.queue, ids}, func(rows pgx.Rows) error {
-		for rows.Next() {
-			rec, err := scanRecord(rows)
-			if err != nil {
-				return err
-			}
-			stored[rec.ID] = rec
-		}
-		return nil
-	})
-	if err != nil {
+	if err := beginGeneric(ctx, conn, s.sql.getManyForUpdate, []any{s.queue, ids}, scanRecordsInto(stored)); err != nil {
 		return err
 	}
 
