@@ -170,7 +170,7 @@ func TestNewWarnsOfASmallPool(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	small := newPool(t, 4)
 	newStoreOn(t, small, newSchema(t, small), &postgres.Options{Logger: log})
-	require.Contains(t, buf.String(), "min_pool_size=12", "a pool of 4 is below the default MinPoolSize")
+	require.Contains(t, buf.String(), "min_pool_size=9", "a pool of 4 is below the default MinPoolSize")
 	require.Contains(t, buf.String(), "max_conns=4")
 
 	buf.Reset()
@@ -178,5 +178,5 @@ func TestNewWarnsOfASmallPool(t *testing.T) {
 	newStoreOn(t, big, newSchema(t, big), &postgres.Options{Logger: log})
 	require.NotContains(t, buf.String(), "pool is smaller", "a pool of MinPoolSize gets no warning")
 	require.Equal(t, int32(3*4+4+2), postgres.MinPoolSize(&postgres.Options{Committers: 4}))
-	require.Equal(t, int32(3*2+1+2), postgres.MinPoolSize(&postgres.Options{Readers: 1}))
+	require.Equal(t, int32(3*1+1+2), postgres.MinPoolSize(&postgres.Options{Readers: 1}))
 }

@@ -38,7 +38,11 @@ type Options struct {
 	// Committers is the number of group-commit transactions that may be
 	// in flight at once, for accepts, updates and acks each. Calls that
 	// arrive while all of them are busy are written together by the next
-	// free one. The default is 2.
+	// free one. The default is 1: a lone call is still written at once,
+	// and under load one transaction in flight gathers larger batches, so
+	// PostgreSQL commits fewer and does less work for each request. Raise
+	// it when the database's round trip, not its CPU, is what a batch
+	// waits for (a distant server with many cores).
 	Committers int
 
 	// Readers is the number of reads of records by id (Get, which serves
@@ -98,7 +102,7 @@ const (
 	defaultQueue        = "default"
 	defaultPollInterval = time.Second
 	defaultMaxBatch     = 256
-	defaultCommitters   = 2
+	defaultCommitters   = 1
 	defaultReaders      = 4
 	defaultPollCacheAge = 500 * time.Millisecond
 	defaultVacuumAfter  = 10000
@@ -156,9 +160,9 @@ func (o *Options) withDefaults() (Options, error) {
 // MinPoolSize is the smallest pgxpool MaxConns with which a Backend opened
 // with opts (nil for the defaults) does not wait for connections of its
 // own making: one for each group-commit writer (accepts, updates and acks,
-// Committers each, 6 by default), one for each reader of records
+// Committers each, 3 by default), one for each reader of records
 // (Readers, 4 by default), one for the notifications a write sends and one
-// for a Worker's claims (the LISTEN connection is not the pool's): 12 at
+// for a Worker's claims (the LISTEN connection is not the pool's): 9 at
 // the defaults. On top of it, size the pool for the other calls that
 // arrive at once, such as each heartbeat of a running request; a few more
 // connections than MinPoolSize serve a Worker of the default Concurrency.

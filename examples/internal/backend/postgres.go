@@ -40,18 +40,7 @@ func openPostgres(ctx context.Context, cfg Config) (*Backend, error) {
 	b := &Backend{}
 	b.onClose(pool.Close)
 	perEndpoint(b, func(ctx context.Context, name string) (*postgres.Backend, error) {
-		opts := &postgres.Options{Schema: cfg.Schema, Queue: name, Logger: cfg.Logger}
-		if !cfg.Defaults {
-			// One group-commit transaction in flight per kind (accepts,
-			// updates, acks) rather than the default two: on a 2-CPU
-			// machine sharing its disk, fewer and larger commits measured
-			// better. Last measured with runs of the two alternating
-			// (loadtest, 32 clients): end-to-end p50 14.1-16.7 ms against
-			// 15.9-18.4 ms with two, accept 10,900-11,700 req/s against
-			// 8,600-11,700.
-			opts.Committers = 1
-		}
-		return postgres.New(ctx, pool, opts)
+		return postgres.New(ctx, pool, &postgres.Options{Schema: cfg.Schema, Queue: name, Logger: cfg.Logger})
 	})
 	return b, nil
 }
