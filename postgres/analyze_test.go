@@ -155,3 +155,23 @@ func preparedPlan(t *testing.T, stmt, exec string) func() string {
 		return strings.Join(lines, "\n")
 	}
 }
+
+// TestOwnAnalyzeSamplesFewRows: the Backend's own ANALYZE of a new table
+// takes a small sample (a statistics target of 10), as its only aim is to
+// give the planner the table's size and the few values of queue: the
+// histogram of created_at, of distinct values in every row, has 11 bounds
+// at most, where PostgreSQL's default target gives it up to 101.
+func TestOwnAnalyzeSamplesFewRows(t *testing.T) {
+	t.Parallel()
+	s, schema, pool := freshBackend(t)
+	ctx := t.Context()
+	write(t, 600, acceptOne(ctx, s))
+	var bounds int
+	require.Eventually(t, func() bool {
+		err := pool.QueryRow(ctx, `SELECT coalesce(array_length(histogram_bounds, 1), 0) FROM pg_stats
+			WHERE schemaname = $1 AND tablename = 'records' AND attname = 'created_at'`, schema).Scan(&bounds)
+		return err == nil
+	}, 20*time.Second, 50*time.Millisecond, "records was not analyzed")
+	require.Positive(t, bounds)
+	require.LessOrEqual(t, bounds, 11)
+}
