@@ -59,7 +59,7 @@ func loadMigrations() ([]migration, error) {
 // SchemaVersion is the schema version this package creates and expects:
 // the highest of its migrations. The versions applied to a database are
 // kept in the table <TablePrefix>schema_version, one row each.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // migrate brings the tables of prefix up to SchemaVersion in one
 // transaction: it applies, in version order, every migration not yet
