@@ -37,51 +37,51 @@ func fnvSum(s string) uint64 {
 	return h.Sum64()
 }
 
-// TestMigrateKeysRecordsByTime: a record stored at schema version 5, keyed
-// by the hash of its id alone, is found by id after migration 6, which
-// keys it by its time.
-func TestMigrateKeysRecordsByTime(t *testing.T) {
-	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "v5.db")
-	ms, err := loadMigrations()
-	require.NoError(t, err)
-	eng, err := acquireEngine(ctx, path, engineConfig{synchronous: "FULL", busyTimeout: time.Second, readConns: 1, maxBatch: 8})
-	require.NoError(t, err)
-	rec := expiredRecord(time.Now())
-	require.NoError(t, eng.do(ctx, func(tx *wtx) error {
-		if err := tx.execScript(`CREATE TABLE asyncreq_schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT '')`); err != nil {
-			return err
-		}
-		for _, m := range ms {
-			if m.version > 5 {
-				break
-			}
-			if err := tx.execScript(strings.ReplaceAll(m.sql, "{{prefix}}", "asyncreq_")); err != nil {
-				return err
-			}
-			if _, err := tx.exec(`INSERT INTO asyncreq_schema_version (version) VALUES (?1)`, m.version); err != nil {
-				return err
-			}
-		}
-		enc, err := encodeRecord(rec)
-		if err != nil {
-			return err
-		}
-		_, err = tx.exec(`INSERT INTO asyncreq_records
+// TestMigrateKeysStoredRecords: a record stored before migration 0003
+// (no key) or before 0006 (keyed by the hash of its id alone) is found by
+// id after the migrations, its key now idKey's, and its id stays taken.
+func TestMigrateKeysStoredRecords(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version int
+		insert  string
+	}{
+		{"no key", 1, `INSERT INTO asyncreq_records
+			(queue, id, owner, idem_key, state, enqueued, created_at, expires_at, tombstone_ttl, data, body, result_body)
+			VALUES (?1, ?2, '', NULL, 'succeeded', 1, 0, ?3, 0, ?4, ?5, ?6)`},
+		{"keyed by the hash", 5, `INSERT INTO asyncreq_records
 			(queue, id, owner, idem_key, state, enqueued, created_at, expires_at, tombstone_ttl, data, body, result_body, id_key, updated_at)
-			VALUES (?1, ?2, '', NULL, 'succeeded', 1, 0, ?3, 0, ?4, ?5, ?6, ?7, 0)`,
-			defaultQueue, rec.ID, rec.ExpiresAt.UnixNano(), enc.data, enc.body, enc.resultBody, int64(fnvSum(rec.ID)))
-		return err
-	}, nil))
-	require.NoError(t, releaseEngine(eng))
-	require.NotEqual(t, int64(fnvSum(rec.ID)), idKey(rec.ID), "an id made by NewID is keyed by its time")
+			VALUES (?1, ?2, '', NULL, 'succeeded', 1, 0, ?3, 0, ?4, ?5, ?6, ?7, 0)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			path := filepath.Join(t.TempDir(), "old.db")
+			rec := expiredRecord(time.Now())
+			hashed := int64(fnvSum(rec.ID))
+			require.NotEqual(t, hashed, idKey(rec.ID), "an id made by NewID is keyed by its time")
+			databaseAt(t, path, tc.version, func(tx *wtx) error {
+				enc, err := encodeRecord(rec)
+				if err != nil {
+					return err
+				}
+				args := []any{defaultQueue, rec.ID, rec.ExpiresAt.UnixNano(), enc.data, enc.body, enc.resultBody}
+				if tc.version >= 3 {
+					args = append(args, hashed)
+				}
+				_, err = tx.exec(tc.insert, args...)
+				return err
+			})
 
-	b, err := Open(ctx, path, nil)
-	require.NoError(t, err)
-	defer func() { require.NoError(t, b.Close()) }()
-	got, err := b.Get(ctx, rec.ID)
-	require.NoError(t, err)
-	require.Equal(t, rec.Body, got.Body)
-	_, err = b.Create(ctx, rec)
-	require.ErrorIs(t, err, errIDExists, "its id stays taken")
+			b, err := Open(ctx, path, nil)
+			require.NoError(t, err)
+			defer func() { require.NoError(t, b.Close()) }()
+			got, err := b.Get(ctx, rec.ID)
+			require.NoError(t, err)
+			require.Equal(t, rec.Body, got.Body)
+			_, err = b.Update(ctx, rec.ID, func(r *asyncreq.Record) error { r.Attempts++; return nil })
+			require.NoError(t, err)
+			_, err = b.Create(ctx, rec)
+			require.ErrorIs(t, err, errIDExists, "its id stays taken")
+		})
+	}
 }

@@ -124,28 +124,10 @@ func TestListCursorIsExact(t *testing.T) {
 func TestMigrateFillsUpdatedAt(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "v3.db")
-	ms, err := loadMigrations()
-	require.NoError(t, err)
-	eng, err := acquireEngine(ctx, path, engineConfig{synchronous: "FULL", busyTimeout: time.Second, readConns: 1, maxBatch: 8})
-	require.NoError(t, err)
 	rec := expiredRecord(time.Now())
 	rec.UpdatedAt = time.Date(2026, 12, 1, 10, 0, 0, 987654321, time.UTC)
 	rec.ExpiresAt = time.Now().Add(time.Hour)
-	require.NoError(t, eng.do(ctx, func(tx *wtx) error {
-		if err := tx.execScript(`CREATE TABLE asyncreq_schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT '')`); err != nil {
-			return err
-		}
-		for _, m := range ms {
-			if m.version > 3 {
-				break
-			}
-			if err := tx.execScript(strings.ReplaceAll(m.sql, "{{prefix}}", "asyncreq_")); err != nil {
-				return err
-			}
-			if _, err := tx.exec(`INSERT INTO asyncreq_schema_version (version) VALUES (?)`, m.version); err != nil {
-				return err
-			}
-		}
+	databaseAt(t, path, 3, func(tx *wtx) error {
 		enc, err := encodeRecord(rec)
 		if err != nil {
 			return err
@@ -156,8 +138,7 @@ func TestMigrateFillsUpdatedAt(t *testing.T) {
 			defaultQueue, rec.ID, rec.CreatedAt.UnixNano(), rec.ExpiresAt.UnixNano(), int64(rec.TombstoneTTL),
 			enc.data, enc.body, enc.resultBody, idKey(rec.ID))
 		return err
-	}, nil))
-	require.NoError(t, releaseEngine(eng))
+	})
 
 	b, err := Open(ctx, path, nil)
 	require.NoError(t, err)

@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"context"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -9,8 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/asyncreq/asyncreq"
 )
 
 // queryPlan returns the lines of SQLite's plan for q, run on the read pool.
@@ -118,51 +115,4 @@ func TestIDIndexIsCompact(t *testing.T) {
 	perRecord := float64(pages*pageSize) / n
 	t.Logf("%s: %d pages, %.1f bytes per record", index, pages, perRecord)
 	require.LessOrEqual(t, perRecord, 24.0, "the index %s takes %.1f bytes per record", index, perRecord)
-}
-
-// TestMigrateKeysOldRecords: records stored before migration 0003 are
-// found by id after it.
-func TestMigrateKeysOldRecords(t *testing.T) {
-	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "old.db")
-	ms, err := loadMigrations()
-	require.NoError(t, err)
-	require.Equal(t, 1, ms[0].version)
-	// A database at version 1, with one record, as the package left it then.
-	eng, err := acquireEngine(ctx, path, engineConfig{synchronous: "FULL", busyTimeout: time.Second, readConns: 1, maxBatch: 8})
-	require.NoError(t, err)
-	rec := expiredRecord(time.Now())
-	require.NoError(t, eng.do(ctx, func(tx *wtx) error {
-		if err := tx.execScript(strings.ReplaceAll(ms[0].sql, "{{prefix}}", "asyncreq_")); err != nil {
-			return err
-		}
-		if err := tx.execScript(`CREATE TABLE asyncreq_schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT '')`); err != nil {
-			return err
-		}
-		if err := tx.execScript(`INSERT INTO asyncreq_schema_version (version) VALUES (1)`); err != nil {
-			return err
-		}
-		enc, err := encodeRecord(rec)
-		if err != nil {
-			return err
-		}
-		_, err = tx.exec(`INSERT INTO asyncreq_records
-			(queue, id, owner, idem_key, state, enqueued, created_at, expires_at, tombstone_ttl, data, body, result_body)
-			VALUES (?1, ?2, '', NULL, 'succeeded', 1, 0, ?3, 0, ?4, ?5, ?6)`,
-			defaultQueue, rec.ID, rec.ExpiresAt.UnixNano(), enc.data, enc.body, enc.resultBody)
-		return err
-	}, nil))
-	require.NoError(t, releaseEngine(eng))
-
-	b, err := Open(ctx, path, nil)
-	require.NoError(t, err)
-	defer func() { require.NoError(t, b.Close()) }()
-	got, err := b.Get(ctx, rec.ID)
-	require.NoError(t, err)
-	require.Equal(t, rec.Body, got.Body)
-	_, err = b.Update(ctx, rec.ID, func(r *asyncreq.Record) error { r.Attempts++; return nil })
-	require.NoError(t, err)
-	// Its id stays taken.
-	_, err = b.Create(context.Background(), rec)
-	require.ErrorIs(t, err, errIDExists)
 }
