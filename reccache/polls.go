@@ -55,7 +55,20 @@ type PollCache[V any] struct {
 	listening bool // notifications are received
 	m         map[string]*pollEntry[V]
 	bytes     int
-	rescan    time.Time // a full cache is not scanned for old entries before
+	// kept lists the values kept, oldest first, from head on: a full cache
+	// drops its oldest entries to keep a new one, and entries past the age
+	// go as new ones are kept. An item whose entry was removed or kept again
+	// since is skipped.
+	kept []keptItem[V]
+	head int
+	seq  uint64 // of the last value kept
+}
+
+// keptItem is a value kept in a PollCache, in PollCache.kept.
+type keptItem[V any] struct {
+	id  string
+	e   *pollEntry[V]
+	seq uint64 // the entry's seq when it was kept
 }
 
 // PollBytes bounds the records a PollCache holds, in the units of its size
@@ -76,6 +89,7 @@ type pollEntry[V any] struct {
 	has  bool      // v is set
 	at   time.Time // when the read or write that gave v was issued
 	size int
+	seq  uint64    // when v was kept, in the cache's count of keeps
 	last *PollMark // the latest read or write noted, nil once done
 }
 
@@ -218,40 +232,44 @@ func (p *PollCache[V]) Wrote(id string, mark *PollMark, v V) {
 }
 
 // keepLocked stores v, of size bytes, in e, the entry of id, as the
-// outcome of mark, its latest read or write; it removes e instead if v is
-// over EntryMax or does not fit.
+// outcome of mark, its latest read or write, dropping the oldest entries
+// if the cache is full; it removes e instead if v is over EntryMax.
 func (p *PollCache[V]) keepLocked(id string, e *pollEntry[V], mark *PollMark, v V, size int) {
 	p.removeLocked(id)
-	if size > EntryMax || !p.roomLocked(size, mark.at) {
+	if size > EntryMax {
 		return
 	}
-	e.v, e.has, e.at, e.size, e.last = v, true, mark.at, size, nil
+	p.dropOldLocked(size, mark.at)
+	p.seq++
+	e.v, e.has, e.at, e.size, e.seq, e.last = v, true, mark.at, size, p.seq, nil
 	p.m[id] = e
 	p.bytes += size
+	p.kept = append(p.kept, keptItem[V]{id: id, e: e, seq: p.seq})
 }
 
-// roomLocked reports whether size more bytes fit, dropping the entries
-// older than the cache's age (as of now) if they do not. A full cache is
-// scanned for them at most every half age: while it is full of younger
-// entries, a scan at every read or write would cost a walk of the whole
-// cache each, and finds nothing to drop.
-func (p *PollCache[V]) roomLocked(size int, now time.Time) bool {
-	if p.bytes+size <= PollBytes {
-		return true
-	}
-	if now.Before(p.rescan) {
-		return false
-	}
-	for id, e := range p.m {
-		if e.has && now.Sub(e.at) >= p.age {
-			p.removeLocked(id)
+// dropOldLocked makes room for size more bytes by dropping the oldest
+// entries, and drops the entries older than the cache's age (as of now)
+// at the head of the list of those kept. A poll is most likely of a
+// request written moments ago, so a full cache keeps the newest.
+func (p *PollCache[V]) dropOldLocked(size int, now time.Time) {
+	for p.head < len(p.kept) {
+		k := p.kept[p.head]
+		current := p.m[k.id] == k.e && k.e.has && k.e.seq == k.seq
+		if current && p.bytes+size <= PollBytes && now.Sub(k.e.at) < p.age {
+			break
 		}
+		if current {
+			p.removeLocked(k.id)
+		}
+		p.kept[p.head] = keptItem[V]{}
+		p.head++
 	}
-	if p.bytes+size <= PollBytes {
-		return true
+	if p.head > len(p.kept)/2 {
+		// Half the list is dropped items: move the rest to the front.
+		n := copy(p.kept, p.kept[p.head:])
+		clear(p.kept[n:])
+		p.kept, p.head = p.kept[:n], 0
 	}
-	p.rescan = now.Add(p.age / 2)
-	return false
 }
 
 // removeLocked removes the entry of id, if any.
@@ -285,5 +303,7 @@ func (p *PollCache[V]) Listen(up bool) {
 	p.listening = up
 	clear(p.m)
 	p.bytes = 0
+	clear(p.kept)
+	p.kept, p.head = p.kept[:0], 0
 	p.mu.Unlock()
 }

@@ -72,47 +72,86 @@ func TestPollCacheOrdersOverlappingWrites(t *testing.T) {
 }
 
 // BenchmarkPollCacheFull reads records into a poll cache that is full of
-// records read within its age, which it cannot keep: the cost of a read's
-// begin and end when nothing can be dropped.
+// records read within its age: the cost of a read's begin and end when
+// the oldest entry is dropped to keep it.
 func BenchmarkPollCacheFull(b *testing.B) {
 	now := time.Now()
 	p := newTestCache(time.Hour)
 	p.Listen(true)
 	body := make([]byte, 1<<10)
-	for i := 0; p.bytes < PollBytes-2<<10; i++ {
-		id := strconv.Itoa(i)
+	fill(p, now, body)
+	i := 0
+	for b.Loop() {
+		id := "new" + strconv.Itoa(i)
+		i++
 		p.Read(id, p.Begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
 	}
-	rec := &asyncreq.Record{ID: "new", State: asyncreq.StateRunning, Body: make([]byte, 4<<10)}
-	for b.Loop() {
-		p.Read(rec.ID, p.Begin(rec.ID, now), rec)
+	if get(p, "new"+strconv.Itoa(i-1), now) == nil {
+		b.Fatal("the newest record was not kept in a full cache")
 	}
-	if get(p, rec.ID, now) != nil {
-		b.Fatal("a record was kept in a full cache")
+	if p.bytes > PollBytes {
+		b.Fatalf("the cache holds %d bytes, over its %d", p.bytes, PollBytes)
 	}
 }
 
-// TestPollCacheFullKeepsAgainOnceEntriesAge: a full cache refuses a
-// record while its entries are younger than its age, and keeps one again
-// once they have aged, although it scans a full cache only every half age.
-func TestPollCacheFullKeepsAgainOnceEntriesAge(t *testing.T) {
+// fill reads records with body into p at now until it is nearly full (less
+// than a record's room left), and returns their ids, oldest first.
+func fill(p *PollCache[*asyncreq.Record], now time.Time, body []byte) []string {
+	var ids []string
+	for i := 0; p.bytes+testSize(&asyncreq.Record{Body: body}) <= PollBytes; i++ {
+		id := strconv.Itoa(i)
+		p.Read(id, p.Begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// TestPollCacheFullDropsTheOldest: a full cache keeps a new record by
+// dropping its oldest entries, as many as the new one needs, although they
+// are younger than its age: a poll is most likely of a request written
+// moments ago. Entries removed since they were kept (a change) are not
+// counted as the oldest.
+func TestPollCacheFullDropsTheOldest(t *testing.T) {
+	now := time.Now()
+	p := newTestCache(time.Hour)
+	p.Listen(true)
+	body := make([]byte, 16<<10)
+	ids := fill(p, now, body)
+	require.Greater(t, len(ids), 100)
+	p.Changed(ids[1]) // removed: not the second oldest any more
+
+	big := &asyncreq.Record{ID: "new", State: asyncreq.StateRunning, Body: make([]byte, 40<<10)}
+	later := now.Add(time.Minute)
+	p.Read(big.ID, p.Begin(big.ID, later), big)
+	has := func(id string) bool { _, ok := p.Get(id, later); return ok }
+	assert.True(t, has(big.ID), "the new record is kept")
+	assert.LessOrEqual(t, p.bytes, PollBytes)
+	for _, id := range []string{ids[0], ids[2]} {
+		assert.False(t, has(id), "oldest entry %s is dropped", id)
+	}
+	for _, id := range ids[3:] {
+		require.True(t, has(id), "entry %s, newer than what the new record needed dropped", id)
+	}
+}
+
+// TestPollCacheDropsAgedEntries: entries older than the cache's age are
+// dropped as new ones are kept, whether or not the cache is full, so that
+// what it holds is what it may still answer with.
+func TestPollCacheDropsAgedEntries(t *testing.T) {
 	const age = time.Second
 	now := time.Now()
 	p := newTestCache(age)
 	p.Listen(true)
-	body := make([]byte, 64<<10-1<<10)
-	for i := 0; p.bytes < PollBytes-64<<10; i++ {
-		id := strconv.Itoa(i)
-		p.Read(id, p.Begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Body: body})
+	rec := func(id string) *asyncreq.Record { return &asyncreq.Record{ID: id, State: asyncreq.StateRunning} }
+	for _, id := range []string{"a", "b"} {
+		p.Read(id, p.Begin(id, now), rec(id))
 	}
-	rec := &asyncreq.Record{ID: "new", State: asyncreq.StateRunning, Body: body}
-	read := func(at time.Time) *asyncreq.Record {
-		p.Read(rec.ID, p.Begin(rec.ID, at), rec)
-		return get(p, rec.ID, at)
-	}
-	assert.Nil(t, read(now), "full of entries younger than the age")
-	assert.Nil(t, read(now.Add(age/4)), "still full")
-	assert.NotNil(t, read(now.Add(age)), "the aged entries are dropped")
+	p.Read("c", p.Begin("c", now.Add(age/2)), rec("c"))
+	p.Read("d", p.Begin("d", now.Add(age)), rec("d"))
+	assert.Len(t, p.m, 2, "a and b aged when d was kept")
+	assert.NotNil(t, get(p, "c", now.Add(age)))
+	assert.NotNil(t, get(p, "d", now.Add(age)))
+	assert.Equal(t, 2*testSize(rec("")), p.bytes)
 }
 
 // testSize is a record's size in the tests: its bodies and a little more.
