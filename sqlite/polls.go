@@ -48,8 +48,13 @@ import (
 // waiting for another process's write lock.
 const versionCheckWait = 5 * time.Millisecond
 
-// defaultPollCacheAge is Options.PollCacheAge's default.
-const defaultPollCacheAge = 500 * time.Millisecond
+// defaultPollCacheAge is Options.PollCacheAge's default: longer than a
+// Handler's default Retry-After (1s) several times over, so that clients
+// that wait it between polls are answered from the cache. Unlike a
+// backend told of changes by notifications, which may be lost, the age is
+// no bound on how late a change is seen here (every Get is checked), only
+// on how long a record stays cached.
+const defaultPollCacheAge = 5 * time.Second
 
 type pollCache = reccache.PollCache[*asyncreq.Record]
 

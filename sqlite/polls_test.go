@@ -61,6 +61,32 @@ func newRecordID(t *testing.T, b *sqlite.Backend) string {
 	return rec.ID
 }
 
+// TestPollsAtTheRetryAfterReadNothing: a client that polls at the
+// Retry-After a Handler sends by default (1s) is answered from the record
+// the worker wrote, with the Backend's default options: the cache's age is
+// longer than that interval, and what the cache answers is checked against
+// other processes' writes at every Get whatever its age.
+func TestPollsAtTheRetryAfterReadNothing(t *testing.T) {
+	ctx := t.Context()
+	b, _ := openTemp(t, nil)
+	id := newRecordID(t, b)
+	_, err := b.Update(ctx, id, func(r *asyncreq.Record) error {
+		r.State = asyncreq.StateSucceeded
+		r.Result = &asyncreq.Result{StatusCode: 200, Body: []byte("done")}
+		return nil
+	})
+	require.NoError(t, err)
+
+	before := sqlite.Reads(b)
+	for range 2 {
+		time.Sleep(time.Second + 50*time.Millisecond) // a Handler's default Retry-After, and a little
+		got, err := b.Get(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, asyncreq.StateSucceeded, got.State)
+	}
+	assert.Zero(t, sqlite.Reads(b)-before, "reads of the file by two polls a Retry-After apart")
+}
+
 // TestPollsOffReadEveryTime: with PollCacheAge negative every Get reads
 // the file.
 func TestPollsOffReadEveryTime(t *testing.T) {

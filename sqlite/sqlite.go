@@ -173,8 +173,11 @@ type Options struct {
 	// documentation). A client polling a running request every few
 	// milliseconds then costs a read every PollCacheAge. Clients that wait
 	// the Retry-After a Handler sends (1s by default) between polls are
-	// served from the cache only if it is longer than that. Negative: read
-	// at every Get. Default 500ms.
+	// served from the cache only if it is longer than that. Since every
+	// Get is checked against other processes' writes, the age bounds only
+	// how long a record stays cached, not how late a change is seen; the
+	// cache holds about 8 MiB of records at most, dropping the oldest when
+	// full. Negative: read at every Get. Default 5s.
 	PollCacheAge time.Duration
 
 	// Now is the clock used for queue due times, leases, tombstones and
