@@ -61,8 +61,13 @@ func TestNotifierSpacesSendsUnderLoad(t *testing.T) {
 	}
 	require.Greater(t, posted, 100)
 	require.LessOrEqual(t, len(s.at), int(span/gap)+3, "sends for %d changes", posted)
+	// The notifier times a send from when it starts it; exec stamps it a
+	// moment later, and that moment varies with scheduling (a race-detector
+	// run on two busy cores: 35µs). So the spacing seen here may fall short
+	// of the gap by a little, never by a quarter of it as sends made for
+	// every change or two would (200µs apart).
 	for i := 1; i < len(s.at) && s.at[i].Before(closed); i++ {
-		require.GreaterOrEqual(t, s.at[i].Sub(s.at[i-1]), gap, "send %d began too soon after the one before", i)
+		require.GreaterOrEqual(t, s.at[i].Sub(s.at[i-1]), gap-gap/4, "send %d began too soon after the one before", i)
 	}
 }
 
