@@ -2,6 +2,7 @@ package reccache
 
 import (
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -245,6 +246,18 @@ func (p *PollCache[V]) keepLocked(id string, e *pollEntry[V], mark *PollMark, v 
 	p.m[id] = e
 	p.bytes += size
 	p.kept = append(p.kept, keptItem[V]{id: id, e: e, seq: p.seq})
+	if len(p.kept)-p.head > 2*len(p.m)+64 {
+		// Mostly items of entries kept again or removed since, which the
+		// head has not reached yet (a record read or written again and
+		// again within the age): keep the list about as long as the cache.
+		p.kept = slices.DeleteFunc(p.kept[p.head:], func(k keptItem[V]) bool { return !p.current(k) })
+		p.head = 0
+	}
+}
+
+// current reports whether k is the value its entry holds now.
+func (p *PollCache[V]) current(k keptItem[V]) bool {
+	return p.m[k.id] == k.e && k.e.has && k.e.seq == k.seq
 }
 
 // dropOldLocked makes room for size more bytes by dropping the oldest
@@ -254,7 +267,7 @@ func (p *PollCache[V]) keepLocked(id string, e *pollEntry[V], mark *PollMark, v 
 func (p *PollCache[V]) dropOldLocked(size int, now time.Time) {
 	for p.head < len(p.kept) {
 		k := p.kept[p.head]
-		current := p.m[k.id] == k.e && k.e.has && k.e.seq == k.seq
+		current := p.current(k)
 		if current && p.bytes+size <= PollBytes && now.Sub(k.e.at) < p.age {
 			break
 		}

@@ -154,6 +154,30 @@ func TestPollCacheDropsAgedEntries(t *testing.T) {
 	assert.Equal(t, 2*testSize(rec("")), p.bytes)
 }
 
+// TestPollCacheListOfKeptStaysShort: records written again and again
+// within a long age, behind an older entry that stays, leave the list of
+// values kept about as long as the cache, not one item for every time a
+// record was kept.
+func TestPollCacheListOfKeptStaysShort(t *testing.T) {
+	now := time.Now()
+	p := newTestCache(time.Hour)
+	p.Listen(true)
+	// Kept first and never again: the oldest entry, young all along.
+	p.Read("first", p.Begin("first", now), &asyncreq.Record{ID: "first", State: asyncreq.StateRunning})
+	for i := range 100_000 {
+		id := strconv.Itoa(i % 10)
+		p.Wrote(id, p.Begin(id, now), &asyncreq.Record{ID: id, State: asyncreq.StateRunning, Attempts: i})
+	}
+	require.Len(t, p.m, 11)
+	require.NotNil(t, get(p, "first", now))
+	assert.LessOrEqual(t, len(p.kept)-p.head, 2*len(p.m)+64)
+	for i := range 10 {
+		got := get(p, strconv.Itoa(i), now)
+		require.NotNil(t, got)
+		assert.Equal(t, 99_990+i, got.Attempts, "the last value kept of %d", i)
+	}
+}
+
 // testSize is a record's size in the tests: its bodies and a little more.
 func testSize(rec *asyncreq.Record) int {
 	n := 64 + len(rec.Body)
