@@ -61,12 +61,12 @@ func newRecordID(t *testing.T, b *sqlite.Backend) string {
 	return rec.ID
 }
 
-// TestPollsAtTheRetryAfterReadNothing: a client that polls at the
+// TestPollsAtTheRetryAfterAreCached: a client that polls at the
 // Retry-After a Handler sends by default (1s) is answered from the record
 // the worker wrote, with the Backend's default options: the cache's age is
 // longer than that interval, and what the cache answers is checked against
 // other processes' writes at every Get whatever its age.
-func TestPollsAtTheRetryAfterReadNothing(t *testing.T) {
+func TestPollsAtTheRetryAfterAreCached(t *testing.T) {
 	ctx := t.Context()
 	b, _ := openTemp(t, nil)
 	id := newRecordID(t, b)
@@ -78,13 +78,17 @@ func TestPollsAtTheRetryAfterReadNothing(t *testing.T) {
 	require.NoError(t, err)
 
 	before := sqlite.Reads(b)
-	for range 2 {
+	const polls = 2
+	for range polls {
 		time.Sleep(time.Second + 50*time.Millisecond) // a Handler's default Retry-After, and a little
 		got, err := b.Get(ctx, id)
 		require.NoError(t, err)
 		assert.Equal(t, asyncreq.StateSucceeded, got.State)
 	}
-	assert.Zero(t, sqlite.Reads(b)-before, "reads of the file by two polls a Retry-After apart")
+	// A poll whose check of other processes' writes does not come within
+	// 5ms reads the file whatever the age (a busy machine); an entry aged
+	// out makes every one of them read it.
+	assert.Less(t, sqlite.Reads(b)-before, int64(polls), "reads of the file by %d polls a Retry-After apart", polls)
 }
 
 // TestPollsOffReadEveryTime: with PollCacheAge negative every Get reads
